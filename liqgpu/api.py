@@ -1,0 +1,210 @@
+"""The public API: series in, dataset (and store) out. The CLI calls only these functions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time as _time
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import InputError
+from .model.grid import Grid
+from .model.params import Params, parse_duration
+from .series import Series, load_series
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+
+def _as_series_list(series) -> list[Series]:
+    if isinstance(series, (Series, str, Path)):
+        series = [series]
+    out = []
+    for s in series:
+        out.append(s if isinstance(s, Series) else load_series(s))
+    if not out:
+        raise InputError("no series given")
+    return out
+
+
+def resolve_every(every, step: np.timedelta64) -> int:
+    """Output step as a whole number of model steps (default: 1h, or the step if longer)."""
+    step_ns = int(step / np.timedelta64(1, "ns"))
+    if every is None:
+        every = timedelta(hours=1) if step_ns < 3600 * 10**9 else timedelta(seconds=step_ns / 1e9)
+    if isinstance(every, (int, np.integer)) and not isinstance(every, bool):
+        n = int(every)
+    else:
+        td = parse_duration(every, option="--every")
+        ns = int(round(td.total_seconds() * 1e9))
+        if ns % step_ns:
+            raise InputError(
+                f"--every {every}: must be a whole multiple of the model step "
+                f"({step_ns / 1e9:g}s)"
+            )
+        n = ns // step_ns
+    if n < 1:
+        raise InputError(f"--every {every}: must be at least one model step")
+    return n
+
+
+def resolve_grid(grid, inputs) -> Grid:
+    """The grid to use: a Grid, a spec string, or None for the default covering every level."""
+    lo, hi = inputs.level_range()
+    if not np.isfinite(lo):
+        raise InputError("the series has no bar with a valid entry price; nothing to estimate")
+    g = Grid.covering(lo, hi) if grid is None else (grid if isinstance(grid, Grid) else Grid.parse(grid))
+    if hi < g.edges[0] or lo >= g.edges[-1]:
+        raise InputError(
+            f"--grid {g.spec}: holds none of the levels, which range from {lo:.6g} to {hi:.6g}"
+        )
+    return g
+
+
+def fingerprint(series: list[Series], params: Params, grid: Grid, every: int) -> str:
+    h = hashlib.sha256()
+    for s in series:
+        h.update(s.fingerprint().encode())
+    h.update(repr(sorted(params.to_attrs().items())).encode())
+    h.update(grid.edges.tobytes())
+    h.update(str(every).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def estimate(
+    series,
+    *,
+    params: Params | None = None,
+    grid: Grid | str | None = None,
+    every=None,
+    backend: str = "auto",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    chunk_buckets: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = False,
+    dtype=np.float32,
+):
+    """Estimate liquidation levels (model v1) for one or more series.
+
+    Parameters
+    ----------
+    series : Series, path, or a list of them
+        Normalized series (see :func:`liqgpu.load_series`). Several series share one grid and
+        time axis (the ``series`` dimension).
+    params : Params, optional
+        Model parameters; default ``Params()`` (MODEL.md defaults).
+    grid : Grid or str, optional
+        ``'log:START:STOP:BPS'``, ``'linear:START:STOP:STEP'`` or a :class:`Grid`; default a
+        10 bps log grid covering every level the series can produce.
+    every : str, timedelta or int, optional
+        Output step (``'1h'``) or a whole number of model steps; default 1h.
+    backend : {'auto', 'numpy', 'cupy'}
+        Resolved once here; ``auto`` uses CuPy when a GPU is usable.
+    out : path, optional
+        Write a zarr store there (atomically) and return it opened lazily; without it the
+        dataset is built in memory.
+    overwrite : bool
+        Replace an existing store at ``out``.
+    chunk_buckets : int, optional
+        Output buckets per time chunk (default from ``memory_budget``).
+    memory_budget : int
+        Bytes the engine's per-chunk cubes may take.
+    progress : bool
+        Show a progress bar (on a terminal).
+    dtype : numpy dtype
+        Dtype of ``intensity`` and ``liquidated`` (float32 in stores).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions ``series, time, price, leverage, side`` (MODEL.md, "The dataset").
+
+    Examples
+    --------
+    >>> import liqgpu
+    >>> s = liqgpu.synthetic_series(days=2, seed=1)
+    >>> ds = liqgpu.estimate(s, every="1h", backend="numpy")
+    >>> sorted(ds.sizes.items())[:2]
+    [('leverage', 5), ('price', ...)]
+    """
+    from .model.backend import resolve
+    from .model.engine import Engine, chunk_buckets_for
+    from .model.inputs import bucket_prices, prepare
+    from .store import StoreWriter, base_attrs, chunking, make_dataset
+
+    series = _as_series_list(series)
+    params = params or Params()
+    if out is not None:  # fail on the target before any work
+        from .store import check_target
+
+        check_target(out, overwrite=overwrite)
+    name, xp = resolve(backend)
+    started = _time.perf_counter()
+    inputs = prepare(series, params)
+    g = resolve_grid(grid, inputs)
+    n_every = resolve_every(every, inputs.step)
+    engine = Engine(inputs, g, n_every, xp=xp, dtype=dtype)
+    tc, pc = chunking(g.n_bins, params.n_tiers, engine.n_buckets)
+    cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
+                                            budget_bytes=memory_budget, multiple=tc)
+    prices = bucket_prices(series, inputs.time, n_every)
+    btime = inputs.time[:: n_every]
+    attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
+                       fingerprint=fingerprint(series, params, g, n_every),
+                       sources=[s.source for s in series])
+    attrs["backend"] = name
+    meta = {
+        "exchange": [s.exchange for s in series],
+        "symbol": [s.symbol for s in series],
+        "kind": [s.kind for s in series],
+        "contract_size": [s.contract_size for s in series],
+    }
+    log.info("estimating %d series x %d steps (every %d) on %d bins x %d tiers with %s, "
+             "%d buckets per chunk", inputs.n_series, inputs.n_steps, n_every, g.n_bins,
+             params.n_tiers, name, cb)
+
+    def pieces():
+        for chunk in _progress(engine.run(cb), -(-engine.n_buckets // cb), progress):
+            yield make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
+                               prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
+
+    if out is None:
+        import xarray as xr
+
+        parts = list(pieces())
+        ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="minimal",
+                                                        coords="minimal", compat="override",
+                                                        join="override")
+        ds.attrs.update(attrs)
+        result = ds
+    else:
+        from .store import open_store
+
+        with StoreWriter(out, overwrite=overwrite, tc=tc, pc=pc) as w:
+            for ds in pieces():
+                w.write(ds)
+            w.commit()
+        result = open_store(out)
+    log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
+             engine.peak_live)
+    return result
+
+
+def _progress(it: Iterable, total: int, enabled: bool):
+    if not enabled or total <= 1:
+        yield from it
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("estimating"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("chunks", total=total)
+        for x in it:
+            yield x
+            bar.advance(task)

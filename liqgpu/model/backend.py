@@ -1,0 +1,66 @@
+"""Backend choice, made once at the public entry point: ``auto``, ``numpy`` or ``cupy``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+
+from ..errors import BackendUnavailable, InputError
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "numpy", "cupy")
+INSTALL_HINT = "install the GPU extra: pip install 'liqgpu[gpu]' (CuPy for CUDA 13)"
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy  # noqa: F401
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - any failure means no usable GPU
+        return False
+
+
+def resolve(backend: str = "auto"):
+    """Return ``(name, xp)`` for a backend name; ``auto`` is CuPy when a GPU is usable."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "numpy":
+        return "numpy", np
+    if backend == "auto":
+        if gpu_available():
+            import cupy
+
+            return "cupy", cupy
+        return "numpy", np
+    try:
+        import cupy
+    except ImportError:
+        raise BackendUnavailable(f"--backend cupy: CuPy is not installed; {INSTALL_HINT}") from None
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001
+        raise BackendUnavailable(
+            f"--backend cupy: CuPy cannot reach a CUDA device ({exc}); use --backend numpy"
+        ) from None
+    if n < 1:
+        raise BackendUnavailable("--backend cupy: no CUDA device is visible; use --backend numpy")
+    return "cupy", cupy
+
+
+def array_namespace(*arrays):
+    """numpy or cupy, from the arrays themselves (CuPy is looked up in sys.modules, never
+    imported); mixed inputs raise."""
+    spaces = set()
+    cp = sys.modules.get("cupy")
+    for a in arrays:
+        if cp is not None and isinstance(a, cp.ndarray):
+            spaces.add("cupy")
+        else:
+            spaces.add("numpy")
+    if len(spaces) > 1:
+        raise TypeError("mixed numpy and cupy arrays")
+    return cp if spaces == {"cupy"} else np

@@ -1,0 +1,433 @@
+"""The fast engine for model v1: array code that runs unchanged on numpy and CuPy (``xp``).
+
+How it avoids looping over steps and positions
+----------------------------------------------
+Proportional closure multiplies *every* live position by the same factor (1 - c_t), so within a
+block of steps the amount at step t of a position opened at s with amount a is
+``a * exp(Lc_t - Lc_s)`` where Lc is the cumulative ``log(1 - c)``. Each position is stored once
+with a normalized weight ``W = a * exp(-Lc_s)``; its death step is found directly:
+
+* liquidation: the first step after opening whose trigger low (long) is <= its level, or whose
+  trigger high (short) is >= it. New positions use a sparse table of range minima with binary
+  lifting (log2(block) gathers); positions carried in from earlier blocks all start at the
+  block's first step, so a search in the running minimum gives theirs.
+* expiry: opening step + A; closure to zero (c_t = 1) splits blocks, killing what is carried in.
+
+Outputs follow from these events: liquidated/expired amounts are scattered by (bucket, cell),
+intensity snapshots are a cumulative sum over snapshots of +W at birth and -W at death, scaled
+by ``exp(Lc)`` at the snapshot, and the per-step closed amount comes from the same difference
+trick per (tier, side). Blocks are re-based whenever the cumulative log closure falls below
+``-LOG_FLOOR`` so nothing under- or overflows, and output is produced one time chunk at a time so
+memory stays bounded on long histories.
+
+A "cell" is (series, price bin, tier, side), flattened; bin P is the ``outside`` bin.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .grid import Grid
+from .inputs import Inputs
+
+log = logging.getLogger(__name__)
+
+LOG_FLOOR = 500.0  # re-base when the cumulative log closure of a block falls below -LOG_FLOOR
+NEVER = np.iinfo(np.int64).max // 4
+
+ALIVE, LIQUIDATED, EXPIRED, ZEROED = 0, 1, 2, 3
+
+
+@dataclass
+class ChunkResult:
+    """Output buckets [b0, b1) of every series (arrays on the host, numpy)."""
+
+    b0: int
+    b1: int
+    intensity: np.ndarray  # (S, nb, P, K, 2)
+    liquidated: np.ndarray  # (S, nb, P, K, 2)
+    added: np.ndarray  # (S, nb, K, 2) float64
+    closed: np.ndarray
+    expired: np.ndarray
+    outside: np.ndarray
+    outside_liquidated: np.ndarray
+
+
+@dataclass
+class State:
+    """Live positions carried across blocks (flat arrays, on the engine's device)."""
+
+    level: object
+    side: object  # 0 long, 1 short
+    cell: object  # flat cell index (series, bin, tier, side)
+    kd: object  # flat (series, tier, side) index
+    series: object
+    birth: object  # global step of opening
+    amount: object  # current amount (quote notional)
+
+    @classmethod
+    def empty(cls, xp) -> "State":
+        i = xp.zeros(0, dtype=xp.int64)
+        f = xp.zeros(0, dtype=xp.float64)
+        return cls(f, i, i, i, i, i, f)
+
+    def __len__(self) -> int:
+        return int(self.level.shape[0])
+
+
+def chunk_buckets_for(n_series: int, n_cells: int, n_every: int, *, budget_bytes: int,
+                      multiple: int = 1, max_steps: int = 1 << 15) -> int:
+    """Buckets per time chunk so the chunk's float64 cubes stay under ``budget_bytes``."""
+    per_bucket = 8 * 4 * n_series * n_cells  # D, cumsum, intensity, liquidated
+    nb = max(1, budget_bytes // max(per_bucket, 1))
+    nb = min(nb, max(1, max_steps // n_every))
+    nb = max(multiple, (nb // multiple) * multiple)
+    return int(nb)
+
+
+class Engine:
+    """Runs model v1 over prepared inputs, one time chunk of output buckets at a time.
+
+    Parameters
+    ----------
+    inputs : Inputs
+    grid : Grid
+    every : int
+        Output step in model steps.
+    xp : module
+        numpy or cupy.
+    dtype : numpy dtype
+        Dtype of ``intensity`` and ``liquidated`` in the results (float32 in stores).
+    """
+
+    def __init__(self, inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32):
+        self.inp = inputs
+        self.grid = grid
+        self.n = int(every)
+        self.xp = xp
+        self.dtype = dtype
+        self.S = inputs.n_series
+        self.T = inputs.n_steps
+        self.K = inputs.weights.size
+        self.P = grid.n_bins
+        self.ncell = (self.P + 1) * self.K * 2
+        self.n_buckets = -(-self.T // self.n)
+        self.A = inputs.max_age_steps
+        d = xp.asarray
+        self.edges = d(grid.edges)
+        self.lo = d(inputs.lo)
+        self.hi = d(inputs.hi)
+        c = inputs.close_frac
+        self.cfrac = d(c)
+        self.zero = d(c >= 1.0)
+        with np.errstate(divide="ignore"):
+            logf = np.where(c >= 1.0, 0.0, np.log1p(-np.minimum(c, 1.0)))
+        self.logf = d(np.maximum(logf, -LOG_FLOOR))
+        self.entry = d(inputs.entry)
+        self.add = d(inputs.add)
+        self.share = d(inputs.share)
+        self.factors = d(inputs.factors)
+        self.weights = d(inputs.weights)
+        self.state = State.empty(xp)
+        self.peak_live = 0
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, chunk_buckets: int):
+        """Yield :class:`ChunkResult` for consecutive chunks of ``chunk_buckets`` buckets."""
+        for b0 in range(0, self.n_buckets, chunk_buckets):
+            yield self.chunk(b0, min(b0 + chunk_buckets, self.n_buckets))
+
+    def chunk(self, b0: int, b1: int) -> ChunkResult:
+        """Compute buckets [b0, b1); chunks must be requested in order."""
+        xp, S, K, n = self.xp, self.S, self.K, self.n
+        nb = b1 - b0
+        t0, t1 = b0 * n, min(b1 * n, self.T)
+        width = S * self.ncell
+        acc = {
+            "intensity": xp.zeros((nb, width)),
+            "liquidated": xp.zeros((nb, width)),
+            "added": xp.zeros((nb, S * 2 * K)),
+            "closed": xp.zeros((nb, S * 2 * K)),
+            "expired": xp.zeros((nb, S * 2 * K)),
+        }
+        tables = _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
+        for a, b in self._blocks(t0, t1):
+            self._block(a, b, t0, b0, tables, acc)
+        return self._finish(b0, b1, acc)
+
+    def _blocks(self, t0: int, t1: int):
+        """Split [t0, t1) at closures to zero and where cumulative log closure < -LOG_FLOOR."""
+        xp = self.xp
+        zero = xp.asnumpy(self.zero[:, t0:t1]) if xp is not np else self.zero[:, t0:t1]
+        logf = xp.asnumpy(self.logf[:, t0:t1]) if xp is not np else self.logf[:, t0:t1]
+        cuts = set(np.flatnonzero(zero.any(axis=0)[1:]) + 1)
+        a = 0
+        m = t1 - t0
+        while a < m:
+            seg = logf[:, a:].copy()
+            seg[:, 0] = np.where(zero[:, a], 0.0, seg[:, 0])
+            seg = np.where(zero[:, a:], 0.0, seg)
+            low = np.cumsum(seg, axis=1).min(axis=0)
+            nxt = [c for c in cuts if c > a]
+            b = min(nxt) if nxt else m
+            under = np.flatnonzero(low[: b - a] < -LOG_FLOOR)
+            if under.size and under[0] > 0:
+                b = a + int(under[0])
+            yield t0 + a, t0 + b
+            a = b
+
+    # ------------------------------------------------------------------------------------------
+    def _block(self, a: int, b: int, t0: int, b0: int, tables, acc) -> None:
+        """Advance the model over global steps [a, b) (no closure to zero after step a)."""
+        xp, S, K, n, A = self.xp, self.S, self.K, self.n, self.A
+        m = b - a
+        zero_a = self.zero[:, a]
+        logf = xp.where(self.zero[:, a:b], 0.0, self.logf[:, a:b])
+        Lc = xp.cumsum(logf, axis=1)  # (S, m): log factor from the block start through step
+        Lc_prev = xp.concatenate([xp.zeros((S, 1)), Lc[:, :-1]], axis=1)
+
+        st = self.state
+        # --- new positions opened in [a, b) -------------------------------------------------
+        s_new, i_new = xp.nonzero(self.add[:, a:b] > 0)
+        t_new = i_new + a
+        N0 = int(s_new.shape[0])
+        kk = xp.arange(K)
+        dd = xp.arange(2)
+        base = self.add[s_new, t_new][:, None, None] * self.weights[None, :, None]
+        amt = (base * self.share[s_new, t_new][:, None, :]).reshape(-1)
+        lev = (self.entry[s_new, t_new][:, None, None] * self.factors[s_new]).reshape(-1)
+        n_side = xp.broadcast_to(dd[None, None, :], (N0, K, 2)).reshape(-1)
+        n_tier = xp.broadcast_to(kk[None, :, None], (N0, K, 2)).reshape(-1)
+        n_series = xp.repeat(s_new, 2 * K)
+        n_birth = xp.repeat(t_new, 2 * K)
+        keep = amt > 0
+        if not bool(keep.all()):
+            amt, lev, n_side, n_tier, n_series, n_birth = (
+                x[keep] for x in (amt, lev, n_side, n_tier, n_series, n_birth))
+        n_bin = self.grid.bin_index(lev, xp=xp, edges=self.edges)
+        n_cell = n_series * self.ncell + (n_bin * K + n_tier) * 2 + n_side
+        n_kd = n_series * (2 * K) + n_tier * 2 + n_side
+        n_W = amt * xp.exp(-Lc[n_series, n_birth - a])
+
+        # liquidation steps: first step after opening where the range reaches the level
+        start = n_birth + 1 - t0
+        thr = xp.where(n_side == 0, lev, -lev)
+        which = n_side  # table 0: lows (longs), table 1: -highs (shorts)
+        n_liq = tables.first_at_or_below(which, n_series, start, thr) + t0
+
+        # --- carried positions --------------------------------------------------------------
+        c_liq = tables.first_at_or_below(st.side, st.series,
+                                         xp.full(len(st), a - t0, dtype=xp.int64),
+                                         xp.where(st.side == 0, st.level, -st.level),
+                                         sorted_from=a - t0) + t0 if len(st) else st.birth
+
+        # --- unify carried and new ------------------------------------------------------------
+        cat = xp.concatenate
+        W = cat([st.amount, n_W])
+        cell = cat([st.cell, n_cell])
+        kd = cat([st.kd, n_kd])
+        ser = cat([st.series, n_series])
+        birth = cat([st.birth, n_birth])
+        born = cat([xp.full(len(st), a - 1, dtype=xp.int64), n_birth])  # a-1: carried in
+        level = cat([st.level, lev])
+        side = cat([st.side, n_side])
+        t_liq = cat([c_liq, n_liq])
+        t_liq = xp.where(t_liq < b, t_liq, NEVER)
+        if A is not None:
+            t_exp = birth + A
+            t_exp = xp.where(t_exp < b, t_exp, NEVER)
+        else:
+            t_exp = xp.full(W.shape, NEVER, dtype=xp.int64)
+        carried = born < a
+        zeroed = carried & zero_a[ser] & (t_exp != a)
+        death = xp.minimum(t_liq, t_exp)
+        death = xp.where(zeroed, a, death)
+        cause = xp.full(W.shape, ALIVE, dtype=xp.int8)
+        cause = xp.where(t_liq < NEVER, LIQUIDATED, cause)
+        cause = xp.where(t_exp <= t_liq, xp.where(t_exp < NEVER, EXPIRED, cause), cause)
+        cause = xp.where(zeroed, ZEROED, cause).astype(xp.int8)
+        dead = cause != ALIVE
+        dloc = xp.where(dead, death - a, 0)
+
+        width = S * self.ncell
+        nkd = S * 2 * K
+        bucket_of = lambda t: t // n - b0  # noqa: E731
+
+        # liquidated
+        m_l = cause == LIQUIDATED
+        val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]])
+        _scatter(acc["liquidated"], bucket_of(death[m_l]) * width + cell[m_l], val, xp)
+        # expired: amount before that step's closure
+        m_e = cause == EXPIRED
+        val = W[m_e] * xp.exp(Lc_prev[ser[m_e], dloc[m_e]])
+        _scatter(acc["expired"], bucket_of(death[m_e]) * nkd + kd[m_e], val, xp)
+        # closed to zero at the block's first step (carried positions only; Lc_prev = 0 there)
+        m_z = cause == ZEROED
+        _scatter(acc["closed"], bucket_of(a) * nkd + kd[m_z], W[m_z], xp)
+        # added
+        _scatter(acc["added"], bucket_of(n_birth) * nkd + n_kd, amt, xp)
+
+        # partial closures per step: c_t * (live amount before the closure at t)
+        # alive before closure at t for t in [born+1, end): end = death+1 (liquidated),
+        # death (expired), never counted if zeroed.
+        end = xp.where(cause == LIQUIDATED, dloc + 1, xp.where(cause == EXPIRED, dloc, m))
+        live_w = xp.where(m_z, 0.0, W)
+        E = xp.zeros((m + 1) * nkd)
+        _scatter(E, (born - a + 1) * nkd + kd, live_w, xp)
+        _scatter(E, end * nkd + kd, -live_w, xp)
+        live_pre = xp.cumsum(E.reshape(m + 1, S, 2 * K)[:m], axis=0)  # (m, S, 2K)
+        scale = xp.exp(Lc_prev).T[:, :, None]  # (m, S, 1)
+        cf = self.cfrac[:, a:b].T[:, :, None]
+        closed_step = (cf * live_pre * scale).reshape(m, nkd)
+        steps_b = (xp.arange(a, b) // n - b0)
+        _scatter_rows(acc["closed"], steps_b, closed_step, xp)
+
+        # intensity snapshots at bucket ends inside [a, b)
+        snaps = _snapshot_steps(a, b, n, self.T, xp)  # global steps
+        ns = int(snaps.shape[0])
+        if ns:
+            o_birth = xp.searchsorted(snaps, born, side="left")
+            o_death = xp.where(dead, xp.searchsorted(snaps, death, side="left"), ns)
+            span = o_birth < o_death
+            D = xp.zeros((ns + 1) * width)
+            _scatter(D, o_birth[span] * width + cell[span], W[span], xp)
+            _scatter(D, o_death[span] * width + cell[span], -W[span], xp)
+            G = xp.cumsum(D.reshape(ns + 1, width)[:ns], axis=0)
+            fac = xp.exp(Lc[:, snaps - a]).T  # (ns, S)
+            G = G.reshape(ns, S, self.ncell) * fac[:, :, None]
+            rows = snaps // n - b0
+            acc["intensity"][rows] = xp.maximum(G.reshape(ns, width), 0.0)
+
+        # survivors carry on with their current amount
+        alive = ~dead
+        last = xp.exp(Lc[:, m - 1])
+        self.state = State(
+            level=level[alive], side=side[alive], cell=cell[alive], kd=kd[alive],
+            series=ser[alive], birth=birth[alive], amount=W[alive] * last[ser[alive]],
+        )
+        self.peak_live = max(self.peak_live, len(self.state))
+
+    def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
+        xp, S, K, P = self.xp, self.S, self.K, self.P
+        nb = b1 - b0
+        to_host = (lambda x: x) if xp is np else xp.asnumpy
+
+        def cube(x):
+            c = x.reshape(nb, S, P + 1, K, 2).transpose(1, 0, 2, 3, 4)
+            return c
+
+        inten = cube(acc["intensity"])
+        liq = cube(acc["liquidated"])
+
+        def small(x):
+            return to_host(x.reshape(nb, S, K, 2).transpose(1, 0, 2, 3))
+
+        return ChunkResult(
+            b0=b0,
+            b1=b1,
+            intensity=to_host(inten[:, :, :P].astype(self.dtype)),
+            liquidated=to_host(liq[:, :, :P].astype(self.dtype)),
+            added=small(acc["added"]),
+            closed=small(acc["closed"]),
+            expired=small(acc["expired"]),
+            outside=to_host(inten[:, :, P].copy()),
+            outside_liquidated=to_host(liq[:, :, P].copy()),
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+def _scatter(target, index, values, xp) -> None:
+    """target.flat[index] += values (duplicates summed)."""
+    if values.shape[0] == 0:
+        return
+    if xp is np:
+        target += np.bincount(index, weights=values, minlength=target.size)[: target.size].reshape(
+            target.shape)
+    else:  # cupy: atomic scatter-add
+        import cupyx
+
+        cupyx.scatter_add(target.reshape(-1), index, values)
+
+
+def _scatter_rows(target, rows, values, xp) -> None:
+    """target[rows[i]] += values[i] for each row i (rows sorted, contiguous groups)."""
+    if xp is np:
+        np.add.at(target, rows, values) if rows.size < 64 else _add_sorted_rows(target, rows, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, rows, values)
+
+
+def _add_sorted_rows(target, rows, values) -> None:
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    sums = np.add.reduceat(values, starts, axis=0)
+    target[rows[starts]] += sums
+
+
+def _snapshot_steps(a: int, b: int, n: int, T: int, xp):
+    """Global steps in [a, b) that end an output bucket."""
+    first = ((a // n) + 1) * n - 1
+    s = list(range(first, b, n))
+    if b == T and (not s or s[-1] != T - 1) and T - 1 >= a:
+        s.append(T - 1)
+    return xp.asarray(np.asarray(s, dtype=np.int64))
+
+
+class _SparseTables:
+    """Range-minimum tables over a chunk for two value arrays (lows, and minus highs).
+
+    ``first_at_or_below(which, series, start, thr)`` returns, per query, the first local index
+    >= start whose value is <= thr (the chunk length if none), by binary lifting.
+    """
+
+    def __init__(self, v0, v1, xp):
+        self.xp = xp
+        S, m = v0.shape
+        self.m = m
+        J = max(1, int(math.ceil(math.log2(m + 1))))
+        L = 1 << J
+        self.L = L
+        vals = xp.full((2, S, L), xp.inf)
+        vals[0, :, :m] = v0
+        vals[1, :, :m] = v1
+        self.levels = [vals.reshape(-1)]
+        self.shape = (2, S, L)
+        cur = vals
+        for j in range(1, J):
+            h = 1 << (j - 1)
+            nxt = cur.copy()
+            nxt[:, :, : L - h] = xp.minimum(cur[:, :, : L - h], cur[:, :, h:])
+            self.levels.append(nxt.reshape(-1))
+            cur = nxt
+        self.J = J
+        self._running = None
+        self._running_from = None
+
+    def first_at_or_below(self, which, series, start, thr, sorted_from=None):
+        xp = self.xp
+        if xp is np and sorted_from is not None and self.shape[1] == 1:
+            return self._from_running(which, start, thr, sorted_from)
+        S, L = self.shape[1], self.L
+        base = (which * S + series) * L
+        pos = start.astype(xp.int64)
+        for j in range(self.J - 1, -1, -1):
+            v = self.levels[j][base + xp.minimum(pos, L - 1)]
+            pos = xp.where(v > thr, pos + (1 << j), pos)
+        return xp.minimum(pos, self.m)
+
+    def _from_running(self, which, start, thr, frm):
+        """Carried positions of a single series: search the running minimum from ``frm``."""
+        if self._running_from != frm:
+            v = self.levels[0].reshape(self.shape)[:, 0, frm: self.m]
+            self._running = -np.minimum.accumulate(v, axis=1)  # non-decreasing
+            self._running_from = frm
+        out = np.empty(thr.shape, dtype=np.int64)
+        for w in (0, 1):
+            sel = which == w
+            out[sel] = np.searchsorted(self._running[w], -thr[sel], side="left") + frm
+        return out

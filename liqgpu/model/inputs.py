@@ -1,0 +1,168 @@
+"""Per-step model inputs shared by the fast backends (MODEL.md "One step", vectorized).
+
+Several series are padded onto one time axis (NaN bars do nothing in the model, so padding is
+neutral) and turned into (series, step) arrays: trigger range, closure fraction, entry, new
+notional and side shares. The reference implementation does not use this module: it recomputes
+everything step by step from the :class:`~liqgpu.series.Series` so that it checks this code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..series import Series
+from .grid import Grid
+from .params import Params, entry_price, notional, side_shares
+
+
+@dataclass(eq=False)
+class Inputs:
+    """Model inputs of S series on one time axis of T steps (numpy, float64)."""
+
+    time: np.ndarray  # (T,) datetime64[ns]
+    step: np.timedelta64
+    names: list[str]
+    kinds: list[str]
+    lo: np.ndarray  # (S, T) trigger low, +inf where no liquidation can happen
+    hi: np.ndarray  # (S, T) trigger high, -inf where none
+    close_frac: np.ndarray  # (S, T) c_t in [0, 1]
+    entry: np.ndarray  # (S, T) e_t, NaN where invalid
+    add: np.ndarray  # (S, T) quote notional of positive ΔOI with a valid entry, else 0
+    share: np.ndarray  # (S, T, 2) long/short share of new notional
+    factors: np.ndarray  # (S, K, 2) level = entry * factor
+    weights: np.ndarray  # (K,)
+    max_age_steps: int | None
+
+    @property
+    def n_series(self) -> int:
+        return int(self.lo.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.lo.shape[1])
+
+    def level_range(self) -> tuple[float, float]:
+        """Lowest and highest level any position of these series can have."""
+        lo, hi = np.inf, -np.inf
+        for s in range(self.n_series):
+            e = self.entry[s][np.isfinite(self.entry[s])]
+            if e.size == 0:
+                continue
+            f = self.factors[s]
+            lo = min(lo, float(e.min() * f.min()), float(e.max() * f.min()))
+            hi = max(hi, float(e.max() * f.max()), float(e.min() * f.max()))
+        return lo, hi
+
+
+def align(series: list[Series]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A common time axis for several series with one step: their union, and each series'
+    offset into it. Returns (time, [index arrays])."""
+    steps = {int(s.step / np.timedelta64(1, "ns")) for s in series}
+    if len(steps) != 1:
+        raise InputError(
+            "series have different steps; resample them to one model step with --step"
+        )
+    step = steps.pop()
+    t0 = min(int(s.time[0].view(np.int64)) for s in series)
+    t1 = max(int(s.time[-1].view(np.int64)) for s in series)
+    for s in series:
+        if (int(s.time[0].view(np.int64)) - t0) % step:
+            raise InputError(f"{s.source}: its bars are not on the same {step}ns grid as the others")
+    n = (t1 - t0) // step + 1
+    time = (t0 + step * np.arange(n, dtype=np.int64)).view("datetime64[ns]")
+    offsets = [(s.time.view(np.int64) - t0) // step for s in series]
+    return time, offsets
+
+
+def prepare(series: list[Series], params: Params) -> Inputs:
+    """Vectorized per-step inputs of model v1 for several series."""
+    names = [s.name for s in series]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
+    time, offsets = align(series)
+    S, T, K = len(series), time.size, params.n_tiers
+    lo = np.full((S, T), np.inf)
+    hi = np.full((S, T), -np.inf)
+    cf = np.zeros((S, T))
+    ent = np.full((S, T), np.nan)
+    add = np.zeros((S, T))
+    share = np.ones((S, T, 2))
+    factors = np.zeros((S, K, 2))
+    for i, s in enumerate(series):
+        idx = offsets[i]
+        lo_s, hi_s = (s["mark_low"], s["mark_high"]) if s.has_mark else (s["low"], s["high"])
+        ok = np.isfinite(lo_s) & np.isfinite(hi_s)
+        lo[i, idx] = np.where(ok, lo_s, np.inf)
+        hi[i, idx] = np.where(ok, hi_s, -np.inf)
+        e = entry_price(params.entry, s["open"], s["high"], s["low"], s["close"],
+                        s.get("volume"), s.get("quote_volume"))
+        ent[i, idx] = e
+        d_oi, c = oi_changes(s["oi"])
+        if params.closure == "proportional":
+            cf[i, idx] = c
+        grow = (d_oi > 0) & np.isfinite(e)
+        add[i, idx] = np.where(grow, notional(np.where(grow, d_oi, 0.0), np.where(grow, e, 0.0),
+                                              s.kind, s.contract_size), 0.0)
+        share[i, idx] = side_shares(params.side_split, s.get("volume"), s.get("taker_buy_volume"),
+                                    n=len(s))
+        factors[i] = params.level_factors(s.kind)
+    return Inputs(
+        time=time,
+        step=series[0].step,
+        names=names,
+        kinds=[s.kind for s in series],
+        lo=lo,
+        hi=hi,
+        close_frac=cf,
+        entry=ent,
+        add=add,
+        share=share,
+        factors=factors,
+        weights=np.asarray(params.weights, dtype=np.float64),
+        max_age_steps=params.max_age_steps(series[0].step),
+    )
+
+
+def oi_changes(oi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ΔOI_t against the last valid OI before t, and the closure fraction c_t.
+
+    ΔOI_t = OI_t - OI_prev where OI_t is valid (and some earlier OI was), else 0;
+    c_t = min(1, -ΔOI_t / OI_prev) when ΔOI_t < 0 and OI_prev > 0, else 0.
+    """
+    valid = np.isfinite(oi)
+    idx = np.where(valid, np.arange(oi.size), -1)
+    last = np.maximum.accumulate(idx)  # last valid index at or before t
+    prev_idx = np.concatenate([[-1], last[:-1]])  # last valid index before t
+    has_prev = prev_idx >= 0
+    prev = np.where(has_prev, oi[np.maximum(prev_idx, 0)], np.nan)
+    d = np.where(valid & has_prev, oi - prev, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where((d < 0) & (prev > 0), np.minimum(1.0, -d / prev), 0.0)
+    return d, c
+
+
+def bucket_prices(series: list[Series], time: np.ndarray, n_every: int) -> dict[str, np.ndarray]:
+    """open/high/low/close/oi per output bucket, (S, n_buckets), NaN where a bucket has none."""
+    from ..series import resample
+
+    T = time.size
+    nb = -(-T // n_every)
+    out = {k: np.full((len(series), nb), np.nan) for k in ("open", "high", "low", "close", "oi")}
+    _, offsets = align(series)
+    for i, s in enumerate(series):
+        cols = {}
+        for k in out:
+            a = np.full(T, np.nan)
+            a[offsets[i]] = s[k]
+            cols[k] = a
+        # resample() groups by time // step: feed bucket numbers as times with step 1.
+        pos = (np.arange(T, dtype=np.int64) // n_every).view("datetime64[ns]")
+        _, agg = resample(pos, cols, 1)
+        for k in out:
+            out[k][i] = agg[k]
+    return out
+

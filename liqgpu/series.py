@@ -1,0 +1,457 @@
+"""The normalized series: one perpetual contract on one exchange at a fixed step (MODEL.md).
+
+Input files (Parquet or CSV) -> :func:`load_series` -> a validated :class:`Series` whose bars sit
+on a regular UTC grid of step Δ, with gaps as NaN rows. Every rule an input must meet is checked
+here, and a failure is an :class:`~liqgpu.errors.InputError` that names the file, row and column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .model.params import KINDS
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("open", "high", "low", "close", "oi")
+OPTIONAL = ("mark_high", "mark_low", "volume", "taker_buy_volume", "quote_volume")
+PRICE_COLUMNS = ("open", "high", "low", "close", "mark_high", "mark_low")
+MAX_ROWS = 50_000_000
+NS = np.timedelta64(1, "ns")
+
+
+@dataclass(eq=False)
+class Series:
+    """A validated series on a regular grid.
+
+    Attributes
+    ----------
+    time : ndarray of datetime64[ns]
+        Bar open times, UTC, strictly increasing by exactly ``step``.
+    step : numpy.timedelta64
+        The model step Δ.
+    columns : dict of str to ndarray of float64
+        ``open, high, low, close, oi`` and any of ``mark_high, mark_low, volume,
+        taker_buy_volume, quote_volume``; NaN where a bar is missing.
+    exchange, symbol, kind, contract_size
+        Metadata (MODEL.md, "A series").
+    source : str
+        Where the series came from (file name), for messages.
+    """
+
+    time: np.ndarray
+    step: np.timedelta64
+    columns: dict[str, np.ndarray]
+    exchange: str = "synthetic"
+    symbol: str = "BTCUSDT"
+    kind: str = "linear"
+    contract_size: float = 1.0
+    source: str = "<memory>"
+    n_gaps: int = 0
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"--kind: {self.kind!r} is not one of {', '.join(KINDS)}")
+        if not (math.isfinite(self.contract_size) and self.contract_size > 0):
+            raise InputError(f"--contract-size: must be a number > 0, got {self.contract_size}")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", self.exchange or ""):
+            raise InputError(f"--exchange: {self.exchange!r} must be letters, digits or _.-/")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", self.symbol or ""):
+            raise InputError(f"--symbol: {self.symbol!r} must be letters, digits or _.-/")
+
+    @property
+    def name(self) -> str:
+        """The series label used in datasets: ``exchange:symbol``."""
+        return f"{self.exchange}:{self.symbol}"
+
+    def __len__(self) -> int:
+        return int(self.time.size)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.columns[key]
+
+    def get(self, key: str):
+        return self.columns.get(key)
+
+    @property
+    def has_mark(self) -> bool:
+        return "mark_high" in self.columns and "mark_low" in self.columns
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the bars and metadata (stable across runs)."""
+        h = hashlib.sha256()
+        h.update(f"{self.name}|{self.kind}|{self.contract_size!r}|{int(self.step / NS)}".encode())
+        h.update(np.ascontiguousarray(self.time.astype("datetime64[ns]").view(np.int64)).tobytes())
+        for k in sorted(self.columns):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(self.columns[k], dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    def slice(self, start: int, stop: int) -> "Series":
+        """Bars [start, stop) as a new series (same metadata)."""
+        return Series(
+            self.time[start:stop].copy(),
+            self.step,
+            {k: v[start:stop].copy() for k, v in self.columns.items()},
+            self.exchange,
+            self.symbol,
+            self.kind,
+            self.contract_size,
+            self.source,
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+def load_series(
+    path: str | Path,
+    *,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    kind: str = "linear",
+    contract_size: float = 1.0,
+    step=None,
+) -> Series:
+    """Read and validate a normalized series file (Parquet or CSV).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.parquet``/``.pq`` or ``.csv`` (optionally ``.csv.gz``) with the columns of MODEL.md:
+        ``time`` (UTC timestamps or epoch milliseconds), ``open, high, low, close, oi`` and
+        optionally ``mark_high, mark_low, volume, taker_buy_volume, quote_volume``.
+    exchange, symbol : str, optional
+        Metadata; default from the file's ``exchange``/``symbol`` columns if present, else
+        ``'unknown'`` and the file stem.
+    kind : {'linear', 'inverse'}
+    contract_size : float
+    step : str or timedelta, optional
+        Model step; must be a whole multiple of the file's own step (bars are resampled).
+
+    Returns
+    -------
+    Series
+
+    Examples
+    --------
+    >>> s = load_series("btc.parquet", exchange="binance", symbol="BTCUSDT")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise InputError(f"{name}: no such file")
+    if path.is_dir():
+        raise InputError(f"{name}: is a folder, not a series file")
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffixes.endswith((".csv", ".csv.gz", ".txt")):
+            if path.stat().st_size == 0:
+                raise InputError(f"{name}: the file is empty")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        else:
+            raise InputError(f"{name}: unknown file type; use .parquet or .csv")
+    except InputError:
+        raise
+    except Exception as exc:  # parser errors of every kind become one sentence
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{name}: cannot read the file ({msg})") from None
+    meta_exchange = _single_value(df, "exchange", name)
+    meta_symbol = _single_value(df, "symbol", name)
+    return from_frame(
+        df,
+        exchange=exchange or meta_exchange or "unknown",
+        symbol=symbol or meta_symbol or path.name.split(".")[0],
+        kind=kind,
+        contract_size=contract_size,
+        step=step,
+        source=name,
+        header_lines=1 if suffixes.endswith((".csv", ".csv.gz", ".txt")) else 0,
+    )
+
+
+def _single_value(df, col: str, name: str) -> str | None:
+    if col not in df.columns:
+        return None
+    vals = [v for v in df[col].astype(str).unique() if v not in ("", "nan", "None")]
+    if len(vals) > 1:
+        raise InputError(f"{name}: column '{col}' holds several values ({', '.join(vals[:3])}); "
+                         "one file must hold one series")
+    return vals[0] if vals else None
+
+
+def _where(source: str, row: int, header_lines: int) -> str:
+    """'file: row N' (1-based data row; plus the line number for text files)."""
+    if header_lines:
+        return f"{source}: row {row + 1} (line {row + 1 + header_lines})"
+    return f"{source}: row {row + 1}"
+
+
+def parse_times(values, source: str = "<memory>", header_lines: int = 0) -> np.ndarray:
+    """Parse a time column (epoch milliseconds or timestamps) to UTC datetime64[ns]."""
+    import pandas as pd
+
+    s = pd.Series(values)
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        text = s.astype(str).str.strip()
+        numeric = pd.to_numeric(text, errors="coerce")
+        if numeric.notna().all() and len(text):
+            s = numeric
+        else:
+            try:
+                t = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+            except (ValueError, TypeError):
+                t = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
+            bad = np.flatnonzero(t.isna().to_numpy())
+            if bad.size:
+                i = int(bad[0])
+                raise InputError(
+                    f"{_where(source, i, header_lines)}, column 'time': cannot read "
+                    f"{text.iloc[i]!r} as a UTC time or epoch milliseconds"
+                )
+            return t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        if getattr(s.dt, "tz", None) is not None:
+            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+        out = s.to_numpy().astype("datetime64[ns]")
+        bad = np.flatnonzero(np.isnat(out))
+        if bad.size:
+            raise InputError(f"{_where(source, int(bad[0]), header_lines)}, column 'time': missing time")
+        return out
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        arr = s.to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr != np.round(arr)))
+        if bad.size:
+            i = int(bad[0])
+            raise InputError(
+                f"{_where(source, i, header_lines)}, column 'time': {arr[i]!r} is not an epoch "
+                "time in whole milliseconds"
+            )
+        if arr.size and arr.max() > 1e14:
+            raise InputError(
+                f"{source}: column 'time' looks like microseconds or nanoseconds "
+                f"(largest {arr.max():.0f}); epoch times must be milliseconds"
+            )
+        return (arr.astype(np.int64) * 1_000_000).astype("datetime64[ns]")
+    raise InputError(f"{source}: column 'time' has unsupported type {s.dtype}")
+
+
+def _parse_numeric(df, col: str, source: str, header_lines: int) -> np.ndarray:
+    import pandas as pd
+
+    raw = df[col]
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = raw.astype(str).str.strip()
+    num = pd.to_numeric(text, errors="coerce")
+    empty = text.str.lower().isin(["", "nan", "na", "none", "null", "<na>"])
+    bad = np.flatnonzero((num.isna() & ~empty).to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"{_where(source, i, header_lines)}, column '{col}': {text.iloc[i]!r} is not a number"
+        )
+    return num.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def from_frame(
+    df,
+    *,
+    exchange: str = "unknown",
+    symbol: str = "unknown",
+    kind: str = "linear",
+    contract_size: float = 1.0,
+    step=None,
+    source: str = "<frame>",
+    header_lines: int = 0,
+) -> Series:
+    """Validate a DataFrame with the normalized columns and build a :class:`Series`.
+
+    Rows must be strictly increasing in time and on one step; missing bars become NaN rows.
+    See :func:`load_series` for the columns.
+    """
+    from .model.params import parse_duration
+
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    missing = [c for c in ("time",) + REQUIRED if c not in cols]
+    if missing:
+        raise InputError(
+            f"{source}: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}; a series needs time, open, high, low, close, oi"
+        )
+    df = df.rename(columns={v: k for k, v in cols.items()})
+    n = len(df)
+    if n == 0:
+        raise InputError(f"{source}: no rows")
+    if n == 1:
+        raise InputError(f"{source}: only one row; a series needs at least two bars to set its step")
+    time = parse_times(df["time"], source, header_lines)
+    data: dict[str, np.ndarray] = {}
+    for c in REQUIRED + OPTIONAL:
+        if c in df.columns:
+            data[c] = _parse_numeric(df, c, source, header_lines)
+    if ("mark_high" in data) != ("mark_low" in data):
+        raise InputError(f"{source}: give both 'mark_high' and 'mark_low', or neither")
+
+    _check_values(time, data, source, header_lines)
+    t_ns = time.view(np.int64)
+    diffs = np.diff(t_ns)
+    own = int(diffs.min())
+    off = np.flatnonzero(diffs % own != 0)
+    if off.size:
+        i = int(off[0]) + 1
+        raise InputError(
+            f"{_where(source, i, header_lines)}, column 'time': {np.datetime_as_string(time[i])}Z is "
+            f"off the {_fmt_step(own)} grid of the rows before it"
+        )
+    step_ns = own
+    if step is not None:
+        td = parse_duration(step, option="--step")
+        step_ns = int(round(td.total_seconds() * 1e9))
+        if step_ns < own or step_ns % own != 0:
+            raise InputError(
+                f"--step {step}: must be a whole multiple of the input's own step ({_fmt_step(own)})"
+            )
+    total = (t_ns[-1] - t_ns[0]) // own + 1
+    if total > MAX_ROWS:
+        raise InputError(
+            f"{source}: filling the gaps would make {total} bars of {_fmt_step(own)}; "
+            f"more than {MAX_ROWS} (is a timestamp wrong?)"
+        )
+    # Regular grid at the input's own step, gaps as NaN rows.
+    idx = (t_ns - t_ns[0]) // own
+    full = {}
+    for k, v in data.items():
+        a = np.full(total, np.nan)
+        a[idx] = v
+        full[k] = a
+    grid_t = (t_ns[0] + own * np.arange(total, dtype=np.int64)).view("datetime64[ns]")
+    n_gaps = int(np.count_nonzero(diffs > own))
+    if step_ns != own:
+        grid_t, full = resample(grid_t, full, step_ns)
+    series = Series(
+        grid_t,
+        np.timedelta64(step_ns, "ns"),
+        full,
+        exchange=str(exchange),
+        symbol=str(symbol),
+        kind=kind,
+        contract_size=float(contract_size),
+        source=source,
+        n_gaps=n_gaps,
+    )
+    if n_gaps:
+        log.info("%s: %d gap(s) filled with NaN bars", source, n_gaps)
+    return series
+
+
+def _fmt_step(ns: int) -> str:
+    from datetime import timedelta
+
+    from .model.params import format_duration
+
+    return format_duration(timedelta(microseconds=ns / 1000))
+
+
+def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) -> None:
+    t = time.view(np.int64)
+    d = np.diff(t)
+    bad = np.flatnonzero(d <= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        what = "repeats" if d[i - 1] == 0 else "is before"
+        raise InputError(
+            f"{_where(source, i, header_lines)}, column 'time': {np.datetime_as_string(time[i])}Z "
+            f"{what} the previous row's time; times must be strictly increasing"
+        )
+
+    def first(mask):
+        idx = np.flatnonzero(mask)
+        return int(idx[0]) if idx.size else None
+
+    with np.errstate(invalid="ignore"):
+        for c in PRICE_COLUMNS:
+            if c in data:
+                i = first(data[c] <= 0)
+                if i is not None:
+                    raise InputError(
+                        f"{_where(source, i, header_lines)}, column '{c}': price {data[c][i]!r} "
+                        "must be > 0"
+                    )
+        for hi, lo in (("high", "low"), ("mark_high", "mark_low")):
+            if hi in data:
+                i = first(data[hi] < data[lo])
+                if i is not None:
+                    raise InputError(
+                        f"{_where(source, i, header_lines)}, column '{hi}': {hi} {data[hi][i]!r} is "
+                        f"below {lo} {data[lo][i]!r}"
+                    )
+        for c in ("oi", "volume", "taker_buy_volume", "quote_volume"):
+            if c in data:
+                i = first(data[c] < 0)
+                if i is not None:
+                    raise InputError(
+                        f"{_where(source, i, header_lines)}, column '{c}': {data[c][i]!r} is negative"
+                    )
+        for c, v in data.items():
+            i = first(np.isinf(v))
+            if i is not None:
+                raise InputError(f"{_where(source, i, header_lines)}, column '{c}': value is infinite")
+
+
+def resample(time: np.ndarray, data: dict, step_ns: int):
+    """Resample a regular series to a coarser step aligned to the epoch (MODEL.md rules):
+    open=first, high=max, low=min, close=last, oi=last valid, volumes summed."""
+    t = time.view(np.int64)
+    key = t // step_ns
+    k0, k1 = int(key[0]), int(key[-1])
+    nb = k1 - k0 + 1
+    pos = key - k0
+    out_t = ((k0 + np.arange(nb, dtype=np.int64)) * step_ns).view("datetime64[ns]")
+    out = {}
+    for name, v in data.items():
+        valid = np.isfinite(v)
+        if name in ("open",):
+            out[name] = _first_valid(pos, v, valid, nb, last=False)
+        elif name in ("close", "oi"):
+            out[name] = _first_valid(pos, v, valid, nb, last=True)
+        elif name in ("high", "mark_high"):
+            a = np.full(nb, -np.inf)
+            np.maximum.at(a, pos[valid], v[valid])
+            out[name] = np.where(np.isfinite(a), a, np.nan)
+        elif name in ("low", "mark_low"):
+            a = np.full(nb, np.inf)
+            np.minimum.at(a, pos[valid], v[valid])
+            out[name] = np.where(np.isfinite(a), a, np.nan)
+        else:  # volumes
+            s = np.bincount(pos[valid], weights=v[valid], minlength=nb)
+            cnt = np.bincount(pos[valid], minlength=nb)
+            out[name] = np.where(cnt > 0, s, np.nan)
+    return out_t, out
+
+
+def _first_valid(pos, v, valid, nb, *, last: bool):
+    """First (or last) valid value of each bucket."""
+    p, x = pos[valid], v[valid]
+    order = np.arange(p.size)
+    if last:
+        pick = np.full(nb, -1, dtype=np.int64)
+        np.maximum.at(pick, p, order)
+    else:
+        pick = np.full(nb, p.size, dtype=np.int64)
+        np.minimum.at(pick, p, order)
+    ok = (pick >= 0) & (pick < p.size)
+    a = np.full(nb, np.nan)
+    a[ok] = x[pick[ok]]
+    return a

@@ -1,0 +1,273 @@
+"""The dataset layout of MODEL.md and its zarr (v3) store: atomic writing, reading.
+
+A store is written one time chunk at a time into a temporary folder beside the target and moved
+into place only when complete, so an interrupted or failed run never leaves a partial store
+where the user asked for one (and an existing store is left untouched unless ``overwrite``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+CUBE_VARS = ("intensity", "liquidated")
+TIER_VARS = ("added", "closed", "expired", "outside", "outside_liquidated")
+PRICE_VARS = ("open", "high", "low", "close", "oi")
+FORMAT_NAME = "liqgpu"
+FORMAT_VERSION = 1
+
+LONG_NAMES = {
+    "intensity": "live liquidation-level notional at the bucket's last step",
+    "liquidated": "estimated liquidated notional during the bucket",
+    "added": "notional of positions opened during the bucket",
+    "closed": "notional closed by falling open interest during the bucket",
+    "expired": "notional of positions that reached max_age during the bucket",
+    "outside": "live notional whose level lies outside the price grid",
+    "outside_liquidated": "liquidated notional whose level lay outside the price grid",
+    "realized": "liquidations published by the exchange, binned on the grid",
+}
+
+
+def chunking(n_bins: int, n_tiers: int, n_buckets: int) -> tuple[int, int]:
+    """(time, price) chunk sizes of the cube variables: ~1 MiB of float32 per chunk."""
+    pc = n_bins if n_bins <= 1024 else 512
+    per_bucket = pc * n_tiers * 2 * 4
+    tc = max(1, min(n_buckets, (1 << 20) // max(per_bucket, 1)))
+    if tc > 8:
+        tc -= tc % 8
+    return tc, pc
+
+
+def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: dict | None = None,
+                 series_meta: dict | None = None):
+    """One time chunk of the dataset (xarray) from an engine :class:`ChunkResult`."""
+    import xarray as xr
+
+    b1 = chunk.b1
+    t = time[b0:b1]
+    coords = {
+        "series": np.asarray(names, dtype=str),
+        "time": t,
+        "price": grid.centres,
+        "leverage": np.asarray(params.leverages, dtype=np.float64),
+        "side": np.asarray(["long", "short"], dtype=str),
+    }
+    cube_dims = ("series", "time", "price", "leverage", "side")
+    tier_dims = ("series", "time", "leverage", "side")
+    data = {}
+    for v in CUBE_VARS:
+        data[v] = (cube_dims, getattr(chunk, v), _var_attrs(v))
+    for v in TIER_VARS:
+        data[v] = (tier_dims, getattr(chunk, v), _var_attrs(v))
+    for v in PRICE_VARS:
+        data[v] = (("series", "time"), prices[v][:, b0:b1],
+                   {"units": "contracts or base units" if v == "oi" else "quote per base",
+                    "long_name": f"{v} of the bucket"})
+    ds = xr.Dataset(data, coords=coords, attrs=attrs or {})
+    if series_meta:
+        for k, v in series_meta.items():
+            ds.coords[k] = ("series", np.asarray(v))
+    ds.coords["price_edges"] = ("price_edge", grid.edges)
+    ds["price"].attrs.update(units="quote per base", long_name="price bin centre")
+    ds["time"].attrs.update(long_name="bucket open time (UTC)")
+    return ds
+
+
+def _var_attrs(v: str) -> dict:
+    return {"units": "quote notional", "long_name": LONG_NAMES[v]}
+
+
+def encoding_for(ds, tc: int, pc: int) -> dict:
+    from zarr.codecs import BloscCodec
+
+    comp = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    enc = {}
+    K = ds.sizes["leverage"]
+    for v in CUBE_VARS:
+        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": (comp,)}
+    for v in TIER_VARS:
+        enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": (comp,)}
+    for v in PRICE_VARS:
+        enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": (comp,)}
+    enc["time"] = {"units": "milliseconds since 1970-01-01", "dtype": "int64",
+                   "calendar": "proleptic_gregorian", "chunks": (max(tc, 1024),)}
+    return enc
+
+
+@contextlib.contextmanager
+def _quiet_zarr():
+    """zarr warns that consolidated metadata and some dtypes are not in the v3 spec yet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
+        warnings.filterwarnings("ignore", message=".*may not be supported by other zarr.*")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="zarr")
+        try:
+            from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
+        except ImportError:  # older zarr
+            pass
+        else:
+            warnings.simplefilter("ignore", UnstableSpecificationWarning)
+            warnings.simplefilter("ignore", ZarrUserWarning)
+        yield
+
+
+def check_target(path: str | Path, *, overwrite: bool) -> Path:
+    """Validate an output store path before any work starts."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a store folder; refusing to replace it")
+    if path.exists() and overwrite and not is_store(path):
+        raise InputError(f"{path}: exists and is not a liqgpu store; refusing to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"{path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: the folder {parent} is not writable")
+    return path
+
+
+def is_store(path: Path) -> bool:
+    meta = Path(path) / "zarr.json"
+    if not meta.exists():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    return attrs.get("format") == FORMAT_NAME
+
+
+class StoreWriter:
+    """Write a dataset chunk by chunk to a temporary store, then move it into place.
+
+    Use as a context manager; on an exception the temporary store is removed and the target is
+    untouched.
+
+    Examples
+    --------
+    >>> with StoreWriter("out.zarr", overwrite=False) as w:  # doctest: +SKIP
+    ...     for ds in chunks:
+    ...         w.write(ds)
+    """
+
+    def __init__(self, path, *, overwrite: bool = False, tc: int = 24, pc: int = 512):
+        self.path = check_target(path, overwrite=overwrite)
+        self.overwrite = overwrite
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tc, self.pc = tc, pc
+        self._first = True
+        self.bytes_written = 0
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def write(self, ds) -> None:
+        with _quiet_zarr():
+            if self._first:
+                ds.to_zarr(self.tmp, mode="w-", zarr_format=3, consolidated=False,
+                           encoding=encoding_for(ds, self.tc, self.pc))
+                self._first = False
+            else:
+                ds.drop_vars(["price_edges", "price", "leverage", "side", "series"]
+                             + [c for c in ds.coords if ds[c].dims == ("series",)],
+                             errors="ignore").to_zarr(self.tmp, append_dim="time",
+                                                      consolidated=False, zarr_format=3)
+
+    def commit(self) -> Path:
+        import zarr
+
+        with _quiet_zarr():
+            zarr.consolidate_metadata(str(self.tmp), zarr_format=3)
+        backup = None
+        if self.path.exists():
+            backup = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.path, backup)
+        os.replace(self.tmp, self.path)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def open_store(path: str | Path, *, chunks="auto"):
+    """Open a liqgpu store lazily with xarray.
+
+    Parameters
+    ----------
+    path : str or Path
+        A store written by :func:`liqgpu.estimate`.
+    chunks : passed to :func:`xarray.open_zarr` (``None`` loads numpy arrays lazily without dask).
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = open_store("demo.zarr")  # doctest: +SKIP
+    >>> ds.intensity.sum(["leverage", "side"])  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such store")
+    if not is_store(path):
+        raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
+    with _quiet_zarr():
+        try:
+            ds = xr.open_zarr(path, consolidated=True, chunks=chunks)
+        except Exception as exc:  # noqa: BLE001 - a corrupt store is a user-facing error
+            raise InputError(f"{path}: cannot open the store ({exc})") from None
+    return ds
+
+
+def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str]) -> dict:
+    from . import __version__
+
+    a = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "engine": "liqgpu",
+        "engine_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "step": _td_str(step),
+        "every": _td_str(every),
+        "fingerprint": fingerprint,
+        "sources": list(sources),
+        "time_zone": "UTC",
+    }
+    a.update(params.to_attrs())
+    a.update(grid.to_attrs())
+    return a
+
+
+def _td_str(td) -> str:
+    from datetime import timedelta
+
+    from .model.params import format_duration
+
+    secs = float(np.timedelta64(td, "ns") / np.timedelta64(1, "s"))
+    return format_duration(timedelta(seconds=secs))
