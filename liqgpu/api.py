@@ -208,3 +208,46 @@ def _progress(it: Iterable, total: int, enabled: bool):
         for x in it:
             yield x
             bar.advance(task)
+
+
+def store_info(path) -> dict:
+    """Summary of a store: dims, series, time and price range, parameters, totals per side.
+
+    Examples
+    --------
+    >>> store_info("demo.zarr")["dims"]  # doctest: +SKIP
+    {'series': 1, 'time': 2880, 'price': 702, 'leverage': 5, 'side': 2}
+    """
+    from .store import open_store
+
+    ds = open_store(path, chunks=None)
+    a = ds.attrs
+    times = ds["time"].values
+    totals = {}
+    for v in ("added", "liquidated", "outside_liquidated", "closed", "expired"):
+        dims = [d for d in ds[v].dims if d != "side"]
+        s = ds[v].sum(dims).values
+        totals[v] = {"long": float(s[0]), "short": float(s[1])}
+    last = ds["intensity"].isel(time=-1).sum(["series", "price", "leverage"]).values
+    out_last = ds["outside"].isel(time=-1).sum(["series", "leverage"]).values
+    totals["live_at_end"] = {"long": float(last[0] + out_last[0]),
+                             "short": float(last[1] + out_last[1])}
+    from .model.params import Params
+
+    return {
+        "path": str(path),
+        "series": [str(x) for x in ds["series"].values],
+        "dims": {k: int(v) for k, v in ds.sizes.items() if k != "price_edge"},
+        "time_start": str(np.datetime_as_string(times[0], unit="s")) + "Z",
+        "time_end": str(np.datetime_as_string(times[-1], unit="s")) + "Z",
+        "step": a.get("step"),
+        "every": a.get("every"),
+        "price_min": float(ds["price_edges"].values[0]),
+        "price_max": float(ds["price_edges"].values[-1]),
+        "grid": a.get("grid"),
+        "params": Params.from_attrs(a).to_attrs(),
+        "totals": totals,
+        "engine_version": a.get("engine_version"),
+        "fingerprint": a.get("fingerprint", ""),
+        "created": a.get("created"),
+    }

@@ -48,7 +48,7 @@ def synthetic_frame(
     u = rng.standard_normal((n, 3))
     regime_len = max(1, int(pd.Timedelta(hours=36) / dt))
     n_reg = n // regime_len + 2
-    drifts = rng.normal(0.0, 1.2, n_reg + 1) * sigma0 * 0.12
+    drifts = rng.normal(0.0, 1.0, n_reg + 1) * sigma0 * 0.035
     switch = np.sort(rng.choice(n, size=min(n - 1, n_reg), replace=False))
 
     omega, alpha, beta = sigma0**2 * 0.02, 0.06, 0.92
@@ -70,16 +70,19 @@ def synthetic_frame(
         recent[t % window] = ret
         move = recent.sum() / (sigma0 * np.sqrt(window))
         momentum *= 0.6
-        if abs(move) > 3.0 and u[t, 0] > 0.4:
+        per_min = dt / pd.Timedelta(minutes=1)
+        if abs(move) > 3.5 and u[t, 0] > 0.5:
             # cascade: forced closes cut OI and push price further the same way
-            frac = min(0.08, 0.004 * (abs(move) - 2.5) ** 1.5 * (1 + abs(u[t, 1])))
+            frac = min(0.05, 0.002 * (abs(move) - 3.0) ** 1.5 * (1 + abs(u[t, 1])))
             cur_oi *= 1 - frac
-            momentum += np.sign(move) * frac * 0.02
+            momentum += np.sign(move) * frac * sd * 3
         else:
-            trend = abs(drifts[reg]) / (sigma0 * 0.12)
+            # leverage piles in while price trends quietly; OI reverts slowly to its base level
+            trend = abs(drifts[reg]) / (sigma0 * 0.035)
             calm = 1.0 / (1.0 + abs(z[t]))
-            growth = 2.5e-5 * (0.4 + trend) * calm * (pd.Timedelta(minutes=1) / dt) ** -1
-            cur_oi *= np.exp(growth - 1.2e-5 + 6e-5 * u[t, 2] * np.sqrt(dt / pd.Timedelta(minutes=1)))
+            build = 4e-5 * trend * calm
+            revert = -2e-5 * np.log(cur_oi / oi)
+            cur_oi *= np.exp((build + revert - 1e-5) * per_min + 3e-4 * np.sqrt(per_min) * u[t, 2])
         r[t] = ret
         oi_arr[t] = cur_oi
         var = omega + alpha * ret**2 + beta * var

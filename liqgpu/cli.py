@@ -1,0 +1,219 @@
+"""The ``liqgpu`` command line: one click group; commands call the public API only.
+
+Bad input of any kind is one sentence on stderr and exit code 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import InputError
+
+log = logging.getLogger("liqgpu")
+
+
+from .cli_common import UserError, user_errors  # noqa: E402,F401
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else
+                                           logging.INFO if verbose == 1 else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%Y-%m-%dT%H:%M:%SZ"))
+    logging.Formatter.converter = time.gmtime
+    root = logging.getLogger("liqgpu")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.version_option(package_name="liqgpu")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Estimate crypto-futures liquidation levels and render liquidation heatmaps."""
+    _setup_logging(verbose, quiet)
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+
+
+def _progress_enabled() -> bool:
+    ctx = click.get_current_context()
+    return not ctx.find_root().obj.get("quiet", False) and sys.stderr.isatty()
+
+
+# -- shared options ---------------------------------------------------------------------------
+def _floats(option: str):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return tuple(float(x) for x in str(value).split(",") if x.strip())
+        except ValueError:
+            raise click.BadParameter(f"{value!r} must be numbers separated by commas") from None
+
+    return parse
+
+
+def model_options(fn):
+    """Every model v1 parameter as an option (defaults from MODEL.md)."""
+    opts = [
+        click.option("--leverages", callback=_floats("--leverages"), default="5,10,25,50,100",
+                     show_default=True, help="Leverage tiers, comma-separated."),
+        click.option("--weights", callback=_floats("--weights"), default="0.15,0.3,0.25,0.2,0.1",
+                     show_default=True, help="Share of new OI per tier (sums to 1)."),
+        click.option("--mmr", type=float, default=0.004, show_default=True,
+                     help="Maintenance-margin rate."),
+        click.option("--entry", type=click.Choice(["hlc3", "close", "ohlc4", "vwap"]),
+                     default="hlc3", show_default=True, help="Entry price of new positions."),
+        click.option("--side-split", type=click.Choice(["both", "taker"]), default="both",
+                     show_default=True, help="How new OI splits between longs and shorts."),
+        click.option("--closure", type=click.Choice(["proportional", "none"]),
+                     default="proportional", show_default=True,
+                     help="What a fall in OI does to live positions."),
+        click.option("--max-age", default="none", show_default=True,
+                     help="Positions older than this expire (e.g. 24h, 7d; none = never)."),
+        click.option("--grid", "grid", default=None,
+                     help="log:START:STOP:BPS or linear:START:STOP:STEP "
+                          "[default: log, 10 bps, covering every level]."),
+        click.option("--step", default=None, help="Model step, e.g. 1m, 5m [default: the input's]."),
+        click.option("--every", default=None, help="Output step, e.g. 1h [default: 1h]."),
+        click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
+                     show_default=True, help="Array backend."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
+    from .model.params import Params
+
+    return Params(leverages=leverages, weights=weights, mmr=mmr, entry=entry,
+                  side_split=side_split, closure=closure, max_age=max_age)
+
+
+# -- commands -----------------------------------------------------------------------------------
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(), help="Store to write (STORE.zarr).")
+@click.option("--kind", type=click.Choice(["linear", "inverse"]), default="linear",
+              show_default=True, help="Contract kind of the inputs.")
+@click.option("--contract-size", type=float, default=1.0, show_default=True,
+              help="Inverse: quote value of one contract; linear: base units per OI unit.")
+@click.option("--exchange", default=None, help="Exchange name [default: from the file].")
+@click.option("--symbol", default=None, help="Symbol [default: from the file or its name].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@model_options
+@user_errors
+def estimate(inputs, out, kind, contract_size, exchange, symbol, overwrite, leverages, weights,
+             mmr, entry, side_split, closure, max_age, grid, step, every, backend):
+    """Estimate liquidation levels from normalized series files into a zarr store."""
+    from .api import estimate as run
+    from .series import load_series
+    from .store import check_target
+
+    check_target(out, overwrite=overwrite)
+    params = _params(leverages, weights, mmr, entry, side_split, closure, max_age)
+    series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
+                          contract_size=contract_size, step=step) for p in inputs]
+    t = time.perf_counter()
+    ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
+             overwrite=overwrite, progress=_progress_enabled())
+    click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s")
+
+
+@main.command()
+@click.option("--out", "-o", default="liqgpu-demo", show_default=True, type=click.Path(),
+              help="Folder for demo.zarr and demo.png.")
+@click.option("--days", type=float, default=30, show_default=True, help="Days of 1-minute bars.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the market.")
+@click.option("--every", default="15m", show_default=True, help="Output step.")
+@click.option("--width", type=int, default=1600, show_default=True)
+@click.option("--height", type=int, default=900, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
+              show_default=True)
+@user_errors
+def demo(out, days, seed, every, width, height, backend):
+    """Synthetic market -> estimate -> store -> heatmap PNG (no network, no files needed)."""
+    from .api import estimate as run
+    from .render import render
+    from .store import is_store
+    from .synth import synthetic_series
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    store, png = folder / "demo.zarr", folder / "demo.png"
+    if store.exists() and not is_store(store):
+        raise InputError(f"{store}: exists and is not a liqgpu store; refusing to replace it")
+    t = time.perf_counter()
+    series = synthetic_series(days=days, seed=seed)
+    ds = run(series, every=every, backend=backend, out=store, overwrite=True,
+             progress=_progress_enabled())
+    t_est = time.perf_counter() - t
+    render(store, out=png, width=width, height=height)
+    click.echo(f"wrote {store}: {_describe(ds)} (estimated in {t_est:.2f}s)")
+    click.echo(f"wrote {png}: {width}x{height} heatmap ({time.perf_counter() - t:.2f}s in all)")
+
+
+@main.command()
+@click.argument("store", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def info(store, as_json):
+    """Dimensions, parameters, time and price range and totals of a store."""
+    from .api import store_info
+
+    d = store_info(store)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"store     {store}")
+    click.echo(f"series    {', '.join(d['series'])}")
+    click.echo("dims      " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()))
+    click.echo(f"time      {d['time_start']} .. {d['time_end']} (every {d['every']}, "
+               f"model step {d['step']})")
+    click.echo(f"price     {d['price_min']:.6g} .. {d['price_max']:.6g} ({d['grid']})")
+    p = d["params"]
+    click.echo(f"model     {p['model']}: leverages {p['leverages']} weights {p['weights']} "
+               f"mmr {p['mmr']} entry {p['entry']} side_split {p['side_split']} "
+               f"closure {p['closure']} max_age {p['max_age']}")
+    for k, v in d["totals"].items():
+        click.echo(f"{k:<19} long {v['long']:.6g}  short {v['short']:.6g}")
+    click.echo(f"engine    liqgpu {d['engine_version']}, fingerprint {d['fingerprint'][:23]}...")
+
+
+def _describe(ds) -> str:
+    s = ds.sizes
+    return (f"{s['series']} series x {s['time']} buckets x {s['price']} bins x "
+            f"{s['leverage']} tiers x 2 sides")
+
+
+def _register_plugins() -> None:
+    """Commands that live beside their module (rendering, exchange data)."""
+    from .render.commands import COMMANDS as render_commands
+
+    for cmd in render_commands:
+        main.add_command(cmd)
+    try:
+        from .io.commands import COMMANDS as io_commands
+    except ImportError:  # exchange-data commands not built yet
+        io_commands = []
+    for cmd in io_commands:
+        main.add_command(cmd)
+
+
+_register_plugins()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,30 @@
+"""Shared pieces of the command line: the exit-code-2 error and its decorator."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from .errors import InputError
+
+
+class UserError(click.ClickException):
+    """A clear one-line error, exit code 2."""
+
+    exit_code = 2
+
+
+def user_errors(fn):
+    """Turn InputError (and unreadable-file OSErrors) into exit code 2 with one sentence."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            raise UserError(str(exc)) from None
+        except PermissionError as exc:
+            raise UserError(f"{exc.filename}: permission denied") from None
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""Readers of exchange and vendor formats, and the archive fetcher."""

@@ -1,0 +1,5 @@
+"""Heatmap rendering: reads datasets and stores, never runs the model."""
+
+from .heatmap import render
+
+__all__ = ["render"]
