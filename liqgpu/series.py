@@ -206,7 +206,14 @@ def parse_times(values, source: str = "<memory>", header_lines: int = 0) -> np.n
     if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
         text = s.astype(str).str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
-        if numeric.notna().all() and len(text):
+        if len(text) and numeric.notna().iloc[0]:  # epoch milliseconds: every row must be
+            bad = np.flatnonzero(numeric.isna().to_numpy())
+            if bad.size:
+                i = int(bad[0])
+                raise InputError(
+                    f"{_where(source, i, header_lines)}, column 'time': cannot read "
+                    f"{text.iloc[i]!r} as epoch milliseconds like the rows before it"
+                )
             s = numeric
         else:
             try:
@@ -386,7 +393,7 @@ def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) 
                 i = first(data[c] <= 0)
                 if i is not None:
                     raise InputError(
-                        f"{_where(source, i, header_lines)}, column '{c}': price {data[c][i]!r} "
+                        f"{_where(source, i, header_lines)}, column '{c}': price {data[c][i]:g} "
                         "must be > 0"
                     )
         for hi, lo in (("high", "low"), ("mark_high", "mark_low")):
@@ -394,15 +401,15 @@ def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) 
                 i = first(data[hi] < data[lo])
                 if i is not None:
                     raise InputError(
-                        f"{_where(source, i, header_lines)}, column '{hi}': {hi} {data[hi][i]!r} is "
-                        f"below {lo} {data[lo][i]!r}"
+                        f"{_where(source, i, header_lines)}, column '{hi}': {hi} {data[hi][i]:g} is "
+                        f"below {lo} {data[lo][i]:g}"
                     )
         for c in ("oi", "volume", "taker_buy_volume", "quote_volume"):
             if c in data:
                 i = first(data[c] < 0)
                 if i is not None:
                     raise InputError(
-                        f"{_where(source, i, header_lines)}, column '{c}': {data[c][i]!r} is negative"
+                        f"{_where(source, i, header_lines)}, column '{c}': {data[c][i]:g} is negative"
                     )
         for c, v in data.items():
             i = first(np.isinf(v))

@@ -1,0 +1,146 @@
+"""The command line: exit codes, messages, files written and not written."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from liqgpu.cli import main
+
+from helpers import random_market
+
+
+@pytest.fixture()
+def bars(tmp_path):
+    d, e = random_market(4, 300, nan_rows=0.02)
+    df = pd.DataFrame({"time": (1_767_225_600_000 + 60_000 * np.arange(300)),
+                       "open": d["open_"], "high": d["high"], "low": d["low"],
+                       "close": d["close"], "oi": d["oi"], **e})
+    df = df[np.isfinite(df["close"])]  # real files skip missing bars rather than hold NaN
+    p = tmp_path / "bars.csv"
+    df.to_csv(p, index=False)
+    return p
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_estimate_with_every_option(tmp_path, bars):
+    out = tmp_path / "s.zarr"
+    r = run("estimate", bars, "--out", out, "--leverages", "10,20", "--weights", "0.4,0.6",
+            "--mmr", "0.005", "--entry", "close", "--side-split", "taker", "--closure", "none",
+            "--max-age", "90m", "--grid", "log:20:500:25", "--step", "2m", "--every", "30m",
+            "--kind", "inverse", "--contract-size", "10", "--exchange", "deribit",
+            "--symbol", "BTC-PERP", "--backend", "numpy")
+    assert r.exit_code == 0, r.output
+    assert f"wrote {out}" in r.output
+    ds = xr.open_zarr(out)
+    assert ds.attrs["leverages"] == [10, 20] and ds.attrs["max_age"] == "90m"
+    assert ds.attrs["step"] == "2m" and ds.attrs["every"] == "30m"
+    assert ds.attrs["grid"] == "log:20:500:25" and ds.attrs["closure"] == "none"
+    assert ds["series"].values.tolist() == ["deribit:BTC-PERP"]
+    assert ds["kind"].values.tolist() == ["inverse"]
+    assert ds.sizes["time"] == 10 and ds.sizes["leverage"] == 2
+    assert float(ds["closed"].sum()) == 0.0  # --closure none
+
+
+def test_info_text_and_json(tmp_path, bars):
+    out = tmp_path / "s.zarr"
+    assert run("estimate", bars, "-o", out, "--backend", "numpy").exit_code == 0
+    r = run("info", out, "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.output)
+    assert d["dims"]["series"] == 1 and d["params"]["entry"] == "hlc3"
+    assert d["time_start"] == "2026-01-01T00:00:00Z"
+    t = d["totals"]
+    for side in ("long", "short"):
+        gone = sum(t[k][side] for k in ("liquidated", "outside_liquidated", "closed", "expired"))
+        assert gone + t["live_at_end"][side] == pytest.approx(t["added"][side], rel=1e-6)
+    r = run("info", out)
+    assert "series    bars" in r.output or "unknown:bars" in r.output
+    assert "leverages [5.0, 10.0, 25.0, 50.0, 100.0]" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--leverages", "5,x"], "--leverages"),
+        (["--weights", "0.5,0.5"], "weights: 2 weights for 5 leverage tiers"),
+        (["--mmr", "0.5"], "mmr"),
+        (["--max-age", "forever"], "max_age"),
+        (["--grid", "log:1:2"], "--grid"),
+        (["--grid", "linear:1:2:0.1"], "holds none of the levels"),
+        (["--every", "90s"], "--every 90s"),
+        (["--step", "7s"], "--step 7s"),
+        (["--kind", "quanto"], "--kind"),
+        (["--backend", "tpu"], "--backend"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(tmp_path, bars, args, message):
+    out = tmp_path / "s.zarr"
+    r = CliRunner().invoke(main, ["estimate", str(bars), "--out", str(out)] + args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.csv"]
+
+
+def test_bad_inputs_exit_2(tmp_path, bars):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,open,high,low,close,oi\n1767225600000,1,2,1,1,1\n1767225660000,1,2,1,1,-3\n")
+    r = CliRunner().invoke(main, ["estimate", str(bad), "-o", str(tmp_path / "o.zarr")])
+    assert r.exit_code == 2 and "bad.csv: row 2 (line 3), column 'oi'" in r.output
+    assert not (tmp_path / "o.zarr").exists()
+    out = tmp_path / "s.zarr"
+    assert run("estimate", bars, "-o", out, "--backend", "numpy").exit_code == 0
+    r = CliRunner().invoke(main, ["estimate", str(bars), "-o", str(out)])
+    assert r.exit_code == 2 and "already exists; pass --overwrite" in r.output
+    r = CliRunner().invoke(main, ["estimate", str(bars), "-o", str(tmp_path / "no" / "s.zarr")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = CliRunner().invoke(main, ["info", str(tmp_path)])
+    assert r.exit_code == 2 and "not a liqgpu store" in r.output
+
+
+def test_unwritable_folder(tmp_path, bars):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        r = CliRunner().invoke(main, ["estimate", str(bars), "-o", str(ro / "s.zarr")])
+        assert r.exit_code == 2 and "not writable" in r.output
+    finally:
+        ro.chmod(0o700)
+
+
+def test_demo_writes_store_and_png(tmp_path):
+    r = run("demo", "--out", tmp_path / "d", "--days", "2", "--width", "800", "--height", "450",
+            "--backend", "numpy")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "d" / "demo.zarr" / "zarr.json").exists()
+    png = (tmp_path / "d" / "demo.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(png)).size == (800, 450)
+    assert "wrote" in r.output and "demo.png" in r.output
+    # runs again over its own output
+    assert run("demo", "--out", tmp_path / "d", "--days", "1", "--width", "800",
+               "--height", "450").exit_code == 0
+
+
+def test_import_is_light():
+    code = ("import sys, liqgpu, liqgpu.cli; "
+            "heavy = [m for m in ('cupy', 'datashader', 'matplotlib', 'xarray', 'zarr', 'dask') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
