@@ -278,8 +278,8 @@ class Engine:
         end = xp.where(cause == LIQUIDATED, dloc + 1, xp.where(cause == EXPIRED, dloc, m))
         live_w = xp.where(m_z, 0.0, W)
         E = xp.zeros((m + 1) * nkd)
-        _scatter(E, (born - a + 1) * nkd + kd, live_w, xp)
-        _scatter(E, end * nkd + kd, -live_w, xp)
+        _scatter(E, xp.concatenate([(born - a + 1) * nkd + kd, end * nkd + kd]),
+                 xp.concatenate([live_w, -live_w]), xp)
         live_pre = xp.cumsum(E.reshape(m + 1, S, 2 * K)[:m], axis=0)  # (m, S, 2K)
         scale = xp.exp(Lc_prev).T[:, :, None]  # (m, S, 1)
         cf = self.cfrac[:, a:b].T[:, :, None]
@@ -295,8 +295,9 @@ class Engine:
             o_death = xp.where(dead, xp.searchsorted(snaps, death, side="left"), ns)
             span = o_birth < o_death
             D = xp.zeros((ns + 1) * width)
-            _scatter(D, o_birth[span] * width + cell[span], W[span], xp)
-            _scatter(D, o_death[span] * width + cell[span], -W[span], xp)
+            cs, ws = cell[span], W[span]
+            _scatter(D, xp.concatenate([o_birth[span] * width + cs, o_death[span] * width + cs]),
+                     xp.concatenate([ws, -ws]), xp)
             G = xp.cumsum(D.reshape(ns + 1, width)[:ns], axis=0)
             fac = xp.exp(Lc[:, snaps - a]).T  # (ns, S)
             G = G.reshape(ns, S, self.ncell) * fac[:, :, None]
@@ -350,8 +351,11 @@ def _scatter(target, index, values, xp) -> None:
     if values.shape[0] == 0:
         return
     if xp is np:
-        target += np.bincount(index, weights=values, minlength=target.size)[: target.size].reshape(
-            target.shape)
+        flat = target.reshape(-1)
+        if values.shape[0] * 2 < flat.size:  # numpy 2 add.at beats a full-size bincount here
+            np.add.at(flat, index, values)
+        else:
+            flat += np.bincount(index, weights=values, minlength=flat.size)
     else:  # cupy: atomic scatter-add
         import cupyx
 
