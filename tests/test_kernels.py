@@ -266,7 +266,7 @@ def test_scatter_add_gpu_shapes_and_bounds(cp):
     with pytest.raises(IndexError):
         kernels.scatter_add(t, cp.array([12]), cp.array([1.0]), check=True)
     kernels.scatter_add(t, cp.array([12, -1]), cp.array([1.0, 1.0]))  # skipped, never written
-    assert float(t.sum()) == 15.0
+    assert float(t.sum()) == 10.0
     with pytest.raises(TypeError):
         kernels.scatter_add(cp.zeros(3, dtype=cp.float32), cp.array([0]), cp.array([1.0]))
 
@@ -306,3 +306,139 @@ def test_engine_cupy_matches_numpy(seed):
         top = float(np.abs(b).max())
         assert np.abs(a - b).max() <= 1e-9 * max(top, 1e-300), v
     assert float(ref["liquidated"].sum()) > 0  # the comparison covers liquidations
+
+
+# -- the wrappers on the CPU: a numpy stand-in for CuPy, kernels replaced by their emulation ------
+_SIG = re.compile(r'extern "C" __global__ void (\w+)\((.*?)\)\s*\{', re.S)
+
+
+def _signature(entry: str) -> list[str]:
+    """Parameter kinds of a CUDA entry point: 'double**', 'double*', 'll*', 'll', 'int'."""
+    for fname in ENTRY_POINTS:
+        for name, params in _SIG.findall(kernels.kernel_source(fname)):
+            if name != entry:
+                continue
+            kinds = []
+            for p in params.split(","):
+                words = [w for w in re.sub(r"\*", " * ", p).split()
+                         if w not in ("const", "__restrict__")][:-1]  # drop the name
+                base = "ll" if words[:2] == ["long", "long"] else words[0]
+                kinds.append(base + "*" * words.count("*"))
+            return kinds
+    raise KeyError(entry)
+
+
+_ARG_TYPES = {"double**": np.uint64, "double*": np.float64, "ll*": np.int64}
+
+
+class _FakeArray(np.ndarray):
+    """numpy standing in for cupy.ndarray: ``.data.ptr`` is the buffer's address."""
+
+    @property
+    def data(self):
+        return SimpleNamespace(ptr=self.__array_interface__["data"][0])
+
+
+def _fake(x):
+    return x.view(_FakeArray)
+
+
+def _fake_cupy():
+    m = SimpleNamespace(
+        ndarray=_FakeArray, int64=np.int64, float64=np.float64, uint64=np.uint64,
+        asarray=lambda x, dtype=None: _fake(np.asarray(x, dtype=dtype)),
+        ascontiguousarray=lambda x, dtype=None: _fake(np.ascontiguousarray(x, dtype=dtype)),
+        empty=lambda n, dtype=np.float64: _fake(np.empty(n, dtype=dtype)),
+        cuda=SimpleNamespace(Device=lambda: SimpleNamespace(
+            id=0, attributes={"MultiProcessorCount": 1})),
+    )
+    return m
+
+
+class _EmulatedKernel:
+    """Checks a launch against the CUDA signature, then runs the kernel's CPU emulation."""
+
+    def __init__(self, fname, entry, arrays):
+        self.entry, self.arrays, self.launches = entry, arrays, []
+
+    def __call__(self, grid, block, args):
+        kinds = _signature(self.entry)
+        assert len(args) == len(kinds), (self.entry, len(args), kinds)
+        for a, k in zip(args, kinds):
+            if k.endswith("*"):
+                assert isinstance(a, _FakeArray) and a.flags.c_contiguous, (self.entry, k)
+                assert a.dtype == _ARG_TYPES[k], (self.entry, k, a.dtype)
+            else:
+                assert type(a) is {"ll": np.int64, "int": np.int32}[k], (self.entry, k, type(a))
+        assert block == (kernels.BLOCK,) and len(grid) == 1 and grid[0] >= 1
+        self.launches.append(grid[0])
+        run = getattr(self, "_" + self.entry)
+        run(grid[0], *args)
+
+    def _first_cross_f64(self, grid, ptrs, which, series, start, thr, out, n, S, L, J, m):
+        levels = [self.arrays[int(p)] for p in ptrs]
+        assert len(levels) == J and all(lv.size == 2 * S * L for lv in levels)
+        assert which.size == series.size == start.size == thr.size == out.size == n
+        out[:] = kernels.first_cross_emulate(levels, which, series, start, thr, n_series=int(S),
+                                             length=int(L), m=int(m), grid=grid)
+
+    def _scatter_add_f64(self, grid, target, size, index, values, n):
+        assert target.size == size and index.size == values.size == n
+        ok = (index >= 0) & (index < size)
+        np.add.at(target.reshape(-1), index[ok], values[ok])
+
+    def _diff_scatter_f64(self, grid, target, rows, width, lo, hi, col, values, n):
+        assert target.shape == (rows, width) and values.size == n
+        kernels.diff_scatter_emulate(target, lo, hi, col, values)
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    """The wrappers run on numpy; returns the address -> array registry for level tables."""
+    arrays = {}
+    made = {}
+
+    def get_kernel(fname, entry):
+        return made.setdefault(entry, _EmulatedKernel(fname, entry, arrays))
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    monkeypatch.setattr(kernels, "get_kernel", get_kernel)
+    monkeypatch.setattr(kernels, "_MAX_BLOCKS", {})
+    return SimpleNamespace(arrays=arrays, kernels=made)
+
+
+def test_first_cross_wrapper_emulated(emulated):
+    rng = np.random.default_rng(11)
+    S, m, n = 3, 700, 20_000  # more queries than the capped grid has threads (stride loop)
+    v = rng.normal(size=(2, S, m))
+    tables = _SparseTables(v[0], v[1], np)
+    levels = [_fake(lv) for lv in tables.levels]
+    emulated.arrays.update({lv.data.ptr: lv for lv in levels})
+    tab = SimpleNamespace(levels=levels, shape=tables.shape, L=tables.L, m=tables.m)
+    q = [rng.integers(0, 2, n), rng.integers(0, S, n), rng.integers(0, m + 1, n),
+         rng.normal(size=n) - 1.5]
+    got = kernels.first_cross(tab, *(_fake(x) for x in q), check=True)
+    np.testing.assert_array_equal(np.asarray(got), tables.first_at_or_below(*q))
+    assert emulated.kernels["first_cross_f64"].launches == [kernels.BLOCKS_PER_SM]
+    with pytest.raises(IndexError):
+        kernels.first_cross(tab, *(_fake(x) for x in (q[0], q[1] + S, q[2], q[3])), check=True)
+
+
+def test_scatter_wrappers_emulated(emulated):
+    rng = np.random.default_rng(12)
+    t = _fake(np.zeros((5, 6)))
+    idx, val = rng.integers(0, 30, 1000), rng.normal(size=1000)
+    kernels.scatter_add(t, _fake(idx), _fake(val), check=True)
+    np.testing.assert_allclose(t.reshape(-1), np.bincount(idx, val, minlength=30), atol=1e-12)
+    with pytest.raises(IndexError):
+        kernels.scatter_add(t, _fake(np.array([30])), _fake(np.array([1.0])), check=True)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.scatter_add(_fake(np.zeros((4, 4)))[:, :2], _fake(idx[:1]), _fake(val[:1]))
+    d = _fake(np.zeros((8, 3)))
+    lo = rng.integers(0, 8, 200)
+    hi = np.minimum(lo + 2, 7)
+    col = rng.integers(0, 3, 200)
+    kernels.diff_scatter(d, _fake(lo), _fake(hi), _fake(col), _fake(val[:200]), check=True)
+    want = np.zeros((8, 3))
+    kernels.diff_scatter_emulate(want, lo, hi, col, val[:200])
+    np.testing.assert_array_equal(np.asarray(d), want)

@@ -176,15 +176,17 @@ def launch_grid(n: int) -> tuple[int]:
 
 
 def _i64(x):
+    """A C-contiguous int64 CuPy array (no copy when ``x`` already is one)."""
     import cupy
 
-    return cupy.ascontiguousarray(x, dtype=cupy.int64)
+    return cupy.ascontiguousarray(cupy.asarray(x, dtype=cupy.int64))
 
 
 def _f64(x):
+    """A C-contiguous float64 CuPy array (no copy when ``x`` already is one)."""
     import cupy
 
-    return cupy.ascontiguousarray(x, dtype=cupy.float64)
+    return cupy.ascontiguousarray(cupy.asarray(x, dtype=cupy.float64))
 
 
 def first_cross(tables, which, series, start, thr, *, check: bool = False):
