@@ -79,8 +79,8 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
         src = t.files[0] if t.files else "<part>"
         if ns.size < 2:
             raise InputError(f"{src}: one row only; cannot tell its step")
-        own = int(np.diff(ns).min())
-        if own <= 0:
+        own = int(t.frame.attrs.get("step_ns") or np.diff(ns).min())
+        if own <= 0 or (np.diff(ns) <= 0).any():
             raise InputError(f"{src}: times are not strictly increasing")
         off = np.flatnonzero((ns - ns[0]) % own)
         if off.size:

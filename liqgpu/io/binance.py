@@ -158,7 +158,7 @@ def read_metrics(inputs, *, symbol=None, market=None, contract_value=None, **_):
     sym = syms.pop()
     market, kind, cv = _meta(sym, market, contract_value)
     return series_table(pieces, exchange="binance", symbol=sym, kind=kind, contract_size=cv,
-                        notes=["OI snapshot at create_time T -> bar opening at T - 5m",
+                        step_ns=METRICS_STEP_NS, notes=["OI snapshot at create_time T -> bar opening at T - 5m",
                                "OI unit: " + ("contracts" if kind == "inverse" else "base")])
 
 

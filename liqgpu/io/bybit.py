@@ -28,6 +28,10 @@ def is_inverse(symbol: str) -> bool:
     return s.endswith("USD") or (len(s) > 3 and s[:-3].endswith("USD") and s[-2:].isdigit())
 
 
+#: allLiquidation keys -> liquidation keys.
+_ALL_LIQ = {"T": "updatedTime", "s": "symbol", "S": "side", "v": "size", "p": "price"}
+
+
 def _frame_from_json(data, source, kind):
     import pandas as pd
 
@@ -44,7 +48,10 @@ def _frame_from_json(data, source, kind):
             rows.extend(dict(x, symbol=sym) if sym else x for x in items)
         else:
             d = rec.get("data", rec)
-            rows.extend(d if isinstance(d, list) else [d])
+            for x in d if isinstance(d, list) else [d]:
+                if not isinstance(x, dict):
+                    raise InputError(f"{source}: record {len(rows) + 1} has no data object")
+                rows.append({_ALL_LIQ.get(k, k): v for k, v in x.items()})
     if not rows:
         raise InputError(f"{source}: no records")
     return pd.DataFrame(rows)
@@ -121,9 +128,10 @@ def read_open_interest(inputs, *, symbol=None, contract_value=None, **_):
     if not sym:
         raise InputError(f"{pieces[0][0]}: no symbol in the file; pass --symbol")
     sym = sym.upper()
-    pieces, _ = shift_snapshots(pieces)
+    pieces, oi_step = shift_snapshots(pieces)
     inv = is_inverse(sym)
-    return series_table(pieces, exchange="bybit", symbol=sym, kind="inverse" if inv else "linear",
+    return series_table(pieces, step_ns=oi_step, exchange="bybit", symbol=sym,
+                        kind="inverse" if inv else "linear",
                         contract_size=float(contract_value or 1.0),
                         notes=["OI snapshot at T -> bar opening at T - step",
                                "OI unit: " + ("contracts of 1 USD" if inv else "base")])

@@ -143,9 +143,10 @@ def read_open_interest(inputs, *, symbol=None, contract_value=None, **_):
                 oi = numeric(df, alias(df, ("oi",), source, "oi"), source, h) * \
                     contract_value_of(inst, contract_value)
             pieces.append((source, epoch_to_ns(df[tc], source, tc, h), {"oi": oi}, h, len(df)))
-    pieces, _ = shift_snapshots(pieces)
+    pieces, oi_step = shift_snapshots(pieces)
     inv = is_inverse(inst)
-    return series_table(pieces, exchange="okx", symbol=inst, kind="inverse" if inv else "linear",
+    return series_table(pieces, step_ns=oi_step, exchange="okx", symbol=inst,
+                        kind="inverse" if inv else "linear",
                         contract_size=contract_value_of(inst, contract_value) if inv else 1.0,
                         notes=["OI snapshot at T -> bar opening at T - step",
                                "OI unit: " + ("contracts" if inv else "base (oiCcy)")])

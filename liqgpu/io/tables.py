@@ -276,11 +276,13 @@ def single_symbol(values, source: str, given: str | None) -> str | None:
 
 # -- series parts --------------------------------------------------------------------------------
 def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contract_size: float,
-                 notes=None) -> Table:
+                 notes=None, step_ns: int | None = None) -> Table:
     """Join per-file pieces ``(source, ns, {col: values}, header_lines, rows_in)`` into one part.
 
     Each file's rows must be strictly increasing (or strictly decreasing, then reversed); rows
     repeated across files (overlapping downloads) keep the first file's row and are counted.
+    ``step_ns``, when the format fixes it, is kept in ``frame.attrs['step_ns']`` (saved in the
+    Parquet file) so that missing rows cannot make the step look coarser.
     """
     import pandas as pd
 
@@ -306,6 +308,8 @@ def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contrac
     df["symbol"] = symbol
     df["kind"] = kind
     df["contract_size"] = float(contract_size)
+    if step_ns:
+        df.attrs["step_ns"] = int(step_ns)
     return Table(df, "series", [p[0] for p in pieces], rows_in, dropped, list(notes or []))
 
 
@@ -324,7 +328,7 @@ def report(table: Table, out=None, fmt: str | None = None) -> dict:
     if table.kind == "series":
         d["exchange"], d["symbol"] = str(df["exchange"].iloc[0]), str(df["symbol"].iloc[0])
         d["columns"] = [c for c in SERIES_COLUMNS if c in df.columns]
-        d.update(gap_summary(time_ns(df["time"])))
+        d.update(gap_summary(time_ns(df["time"]), df.attrs.get("step_ns")))
         d["nan_values"] = {c: int(np.isnan(df[c].to_numpy(dtype=float)).sum())
                            for c in d["columns"] if np.isnan(df[c].to_numpy(dtype=float)).any()}
     else:

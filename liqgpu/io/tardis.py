@@ -101,7 +101,7 @@ def read_derivative_ticker(inputs, *, symbol=None, step="1m", oi_unit="base", ki
     ns = last_oi.index.to_numpy(dtype=np.int64) * step_ns
     cs = float(contract_value) if (kind == "inverse" and contract_value) else 1.0
     t = series_table([(files[0], ns, cols, 0, n_in)], exchange=exchange_name(exch.pop()), symbol=str(sym).upper(),
-                     kind=kind, contract_size=cs,
+                     kind=kind, contract_size=cs, step_ns=step_ns,
                      notes=["timestamps in µs; ticks bucketed by floor(t/step)",
                             f"OI unit in file: {oi_unit}; mark range from sampled ticks"])
     t.files = files
