@@ -127,7 +127,7 @@ def read_klines(inputs, *, symbol=None, market=None, contract_value=None, mark=F
     if market == "cm" and not mark:
         notes.append(f"COIN-M: volume = base volume; quote_volume = contracts x {cv:g} USD")
     return series_table(pieces, exchange="binance", symbol=sym, kind=kind, contract_size=cv,
-                        notes=notes)
+                        notes=notes, time_column="open_time")
 
 
 def read_mark_klines(inputs, **kw):

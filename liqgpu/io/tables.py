@@ -159,8 +159,15 @@ def check_increasing(ns: np.ndarray, source: str, header_lines: int = 0,
     i = int(np.flatnonzero(d <= 0)[0]) + 1
     what = "repeats" if d[i - 1] == 0 else "is before"
     raise InputError(f"{where(source, i, header_lines)}, column '{column}': "
-                     f"{np.datetime64(int(ns[i]), 'ns')}Z {what} the previous row's time; "
+                     f"{fmt_ns(ns[i])} {what} the previous row's time; "
                      "times must be strictly increasing")
+
+
+def fmt_ns(ns) -> str:
+    """int64 ns -> '2024-01-01T00:01:00Z' (fractions only when present)."""
+    import pandas as pd
+
+    return pd.Timestamp(int(ns)).isoformat() + "Z"
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -276,7 +283,7 @@ def single_symbol(values, source: str, given: str | None) -> str | None:
 
 # -- series parts --------------------------------------------------------------------------------
 def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contract_size: float,
-                 notes=None, step_ns: int | None = None) -> Table:
+                 notes=None, step_ns: int | None = None, time_column: str = "time") -> Table:
     """Join per-file pieces ``(source, ns, {col: values}, header_lines, rows_in)`` into one part.
 
     Each file's rows must be strictly increasing (or strictly decreasing, then reversed); rows
@@ -290,7 +297,7 @@ def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contrac
     rows_in = 0
     for source, ns, cols, header_lines, n_in in pieces:
         rows_in += n_in
-        order = check_increasing(ns, source, header_lines)
+        order = check_increasing(ns, source, header_lines, time_column)
         f = pd.DataFrame({k: np.asarray(v, dtype=np.float64)[order] for k, v in cols.items()})
         f.insert(0, "_t", ns[order])
         frames.append(f)
