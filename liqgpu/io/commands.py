@@ -44,6 +44,9 @@ FORMATS = {
     "generic": ("generic", "read_generic",
                 ("mapping", "oi_unit", "kind", "contract_value", "exchange"),
                 "Any CSV/Parquet with --map FIELD=COLUMN,... -> series (or part)."),
+    "generic-events": ("generic", "read_generic_events",
+                       ("mapping", "side_means", "price_kind", "exchange"),
+                       "Any CSV/Parquet of liquidation events with --map FIELD=COLUMN,... -> events."),
 }
 
 _OPTIONS = {
@@ -59,6 +62,13 @@ _OPTIONS = {
                          show_default=True, help="Contract kind."),
     "mapping": click.option("--map", "mapping", default="",
                             help="FIELD=COLUMN pairs, e.g. time=open_time_ms,oi=oi_usd."),
+    "side_means": click.option("--side-means", type=click.Choice(["position", "order"]),
+                               default="position", show_default=True,
+                               help="Side column: liquidated position (long/short) or "
+                                    "liquidation order (buy/sell; sell = long liquidated)."),
+    "price_kind": click.option("--price-kind", type=click.Choice(["bankruptcy", "order", "average"]),
+                               default="order", show_default=True,
+                               help="Which price the file publishes."),
     "exchange": click.option("--exchange", default=None, help="Exchange name [default: column]."),
 }
 

@@ -131,3 +131,98 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
         t.notes.append(f"{stale_n} bar(s) with a stale OI flag: OI set to NaN")
         t.dropped["OI values flagged stale (set to NaN)"] = stale_n
     return t
+
+
+EVENT_FIELDS = ("time", "exchange", "symbol", "side", "price", "qty", "notional", "price_kind")
+
+
+def read_generic_events(inputs, *, mapping=None, side_means="position", price_kind="order",
+                        exchange=None, symbol=None, **_):
+    """A mapped CSV/Parquet table of liquidation events -> events.
+
+    Fields: ``time, exchange, symbol, side, price`` and ``notional`` or ``qty`` (the other is
+    computed as qty x price), optionally ``price_kind`` (a column). ``side`` values are
+    ``long/short/unknown`` (the liquidated position; ``side_means='position'``) or
+    ``buy/sell`` (the liquidation order; ``side_means='order'``: sell liquidates a long).
+
+    Examples
+    --------
+    >>> t = read_generic_events(["liqs.csv"], mapping="time=ts_ms,side=liquidated_position,"
+    ...                         "notional=notional_usd", exchange="okx")  # doctest: +SKIP
+    """
+    from .events import make_events, order_side_to_position
+    from .tables import where
+
+    m = {}
+    for item in (mapping or "").split(","):
+        if item.strip():
+            if "=" not in item:
+                raise InputError(f"--map: {item.strip()!r} is not FIELD=COLUMN")
+            k, v = (x.strip() for x in item.split("=", 1))
+            if k not in EVENT_FIELDS:
+                raise InputError(f"--map: {k!r} is not an event field ({', '.join(EVENT_FIELDS)})")
+            m[k] = v
+    if side_means not in ("position", "order"):
+        raise InputError(f"--side-means: {side_means!r} is not position or order")
+    pieces, other = [], 0
+    for p in expand_inputs(inputs):
+        for source, df, h in _read_frame(p):
+            df.columns = [str(c).strip() for c in df.columns]
+            col = {f: m.get(f, f) for f in EVENT_FIELDS}
+            for f in ("time", "side", "price"):
+                if col[f] not in df.columns:
+                    raise InputError(f"{source}: no {f!r} column; map one with --map {f}=COLUMN")
+            n_in = len(df)
+            if col["exchange"] in df.columns:
+                ex = df[col["exchange"]].astype(str).str.strip().str.lower().to_numpy(dtype=object)
+            elif exchange:
+                ex = np.full(n_in, exchange, dtype=object)
+            else:
+                raise InputError(f"{source}: no exchange column; pass --exchange")
+            if col["symbol"] in df.columns:
+                sy = df[col["symbol"]].astype(str).str.strip().to_numpy(dtype=object)
+            elif symbol:
+                sy = np.full(n_in, symbol, dtype=object)
+            else:
+                raise InputError(f"{source}: no symbol column; pass --symbol")
+            keep = np.ones(n_in, bool)
+            if exchange and col["exchange"] in df.columns:
+                keep &= ex == exchange.lower()
+            if symbol and col["symbol"] in df.columns:
+                keep &= np.char.upper(sy.astype(str)) == symbol.upper()
+            if not keep.all():
+                df, ex, sy = df[keep].reset_index(drop=True), ex[keep], sy[keep]
+                other += int((~keep).sum())
+            if not len(df):
+                continue
+            raw = df[col["side"]].astype(str).str.strip().str.lower()
+            if side_means == "order":
+                side = order_side_to_position(raw, source, h)
+            else:
+                side = raw.to_numpy(dtype=object)
+                bad = np.flatnonzero(~np.isin(side, ["long", "short", "unknown"]))
+                if bad.size:
+                    raise InputError(f"{where(source, int(bad[0]), h)}, column '{col['side']}': "
+                                     f"{side[bad[0]]!r} is not long, short or unknown "
+                                     "(use --side-means order for buy/sell)")
+            price = numeric(df, col["price"], source, h)
+            qty = numeric(df, col["qty"], source, h, required=False)
+            notional = numeric(df, col["notional"], source, h, required=False)
+            if notional is None and qty is None:
+                raise InputError(f"{source}: map a notional or a qty column")
+            if notional is None:
+                notional = qty * price
+            if qty is None:
+                qty = np.full(len(df), np.nan)
+            pk = (df[col["price_kind"]].astype(str).to_numpy(dtype=object)
+                  if col["price_kind"] in df.columns else price_kind)
+            pieces.append((source, {"time": epoch_to_ns(df[col["time"]], source, col["time"], h),
+                                    "exchange": ex, "symbol": sy, "side": side, "price": price,
+                                    "price_kind": pk, "qty": qty, "notional": notional},
+                           h, n_in))
+    if not pieces:
+        raise InputError(f"{inputs[0]}: no events left after --exchange/--symbol")
+    t = make_events(pieces, notes=[f"side means the {side_means}", f"price kind: {price_kind}"])
+    if other:
+        t.dropped["other exchanges/symbols"] = other
+    return t
