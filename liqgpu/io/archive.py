@@ -1,0 +1,143 @@
+"""Open native files whether plain, ``.gz`` or ``.zip``, and write outputs atomically.
+
+Every reader in :mod:`liqgpu.io` gets its bytes through :func:`read_members`, so a truncated or
+empty archive is one :class:`~liqgpu.errors.InputError` that names the file, wherever it came from.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import zlib
+from pathlib import Path
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Suffixes of files that :func:`expand_inputs` picks from a folder.
+DATA_SUFFIXES = (".zip", ".gz", ".csv", ".json", ".jsonl", ".txt", ".parquet", ".pq")
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files named by ``inputs``: files as given, folders as their data files in name order.
+
+    Parameters
+    ----------
+    inputs : iterable of str or Path
+        Files or folders.
+
+    Returns
+    -------
+    list of Path
+
+    Examples
+    --------
+    >>> expand_inputs(["raw/klines/"])  # doctest: +SKIP
+    [PosixPath('raw/klines/BTCUSDT-1m-2024-01-01.zip'), ...]
+    """
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file()
+                           and f.name.lower().endswith(DATA_SUFFIXES)
+                           and not f.name.startswith("."))
+            if not found:
+                raise InputError(f"{p}: the folder holds no data files ({', '.join(DATA_SUFFIXES)})")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(f"{p}: no such file")
+    return out
+
+
+def read_members(path: str | Path) -> list[tuple[str, bytes]]:
+    """The data inside a file: ``[(name, bytes)]``, one entry per member of a zip.
+
+    Plain files give one entry; ``.gz`` files are decompressed; ``.zip`` archives give each file
+    member (folders and ``.CHECKSUM`` members skipped). Raises InputError naming the file when the
+    archive is truncated or corrupt, or holds no data.
+    """
+    import zipfile
+
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise InputError(f"{name}: no such file")
+    if path.is_dir():
+        raise InputError(f"{name}: is a folder, not a data file")
+    low = path.name.lower()
+    try:
+        if low.endswith(".zip"):
+            try:
+                zf = zipfile.ZipFile(path)
+            except zipfile.BadZipFile:
+                raise InputError(f"{name}: not a zip archive or truncated (cannot read its "
+                                 "directory)") from None
+            with zf:
+                members = [i for i in zf.infolist() if not i.is_dir()
+                           and not i.filename.endswith(".CHECKSUM")]
+                if not members:
+                    raise InputError(f"{name}: the archive is empty")
+                out = []
+                for info in members:
+                    try:
+                        out.append((f"{name}!{info.filename}", zf.read(info)))
+                    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                        raise InputError(f"{name}: member {info.filename} is corrupt or truncated "
+                                         f"({exc})") from None
+        elif low.endswith(".gz"):
+            try:
+                with gzip.open(path, "rb") as fh:
+                    out = [(name, fh.read())]
+            except (OSError, EOFError, zlib.error) as exc:
+                raise InputError(f"{name}: corrupt or truncated gzip file ({exc})") from None
+        else:
+            out = [(name, path.read_bytes())]
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    if all(not data.strip() for _, data in out):
+        raise InputError(f"{name}: the file is empty")
+    return out
+
+
+def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
+    """Write ``out`` through a temporary file in the same folder, renamed at the end.
+
+    Parameters
+    ----------
+    out : str or Path
+        Final path.
+    write : callable
+        ``write(tmp_path)`` writes the whole file.
+    overwrite : bool
+        Replace an existing ``out``; otherwise an existing file is an InputError.
+
+    Returns
+    -------
+    Path
+        ``out``; nothing is left behind when ``write`` raises.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    if out.exists() and out.is_dir():
+        raise InputError(f"{out}: is a folder")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: no such folder for --out")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def write_parquet(df, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a DataFrame as Parquet atomically (see :func:`write_atomic`)."""
+    return write_atomic(out, lambda p: df.to_parquet(p, index=False), overwrite=overwrite)

@@ -1,0 +1,238 @@
+"""Click commands for exchange data: ``liqgpu ingest FORMAT ...``, ``liqgpu ingest merge`` and
+``liqgpu fetch binance`` (registered on the ``liqgpu`` group by cli.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ..cli_common import user_errors
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: format name -> (module, function, extra options, one-line help)
+FORMATS = {
+    "binance-klines": ("binance", "read_klines", ("market", "contract_value"),
+                       "Binance Vision klines (USDⓈ-M or COIN-M; with or without header) -> price part."),
+    "binance-mark-klines": ("binance", "read_mark_klines", ("market", "contract_value"),
+                            "Binance Vision markPriceKlines -> mark_high/mark_low part."),
+    "binance-metrics": ("binance", "read_metrics", ("market", "contract_value"),
+                        "Binance Vision metrics (5m sum_open_interest) -> OI part."),
+    "binance-liquidation-snapshot": ("binance", "read_liquidation_snapshot",
+                                     ("market", "contract_value"),
+                                     "Binance Vision liquidationSnapshot -> events."),
+    "binance-forceorder": ("binance", "read_forceorder", ("market", "contract_value"),
+                           "Binance forceOrder recordings (websocket JSON lines or CSV) -> events."),
+    "bybit-liquidations": ("bybit", "read_liquidations", ("contract_value",),
+                           "Bybit v5 liquidation stream recordings (JSON lines or CSV) -> events."),
+    "bybit-oi": ("bybit", "read_open_interest", ("contract_value",),
+                 "Bybit v5 open-interest history (JSON or CSV) -> OI part."),
+    "okx-liquidations": ("okx", "read_liquidations", ("contract_value",),
+                         "OKX liquidation orders (JSON or CSV) -> events."),
+    "okx-oi": ("okx", "read_open_interest", ("contract_value",),
+               "OKX open-interest history (JSON or CSV) -> OI part."),
+    "tardis-derivative-ticker": ("tardis", "read_derivative_ticker",
+                                 ("step", "oi_unit", "kind", "contract_value"),
+                                 "Tardis.dev derivative_ticker CSV -> OI + mark range part."),
+    "tardis-liquidations": ("tardis", "read_liquidations", ("kind", "contract_value"),
+                            "Tardis.dev liquidations CSV -> events."),
+    "generic": ("generic", "read_generic",
+                ("mapping", "oi_unit", "kind", "contract_value", "exchange"),
+                "Any CSV/Parquet with --map FIELD=COLUMN,... -> series (or part)."),
+    "generic-events": ("generic", "read_generic_events",
+                       ("mapping", "side_means", "price_kind", "exchange"),
+                       "Any CSV/Parquet of liquidation events with --map FIELD=COLUMN,... -> events."),
+}
+
+_OPTIONS = {
+    "market": click.option("--market", type=click.Choice(["um", "cm"]), default=None,
+                           help="USDⓈ-M or COIN-M [default: from the symbol]."),
+    "contract_value": click.option("--contract-value", type=float, default=None,
+                                   help="Contract value (inverse: USD; linear: base units)."),
+    "step": click.option("--step", default="1m", show_default=True,
+                         help="Bar step to bucket ticks into."),
+    "oi_unit": click.option("--oi-unit", type=click.Choice(["base", "contracts", "quote"]),
+                            default="base", show_default=True, help="Unit of the OI column."),
+    "kind": click.option("--kind", type=click.Choice(["linear", "inverse"]), default="linear",
+                         show_default=True, help="Contract kind."),
+    "mapping": click.option("--map", "mapping", default="",
+                            help="FIELD=COLUMN pairs, e.g. time=open_time_ms,oi=oi_usd."),
+    "side_means": click.option("--side-means", type=click.Choice(["position", "order"]),
+                               default="position", show_default=True,
+                               help="Side column: liquidated position (long/short) or "
+                                    "liquidation order (buy/sell; sell = long liquidated)."),
+    "price_kind": click.option("--price-kind", type=click.Choice(["bankruptcy", "order", "average"]),
+                               default="order", show_default=True,
+                               help="Which price the file publishes."),
+    "exchange": click.option("--exchange", default=None, help="Exchange name [default: column]."),
+}
+
+
+def read_format(fmt: str, inputs, **options):
+    """Run the reader of ``fmt`` on ``inputs`` (files or folders) and return its Table."""
+    import importlib
+
+    if fmt not in FORMATS:
+        raise InputError(f"{fmt!r} is not a format ({', '.join(FORMATS)})")
+    mod, fn, extra, _ = FORMATS[fmt]
+    reader = getattr(importlib.import_module(f"liqgpu.io.{mod}"), fn)
+    kw = {k: v for k, v in options.items() if k in extra or k == "symbol"}
+    return reader(list(inputs), **kw)
+
+
+def read_part(path: str | Path):
+    """A Parquet file written by ``liqgpu ingest`` read back as a Table."""
+    import pandas as pd
+
+    from .tables import Table
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: cannot read the Parquet file ({type(exc).__name__})") from None
+    if "time" not in df.columns:
+        raise InputError(f"{path}: no 'time' column; not a file written by liqgpu ingest")
+    kind = "events" if "side" in df.columns else "series"
+    return Table(df, kind, [str(path)], len(df))
+
+
+def _emit(table, out, fmt, as_json, overwrite, extra=None):
+    from .archive import write_parquet
+    from .tables import format_report, report
+
+    write_parquet(table.frame, out, overwrite=overwrite)
+    d = report(table, out, fmt)
+    if extra:
+        d["gaps_by_column"] = extra
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+    else:
+        click.echo(format_report(d))
+        if extra:
+            click.echo("coverage  " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+
+
+@click.group("ingest")
+def ingest():
+    """Convert native exchange files (plain, .zip or .gz; files or folders) to normalized Parquet.
+
+    Series formats give a part (price, mark or OI) or a whole series; combine parts with
+    ``liqgpu ingest merge``. Event formats give realized liquidations.
+    """
+
+
+def _make_command(fmt: str):
+    mod, fn, extra, help_text = FORMATS[fmt]
+
+    @click.argument("inputs", nargs=-1, required=True, type=click.Path())
+    @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+                  help="Parquet file to write.")
+    @click.option("--symbol", default=None, help="Symbol [default: from the files]; for event "
+                  "files holding many symbols, keep only this one.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+    @user_errors
+    def cmd(inputs, out, symbol, as_json, overwrite, **options):
+        table = read_format(fmt, inputs, symbol=symbol, **options)
+        _emit(table, out, fmt, as_json, overwrite)
+
+    for name in reversed(extra):
+        cmd = _OPTIONS[name](cmd)
+    return click.command(fmt, help=help_text)(cmd)
+
+
+for _fmt in FORMATS:
+    ingest.add_command(_make_command(_fmt))
+
+
+@ingest.command("merge")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Series Parquet to write.")
+@click.option("--step", default=None, help="Model step, e.g. 1m, 5m [default: the coarsest input's].")
+@click.option("--symbol", default=None, help="Symbol [default: the parts'].")
+@click.option("--exchange", default=None, help="Exchange [default: the parts'].")
+@click.option("--market", type=click.Choice(["um", "cm"]), default=None,
+              help="Binance market for FORMAT=PATH inputs [default: from the symbol].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@user_errors
+def merge_cmd(inputs, out, step, symbol, exchange, market, as_json, overwrite):
+    """Merge series parts (klines, mark prices, OI at any steps) into one series on --step.
+
+    Each INPUT is a Parquet part written by ``liqgpu ingest FORMAT``, or FORMAT=PATH to read
+    native files directly, e.g. ``binance-klines=raw/klines/ binance-metrics=raw/metrics/``.
+    Resampling: open=first, high=max, low=min, close=last, oi=last, volumes summed; missing or
+    stale OI stays NaN (a gap), never carried forward.
+    """
+    from .align import merge
+
+    tables = []
+    for item in inputs:
+        if "=" in item and item.split("=", 1)[0] in FORMATS:
+            fmt, path = item.split("=", 1)
+            opts = {"market": market} if fmt.startswith("binance") else {}
+            tables.append(read_format(fmt, [path], symbol=symbol, **opts))
+        else:
+            tables.append(read_part(item))
+    table, gaps = merge(tables, step=step, exchange=exchange, symbol=symbol)
+    _emit(table, out, "merge", as_json, overwrite, extra=gaps)
+
+
+@click.group("fetch")
+def fetch():
+    """Download public exchange archives."""
+
+
+@fetch.command("binance")
+@click.argument("symbol")
+@click.option("--start", required=True, help="First day (YYYY-MM-DD, UTC).")
+@click.option("--end", required=True, help="Last day, inclusive (YYYY-MM-DD, UTC).")
+@click.option("--market", type=click.Choice(["um", "cm"]), default=None,
+              help="USDⓈ-M or COIN-M [default: from the symbol].")
+@click.option("--data", "datatypes", default="klines,metrics,markPriceKlines", show_default=True,
+              help="Comma-separated: klines, markPriceKlines, indexPriceKlines, "
+                   "premiumIndexKlines, metrics, liquidationSnapshot.")
+@click.option("--interval", default="1m", show_default=True, help="Kline interval.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder.")
+@click.option("--base-url", default="https://data.binance.vision", show_default=True)
+@click.option("--monthly/--daily-only", default=True, show_default=True,
+              help="Use monthly archives for whole past months.")
+@click.option("--retries", type=int, default=3, show_default=True,
+              help="Attempts per archive (connection errors, 5xx, checksum mismatch).")
+@click.option("--backoff", type=float, default=0.5, show_default=True, hidden=True,
+              help="Seconds before the first retry (doubles each time).")
+@click.option("--skip-missing", is_flag=True, help="Log and skip archives that do not exist (404).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+@user_errors
+def fetch_binance(symbol, start, end, market, datatypes, interval, out, base_url, monthly,
+                  retries, backoff, skip_missing, as_json):
+    """Download Binance Vision archives of SYMBOL, verify checksums, resume where it stopped."""
+    from .binance import market_of
+    from .fetch import fetch_binance as run
+
+    ctx = click.get_current_context()
+    quiet = bool((ctx.find_root().obj or {}).get("quiet", False))
+    summary = run(symbol, start=start, end=end, market=market_of(symbol, market),
+                  datatypes=[d.strip() for d in datatypes.split(",") if d.strip()],
+                  interval=interval, out=out, base_url=base_url, monthly=monthly,
+                  retries=retries, backoff=backoff, skip_missing=skip_missing,
+                  progress=not quiet and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"{out}: {summary['downloaded']} downloaded, {summary['present']} already "
+                   f"complete, {summary['missing']} missing, {summary['bytes']} bytes")
+        for folder in summary["folders"]:
+            click.echo(f"  {folder}")
+
+
+COMMANDS = [ingest, fetch]

@@ -1,0 +1,228 @@
+"""Any CSV or Parquet table with a column mapping: ``--map time=open_time_ms,oi=oi_usd,...``.
+
+Fields: ``time`` (bar open time: epoch s/ms/µs/ns or text, UTC when no zone is given), the series
+columns ``open, high, low, close, oi, mark_high, mark_low, volume, taker_buy_volume,
+quote_volume``, ``oi_stale`` (rows where it is true/1 get OI = NaN: a forward-filled value is
+not a measurement), and ``exchange``/``symbol`` (columns with one value). A field left out of the
+map is read from the column of the same name when there is one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .archive import expand_inputs, read_members
+from .tables import SERIES_COLUMNS, epoch_to_ns, numeric, read_csv, series_table, single_symbol
+
+FIELDS = ("time",) + SERIES_COLUMNS + ("oi_stale", "exchange", "symbol")
+OI_UNITS = ("base", "contracts", "quote")
+
+
+def parse_map(text: str | None) -> dict:
+    """``'time=open_time_ms,oi=oi_usd'`` -> ``{'time': 'open_time_ms', 'oi': 'oi_usd'}``.
+
+    Examples
+    --------
+    >>> parse_map("time=ts, oi=oi_usd")
+    {'time': 'ts', 'oi': 'oi_usd'}
+    """
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise InputError(f"--map: {item.strip()!r} is not FIELD=COLUMN")
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k not in FIELDS:
+            raise InputError(f"--map: {k!r} is not a field ({', '.join(FIELDS)})")
+        out[k] = v
+    return out
+
+
+def _read_frame(path: Path):
+    import pandas as pd
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return [(str(path), pd.read_parquet(path), 0)]
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise InputError(f"{path}: cannot read the Parquet file ({type(exc).__name__})") from None
+    return [(s, *read_csv(d, s)) for s, d in read_members(path)]
+
+
+def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contract_value=None,
+                 exchange=None, symbol=None, **_):
+    """A mapped CSV/Parquet table -> a series (or part).
+
+    Parameters
+    ----------
+    mapping : str or dict
+        ``FIELD=COLUMN`` pairs (see the module docstring).
+    oi_unit : {'base', 'contracts', 'quote'}
+        ``quote`` OI (USD) is divided by the bar's ``close``; ``contracts`` are multiplied by
+        ``contract_value`` for linear contracts and kept for inverse ones.
+    kind : {'linear', 'inverse'}
+    contract_value : float, optional
+        Linear: base units per contract; inverse: quote value of one contract.
+
+    Examples
+    --------
+    >>> t = read_generic(["btc_5m.csv"], mapping="time=open_time_ms,oi=oi_usd",
+    ...                  oi_unit="quote")  # doctest: +SKIP
+    """
+    m = parse_map(mapping) if not isinstance(mapping, dict) else dict(mapping)
+    if oi_unit not in OI_UNITS:
+        raise InputError(f"--oi-unit: {oi_unit!r} is not one of {', '.join(OI_UNITS)}")
+    if kind not in ("linear", "inverse"):
+        raise InputError(f"--kind: {kind!r} is not linear or inverse")
+    pieces, syms, exchs, stale_n = [], set(), set(), 0
+    for p in expand_inputs(inputs):
+        for source, df, h in _read_frame(p):
+            df.columns = [str(c).strip() for c in df.columns]
+            for k, col in m.items():
+                if col not in df.columns:
+                    raise InputError(f"{source}: --map {k}={col}: no column {col!r} (columns: "
+                                     f"{', '.join(list(df.columns)[:15])})")
+            tcol = m.get("time", "time")
+            if tcol not in df.columns:
+                raise InputError(f"{source}: no 'time' column; map one with --map time=COLUMN")
+            ns = epoch_to_ns(df[tcol], source, tcol, h)
+            cols = {}
+            for f in SERIES_COLUMNS:
+                c = m.get(f, f)
+                if c in df.columns:
+                    cols[f] = numeric(df, c, source, h)
+            if not cols:
+                raise InputError(f"{source}: no series column found (map some of "
+                                 f"{', '.join(SERIES_COLUMNS)})")
+            if "oi" in cols:
+                if oi_unit == "quote":
+                    if "close" not in cols:
+                        raise InputError(f"{source}: --oi-unit quote needs a close column to "
+                                         "convert OI to base units")
+                    cols["oi"] = cols["oi"] / cols["close"]
+                elif oi_unit == "contracts" and kind == "linear":
+                    if not contract_value:
+                        raise InputError("--oi-unit contracts on a linear contract needs "
+                                         "--contract-value (base units per contract)")
+                    cols["oi"] = cols["oi"] * float(contract_value)
+                sc = m.get("oi_stale", "oi_stale")
+                if sc in df.columns:
+                    st = df[sc].astype(str).str.strip().str.lower().isin(["1", "true", "yes"])
+                    st = st.to_numpy()
+                    stale_n += int(st.sum())
+                    cols["oi"] = np.where(st, np.nan, cols["oi"])
+            for key, acc in (("symbol", syms), ("exchange", exchs)):
+                c = m.get(key, key)
+                if c in df.columns:
+                    acc.add(single_symbol(df[c], source, None))
+            pieces.append((source, ns, cols, h, len(df)))
+    sym = symbol or next((s for s in syms if s), None) or Path(pieces[0][0].split("!")[0]).name.split(".")[0]
+    exch = exchange or next((s for s in exchs if s), None) or "unknown"
+    if len({s for s in syms if s}) > 1 and not symbol:
+        raise InputError(f"{pieces[0][0]}: the files hold several symbols ({', '.join(sorted(syms))})")
+    cs = float(contract_value) if (kind == "inverse" and contract_value) else 1.0
+    notes = [f"OI unit in file: {oi_unit}" + (" (divided by close)" if oi_unit == "quote" else "")]
+    t = series_table(pieces, exchange=exch, symbol=sym, kind=kind, contract_size=cs, notes=notes)
+    if stale_n:
+        t.notes.append(f"{stale_n} bar(s) with a stale OI flag: OI set to NaN")
+        t.dropped["OI values flagged stale (set to NaN)"] = stale_n
+    return t
+
+
+EVENT_FIELDS = ("time", "exchange", "symbol", "side", "price", "qty", "notional", "price_kind")
+
+
+def read_generic_events(inputs, *, mapping=None, side_means="position", price_kind="order",
+                        exchange=None, symbol=None, **_):
+    """A mapped CSV/Parquet table of liquidation events -> events.
+
+    Fields: ``time, exchange, symbol, side, price`` and ``notional`` or ``qty`` (the other is
+    computed as qty x price), optionally ``price_kind`` (a column). ``side`` values are
+    ``long/short/unknown`` (the liquidated position; ``side_means='position'``) or
+    ``buy/sell`` (the liquidation order; ``side_means='order'``: sell liquidates a long).
+
+    Examples
+    --------
+    >>> t = read_generic_events(["liqs.csv"], mapping="time=ts_ms,side=liquidated_position,"
+    ...                         "notional=notional_usd", exchange="okx")  # doctest: +SKIP
+    """
+    from .events import make_events, order_side_to_position
+    from .tables import where
+
+    m = {}
+    for item in (mapping or "").split(","):
+        if item.strip():
+            if "=" not in item:
+                raise InputError(f"--map: {item.strip()!r} is not FIELD=COLUMN")
+            k, v = (x.strip() for x in item.split("=", 1))
+            if k not in EVENT_FIELDS:
+                raise InputError(f"--map: {k!r} is not an event field ({', '.join(EVENT_FIELDS)})")
+            m[k] = v
+    if side_means not in ("position", "order"):
+        raise InputError(f"--side-means: {side_means!r} is not position or order")
+    pieces, other = [], 0
+    for p in expand_inputs(inputs):
+        for source, df, h in _read_frame(p):
+            df.columns = [str(c).strip() for c in df.columns]
+            col = {f: m.get(f, f) for f in EVENT_FIELDS}
+            for f in ("time", "side", "price"):
+                if col[f] not in df.columns:
+                    raise InputError(f"{source}: no {f!r} column; map one with --map {f}=COLUMN")
+            n_in = len(df)
+            if col["exchange"] in df.columns:
+                ex = df[col["exchange"]].astype(str).str.strip().str.lower().to_numpy(dtype=object)
+            elif exchange:
+                ex = np.full(n_in, exchange, dtype=object)
+            else:
+                raise InputError(f"{source}: no exchange column; pass --exchange")
+            if col["symbol"] in df.columns:
+                sy = df[col["symbol"]].astype(str).str.strip().to_numpy(dtype=object)
+            elif symbol:
+                sy = np.full(n_in, symbol, dtype=object)
+            else:
+                raise InputError(f"{source}: no symbol column; pass --symbol")
+            keep = np.ones(n_in, bool)
+            if exchange and col["exchange"] in df.columns:
+                keep &= ex == exchange.lower()
+            if symbol and col["symbol"] in df.columns:
+                keep &= np.char.upper(sy.astype(str)) == symbol.upper()
+            if not keep.all():
+                df, ex, sy = df[keep].reset_index(drop=True), ex[keep], sy[keep]
+                other += int((~keep).sum())
+            if not len(df):
+                continue
+            raw = df[col["side"]].astype(str).str.strip().str.lower()
+            if side_means == "order":
+                side = order_side_to_position(raw, source, h)
+            else:
+                side = raw.to_numpy(dtype=object)
+                bad = np.flatnonzero(~np.isin(side, ["long", "short", "unknown"]))
+                if bad.size:
+                    raise InputError(f"{where(source, int(bad[0]), h)}, column '{col['side']}': "
+                                     f"{side[bad[0]]!r} is not long, short or unknown "
+                                     "(use --side-means order for buy/sell)")
+            price = numeric(df, col["price"], source, h)
+            qty = numeric(df, col["qty"], source, h, required=False)
+            notional = numeric(df, col["notional"], source, h, required=False)
+            if notional is None and qty is None:
+                raise InputError(f"{source}: map a notional or a qty column")
+            if notional is None:
+                notional = qty * price
+            if qty is None:
+                qty = np.full(len(df), np.nan)
+            pk = (df[col["price_kind"]].astype(str).to_numpy(dtype=object)
+                  if col["price_kind"] in df.columns else price_kind)
+            pieces.append((source, {"time": epoch_to_ns(df[col["time"]], source, col["time"], h),
+                                    "exchange": ex, "symbol": sy, "side": side, "price": price,
+                                    "price_kind": pk, "qty": qty, "notional": notional},
+                           h, n_in))
+    if not pieces:
+        raise InputError(f"{inputs[0]}: no events left after --exchange/--symbol")
+    t = make_events(pieces, notes=[f"side means the {side_means}", f"price kind: {price_kind}"])
+    if other:
+        t.dropped["other exchanges/symbols"] = other
+    return t

@@ -1,0 +1,134 @@
+"""Generic mapped tables, merging parts onto one step, and the ingest command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from liqgpu.cli import main
+from liqgpu.errors import InputError
+from liqgpu.io import align, binance, generic
+from liqgpu.series import load_series
+
+T0 = 1704067200000
+METRICS_HEADER = ("create_time,symbol,sum_open_interest,sum_open_interest_value,"
+                  "count_toptrader_long_short_ratio,sum_toptrader_long_short_ratio,"
+                  "count_long_short_ratio,sum_taker_long_short_vol_ratio")
+
+
+def test_generic_map_quote_oi_and_stale(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("ts,o,h,l,c,oi_usd,stale,sym\n"
+                 f"{T0},100,110,90,100,1000,0,BTCUSDT\n"
+                 f"{T0 + 300_000},100,120,95,200,4000,0,BTCUSDT\n"
+                 f"{T0 + 900_000},200,210,190,200,4000,1,BTCUSDT\n")
+    t = generic.read_generic([p], mapping="time=ts,open=o,high=h,low=l,close=c,oi=oi_usd,"
+                             "oi_stale=stale,symbol=sym", oi_unit="quote", exchange="binance")
+    df = t.frame
+    np.testing.assert_allclose(df["oi"], [10, 20, np.nan])
+    assert df["symbol"].iloc[0] == "BTCUSDT" and df["exchange"].iloc[0] == "binance"
+    assert t.dropped == {"OI values flagged stale (set to NaN)": 1}
+
+
+def test_generic_bad_map_and_missing_column(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text(f"ts,close\n{T0},1\n")
+    with pytest.raises(InputError, match="--map: 'price' is not a field"):
+        generic.read_generic([p], mapping="price=close")
+    with pytest.raises(InputError, match=r"x.csv: --map oi=oi_usd: no column 'oi_usd'"):
+        generic.read_generic([p], mapping="time=ts,oi=oi_usd")
+
+
+def _klines(tmp_path, minutes, name="BTCUSDT-1m-2024-01-01.csv"):
+    rows = []
+    for i in minutes:
+        o = 100.0 + i
+        rows.append(f"{T0 + i * 60000},{o},{o + 2},{o - 1},{o + 1},1,{T0 + i * 60000 + 59999},"
+                    f"{o},3,0.5,{o / 2},0")
+    p = tmp_path / name
+    p.write_text("\n".join(rows) + "\n")
+    return p
+
+
+def _metrics(tmp_path, ends):
+    p = tmp_path / "BTCUSDT-metrics-2024-01-01.csv"
+    lines = [METRICS_HEADER] + [
+        f"{pd.Timestamp(T0 + m * 60000, unit='ms'):%Y-%m-%d %H:%M:%S},BTCUSDT,{1000 + m},1,1,1,1,1"
+        for m in ends]
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_merge_klines_mark_and_5m_oi(tmp_path):
+    minutes = [m for m in range(15) if m not in (6, 7)]  # a 2-minute hole in the klines
+    k = binance.read_klines([_klines(tmp_path, minutes)])
+    mk = tmp_path / "mark"
+    mk.mkdir()
+    m = binance.read_mark_klines([_klines(mk, range(15))])
+    oi = binance.read_metrics([_metrics(tmp_path, [5, 15])])  # the 00:10 snapshot is missing
+    s5, gaps = align.merge([k, m, oi], step="5m")
+    df = s5.frame
+    assert df["time"].tolist() == [pd.Timestamp(f"2024-01-01 00:{x:02d}", tz="UTC")
+                                   for x in (0, 5, 10)]
+    np.testing.assert_allclose(df["open"], [100, 105, 110])
+    np.testing.assert_allclose(df["high"], [106, 111, 116])
+    np.testing.assert_allclose(df["low"], [99, 104, 109])
+    np.testing.assert_allclose(df["close"], [105, 110, 115])
+    np.testing.assert_allclose(df["volume"], [5, 3, 5])  # summed; 2 bars missing in the middle
+    np.testing.assert_allclose(df["oi"], [1005, np.nan, 1015])  # missing OI stays NaN
+    assert gaps["oi_missing_bars"] == 1 and gaps["price_missing_bars"] == 0
+    # default step = the coarsest part's (5m); 1m puts OI on the last minute of its 5m bar
+    assert align.merge([k, m, oi])[0].frame["time"].size == 3
+    s1, g1 = align.merge([k, oi], step="1m")
+    o1 = s1.frame["oi"].to_numpy()
+    assert o1[4] == 1005 and np.isnan(o1[:4]).all() and o1[14] == 1015
+    assert g1["price_missing_bars"] == 2 and g1["price_gaps"] == 1
+
+
+def test_merge_errors(tmp_path):
+    k = binance.read_klines([_klines(tmp_path, range(10))])
+    with pytest.raises(InputError, match="no oi column"):
+        align.merge([k])
+    oi = binance.read_metrics([_metrics(tmp_path, [5, 10])])
+    mark5 = binance.read_mark_klines([_klines(tmp_path, range(0, 10, 5), "BTCUSDT-5m-x.csv")])
+    with pytest.raises(InputError, match="only OI can be placed"):
+        align.merge([k, oi, mark5], step="1m")
+    with pytest.raises(InputError, match="column 'open' is also in"):
+        align.merge([k, oi, k])
+
+
+def test_cli_ingest_parts_then_merge_then_load(tmp_path):
+    kdir = tmp_path / "klines"
+    kdir.mkdir()
+    _klines(kdir, range(10))
+    met = _metrics(tmp_path, [5, 10])
+    r = CliRunner()
+    res = r.invoke(main, ["ingest", "binance-klines", str(kdir), "-o", str(tmp_path / "k.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "10 series rows" in res.output and "0 gap(s)" in res.output
+    res = r.invoke(main, ["ingest", "binance-metrics", str(met), "-o", str(tmp_path / "m.parquet"),
+                          "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["rows"] == 2 and d["step"] == "5m" and d["time_start"].startswith("2024-01-01T00:00")
+    out = tmp_path / "s.parquet"
+    res = r.invoke(main, ["ingest", "merge", str(tmp_path / "k.parquet"), str(tmp_path / "m.parquet"),
+                          "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    s = load_series(out)
+    assert s.name == "binance:BTCUSDT" and len(s) == 2
+    np.testing.assert_allclose(s["oi"], [1005, 1010])
+    # FORMAT=PATH straight from native files gives the same series
+    out2 = tmp_path / "s2.parquet"
+    res = r.invoke(main, ["ingest", "merge", f"binance-klines={kdir}", f"binance-metrics={met}",
+                          "-o", str(out2)])
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(out2))
+    # existing output is not replaced without --overwrite
+    res = r.invoke(main, ["ingest", "merge", str(tmp_path / "k.parquet"), str(tmp_path / "m.parquet"),
+                          "-o", str(out)])
+    assert res.exit_code == 2 and "exists" in res.output

@@ -1,0 +1,76 @@
+"""bin_realized on hand-made events whose bins are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from liqgpu.errors import InputError
+from liqgpu.realized import bin_realized
+
+TIME = np.array(["2024-01-01T00:00", "2024-01-01T01:00", "2024-01-01T02:00"],
+                dtype="datetime64[ns]")
+EDGES = np.array([100.0, 110.0, 120.0, 130.0])
+HOUR = np.timedelta64(1, "h")
+
+
+def events(rows):
+    return pd.DataFrame(rows, columns=["time", "exchange", "symbol", "side", "price", "notional"]
+                        ).assign(time=lambda d: pd.to_datetime(d["time"], utc=True, format="ISO8601"))
+
+
+def test_known_bins_and_edges():
+    ev = events([
+        ("2024-01-01 00:00:00", "bybit", "BTCUSDT", "long", 100.0, 1.0),    # first edge: bin 0
+        ("2024-01-01 00:59:59.999", "bybit", "BTCUSDT", "long", 109.99, 2.0),  # still bucket 0
+        ("2024-01-01 01:00:00", "bybit", "BTCUSDT", "short", 110.0, 4.0),   # edge 110 -> bin 1
+        ("2024-01-01 02:30:00", "okx", "BTC-USDT-SWAP", "long", 129.0, 8.0),
+        ("2024-01-01 02:31:00", "OKX", "btc-usdt-swap", "long", 129.5, 16.0),  # case-insensitive
+    ])
+    out, s = bin_realized(ev, series_names=["bybit:BTCUSDT", "okx:BTC-USDT-SWAP"], time=TIME,
+                          every=HOUR, edges=EDGES, return_summary=True)
+    assert out.shape == (2, 3, 3, 2)
+    expect = np.zeros_like(out)
+    expect[0, 0, 0, 0] = 3.0
+    expect[0, 1, 1, 1] = 4.0
+    expect[1, 2, 2, 0] = 24.0
+    np.testing.assert_array_equal(out, expect)
+    assert s["binned"] == 5 and s["notional_binned"] == 31.0
+
+
+def test_outside_events_are_counted_not_dropped_silently(caplog):
+    ev = events([
+        ("2023-12-31 23:59:59", "bybit", "BTCUSDT", "long", 105.0, 1.0),  # before the range
+        ("2024-01-01 03:00:00", "bybit", "BTCUSDT", "long", 105.0, 2.0),  # after the last bucket
+        ("2024-01-01 00:10:00", "bybit", "BTCUSDT", "long", 99.99, 4.0),  # below the grid
+        ("2024-01-01 00:10:00", "bybit", "BTCUSDT", "short", 130.0, 8.0),  # x_P is outside
+        ("2024-01-01 00:10:00", "binance", "BTCUSDT", "long", 105.0, 16.0),  # no such series
+        ("2024-01-01 00:10:00", "bybit", "BTCUSDT", "unknown", 105.0, 32.0),
+        ("2024-01-01 00:10:00", "bybit", "BTCUSDT", "long", 105.0, 64.0),  # the one binned
+    ])
+    with caplog.at_level("WARNING", logger="liqgpu.realized"):
+        out, s = bin_realized(ev, series_names=["bybit:BTCUSDT"], time=TIME, every=HOUR,
+                              edges=EDGES, return_summary=True)
+    assert out.sum() == 64.0 and out[0, 0, 0, 0] == 64.0
+    assert {k: s[k]["notional"] for k in ("before_range", "after_range", "below_grid",
+                                          "above_grid", "other_series", "unknown_side")} == {
+        "before_range": 1.0, "after_range": 2.0, "below_grid": 4.0, "above_grid": 8.0,
+        "other_series": 16.0, "unknown_side": 32.0}
+    assert s["binned"] == 1 and s["events"] == 7
+    assert "6 of 7 events not binned" in caplog.text
+    split = bin_realized(ev, series_names=["bybit:BTCUSDT"], time=TIME, every=HOUR, edges=EDGES,
+                         unknown_side="split")
+    assert split[0, 0, 0, 0] == 64.0 + 16.0 and split[0, 0, 0, 1] == 16.0
+
+
+def test_bucket_shorter_than_spacing_and_bad_args():
+    ev = events([("2024-01-01 00:45:00", "bybit", "BTCUSDT", "long", 105.0, 1.0)])
+    out, s = bin_realized(ev, series_names=["bybit:BTCUSDT"], time=TIME,
+                          every=np.timedelta64(30, "m"), edges=EDGES, return_summary=True)
+    assert out.sum() == 0 and s["after_range"]["count"] == 1
+    with pytest.raises(InputError, match="edges"):
+        bin_realized(ev, series_names=["bybit:BTCUSDT"], time=TIME, every=HOUR,
+                     edges=np.array([1.0, 1.0]))
+    empty = bin_realized(ev.iloc[:0], series_names=["a:b"], time=TIME, every=HOUR, edges=EDGES)
+    assert empty.shape == (1, 3, 3, 2) and empty.sum() == 0
