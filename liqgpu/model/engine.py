@@ -277,9 +277,8 @@ class Engine:
         # death (expired), never counted if zeroed.
         end = xp.where(cause == LIQUIDATED, dloc + 1, xp.where(cause == EXPIRED, dloc, m))
         live_w = xp.where(m_z, 0.0, W)
-        E = xp.zeros((m + 1) * nkd)
-        _scatter(E, xp.concatenate([(born - a + 1) * nkd + kd, end * nkd + kd]),
-                 xp.concatenate([live_w, -live_w]), xp)
+        E = xp.zeros((m + 1, nkd))
+        _diff_scatter(E, born - a + 1, end, kd, live_w, xp)
         live_pre = xp.cumsum(E.reshape(m + 1, S, 2 * K)[:m], axis=0)  # (m, S, 2K)
         scale = xp.exp(Lc_prev).T[:, :, None]  # (m, S, 1)
         cf = self.cfrac[:, a:b].T[:, :, None]
@@ -293,12 +292,9 @@ class Engine:
         if ns:
             o_birth = xp.searchsorted(snaps, born, side="left")
             o_death = xp.where(dead, xp.searchsorted(snaps, death, side="left"), ns)
-            span = o_birth < o_death
-            D = xp.zeros((ns + 1) * width)
-            cs, ws = cell[span], W[span]
-            _scatter(D, xp.concatenate([o_birth[span] * width + cs, o_death[span] * width + cs]),
-                     xp.concatenate([ws, -ws]), xp)
-            G = xp.cumsum(D.reshape(ns + 1, width)[:ns], axis=0)
+            D = xp.zeros((ns + 1, width))
+            _diff_scatter(D, o_birth, o_death, cell, W, xp)
+            G = xp.cumsum(D[:ns], axis=0)
             fac = xp.exp(Lc[:, snaps - a]).T  # (ns, S)
             G = G.reshape(ns, S, self.ncell) * fac[:, :, None]
             G = G.reshape(ns, width)
@@ -356,10 +352,27 @@ def _scatter(target, index, values, xp) -> None:
             np.add.at(flat, index, values)
         else:
             flat += np.bincount(index, weights=values, minlength=flat.size)
-    else:  # cupy: atomic scatter-add
-        import cupyx
+    else:  # cupy: atomic scatter-add (kernels/scatter.cu)
+        from .kernels import scatter_add
 
-        cupyx.scatter_add(target.reshape(-1), index, values)
+        scatter_add(target, index, values)
+
+
+def _diff_scatter(target, lo, hi, col, values, xp) -> None:
+    """A difference array over rows: target[lo, col] += v and target[hi, col] -= v where lo < hi
+    (a cumulative sum over rows then holds v on rows [lo, hi))."""
+    if values.shape[0] == 0:
+        return
+    if xp is np:
+        span = lo < hi
+        width = target.shape[1]
+        c = col[span]
+        idx = np.concatenate([lo[span] * width + c, hi[span] * width + c])
+        _scatter(target, idx, np.concatenate([values[span], -values[span]]), xp)
+    else:  # one fused kernel (kernels/scatter.cu)
+        from .kernels import diff_scatter
+
+        diff_scatter(target, lo, hi, col, values)
 
 
 def _scatter_rows(target, rows, values, xp) -> None:
@@ -419,7 +432,11 @@ class _SparseTables:
 
     def first_at_or_below(self, which, series, start, thr, sorted_from=None):
         xp = self.xp
-        if xp is np and sorted_from is not None and self.shape[1] == 1:
+        if xp is not np:  # kernels/first_cross.cu: the same loop, one thread per query
+            from .kernels import first_cross
+
+            return first_cross(self, which, series, start, thr)
+        if sorted_from is not None and self.shape[1] == 1:
             return self._from_running(which, start, thr, sorted_from)
         S, L = self.shape[1], self.L
         base = (which * S + series) * L
