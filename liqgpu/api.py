@@ -89,6 +89,7 @@ def estimate(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = False,
     dtype=np.float32,
+    realized=None,
 ):
     """Estimate liquidation levels (model v1) for one or more series.
 
@@ -119,6 +120,9 @@ def estimate(
         Show a progress bar (on a terminal).
     dtype : numpy dtype
         Dtype of ``intensity`` and ``liquidated`` (float32 in stores).
+    realized : path, DataFrame, or a list of them, optional
+        Normalized liquidation events (``liqgpu ingest``) binned on the same buckets and grid
+        into ``realized`` (series, time, price, side), matched to series by ``exchange:symbol``.
 
     Returns
     -------
@@ -169,10 +173,20 @@ def estimate(
              "%d buckets per chunk", inputs.n_series, inputs.n_steps, n_every, g.n_bins,
              params.n_tiers, name, cb)
 
+    events = _load_realized(realized)
+    binner = _RealizedBinner(events, inputs.names, btime, inputs.step * n_every, g.edges) \
+        if events is not None else None
+
     def pieces():
         for chunk in _progress(engine.run(cb), -(-engine.n_buckets // cb), progress):
-            yield make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
-                               prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
+            ds = make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
+                              prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
+            if binner is not None:
+                ds = binner.add_to(ds, chunk.b0, chunk.b1)
+                if chunk.b1 == engine.n_buckets:
+                    attrs["realized_summary"] = binner.finish()
+                    ds.attrs.update(attrs)
+            yield ds
 
     if out is None:
         import xarray as xr
@@ -194,6 +208,69 @@ def estimate(
     log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
              engine.peak_live)
     return result
+
+
+def _load_realized(realized):
+    """Normalized events from paths and/or DataFrames, sorted by time (or None)."""
+    if realized is None or (isinstance(realized, (list, tuple)) and not realized):
+        return None
+    import pandas as pd
+
+    from .io.events import load_events, validate_events
+
+    items = realized if isinstance(realized, (list, tuple)) else [realized]
+    frames = [validate_events(x) if isinstance(x, pd.DataFrame) else load_events(x) for x in items]
+    ev = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return ev.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+class _RealizedBinner:
+    """Bins events chunk by chunk (memory bounded like the engine), one summary at the end."""
+
+    def __init__(self, events, names, btime, every, edges):
+        from .io.tables import time_ns
+
+        self.ev, self.names, self.btime, self.every, self.edges = events, names, btime, every, edges
+        self.t = time_ns(events["time"])
+        self.summary = None
+
+    def add_to(self, ds, b0: int, b1: int):
+        from .realized import bin_realized
+
+        lo = self.btime[b0].astype("datetime64[ns]").view(np.int64)
+        hi = (self.btime[b1 - 1] + self.every).astype("datetime64[ns]").view(np.int64)
+        first = b0 == 0
+        last = b1 == self.btime.size
+        i0 = 0 if first else int(np.searchsorted(self.t, lo, side="left"))
+        i1 = self.t.size if last else int(np.searchsorted(self.t, hi, side="left"))
+        cube, summ = bin_realized(self.ev.iloc[i0:i1], series_names=self.names,
+                                  time=self.btime[b0:b1], every=self.every, edges=self.edges,
+                                  return_summary=True, log_left_out=False)
+        self._merge(summ)
+        ds["realized"] = (("series", "time", "price", "side"), cube.astype(np.float32),
+                          {"units": "quote notional",
+                           "long_name": "liquidations published by the exchange, binned on the grid"})
+        return ds
+
+    def _merge(self, summ: dict) -> None:
+        if self.summary is None:
+            self.summary = summ
+            return
+        for k, v in summ.items():
+            if isinstance(v, dict):
+                self.summary[k]["count"] += v["count"]
+                self.summary[k]["notional"] += v["notional"]
+            elif k != "events":
+                self.summary[k] += v
+        self.summary["events"] += summ["events"]
+
+    def finish(self) -> dict:
+        s = self.summary or {"events": 0, "binned": 0, "notional_binned": 0.0}
+        left = {k: v["count"] for k, v in s.items() if isinstance(v, dict) and v["count"]}
+        if left:
+            log.warning("realized: %d of %d events not binned (%s)", s["events"] - s["binned"],
+                        s["events"], ", ".join(f"{k} {v}" for k, v in left.items()))
+        return s
 
 
 def _progress(it: Iterable, total: int, enabled: bool):

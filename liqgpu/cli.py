@@ -105,17 +105,21 @@ def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Store to write (STORE.zarr).")
-@click.option("--kind", type=click.Choice(["linear", "inverse"]), default="linear",
-              show_default=True, help="Contract kind of the inputs.")
-@click.option("--contract-size", type=float, default=1.0, show_default=True,
-              help="Inverse: quote value of one contract; linear: base units per OI unit.")
+@click.option("--kind", type=click.Choice(["linear", "inverse"]), default=None,
+              help="Contract kind of the inputs [default: the file's kind column, else linear].")
+@click.option("--contract-size", type=float, default=None,
+              help="Inverse: quote value of one contract; linear: base units per OI unit "
+                   "[default: the file's contract_size column, else 1].")
+@click.option("--realized", "realized", multiple=True, type=click.Path(dir_okay=False),
+              help="Normalized liquidation events (liqgpu ingest) to bin into 'realized'; "
+                   "repeatable.")
 @click.option("--exchange", default=None, help="Exchange name [default: from the file].")
 @click.option("--symbol", default=None, help="Symbol [default: from the file or its name].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @model_options
 @user_errors
-def estimate(inputs, out, kind, contract_size, exchange, symbol, overwrite, leverages, weights,
-             mmr, entry, side_split, closure, max_age, grid, step, every, backend):
+def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, leverages,
+             weights, mmr, entry, side_split, closure, max_age, grid, step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
     from .api import estimate as run
     from .series import load_series
@@ -127,8 +131,12 @@ def estimate(inputs, out, kind, contract_size, exchange, symbol, overwrite, leve
                           contract_size=contract_size, step=step) for p in inputs]
     t = time.perf_counter()
     ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
-             overwrite=overwrite, progress=_progress_enabled())
+             overwrite=overwrite, progress=_progress_enabled(), realized=list(realized) or None)
     click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s")
+    if "realized" in ds:
+        r = ds.attrs.get("realized_summary", {})
+        click.echo(f"realized: {r.get('binned', 0)} of {r.get('events', 0)} events binned "
+                   f"({r.get('notional_binned', 0.0):,.0f} quote)")
 
 
 @main.command()

@@ -22,7 +22,8 @@ SIDES = ("long", "short")
 
 
 def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np.timedelta64,
-                 edges: np.ndarray, unknown_side: str = "skip", return_summary: bool = False):
+                 edges: np.ndarray, unknown_side: str = "skip", return_summary: bool = False,
+                 log_left_out: bool = True):
     """Sum event notional into a ``(series, time, price, side)`` array.
 
     Parameters
@@ -42,6 +43,8 @@ def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np
         Events whose side is unknown (Hyperliquid): counted and left out, or half to each side.
     return_summary : bool
         Also return the summary dict.
+    log_left_out : bool
+        Log a warning when events are left out (callers that bin in pieces log once instead).
 
     Returns
     -------
@@ -133,7 +136,7 @@ def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np
     summary["binned"] = int(ok.sum())
     summary["notional_binned"] = float(notional[ok].sum())
     left = {r: summary[r]["count"] for r in reasons if summary[r]["count"]}
-    if left:
+    if left and log_left_out:
         log.warning("realized: %d of %d events not binned (%s)", n - summary["binned"], n,
                     ", ".join(f"{k} {v}" for k, v in left.items()))
     return (out, summary) if return_summary else out

@@ -116,8 +116,8 @@ def load_series(
     *,
     exchange: str | None = None,
     symbol: str | None = None,
-    kind: str = "linear",
-    contract_size: float = 1.0,
+    kind: str | None = None,
+    contract_size: float | None = None,
     step=None,
 ) -> Series:
     """Read and validate a normalized series file (Parquet or CSV).
@@ -131,8 +131,10 @@ def load_series(
     exchange, symbol : str, optional
         Metadata; default from the file's ``exchange``/``symbol`` columns if present, else
         ``'unknown'`` and the file stem.
-    kind : {'linear', 'inverse'}
-    contract_size : float
+    kind : {'linear', 'inverse'}, optional
+        Default from the file's ``kind`` column (``liqgpu ingest`` writes it), else linear.
+    contract_size : float, optional
+        Default from the file's ``contract_size`` column, else 1.
     step : str or timedelta, optional
         Model step; must be a whole multiple of the file's own step (bars are resampled).
 
@@ -169,12 +171,19 @@ def load_series(
         raise InputError(f"{name}: cannot read the file ({msg})") from None
     meta_exchange = _single_value(df, "exchange", name)
     meta_symbol = _single_value(df, "symbol", name)
+    meta_kind = _single_value(df, "kind", name)
+    meta_cs = _single_value(df, "contract_size", name)
+    if contract_size is None and meta_cs is not None:
+        try:
+            contract_size = float(meta_cs)
+        except ValueError:
+            raise InputError(f"{name}: column 'contract_size' holds {meta_cs!r}, not a number") from None
     return from_frame(
         df,
         exchange=exchange or meta_exchange or "unknown",
         symbol=symbol or meta_symbol or path.name.split(".")[0],
-        kind=kind,
-        contract_size=contract_size,
+        kind=kind or meta_kind or "linear",
+        contract_size=1.0 if contract_size is None else contract_size,
         step=step,
         source=name,
         header_lines=1 if suffixes.endswith((".csv", ".csv.gz", ".txt")) else 0,

@@ -81,7 +81,7 @@ class State:
 
 
 def chunk_buckets_for(n_series: int, n_cells: int, n_every: int, *, budget_bytes: int,
-                      multiple: int = 1, max_steps: int = 1 << 15) -> int:
+                      multiple: int = 1, max_steps: int = 1 << 17) -> int:
     """Buckets per time chunk so the chunk's float64 cubes stay under ``budget_bytes``."""
     per_bucket = 8 * 4 * n_series * n_cells  # D, cumsum, intensity, liquidated
     nb = max(1, budget_bytes // max(per_bucket, 1))
