@@ -1,0 +1,315 @@
+"""Evaluation against realized liquidations: metrics on hand-made cases, CLI, real data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import liqgpu
+from liqgpu.errors import InputError
+from liqgpu.evaluate import (Window, average_ranks, baseline_scores, evaluate, load_realized,
+                             parse_window, pearson_log1p, profile_figures, spearman,
+                             top_membership, top_share)
+from liqgpu.evaluate_commands import evaluate_cmd, sweep_cmd
+from liqgpu.model.params import Params
+from liqgpu.series import from_frame
+
+H = 3_600_000
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def test_average_ranks_and_spearman_match_scipy_on_ties():
+    x = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5])
+    y = np.array([2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4])
+    assert average_ranks([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    stats = pytest.importorskip("scipy.stats")
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_perfect_predictor_scores_one_and_a_shuffled_one_near_zero():
+    rng = np.random.default_rng(0)
+    real = rng.lognormal(10, 2, 5000)
+    assert spearman(real, real) == pytest.approx(1.0)
+    assert spearman(3 * real + 1, real) == pytest.approx(1.0)  # monotone: still 1
+    assert pearson_log1p(real, real) == pytest.approx(1.0)
+    shuffled = rng.permutation(real)
+    assert abs(spearman(shuffled, real)) < 0.05
+    assert abs(pearson_log1p(shuffled, real)) < 0.05
+    # a perfect predictor's top 10% of buckets hold exactly the 10% largest realized amounts
+    top = np.sort(real)[::-1][:500].sum() / real.sum()
+    assert top_share(real, real) == pytest.approx(top)
+    assert top > 0.5
+    # a shuffled one holds about 10%
+    assert top_share(shuffled, real) == pytest.approx(0.1, abs=0.05)
+
+
+def test_top_membership_splits_ties_evenly():
+    assert top_membership([1, 5, 3, 5], frac=0.25).tolist() == [0.0, 0.5, 0.0, 0.5]
+    # a constant score is the uniform share k/n exactly
+    m = top_membership(np.zeros(15))
+    assert m == pytest.approx(np.full(15, 2 / 15))  # k = ceil(1.5) = 2
+    assert top_share(np.zeros(15), np.arange(15.0)) == pytest.approx(2 / 15)
+
+
+def test_level_profile_lift_and_top_decile():
+    # uniform profile: lift exactly 1, top-decile credit k/n, wherever the events fall
+    top, lift = profile_figures(np.ones(20), np.array([0, 7, 19]), np.array([1.0, 2.0, 3.0]))
+    assert lift == pytest.approx(6.0)  # sum of notional x 1
+    assert top == pytest.approx(6.0 * 2 / 20)
+    # all mass in one bin and every event there: lift n, top-decile share 1
+    prof = np.zeros(20)
+    prof[4] = 5.0
+    top, lift = profile_figures(prof, np.array([4, 4]), np.array([1.0, 3.0]))
+    assert lift == pytest.approx(20 * 4.0)
+    assert top == pytest.approx(4.0)
+    # an event in an empty bin: lift 0; the second of k = 2 top slots is shared by 19 tied bins
+    top, lift = profile_figures(prof, np.array([0]), np.array([1.0]))
+    assert (top, lift) == (pytest.approx(1 / 19), 0.0)
+    # a zero profile counts as uniform
+    assert profile_figures(np.zeros(10), np.array([3]), np.array([2.0])) == (
+        pytest.approx(0.2), pytest.approx(2.0))
+
+
+def test_baselines_on_a_tiny_hand_computed_market():
+    o = np.array([[100.0, 100.0, 110.0]])
+    h = np.array([[110.0, 101.0, 110.0]])
+    lo = np.array([[90.0, 80.0, 110.0]])
+    c = np.array([[105.0, 81.0, 110.0]])
+    oi = np.array([[2.0, 1.0, np.nan]])
+    b = baseline_scores(o, h, lo, c, oi)
+    np.testing.assert_allclose(b["range_oi"][:, 0], [math.log(100 / 90) * 210,
+                                                     math.log(100 / 80) * 81, 0.0])
+    np.testing.assert_allclose(b["range_oi"][:, 1], [math.log(110 / 100) * 210,
+                                                     math.log(101 / 100) * 81, 0.0])
+    np.testing.assert_allclose(b["absret_oi"][:, 0], [math.log(105 / 100) * 210,
+                                                      math.log(100 / 81) * 81, 0.0])
+    np.testing.assert_allclose(b["absret_oi"][:, 0], b["absret_oi"][:, 1])
+
+
+def test_windows_parse():
+    w = parse_window(":2026-04-01", "train")
+    assert w.start is None and w.end == np.datetime64("2026-04-01", "ns")
+    w = parse_window("2026-03-04T10:00..2026-03-05", "test")
+    assert w.start == np.datetime64("2026-03-04T10:00", "ns")
+    for bad in ("2026-04-01", "a:b", "2026-04-02:2026-04-01", "2026-03-04T10:00:2026-03-05"):
+        with pytest.raises(InputError):
+            parse_window(bad, "test")
+
+
+# -- a small market with known realized liquidations --------------------------------------------
+def _market(n=24 * 20, seed=3):
+    rng = np.random.default_rng(seed)
+    t = 1_767_225_600_000 + H * np.arange(n)  # 2026-01-01
+    ret = rng.normal(0, 0.01, n)
+    close = 50_000 * np.exp(np.cumsum(ret))
+    open_ = np.r_[50_000, close[:-1]]
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.004, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.004, n)))
+    oi = 10_000 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    return pd.DataFrame({"time": t, "open": open_, "high": high, "low": low, "close": close,
+                         "oi": oi})
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mkt")
+    df = _market()
+    series = from_frame(df, exchange="x", symbol="BTCUSDT", source="market")
+    store = d / "m.zarr"
+    ds = liqgpu.estimate(series, every="1h", backend="numpy", out=store)
+    est = ds["liquidated"].sum(["series", "price", "leverage"]).values  # (time, side)
+    # realized = the estimate itself (a perfect predictor), as aggregates and as events
+    agg = pd.DataFrame({"open_time_ms": df["time"], "liq_long_usd": est[:, 0],
+                        "liq_short_usd": est[:, 1], "other": 1.0})
+    agg.to_csv(d / "agg.csv", index=False)
+    series_file = d / "series.csv"
+    df.to_csv(series_file, index=False)
+    return {"dir": d, "df": df, "series": series, "store": store, "ds": ds, "est": est,
+            "agg": d / "agg.csv", "series_file": series_file}
+
+
+def test_perfect_aggregates_score_one(market):
+    rz = load_realized(market["agg"])
+    assert rz.kind == "aggregates" and rz.columns["long"] == "liq_long_usd"
+    res = evaluate(market["ds"], rz)
+    t = res["windows"][0]["timing"]
+    for side in ("long", "short", "total"):
+        assert t[side]["estimate"]["spearman"] == pytest.approx(1.0)
+        assert t[side]["estimate"]["pearson_log1p"] == pytest.approx(1.0)
+        assert t[side]["uniform"]["top10_share"] == pytest.approx(48 / 480)
+        assert t[side]["realized_notional"] == pytest.approx(t[side]["estimated_notional"],
+                                                             rel=1e-5)
+    assert res["windows"][0]["levels"] is None
+    # two-hour realized bars: buckets are summed to 2h, still perfect
+    df2 = pd.read_csv(market["agg"])
+    df2["g"] = df2["open_time_ms"] // (2 * H)
+    df2 = df2.groupby("g").agg({"open_time_ms": "first", "liq_long_usd": "sum",
+                                "liq_short_usd": "sum"})
+    p2 = market["dir"] / "agg2.csv"
+    df2.to_csv(p2, index=False)
+    res2 = evaluate(market["ds"], load_realized(p2))
+    assert res2["eval_step"] == "2h"
+    assert res2["windows"][0]["timing"]["n_buckets"] == 240
+    assert res2["windows"][0]["timing"]["long"]["estimate"]["spearman"] == pytest.approx(1.0)
+
+
+def test_events_at_the_estimated_peak_have_top_decile_share_one(market):
+    ds = market["ds"]
+    inten = ds["intensity"].sum(["series", "leverage"]).values  # (time, price, side)
+    edges = ds["price_edges"].values
+    rows = []
+    lows, highs = ds["low"].values[0], ds["high"].values[0]
+    t0 = market["df"]["time"].iloc[0]
+    for b in range(1, 200):
+        j0 = np.searchsorted(edges, lows[b], side="right") - 1
+        j1 = np.searchsorted(edges, highs[b], side="left")
+        prof = inten[b - 1, j0:j1, 0]
+        if prof.sum() <= 0:
+            continue
+        j = j0 + int(np.argmax(prof))
+        price = float(np.clip(ds["price"].values[j], lows[b], highs[b] * 0.9999999))
+        if not (edges[j] <= price < edges[j + 1]):
+            continue
+        rows.append({"time": t0 + b * H + 60_000, "side": "long", "price": price,
+                     "notional": 1000.0, "price_kind": "trigger"})
+    assert len(rows) > 20
+    p = market["dir"] / "events.parquet"
+    pd.DataFrame(rows).to_parquet(p)
+    res = evaluate(ds, load_realized(p))
+    lv = res["windows"][0]["levels"]
+    assert lv["long"]["estimate"]["top10_share"] == pytest.approx(1.0)
+    assert lv["long"]["estimate"]["lift"] > 3
+    assert lv["long"]["uniform"]["lift"] == 1.0
+    assert lv["long"]["in_range_share"] == pytest.approx(1.0)
+    assert lv["price_kind"] == "trigger"
+
+
+def test_sweep_reweighting_equals_a_direct_estimate(market):
+    from liqgpu.sweep import tier_liquidated
+
+    tiers = (5.0, 10.0, 25.0)
+    p_eq = Params(leverages=tiers, weights=(1 / 3,) * 3, max_age="24h")
+    _, _, liq, _ = tier_liquidated(market["series"], p_eq, "1h")
+    w = np.array([0.5, 0.0, 0.5])
+    combined = np.einsum("tkc,k->tc", liq * 3, w)
+    direct = liqgpu.estimate(market["series"], params=Params(leverages=(5.0, 25.0),
+                                                             weights=(0.5, 0.5), max_age="24h"),
+                             every="1h", backend="numpy")
+    d = (direct["liquidated"].sum(["series", "price", "leverage"]).values
+         + direct["outside_liquidated"].sum(["series", "leverage"]).values)
+    np.testing.assert_allclose(combined, d, rtol=1e-4, atol=1e-6 * d.max())
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def test_cli_evaluate_writes_json_and_report(market, tmp_path):
+    out = tmp_path / "r.json"
+    rep = tmp_path / "rep"
+    r = CliRunner().invoke(evaluate_cmd, [str(market["store"]), "--realized", str(market["agg"]),
+                                          "--train", ":2026-01-10", "--test", "2026-01-10:",
+                                          "--json", str(out), "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert [w["role"] for w in d["windows"]] == ["train", "test"]
+    assert d["windows"][1]["timing"]["long"]["estimate"]["spearman"] == pytest.approx(1.0)
+    assert "range_oi" in d["windows"][0]["timing"]["short"]
+    assert (rep / "evaluation.md").exists() and (rep / "01_train_timing.png").exists()
+    assert not list(rep.glob(".*"))  # no temporary files left
+    assert "timing long: Spearman" in r.output
+
+
+@pytest.mark.parametrize("case, message", [
+    ("columns", "no column 'nope'"),
+    ("overlap", "no overlap"),
+    ("window", "no bucket with both"),
+    ("badwindow", "START:END"),
+    ("ambiguous", "cannot tell which column"),
+])
+def test_cli_evaluate_bad_input_exit_2_nothing_written(market, tmp_path, case, message):
+    out = tmp_path / "r.json"
+    args = [str(market["store"]), "--realized", str(market["agg"]), "--json", str(out)]
+    if case == "columns":
+        args += ["--realized-columns", "long=nope,short=liq_short_usd"]
+    elif case == "overlap":
+        df = pd.read_csv(market["agg"])
+        df["open_time_ms"] -= 400 * 24 * H
+        p = tmp_path / "old.csv"
+        df.to_csv(p, index=False)
+        args[2] = str(p)
+    elif case == "window":
+        args += ["--test", "2027-01-01:2027-02-01"]
+    elif case == "badwindow":
+        args += ["--test", "2026-01-01"]
+    elif case == "ambiguous":
+        df = pd.read_csv(market["agg"])
+        df["long_b"] = 1.0
+        df["short_b"] = 1.0
+        df = df.rename(columns={"liq_long_usd": "long_a", "liq_short_usd": "short_a"})
+        p = tmp_path / "amb.csv"
+        df.to_csv(p, index=False)
+        args[2] = str(p)
+    r = CliRunner().invoke(evaluate_cmd, args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_sweep_small_grid(market, tmp_path):
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market["agg"]), "--train", ":2026-01-12",
+                                       "--test", "2026-01-12:", "--tiers", "5,10,25,50,100",
+                                       "--mmr", "0.004", "--entry", "hlc3", "--max-age",
+                                       "none,24h", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    # the realized amounts are the default model's own: it is among the best (objective 1)
+    assert d["ranking"][0]["objective"] == pytest.approx(1.0)
+    assert d["default"]["windows"][1]["timing"]["long"]["estimate"]["spearman"] == \
+        pytest.approx(1.0)
+    assert d["n_engine_runs"] == 2
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market["agg"]), "--test", "2026-01-12:"])
+    assert r.exit_code == 2 and "--train" in r.output
+
+
+# -- real data ----------------------------------------------------------------------------------
+W2 = "coinglass_btc_agg/agg3_btc_liq_binance_oi_spotprice_1h_2025-12-04_2026-06-02.csv"
+OKX = "multivenue_hl_okx_hourly/liquidation_events_hl_2025-05_okx_2026-03.csv"
+
+
+def test_real_window2_and_okx_events(real_data, tmp_path):
+    raw = pd.read_csv(real_data / W2)
+    raw = raw[raw["open_time_ms"] < 1_773_014_400_000]  # up to 2026-03-09: keeps it fast
+    df = pd.DataFrame({"time": raw["open_time_ms"], "open": raw["spot_open"],
+                       "high": raw["spot_high"], "low": raw["spot_low"],
+                       "close": raw["spot_close"],
+                       "oi": raw["binance_oi_usd_close"] / raw["spot_close"]})
+    s = from_frame(df, exchange="binance", symbol="BTCUSDT", source=W2)
+    ds = liqgpu.estimate(s, every="1h", backend="numpy")
+    res = evaluate(ds, load_realized(real_data / W2),
+                   [parse_window(":2026-03-04", "train")])
+    t = res["windows"][0]["timing"]
+    assert t["n_buckets"] > 2000
+    for side in ("long", "short"):  # the estimate carries timing information
+        assert t[side]["estimate"]["spearman"] > 0.3
+        assert t[side]["estimate"]["top10_share"] > 0.3
+        assert t[side]["range_oi"]["spearman"] is not None
+    ev = pd.read_csv(real_data / OKX)
+    ev = ev[(ev["venue"] == "okx") & (ev["coin"] == "BTC")]
+    events = pd.DataFrame({"time": ev["ts_ms"], "side": ev["liquidated_position"],
+                           "price": ev["price"], "price_kind": "bankruptcy",
+                           "notional": ev["notional_usd"]})
+    p = tmp_path / "okx.csv"
+    events.to_csv(p, index=False)
+    res = evaluate(ds, load_realized(p), [parse_window("2026-03-04:2026-03-06", "test")])
+    lv = res["windows"][0]["levels"]
+    assert lv["all"]["n_events"] == len(events)
+    assert 0 < lv["all"]["n_in_range"] <= lv["all"]["n_events"]
+    assert lv["all"]["uniform"]["lift"] == 1.0
+    assert lv["all"]["estimate"]["lift"] > 0
