@@ -57,10 +57,10 @@ class Table:
 
 
 def where(source: str, row: int, header_lines: int = 0) -> str:
-    """'file: row N (line M)' for 0-based data row ``row``."""
-    if header_lines:
-        return f"{source}: row {row + 1} (line {row + 1 + header_lines})"
-    return f"{source}: row {row + 1}"
+    """'file: row N (line M)' for 0-based data row ``row`` (the series module's wording)."""
+    from ..series import _where
+
+    return _where(source, row, header_lines)
 
 
 # -- times ---------------------------------------------------------------------------------------
@@ -173,25 +173,15 @@ def fmt_ns(ns) -> str:
 # -- parsing -------------------------------------------------------------------------------------
 def numeric(df, col: str, source: str, header_lines: int = 0, *, required: bool = True):
     """Column ``col`` as float64; text that is not a number is an InputError naming the row."""
-    import pandas as pd
 
     if col not in df.columns:
         if not required:
             return None
         raise InputError(f"{source}: missing column '{col}' (columns: "
                          f"{', '.join(map(str, df.columns[:15]))})")
-    raw = df[col]
-    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        return raw.to_numpy(dtype=np.float64, na_value=np.nan)
-    text = raw.astype(str).str.strip()
-    num = pd.to_numeric(text, errors="coerce")
-    empty = text.str.lower().isin(["", "nan", "na", "none", "null", "<na>"])
-    bad = np.flatnonzero((num.isna() & ~empty).to_numpy())
-    if bad.size:
-        i = int(bad[0])
-        raise InputError(f"{where(source, i, header_lines)}, column '{col}': "
-                         f"{text.iloc[i]!r} is not a number")
-    return num.to_numpy(dtype=np.float64, na_value=np.nan)
+    from ..series import _parse_numeric
+
+    return _parse_numeric(df, col, source, header_lines)
 
 
 def first_field_is_number(data: bytes) -> bool:
