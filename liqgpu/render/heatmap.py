@@ -110,8 +110,10 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
 
     fig, dpi = style.figure(width, height)
     right = 1.55 if split else 1.2
+    merged = sel.n_time > width - (0.8 + right) * dpi
+    head, top = style.layout_header(fig, title_lines(sel, how, merged))
     ax, (x0, y0, pw, ph) = style.pixel_axes(fig, width, height, dpi, left=0.8, right=right,
-                                            bottom=0.5, top=0.78)
+                                            bottom=0.5, top=top)
     t_read = _time.perf_counter()
     cols = columns(sel, pw)
     log.info("read %d buckets x %d bins into %d columns in %.2fs", sel.n_time, sel.n_price,
@@ -143,7 +145,12 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     if overlay_liquidated and variable != "liquidated":
         handles += draw_marks(ax, sel, "liquidated", pw, ph)
     if handles:
-        leg = ax.legend(handles=handles, loc="upper left", fontsize=7.5, frameon=True,
+        from matplotlib.legend_handler import HandlerTuple
+
+        labels = ["candles (up / down)" if isinstance(h, _CandleKey) else h.get_label()
+                  for h in handles]
+        leg = ax.legend(handles=handles, labels=labels, loc="upper left",
+                        handler_map={_CandleKey: HandlerTuple(ndivide=None, pad=0.0)}, fontsize=7.5, frameon=True,
                         facecolor=style.BG, edgecolor=style.SPINE, labelcolor=style.FG,
                         framealpha=0.75)
         leg.set_zorder(10)
@@ -157,8 +164,13 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     bars = [("longs", cmaps[0]), ("shorts", cmaps[1])] if split else [(None, cmaps[0])]
     colour_bars(fig, norm, bars, how, quote, label, x=x0 + pw, y0=y0, h=ph, dpi=dpi, width=width,
                 height=height)
-    style.header(fig, title_lines(sel, how, cols.merged), top_in=0.78, dpi=dpi)
-    style.save_png(fig, out, dpi=dpi)
+    style.header(fig, head)
+    meta = {"liqgpu:plot": f"{x0},{y0},{pw},{ph}",
+            "liqgpu:price": f"{lo!r},{hi!r},{'log' if sel.log_grid else 'linear'}",
+            "liqgpu:time": f"{np.datetime_as_string(t_lo, unit='s')}Z,"
+                           f"{np.datetime_as_string(t_hi, unit='s')}Z",
+            "liqgpu:scale": f"{how},{norm.vmin!r},{norm.vmax!r}"}
+    style.save_png(fig, out, dpi=dpi, meta=meta)
     log.info("wrote %s (%dx%d) in %.2fs", out, width, height, _time.perf_counter() - started)
     return out
 
@@ -345,13 +357,20 @@ def draw_price(ax, sel: Selection, px: dict, pw: int, candles: bool | None) -> l
                              axis=1)
             ax.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="#000000",
                                              linewidths=0.3, zorder=3.1))
-        return [Line2D([], [], color=style.UP, lw=4, label="candles (up / down)"),
-                Line2D([], [], color=style.DOWN, lw=4, label="")]
+        return [_CandleKey(Line2D([], [], color=style.UP, lw=4),
+                           Line2D([], [], color=style.DOWN, lw=4))]
     lw = 1.0
     ax.plot(x + w, close, color=style.PRICE, lw=lw, alpha=0.95, zorder=3, solid_joinstyle="round",
             path_effects=[pe.Stroke(linewidth=lw + 1.4, foreground="#000000", alpha=0.55),
                           pe.Normal()])
     return [Line2D([], [], color=style.PRICE, lw=1.5, label="close")]
+
+
+class _CandleKey(tuple):
+    """Legend key of the candles: an up and a down swatch side by side."""
+
+    def __new__(cls, *handles):
+        return super().__new__(cls, handles)
 
 
 def draw_marks(ax, sel: Selection, variable: str, pw: int, ph: int) -> list:

@@ -433,7 +433,7 @@ def check_lookback(ds, lookback) -> timedelta:
         age = None
     if age is None or abs(age.total_seconds() - lb.total_seconds()) > 1e-6:
         have = format_duration(age) if age is not None else "none"
-        text = format_duration(lb)
+        text = str(lookback).strip() if isinstance(lookback, str) else format_duration(lb)
         raise InputError(
             f"--lookback {text}: this store was estimated with max_age {have}, so its levels are "
             f"not those of positions opened in the last {text}; estimate a store for it with "

@@ -149,28 +149,55 @@ def model_line(attrs: dict) -> str:
     for k in ("entry", "side_split", "closure", "max_age", "every"):
         if k in attrs:
             parts.append(f"{k.replace('_', ' ')} {attrs[k]}")
-    return "  ·  ".join(parts)
+    return SEP.join(parts)
 
 
-def header(fig, lines: list[str], *, top_in: float, dpi: float) -> None:
-    """Title lines at the top left: the first larger."""
+TITLE_PT, LINE_PT = 11.5, 8.5
+SEP = "  ·  "
+
+
+def layout_header(fig, lines: list[str]) -> tuple[list[str], float]:
+    """Wrap the title lines to the figure's width; returns (lines, inches they need)."""
+    width_in = fig.get_figwidth() * 0.975
+    out = []
+    for i, text in enumerate(lines):
+        size = TITLE_PT if i == 0 else LINE_PT
+        chars = max(20, int(width_in * 72 / (size * (0.62 if i == 0 else 0.56))))
+        cur = ""
+        for part in text.split(SEP):  # wrap between items, never inside one
+            if cur and len(cur) + len(SEP) + len(part) > chars:
+                out.append((cur, i == 0))
+                cur = part
+            else:
+                cur = f"{cur}{SEP}{part}" if cur else part
+        out.append((cur, i == 0))
+    need = 0.14 + sum((TITLE_PT if first else LINE_PT) * 1.5 / 72 for _, first in out) + 0.08
+    return out, need
+
+
+def header(fig, lines) -> None:
+    """Draw title lines from :func:`layout_header` at the top left: the first larger."""
     h = fig.get_figheight()
     y = 1.0 - 0.12 / h
-    for i, text in enumerate(lines):
-        size = 11.5 if i == 0 else 8.5
-        fig.text(0.012, y, text, color=FG if i == 0 else DIM,
-                 fontsize=size, fontweight="bold" if i == 0 else "normal", va="top", ha="left")
-        y -= (size * 1.55 / 72) / h
+    for text, first in lines:
+        size = TITLE_PT if first else LINE_PT
+        fig.text(0.012, y, text, color=FG if first else DIM, fontsize=size,
+                 fontweight="bold" if first else "normal", va="top", ha="left")
+        y -= (size * 1.5 / 72) / h
 
 
-def save_png(fig, out: Path, *, dpi: float) -> Path:
-    """Write the figure to a temporary name beside ``out`` and move it into place."""
+def save_png(fig, out: Path, *, dpi: float, meta: dict | None = None) -> Path:
+    """Write the figure to a temporary name beside ``out`` and move it into place.
+
+    ``meta`` goes into PNG text chunks (e.g. where the plot area is and what it spans, so that
+    other tools, and the tests, can map pixels back to prices and times)."""
     import matplotlib.pyplot as plt
 
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.png")
     big = fig.get_figwidth() * fig.get_figheight() * dpi * dpi > 20e6
     try:
         fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor(), format="png",
+                    metadata={"Software": "liqgpu", **(meta or {})},
                     pil_kwargs={"compress_level": 1 if big else 6})
         os.replace(tmp, out)
     finally:
