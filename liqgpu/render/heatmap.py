@@ -109,7 +109,7 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     split = two_hues and len(sel.sides) == 2
 
     fig, dpi = style.figure(width, height)
-    right = 1.55 if split else 1.2
+    right = 1.6 if split else 1.2
     merged = sel.n_time > width - (0.8 + right) * dpi
     head, top = style.layout_header(fig, title_lines(sel, how, merged))
     ax, (x0, y0, pw, ph) = style.pixel_axes(fig, width, height, dpi, left=0.8, right=right,
@@ -286,8 +286,8 @@ def shade(img: np.ndarray, norm, cmap) -> np.ndarray:
 
     with np.errstate(invalid="ignore", divide="ignore"):
         empty = ~(np.isfinite(img) & (img > 0))
-        v = np.asarray(norm(np.where(empty, 1.0, img).astype(np.float64)), dtype=np.float64)
-    v = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0).astype(np.float32)
+        v = np.ma.getdata(norm(np.where(empty, np.float32(1.0), img).astype(np.float32)))
+    v = np.clip(np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0), 0.0, 1.0)
     v[empty] = np.nan
     colours = [to_hex(c) for c in cmap(np.linspace(0, 1, 256))]
     h, w = v.shape
@@ -411,7 +411,7 @@ def colour_bars(fig, norm, bars, how, quote, label, *, x, y0, h, dpi, width, hei
 
     gap, bw = int(0.18 * dpi), int(0.13 * dpi)
     for i, (name, cmap) in enumerate(bars):
-        cx = x + gap + i * (bw + int(0.12 * dpi))
+        cx = x + gap + i * (bw + int(0.3 * dpi))
         cax = fig.add_axes([cx / width, y0 / height, bw / width, h / height])
         sm = cm.ScalarMappable(norm=norm, cmap=cmap)
         cb = fig.colorbar(sm, cax=cax, extend="neither" if hasattr(norm, "quantiles")
@@ -431,8 +431,10 @@ def colour_bars(fig, norm, bars, how, quote, label, *, x, y0, h, dpi, width, hei
                 cax.yaxis.set_minor_locator(NullLocator())
             cax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: style.fmt_money(v)))
             cax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        if i < len(bars) - 1:  # one scale for all hues: labels on the last bar only
+            cax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: ""))
         if name:
-            cax.set_title(name, color=style.FG, fontsize=7.5)
+            cax.set_title(name, color=style.FG, fontsize=7)
         if i == len(bars) - 1:
             cb.set_label(label, color=style.DIM, fontsize=8)
 

@@ -29,7 +29,7 @@ class Columns:
     Attributes
     ----------
     data : ndarray, shape (n_col, n_price, n_side)
-        Mean over the buckets of each column (float64); NaN where a column has no bucket.
+        Mean over the buckets of each column (float32); NaN where a column has no bucket.
     sums : ndarray, same shape
         Sums over the buckets of each column (for marks sized by notional).
     x0, dx : float
@@ -132,7 +132,7 @@ def rasterize(cols: Columns, side_index, sel: Selection, *, width: int, height: 
 
     Returns
     -------
-    ndarray (height, width), float64; NaN where there is no bin or no bucket.
+    ndarray (height, width), float32; NaN where there is no bin or no bucket.
     """
     import datashader as dsh
     import xarray as xr
@@ -157,7 +157,7 @@ def rasterize(cols: Columns, side_index, sel: Selection, *, width: int, height: 
     cvs = dsh.Canvas(plot_width=int(width), plot_height=int(height), x_range=x_range,
                      y_range=(y0, y1))
     agg = cvs.raster(da, upsample_method="nearest", downsample_method="mean")
-    return np.asarray(agg.values, dtype=np.float64)
+    return np.asarray(agg.values, dtype=np.float32)
 
 
 @dataclass

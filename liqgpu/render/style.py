@@ -114,11 +114,39 @@ def price_axis(ax, lo: float, hi: float, *, log: bool, n: int, axis: str = "y") 
     if log:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
-    ticks = MaxNLocator(nbins=max(3, n), steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-    ticks = [t for t in ticks if lo <= t <= hi]
+    if log and hi / lo > 2.5:
+        ticks = log_ticks(lo, hi, max(3, n))
+    else:
+        ticks = MaxNLocator(nbins=max(3, n), steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [t for t in ticks if lo <= t <= hi]
     a.set_major_locator(FixedLocator(ticks))
     a.set_minor_locator(NullLocator())
     a.set_major_formatter(FuncFormatter(lambda v, _: fmt_price(v)))
+
+
+def log_ticks(lo: float, hi: float, n: int) -> list[float]:
+    """Round prices (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8 x 10^k) about evenly spaced on a log axis,
+    at most ``n`` of them.
+
+    Examples
+    --------
+    >>> log_ticks(40_000, 750_000, 8)
+    [40000.0, 60000.0, 100000.0, 150000.0, 250000.0, 400000.0, 600000.0]
+    """
+    import math
+
+    cands = sorted(m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1,
+                                                 math.ceil(math.log10(hi)) + 1)
+                   for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8))
+    cands = [c for c in cands if lo <= c <= hi]
+    if len(cands) <= n:
+        return cands
+    gap = math.log(hi / lo) / n
+    out = [cands[0]]
+    for c in cands[1:]:
+        if math.log(c / out[-1]) >= gap * 0.999:
+            out.append(c)
+    return out
 
 
 def time_axis(ax) -> None:
