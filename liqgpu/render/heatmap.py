@@ -360,7 +360,8 @@ def draw_price(ax, sel: Selection, px: dict, pw: int, candles: bool | None) -> l
         return [_CandleKey(Line2D([], [], color=style.UP, lw=4),
                            Line2D([], [], color=style.DOWN, lw=4))]
     lw = 1.0
-    ax.plot(x + w, close, color=style.PRICE, lw=lw, alpha=0.95, zorder=3, solid_joinstyle="round",
+    sparse = sel.variable != "intensity"  # events sit on the path: keep the line out of the way
+    ax.plot(x + w, close, color=style.PRICE, lw=0.7 if sparse else lw, alpha=0.5 if sparse else 0.95, zorder=3, solid_joinstyle="round",
             path_effects=[pe.Stroke(linewidth=lw + 1.4, foreground="#000000", alpha=0.55),
                           pe.Normal()])
     return [Line2D([], [], color=style.PRICE, lw=1.5, label="close")]
