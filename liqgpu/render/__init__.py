@@ -1,5 +1,8 @@
-"""Heatmap rendering: reads datasets and stores, never runs the model."""
+"""Rendering: heatmaps, the liquidation map and the level list. Reads datasets and stores,
+never runs the model; datashader and matplotlib are imported only when something is drawn."""
 
 from .heatmap import render
+from .levels import find_levels
+from .liqmap import render_map
 
-__all__ = ["render"]
+__all__ = ["find_levels", "render", "render_map"]

@@ -1,0 +1,194 @@
+"""From a lazy (time x price) cube to pixels, one block of time at a time.
+
+The store is read in blocks of buckets (a fixed memory budget, dask underneath), each block is
+reduced over series and tiers, and buckets are averaged into pixel columns when there are more
+buckets than columns. datashader then resamples the (columns x bins) array onto the pixel grid
+in the axis' own space (log price for a log grid), so every pixel row receives the mean of the
+bins it covers, or the one bin it lies in: no row is skipped, no row sums two bins where its
+neighbour sums one (the horizontal stripes of a linear-price quadmesh over log bins).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .select import Selection
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 192 * 2**20  # cube bytes read per block
+
+
+@dataclass
+class Columns:
+    """Buckets averaged into columns.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_col, n_price, n_side)
+        Mean over the buckets of each column (float32); NaN where a column has no bucket.
+    sums : ndarray, same shape
+        Sums over the buckets of each column (for marks sized by notional).
+    x0, dx : float
+        The first column's left edge and the column width, in ms since the epoch.
+    merged : bool
+        Whether buckets were merged (more buckets than columns).
+    """
+
+    data: np.ndarray
+    sums: np.ndarray
+    x0: float
+    dx: float
+    merged: bool
+
+    @property
+    def centres(self) -> np.ndarray:
+        return self.x0 + (np.arange(self.data.shape[0]) + 0.5) * self.dx
+
+
+def to_ms(t) -> np.ndarray:
+    """datetime64 -> float ms since the epoch."""
+    return np.asarray(t, dtype="datetime64[ns]").astype(np.int64) / 1e6
+
+
+def iter_blocks(sel: Selection, variable: str | None = None, *, block_bytes: int = BLOCK_BYTES):
+    """Yield ``(i0, i1, block)`` with ``block`` the selected cube of buckets ``[i0, i1)`` (offsets
+    into the selection), summed over series and tiers: shape (i1 - i0, n_price, n_side), float64.
+    """
+    da = sel.cube(variable)
+    reduce = [d for d in ("series", "leverage") if d in da.dims]
+    per_bucket = 4 * int(np.prod([da.sizes[d] for d in da.dims if d != "time"]))
+    step = max(1, block_bytes // max(per_bucket, 1))
+    n = da.sizes["time"]
+    for i0 in range(0, n, step):
+        i1 = min(n, i0 + step)
+        part = da.isel(time=slice(i0, i1)).sum(reduce, dtype=np.float64)
+        arr = np.asarray(part.transpose("time", "price", "side").values, dtype=np.float64)
+        np.nan_to_num(arr, copy=False, nan=0.0)
+        yield i0, i1, arr
+
+
+def columns(sel: Selection, n_cols: int, variable: str | None = None, *,
+            block_bytes: int = BLOCK_BYTES) -> Columns:
+    """Average the selection's buckets into at most ``n_cols`` pixel columns.
+
+    With no more buckets than columns, each bucket stays its own column (datashader widens it
+    later); with more, bucket ``i`` (its centre) goes to the column under it and each column is
+    the mean of its buckets.
+
+    Examples
+    --------
+    >>> c = columns(sel, 1600)  # doctest: +SKIP
+    >>> c.data.shape  # doctest: +SKIP
+    (1600, 702, 2)
+    """
+    t_lo, t_hi = (to_ms(t) for t in sel.time_range)
+    n_t, n_p, n_s = sel.n_time, sel.n_price, len(sel.sides)
+    merged = n_t > n_cols
+    if merged:
+        dx = (t_hi - t_lo) / n_cols
+        centres = to_ms(sel.times) + (sel.every / np.timedelta64(1, "ms")) / 2
+        col_of = np.clip(((centres - t_lo) // dx).astype(np.int64), 0, n_cols - 1)
+        sums = np.zeros((n_cols, n_p, n_s), dtype=np.float32)
+        counts = np.zeros(n_cols)
+        np.add.at(counts, col_of, 1)
+    else:
+        dx = (t_hi - t_lo) / n_t
+        sums = np.zeros((n_t, n_p, n_s), dtype=np.float32)
+    for i0, i1, arr in iter_blocks(sel, variable, block_bytes=block_bytes):
+        if not merged:
+            sums[i0:i1] = arr
+            continue
+        c = col_of[i0:i1]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        sums[c[starts]] += np.add.reduceat(arr, starts, axis=0)
+    if merged:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            data = (sums / counts[:, None, None]).astype(np.float32)
+        data[counts == 0] = np.nan
+    else:
+        data = sums
+    return Columns(data=data, sums=sums, x0=t_lo, dx=dx, merged=merged)
+
+
+def rasterize(cols: Columns, side_index, sel: Selection, *, width: int, height: int,
+              y_range: tuple[float, float]) -> np.ndarray:
+    """Resample columns onto a (height, width) pixel grid with datashader (origin lower).
+
+    Parameters
+    ----------
+    cols : Columns
+    side_index : int or list of int
+        Which side(s) of ``cols.data`` to sum.
+    sel : Selection
+        Gives the bins and whether the axis is log.
+    width, height : int
+        Pixels of the plot area.
+    y_range : (float, float)
+        Price range of the plot area (quote), mapped through log10 for a log grid.
+
+    Returns
+    -------
+    ndarray (height, width), float32; NaN where there is no bin or no bucket.
+    """
+    import datashader as dsh
+    import xarray as xr
+
+    idx = np.atleast_1d(side_index)
+    data = cols.data[:, :, idx].sum(axis=2)
+    fwd = np.log10 if sel.log_grid else (lambda v: np.asarray(v, dtype=np.float64))
+    e = fwd(sel.edges)
+    # even spacing in axis space: centres of the bins in that space, not the stored centres
+    n_p = data.shape[1]
+    ys = e[0] + (np.arange(n_p) + 0.5) * (e[-1] - e[0]) / n_p
+    xs = cols.centres
+    da = xr.DataArray(data.T, coords={"y": ys, "x": xs}, dims=("y", "x"), name="v")
+    if n_p == 1:  # datashader needs two coordinates to infer a spacing
+        da = xr.concat([da, da], dim="y")
+        da = da.assign_coords(y=[e[0] + (e[-1] - e[0]) * 0.25, e[0] + (e[-1] - e[0]) * 0.75])
+    if len(xs) == 1:
+        da = xr.concat([da, da], dim="x")
+        da = da.assign_coords(x=[cols.x0 + cols.dx * 0.25, cols.x0 + cols.dx * 0.75])
+    x_range = (cols.x0, cols.x0 + cols.dx * len(xs))
+    y0, y1 = (float(fwd(v)) for v in y_range)
+    cvs = dsh.Canvas(plot_width=int(width), plot_height=int(height), x_range=x_range,
+                     y_range=(y0, y1))
+    agg = cvs.raster(da, upsample_method="nearest", downsample_method="mean")
+    return np.asarray(agg.values, dtype=np.float32)
+
+
+@dataclass
+class Marks:
+    """Point overlays (realized or estimated liquidations): one mark per cell and side."""
+
+    time_ms: np.ndarray
+    price: np.ndarray
+    notional: np.ndarray
+    side: np.ndarray  # 0 long, 1 short (index into the selection's sides)
+
+
+def marks(sel: Selection, variable: str, *, n_cols: int, n_rows: int,
+          max_marks: int = 4000) -> Marks:
+    """Liquidations of ``variable`` as marks: summed into cells of about one column by
+    ``1/n_rows`` of the price range, placed at the notional-weighted price of the cell, the
+    ``max_marks`` largest kept.
+    """
+    cols = columns(sel, n_cols, variable)
+    sums = cols.sums  # (n_col, n_p, n_s)
+    n_p = sums.shape[1]
+    k = max(1, int(np.ceil(n_p / max(n_rows, 1))))
+    pad = (-n_p) % k
+    c = sel.centres
+    s = np.pad(sums, ((0, 0), (0, pad), (0, 0)))
+    w = np.pad(sums * c[None, :, None], ((0, 0), (0, pad), (0, 0)))
+    s = s.reshape(s.shape[0], -1, k, s.shape[2]).sum(axis=2)
+    w = w.reshape(w.shape[0], -1, k, w.shape[2]).sum(axis=2)
+    ci, pi, si = np.nonzero(s > 0)
+    val = s[ci, pi, si]
+    if val.size > max_marks:
+        keep = np.argpartition(val, -max_marks)[-max_marks:]
+        ci, pi, si, val = ci[keep], pi[keep], si[keep], val[keep]
+    return Marks(time_ms=cols.centres[ci], price=w[ci, pi, si] / val, notional=val, side=si)

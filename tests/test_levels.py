@@ -1,0 +1,191 @@
+"""find_levels on hand-made datasets with known answers, and the ``levels`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from liqgpu.errors import InputError
+from liqgpu.render.levels import find_levels, runs
+
+LEVS = (10.0, 50.0)
+
+
+def hand_dataset(n_time: int = 24, n_price: int = 60, *, close: float | None = None,
+                 series=("ex:BTCUSDT",), max_age: str = "none", realized: bool = False,
+                 linear: bool = False):
+    """A tiny dataset in the store layout: a 100 bps log grid from 100 (or a linear grid of
+    step 1 from 100), hourly buckets, tiers 10x and 50x, everything zero; close defaults to the
+    centre of bin 30."""
+    import xarray as xr
+
+    n_s = len(series)
+    if linear:
+        edges = 100.0 + np.arange(n_price + 1, dtype=np.float64)
+    else:
+        edges = 100.0 * 1.01 ** np.arange(n_price + 1)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    time = np.datetime64("2026-01-01T00:00", "ns") + np.arange(n_time) * np.timedelta64(1, "h")
+    c = centres[min(30, n_price - 1)] if close is None else close
+    cube = ("series", "time", "price", "leverage", "side")
+    tier = ("series", "time", "leverage", "side")
+    zeros = np.zeros((n_s, n_time, n_price, len(LEVS), 2), np.float32)
+    data = {
+        "intensity": (cube, zeros.copy()),
+        "liquidated": (cube, zeros.copy()),
+    }
+    for v in ("added", "closed", "expired", "outside", "outside_liquidated"):
+        data[v] = (tier, np.zeros((n_s, n_time, len(LEVS), 2)))
+    for v in ("open", "high", "low", "close"):
+        data[v] = (("series", "time"), np.full((n_s, n_time), c))
+    data["oi"] = (("series", "time"), np.ones((n_s, n_time)))
+    if realized:
+        data["realized"] = (("series", "time", "price", "side"),
+                            np.zeros((n_s, n_time, n_price, 2), np.float32))
+    grid = (f"linear:100:{edges[-1]:g}:1" if linear else f"log:100:{edges[-1]:.10g}:100")
+    ds = xr.Dataset(
+        data,
+        coords={"series": list(series), "time": time, "price": centres,
+                "leverage": np.asarray(LEVS), "side": ["long", "short"],
+                "symbol": ("series", [s.split(":")[1] for s in series]),
+                "exchange": ("series", [s.split(":")[0] for s in series]),
+                "price_edges": ("price_edge", edges)},
+        attrs={"format": "liqgpu", "model": "v1", "leverages": list(LEVS), "weights": [0.5, 0.5],
+               "mmr": 0.004, "entry": "hlc3", "side_split": "both", "closure": "proportional",
+               "max_age": max_age, "step": "1h", "every": "1h", "grid": grid},
+    )
+    return ds
+
+
+def known_dataset():
+    """Long bands at bins 10..14 (10x: 1, 2, 3, 2, 1 M) and 20..21 (50x: 4 M each, 10x: 1 M
+    each); a short band at bins 40..42 (10x: 5 M each); close at bin 30's centre."""
+    ds = hand_dataset()
+    a = ds["intensity"].values
+    M = 1e6
+    a[0, :, 10:15, 0, 0] = np.array([1, 2, 3, 2, 1]) * M
+    a[0, :, 20:22, 1, 0] = 4 * M
+    a[0, :, 20:22, 0, 0] = 1 * M
+    a[0, :, 40:43, 0, 1] = 5 * M
+    return ds
+
+
+def write_store(ds, path):
+    """Write a hand-made dataset as a store (zarr v3, consolidated), quietly."""
+    from liqgpu.store import _quiet_zarr
+
+    with _quiet_zarr():
+        ds.to_zarr(path, zarr_format=3, consolidated=True, mode="w")
+    return path
+
+
+def test_runs():
+    assert runs(np.array([0, 1, 1, 0, 1], bool)) == [(1, 3), (4, 5)]
+    assert runs(np.zeros(3, bool)) == []
+    assert runs(np.ones(3, bool)) == [(0, 3)]
+
+
+def test_known_bands_threshold_zero():
+    ds = known_dataset()
+    e, c = ds["price_edges"].values, ds["price"].values
+    close = c[30]
+    out = find_levels(ds, top=10, threshold=0.0)
+    assert [(b["rank"], b["side"], b["bins"]) for b in out] == [
+        (1, "short", 3), (2, "long", 2), (3, "long", 5)]
+    s, l2, l1 = out
+    assert s["notional"] == pytest.approx(15e6)
+    assert s["share"] == pytest.approx(1.0)
+    assert s["price_low"] == pytest.approx(e[40]) and s["price_high"] == pytest.approx(e[43])
+    assert s["price"] == pytest.approx(c[40:43].mean())
+    assert s["distance_pct"] == pytest.approx((c[40:43].mean() / close - 1) * 100)
+    assert s["dominant"] == [10.0] and s["tiers"] == {"10": pytest.approx(1.0)}
+    # long band at 20..21: 10 M of the side's 19 M; 50x holds 80 %
+    assert l2["notional"] == pytest.approx(10e6)
+    assert l2["share"] == pytest.approx(10 / 19)
+    assert l2["tiers"] == {"50": pytest.approx(0.8), "10": pytest.approx(0.2)}
+    assert l2["dominant"] == [50.0]
+    assert l2["price"] == pytest.approx((c[20] + c[21]) / 2)
+    assert l2["distance_pct"] < 0
+    # long band at 10..14: 9 M, peak at bin 12
+    assert l1["notional"] == pytest.approx(9e6) and l1["share"] == pytest.approx(9 / 19)
+    assert l1["peak_price"] == pytest.approx(c[12])
+    assert l1["price_low"] == pytest.approx(e[10]) and l1["price_high"] == pytest.approx(e[15])
+    assert l1["close"] == pytest.approx(close)
+    assert l1["time"] == "2026-01-02T00:00:00Z"  # the end of the last bucket
+
+
+def test_threshold_splits_and_top():
+    ds = known_dataset()
+    # 0.7 of the long side's largest bin (5 M in bins 20, 21): only bins 20 and 21 remain
+    out = find_levels(ds, top=10, side="long", threshold=0.7)
+    assert [(b["bins"], b["notional"]) for b in out] == [(2, pytest.approx(10e6))]
+    # 0.3 (1.5 M): bins 11..13 (2, 3, 2 M) and 20, 21 -> two bands
+    out = find_levels(ds, top=10, side="long", threshold=0.3)
+    assert [(b["bins"], b["notional"]) for b in out] == [(2, pytest.approx(10e6)),
+                                                         (3, pytest.approx(7e6))]
+    assert out[1]["share"] == pytest.approx(7 / 19)
+    assert len(find_levels(ds, top=1, threshold=0.0)) == 1
+
+
+def test_selection_by_leverage_series_and_time():
+    ds = known_dataset()
+    out = find_levels(ds, leverage="50", threshold=0.0)
+    assert len(out) == 1 and out[0]["notional"] == pytest.approx(8e6)
+    assert out[0]["tiers"] == {"50": pytest.approx(1.0)}
+    # a different picture in one bucket: --at picks it
+    ds["intensity"].values[0, 5] = 0
+    ds["intensity"].values[0, 5, 50, 0, 1] = 7e6
+    at5 = find_levels(ds, at="2026-01-01T05:30Z", threshold=0.0)
+    assert len(at5) == 1 and at5[0]["peak_price"] == pytest.approx(ds["price"].values[50])
+    assert at5[0]["time"] == "2026-01-01T06:00:00Z"
+
+
+def test_two_series_are_summed():
+    ds = hand_dataset(series=("a:BTCUSDT", "b:BTCUSDT"))
+    ds["intensity"].values[0, :, 40, 0, 1] = 1e6
+    ds["intensity"].values[1, :, 40, 1, 1] = 3e6
+    out = find_levels(ds, threshold=0.0)
+    assert out[0]["notional"] == pytest.approx(4e6)
+    assert out[0]["tiers"] == {"50": pytest.approx(0.75), "10": pytest.approx(0.25)}
+    only_b = find_levels(ds, series="b:BTCUSDT", threshold=0.0)
+    assert only_b[0]["notional"] == pytest.approx(3e6)
+
+
+def test_empty_side_gives_no_band():
+    ds = known_dataset()
+    ds["intensity"].values[..., 1] = 0
+    assert find_levels(ds, side="short") == []
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"top": 0}, "--top"),
+    ({"threshold": 1.0}, "--threshold"),
+    ({"at": "2025-06-01"}, "outside the store's time range"),
+    ({"at": "yesterday-ish"}, "cannot read"),
+    ({"leverage": "20"}, "is not a tier"),
+    ({"series": "nope"}, "is not in the store"),
+    ({"lookback": "24h"}, "--max-age 24h"),
+])
+def test_bad_input(kw, words):
+    with pytest.raises(InputError, match=words):
+        find_levels(known_dataset(), **kw)
+
+
+def test_levels_command_json(tmp_path):
+    from click.testing import CliRunner
+
+    from liqgpu.cli import main
+
+    path = tmp_path / "k.zarr"
+    write_store(known_dataset(), path)
+    r = CliRunner().invoke(main, ["levels", str(path), "--threshold", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)["levels"]
+    assert [b["side"] for b in got] == ["short", "long", "long"]
+    assert got[0]["notional"] == pytest.approx(15e6)
+    r = CliRunner().invoke(main, ["levels", str(path), "--top", "2"])
+    assert r.exit_code == 0 and "short" in r.output and "10x 100%" in r.output
+    r = CliRunner().invoke(main, ["levels", str(path), "--at", "1999-01-01"])
+    assert r.exit_code == 2 and "outside the store's time range" in r.output
