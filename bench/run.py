@@ -4,6 +4,7 @@ Workloads (issue 2):
   mid   30 days of 1-minute bars, 5 tiers, log grid 10 bps, hourly output, store written
   year  365 days of 1-minute bars, same settings, estimate + write to zarr
   demo  `liqgpu demo` from the command line to PNG (30 days, 15-minute output)
+  render16k  a 16384x8192 heatmap of the year workload's store (issue 5)
 
 Each measurement runs in a fresh subprocess so its peak RSS is its own; times are medians of
 ``--repeat`` runs inside that process (the synthetic market is generated before timing).
@@ -27,7 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-WORKLOADS = {"mid": 30, "year": 365}
+WORKLOADS = {"mid": 30, "year": 365, "render16k": 365}
 
 
 def one(workload: str, backend: str, repeat: int) -> dict:
@@ -45,7 +46,17 @@ def one(workload: str, backend: str, repeat: int) -> dict:
     times = []
     tmp = Path(tempfile.mkdtemp(prefix="liqgpu-bench-"))
     try:
-        if backend == "reference":
+        if workload == "render16k":
+            from liqgpu.render import render
+
+            store = tmp / "year.zarr"
+            ds = liqgpu.estimate(s, every="1h", backend="numpy", out=store)
+            bins = ds.sizes["price"]
+            for i in range(repeat):
+                t = time.perf_counter()
+                render(store, out=tmp / "year16k.png", width=16384, height=8192)
+                times.append(time.perf_counter() - t)
+        elif backend == "reference":
             from liqgpu.api import resolve_grid
             from liqgpu.model.reference import reference_estimate
 
@@ -125,7 +136,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--child", nargs=3, metavar=("WORKLOAD", "BACKEND", "REPEAT"),
                     help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=["mid", "year", "demo"], action="append")
+    ap.add_argument("--only", choices=["mid", "year", "demo", "render16k"], action="append")
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-reference", action="store_true", help="skip the slow reference run")
@@ -134,7 +145,7 @@ def main() -> None:
         w, b, r = args.child
         print(json.dumps(one(w, b, int(r))))
         return
-    todo = args.only or ["mid", "year", "demo"]
+    todo = args.only or ["mid", "year", "demo", "render16k"]
     rows = []
     ref = None
     if "mid" in todo and not args.no_reference:
@@ -145,6 +156,8 @@ def main() -> None:
             rows.append(child(w, args.backend, args.repeat))
     if "demo" in todo:
         rows.append(demo(args.repeat))
+    if "render16k" in todo:
+        rows.append(child("render16k", "numpy", max(1, args.repeat // 2)))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"liqgpu bench, {stamp}, commit {commit()}, {machine()}")
     print()
