@@ -137,7 +137,9 @@ def test_selection_by_leverage_series_and_time():
     # a different picture in one bucket: --at picks it
     ds["intensity"].values[0, 5] = 0
     ds["intensity"].values[0, 5, 50, 0, 1] = 7e6
-    at5 = find_levels(ds, at="2026-01-01T05:30Z", threshold=0.0)
+    # bucket 5 (05:00-06:00) is snapshot at 06:00: at 05:30 it is still in the future
+    assert len(find_levels(ds, at="2026-01-01T05:30Z", threshold=0.0)) == 3
+    at5 = find_levels(ds, at="2026-01-01T06:00Z", threshold=0.0)
     assert len(at5) == 1 and at5[0]["peak_price"] == pytest.approx(ds["price"].values[50])
     assert at5[0]["time"] == "2026-01-01T06:00:00Z"
 

@@ -442,14 +442,15 @@ def check_lookback(ds, lookback) -> timedelta:
 
 
 def bucket_at(sel: Selection, at) -> int:
-    """Index (into the store's time) of the bucket that contains ``at`` (default: the last
-    bucket of the selection)."""
+    """Index (into the store's time) of the latest bucket whose snapshot (taken at its end) is
+    at or before ``at``: no look-ahead (default: the last bucket of the selection)."""
     times = sel.ds["time"].values.astype("datetime64[ns]")
     if at is None:
         return sel.t1 - 1
     t = parse_time(at, option="--at")
-    lo, hi = times[0], times[-1] + sel.every
-    if not (lo <= t < hi):
-        raise InputError(f"--at {at}: outside the store's time range "
-                         f"{fmt_time(lo)} .. {fmt_time(hi)} UTC")
-    return int(np.searchsorted(times, t, side="right")) - 1
+    ends = times + sel.every
+    lo, hi = ends[0], ends[-1]
+    if not (lo <= t < hi + sel.every):
+        raise InputError(f"--at {at}: outside the store's time range (snapshots "
+                         f"{fmt_time(lo)} .. {fmt_time(hi)} UTC)")
+    return int(np.searchsorted(ends, t, side="right")) - 1
