@@ -89,14 +89,25 @@ def _venv(root: Path) -> Path:
     py = root / "bin" / "python"
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True, env=_clean_env()).stdout
-    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(site.strip(), "_liqgpu_test_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
+    # The dependencies, through a folder of links that leaves liqgpu itself out: when the suite
+    # runs from an installed liqgpu (as in CI), that copy must not shadow the one under test.
+    deps = root / "deps"
+    deps.mkdir()
+    for d in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for entry in Path(d).iterdir():
+            if entry.name.lower().startswith(("liqgpu", "__editable__", "_liqgpu")):
+                continue
+            if not (deps / entry.name).exists():
+                (deps / entry.name).symlink_to(entry)
+    Path(site.strip(), "_liqgpu_test_deps.pth").write_text(f"{deps}\n")
     return py
 
 
 def _pip_into(py: Path, *args) -> None:
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", *args],
-         cwd=py.parent)
+    # --ignore-installed: the venv sees the outer interpreter's packages (liqgpu among them when
+    # the suite runs from an installed copy, as in CI), which pip would otherwise call satisfied
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps",
+          "--ignore-installed", *args], cwd=py.parent)
 
 
 def _probe(py: Path, cwd: Path) -> dict:
