@@ -201,13 +201,52 @@ def estimate(
         from .store import open_store
 
         with StoreWriter(out, overwrite=overwrite, tc=tc, pc=pc) as w:
-            for ds in pieces():
-                w.write(ds)
+            _write_behind(pieces(), w.write)
             w.commit()
         result = open_store(out)
     log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
              engine.peak_live)
     return result
+
+
+def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:
+    """Write each chunk on a second thread while the next one is computed.
+
+    At most ``depth`` finished chunks wait in the queue, so memory stays bounded; compression
+    (numcodecs releases the GIL) overlaps the engine. An error on either side stops both and is
+    raised here.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    failed: list[BaseException] = []
+    done = object()
+
+    def writer():
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                write(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failed.append(exc)
+            while q.get() is not done:  # drain so the producer never blocks
+                pass
+
+    t = threading.Thread(target=writer, name="liqgpu-writer", daemon=True)
+    t.start()
+    try:
+        for ds in chunks:
+            if failed:
+                break
+            q.put(ds)
+    finally:
+        q.put(done)
+        t.join()
+    if failed:
+        raise failed[0]
 
 
 def _load_realized(realized):

@@ -110,3 +110,23 @@ def test_not_a_store_and_bad_targets(tmp_path, small):
         liqgpu.estimate(small, backend="numpy", out=tmp_path / "dir", overwrite=True)
     with pytest.raises(InputError, match="does not exist"):
         liqgpu.estimate(small, backend="numpy", out=tmp_path / "missing" / "s.zarr")
+
+
+def test_writer_thread_failure_propagates_and_leaves_nothing(tmp_path, small, monkeypatch):
+    out = tmp_path / "s.zarr"
+    from liqgpu import store
+
+    real = store.StoreWriter.write
+    calls = {"n": 0}
+
+    def failing(self, ds):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(self, ds)
+
+    monkeypatch.setattr(store.StoreWriter, "write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        liqgpu.estimate(small, every="10min", backend="numpy", out=out, chunk_buckets=8)
+    assert list(tmp_path.iterdir()) == []
+    assert calls["n"] == 2  # the engine stopped feeding the writer after its failure
