@@ -177,8 +177,15 @@ def estimate(
     binner = _RealizedBinner(events, inputs.names, btime, inputs.step * n_every, g.edges) \
         if events is not None else None
 
+    resume = {}
+    last = engine.n_buckets - 1
+
+    def capture(eng):  # the state before the last bucket: where `liqgpu update` resumes
+        resume["state"] = eng.state_arrays()
+
     def pieces():
-        for chunk in _progress(engine.run(cb), -(-engine.n_buckets // cb), progress):
+        run = engine.run(cb, on_bucket=(last, capture) if out is not None else None)
+        for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
             ds = make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
                               prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
             if binner is not None:
@@ -202,11 +209,44 @@ def estimate(
 
         with StoreWriter(out, overwrite=overwrite, tc=tc, pc=pc) as w:
             _write_behind(pieces(), w.write)
+            arrays, rattrs = resume_group(series, inputs.step, resume["state"], last * n_every)
+            w.write_group("resume", arrays, rattrs)
             w.commit()
         result = open_store(out)
     log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
              engine.peak_live)
     return result
+
+
+def resume_group(series: list[Series], step: np.timedelta64, state: dict, resume_step: int):
+    """What `liqgpu update` needs to continue a run exactly: the live positions before step
+    ``resume_step`` (the start of the last bucket), the last valid OI before it per series, and
+    every input bar on the common time axis (to check overlaps and recompute the last bucket)."""
+    from .model.inputs import align, last_valid_before
+    from .series import OPTIONAL, REQUIRED
+
+    time, offsets = align(series)
+    T = time.size
+    cols = [c for c in REQUIRED + OPTIONAL if any(c in s.columns for s in series)]
+    arrays = {f"state_{k}": v for k, v in state.items()}
+    arrays["bars_time"] = time.astype("datetime64[ns]").view(np.int64)
+    for c in cols:
+        a = np.full((len(series), T), np.nan)
+        for i, s in enumerate(series):
+            if c in s.columns:
+                a[i, offsets[i]] = s[c]
+        arrays[f"bars_{c}"] = a
+    oi_prev = []
+    for i in range(len(series)):
+        oi_prev.append(last_valid_before(arrays["bars_oi"][i], resume_step))
+    attrs = {
+        "resume_step": int(resume_step),
+        "n_steps": int(T),
+        "step_ns": int(step / np.timedelta64(1, "ns")),
+        "oi_prev": [None if not np.isfinite(x) else x for x in oi_prev],
+        "columns": [[c for c in cols if c in s.columns] for s in series],
+    }
+    return arrays, attrs
 
 
 def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:

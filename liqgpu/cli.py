@@ -140,6 +140,42 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
 
 
 @main.command()
+@click.argument("store", type=click.Path())
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--exchange", default=None, help="Exchange name [default: from the file].")
+@click.option("--symbol", default=None, help="Symbol [default: from the file or its name].")
+@click.option("--allow-outside", is_flag=True,
+              help="Accept new levels beyond the store's grid (tracked in 'outside').")
+@click.option("--follow", "follow", type=click.Path(file_okay=False), default=None,
+              help="Watch this folder and apply new series files as they arrive.")
+@click.option("--interval", default="10s", show_default=True, help="Polling interval of --follow.")
+@click.option("--max-polls", type=int, default=None,
+              help="Stop --follow after this many polls [default: run until interrupted].")
+@user_errors
+def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls):
+    """Append new bars to STORE without recomputing its history (exactly as a full estimate)."""
+    from .api import store_info
+    from .series import load_series
+    from .update import follow as follow_folder
+    from .update import update as run
+
+    if not inputs and follow is None:
+        raise InputError("give new series files, or --follow FOLDER")
+    if inputs:
+        series = [load_series(p, exchange=exchange, symbol=symbol) for p in inputs]
+        t = time.perf_counter()
+        run(store, series, allow_outside=allow_outside, progress=_progress_enabled())
+        d = store_info(store)
+        click.echo(f"updated {store}: now {d['time_start']} .. {d['time_end']} "
+                   f"({d['dims']['time']} buckets) in {time.perf_counter() - t:.2f}s")
+    if follow is not None:
+        n = follow_folder(store, follow, interval=interval, max_polls=max_polls,
+                          allow_outside=allow_outside,
+                          on_update=lambda f: click.echo(f"applied {f}"))
+        click.echo(f"follow: {n} file(s) applied")
+
+
+@main.command()
 @click.option("--out", "-o", default="liqgpu-demo", show_default=True, type=click.Path(),
               help="Folder for demo.zarr and demo.png.")
 @click.option("--days", type=float, default=30, show_default=True, help="Days of 1-minute bars.")

@@ -193,6 +193,10 @@ class StoreWriter:
                              errors="ignore").to_zarr(self.tmp, append_dim="time",
                                                       consolidated=False, zarr_format=3)
 
+    def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
+        """Plain zarr arrays in a sub-group (the resume state of an updatable store)."""
+        write_group(self.tmp, name, arrays, attrs)
+
     def commit(self) -> Path:
         import zarr
 
@@ -215,6 +219,39 @@ class StoreWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
+    """Write (or replace) a sub-group of plain zarr arrays with attributes."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    comp = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    with _quiet_zarr():
+        g = zarr.open_group(str(root), mode="r+")
+        if name in g:
+            del g[name]
+        sub = g.create_group(name)
+        for k, v in arrays.items():
+            v = np.ascontiguousarray(v)
+            a = sub.create_array(k, shape=v.shape, dtype=v.dtype,
+                                 chunks=v.shape if v.size else (1,) * max(v.ndim, 1),
+                                 compressors=(comp,))
+            if v.size:
+                a[...] = v
+        sub.attrs.update(attrs)
+
+
+def read_group(root, name: str):
+    """(arrays, attrs) of a sub-group written by :func:`write_group`, or None."""
+    import zarr
+
+    with _quiet_zarr():
+        g = zarr.open_group(str(root), mode="r")
+        if name not in g:
+            return None
+        sub = g[name]
+        return {k: sub[k][...] for k in sub.array_keys()}, dict(sub.attrs)
 
 
 def open_store(path: str | Path, *, chunks="auto"):

@@ -35,8 +35,11 @@ def test_store_layout_and_plain_open_zarr(tmp_path, small):
     assert plain["side"].values.tolist() == ["long", "short"]
     assert plain.sizes["time"] == 14  # 400 one-minute bars in 30-minute buckets
     assert str(plain["time"].values[1]) == "2026-03-01T00:30:00.000000000"
-    np.testing.assert_array_equal(plain["intensity"].values, mem["intensity"].values)
-    np.testing.assert_array_equal(ds["closed"].values, mem["closed"].values)
+    # the store run cuts its chunks once more (at the last bucket, for `liqgpu update`):
+    # rounding may differ, values may not
+    np.testing.assert_allclose(plain["intensity"].values, mem["intensity"].values, rtol=1e-6,
+                               atol=1e-6 * float(mem["intensity"].max()))
+    np.testing.assert_allclose(ds["closed"].values, mem["closed"].values, rtol=1e-12, atol=1e-6)
     a = plain.attrs
     assert a["format"] == "liqgpu" and a["model"] == "v1" and a["mmr"] == 0.004
     assert a["leverages"] == [5, 10, 25, 50, 100] and a["max_age"] == "none"

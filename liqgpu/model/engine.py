@@ -137,10 +137,42 @@ class Engine:
         self.peak_live = 0
 
     # ------------------------------------------------------------------------------------------
-    def run(self, chunk_buckets: int):
-        """Yield :class:`ChunkResult` for consecutive chunks of ``chunk_buckets`` buckets."""
-        for b0 in range(0, self.n_buckets, chunk_buckets):
-            yield self.chunk(b0, min(b0 + chunk_buckets, self.n_buckets))
+    def run(self, chunk_buckets: int, *, on_bucket=None):
+        """Yield :class:`ChunkResult` for consecutive chunks of ``chunk_buckets`` buckets.
+
+        ``on_bucket=(b, fn)`` splits the chunks at bucket ``b`` and calls ``fn(self)`` there,
+        with the state as it is before that bucket's first step (for resumable stores).
+        """
+        cut, fn = on_bucket if on_bucket is not None else (None, None)
+        edges = set(range(0, self.n_buckets, chunk_buckets)) | {self.n_buckets}
+        if cut is not None and 0 <= cut < self.n_buckets:
+            edges.add(cut)
+        edges = sorted(edges)
+        for b0, b1 in zip(edges[:-1], edges[1:]):
+            if b0 == cut:
+                fn(self)
+            yield self.chunk(b0, b1)
+
+    def state_arrays(self) -> dict:
+        """The live positions on the host (numpy), for saving."""
+        to_host = (lambda x: x) if self.xp is np else self.xp.asnumpy
+        st = self.state
+        return {k: np.asarray(to_host(getattr(st, k))) for k in
+                ("level", "side", "cell", "kd", "series", "birth", "amount")}
+
+    def load_state(self, arrays: dict, *, step_offset: int = 0) -> None:
+        """Start from saved live positions; ``step_offset`` is subtracted from their births (the
+        saved run's step that is this run's step 0)."""
+        d = self.xp.asarray
+        self.state = State(
+            level=d(np.asarray(arrays["level"], dtype=np.float64)),
+            side=d(np.asarray(arrays["side"], dtype=np.int64)),
+            cell=d(np.asarray(arrays["cell"], dtype=np.int64)),
+            kd=d(np.asarray(arrays["kd"], dtype=np.int64)),
+            series=d(np.asarray(arrays["series"], dtype=np.int64)),
+            birth=d(np.asarray(arrays["birth"], dtype=np.int64) - step_offset),
+            amount=d(np.asarray(arrays["amount"], dtype=np.float64)),
+        )
 
     def chunk(self, b0: int, b1: int) -> ChunkResult:
         """Compute buckets [b0, b1); chunks must be requested in order."""

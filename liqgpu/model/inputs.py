@@ -77,8 +77,11 @@ def align(series: list[Series]) -> tuple[np.ndarray, list[np.ndarray]]:
     return time, offsets
 
 
-def prepare(series: list[Series], params: Params) -> Inputs:
-    """Vectorized per-step inputs of model v1 for several series."""
+def prepare(series: list[Series], params: Params, oi_prev=None) -> Inputs:
+    """Vectorized per-step inputs of model v1 for several series.
+
+    ``oi_prev`` (one value per series, NaN for none) is the last valid OI before the first bar,
+    for a run that continues an earlier one (``liqgpu update``)."""
     names = [s.name for s in series]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -101,7 +104,7 @@ def prepare(series: list[Series], params: Params) -> Inputs:
         e = entry_price(params.entry, s["open"], s["high"], s["low"], s["close"],
                         s.get("volume"), s.get("quote_volume"))
         ent[i, idx] = e
-        d_oi, c = oi_changes(s["oi"])
+        d_oi, c = oi_changes(s["oi"], np.nan if oi_prev is None else float(oi_prev[i]))
         if params.closure == "proportional":
             cf[i, idx] = c
         grow = (d_oi > 0) & np.isfinite(e)
@@ -127,12 +130,14 @@ def prepare(series: list[Series], params: Params) -> Inputs:
     )
 
 
-def oi_changes(oi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def oi_changes(oi: np.ndarray, before: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
     """ΔOI_t against the last valid OI before t, and the closure fraction c_t.
 
     ΔOI_t = OI_t - OI_prev where OI_t is valid (and some earlier OI was), else 0;
-    c_t = min(1, -ΔOI_t / OI_prev) when ΔOI_t < 0 and OI_prev > 0, else 0.
+    c_t = min(1, -ΔOI_t / OI_prev) when ΔOI_t < 0 and OI_prev > 0, else 0. ``before`` is the
+    last valid OI before the first bar (NaN: none).
     """
+    oi = np.concatenate([[before], oi])
     valid = np.isfinite(oi)
     idx = np.where(valid, np.arange(oi.size), -1)
     last = np.maximum.accumulate(idx)  # last valid index at or before t
@@ -142,7 +147,14 @@ def oi_changes(oi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = np.where(valid & has_prev, oi - prev, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.where((d < 0) & (prev > 0), np.minimum(1.0, -d / prev), 0.0)
-    return d, c
+    return d[1:], c[1:]
+
+
+def last_valid_before(values: np.ndarray, stop: int) -> float:
+    """The last finite value of ``values[:stop]`` (NaN when there is none)."""
+    v = values[:stop]
+    idx = np.flatnonzero(np.isfinite(v))
+    return float(v[idx[-1]]) if idx.size else np.nan
 
 
 def bucket_prices(series: list[Series], time: np.ndarray, n_every: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,362 @@
+"""Extend a store with new bars without recomputing its history (``liqgpu update``).
+
+A store written by :func:`liqgpu.estimate` keeps, in its ``resume`` group, the model state before
+its last output bucket (every live position, the last valid OI before that step) and every input
+bar. An update checks the new bars against the stored ones where they overlap, recomputes the
+last bucket (it may have been partial) from the saved state and appends the new buckets: the
+result equals estimating the whole history at once, to float rounding.
+
+Crash safety: the update is applied to a hard-linked clone of the store (zarr replaces files by
+writing a new file and renaming it, so the original's files are never modified), and the clone
+is swapped into place atomically (``renameat2(RENAME_EXCHANGE)`` on Linux). A process killed at
+any point leaves the store at its previous or at its new state.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .series import Series
+
+log = logging.getLogger(__name__)
+
+
+def update(store, series, *, allow_outside: bool = False, progress: bool = False):
+    """Append new bars to a store, exactly as if the whole history had been estimated at once.
+
+    Parameters
+    ----------
+    store : path
+        A store written by :func:`liqgpu.estimate` (with its ``resume`` group).
+    series : Series, path, or a list of them
+        New bars for every series of the store (matched by ``exchange:symbol``). Bars that
+        overlap the stored range must equal the stored ones.
+    allow_outside : bool
+        Accept new positions whose level falls outside the store's grid (they are tracked in
+        ``outside``); by default such an update is refused.
+    progress : bool
+        Show a progress bar (on a terminal).
+
+    Returns
+    -------
+    xarray.Dataset
+        The updated store, opened lazily.
+
+    Examples
+    --------
+    >>> liqgpu.update("btc.zarr", "btc_new_bars.parquet")  # doctest: +SKIP
+    """
+    from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
+    from .model.engine import Engine, chunk_buckets_for
+    from .model.grid import Grid
+    from .model.inputs import bucket_prices, prepare
+    from .model.params import Params, parse_duration
+    from .store import (_quiet_zarr, chunking, is_store, make_dataset, open_store, read_group,
+                        write_group)
+
+    path = Path(store)
+    if not path.exists():
+        raise InputError(f"{path}: no such store")
+    if not is_store(path):
+        raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
+    _remove_stale_clones(path)
+    ds = open_store(path, chunks=None)
+    group = read_group(path, "resume")
+    if group is None:
+        raise InputError(f"{path}: has no resume state (written by an older liqgpu); estimate it again")
+    saved, ra = group
+    attrs = dict(ds.attrs)
+    params = Params.from_attrs(attrs)
+    grid = Grid(ds["price_edges"].values, attrs["grid"])
+    names = [str(x) for x in ds["series"].values]
+    step_ns, R, T = int(ra["step_ns"]), int(ra["resume_step"]), int(ra["n_steps"])
+    every_ns = int(round(parse_duration(attrs["every"]).total_seconds() * 1e9))
+    n_every = every_ns // step_ns
+    bars_t = saved["bars_time"]
+    t0, t_end = int(bars_t[0]), int(bars_t[-1])
+
+    new = _as_series_list(series)
+    given = {}
+    for s in new:
+        if s.name in given:
+            raise InputError(f"{s.source}: series {s.name} given twice")
+        given[s.name] = s
+    if set(given) != set(names):
+        raise InputError(
+            f"{path}: holds series {', '.join(names)}; the update gives "
+            f"{', '.join(sorted(given)) or 'none'} (give new bars for exactly the store's series)"
+        )
+    kinds = [str(x) for x in ds["kind"].values]
+    sizes = [float(x) for x in ds["contract_size"].values]
+    columns = ra["columns"]
+    for i, name in enumerate(names):
+        s = given[name]
+        if int(s.step / np.timedelta64(1, "ns")) != step_ns:
+            raise InputError(f"{s.source}: step {s.step} differs from the store's model step")
+        if s.kind != kinds[i] or s.contract_size != sizes[i]:
+            raise InputError(f"{s.source}: {name} is {s.kind} with contract size "
+                             f"{s.contract_size:g}; the store has {kinds[i]}, {sizes[i]:g}")
+        if sorted(s.columns) != sorted(columns[i]):
+            raise InputError(f"{s.source}: columns {sorted(s.columns)} differ from the store's "
+                             f"{sorted(columns[i])} for {name}")
+        _check_overlap(s, saved, i, t0, t_end, step_ns)
+
+    new_end = max(int(given[n].time[-1].view(np.int64)) for n in names)
+    if new_end <= t_end:
+        log.info("%s: no bars after the stored end; nothing to do", path)
+        return ds
+    T_new = (new_end - t0) // step_ns + 1
+    resumed = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, R, T, T_new)
+               for i, n in enumerate(names)]
+    oi_prev = [np.nan if x is None else x for x in ra["oi_prev"]]
+    inputs = prepare(resumed, params, oi_prev=oi_prev)
+    if not allow_outside:
+        _check_grid(inputs, grid, T - R)
+
+    engine = Engine(inputs, grid, n_every)
+    engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
+                      step_offset=R)
+    tc, pc = chunking(grid.n_bins, params.n_tiers, engine.n_buckets)
+    cb = chunk_buckets_for(len(names), engine.ncell, n_every, budget_bytes=256 * 2**20,
+                           multiple=tc)
+    b_first = R // n_every  # the store's bucket that this run's bucket 0 rewrites
+    prices = bucket_prices(resumed, inputs.time, n_every)
+    btime = inputs.time[::n_every]
+    # the whole history's fingerprint: the same as estimating it at once would give
+    full = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, 0, T, T_new)
+            for i, n in enumerate(names)]
+    attrs["fingerprint"] = fingerprint(full, params, grid, n_every)
+    attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    attrs["sources"] = list(attrs.get("sources", [])) + [s.source for s in new]
+    meta = {k: ds[k].values for k in ("exchange", "symbol", "kind", "contract_size")}
+    old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
+
+    state = {}
+    last = engine.n_buckets - 1
+
+    def capture(eng):
+        state["arrays"] = eng.state_arrays()
+
+    def pieces():
+        run = engine.run(cb, on_bucket=(last, capture))
+        for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
+            part = make_dataset(chunk, names=names, time=btime, grid=grid, params=params,
+                                prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
+            if old_realized is not None:  # events are not re-read: kept where they were binned
+                r = np.zeros((len(names), chunk.b1 - chunk.b0, grid.n_bins, 2), np.float32)
+                if chunk.b0 == 0:
+                    r[:, 0] = old_realized
+                part["realized"] = (("series", "time", "price", "side"), r)
+            yield part
+
+    clone = _clone(path)
+    try:
+        def write(part):
+            _write_part(clone, part, b_first)
+
+        with _quiet_zarr():
+            _write_behind(pieces(), write)
+        st = state["arrays"]
+        st["birth"] = st["birth"] + R  # back to the store's global steps
+        arrays, rattrs = resume_group(full, inputs.step, st, last * n_every + R)
+        write_group(clone, "resume", arrays, rattrs)
+        _finish(clone, attrs)
+        _swap(clone, path)
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
+    log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
+    return open_store(path)
+
+
+def _check_overlap(s: Series, saved: dict, i: int, t0: int, t_end: int, step_ns: int) -> None:
+    ts = s.time.view(np.int64)
+    if ts[0] < t0:
+        raise InputError(f"{s.source}: starts at {np.datetime_as_string(s.time[0])}Z, before the "
+                         "store's first bar; updates only extend a store")
+    if (ts[0] - t0) % step_ns:
+        raise InputError(f"{s.source}: bars are off the store's time grid")
+    over = ts <= t_end
+    if not over.any():
+        return
+    idx = (ts[over] - t0) // step_ns
+    for c, v in s.columns.items():
+        old = saved[f"bars_{c}"][i, idx]
+        newv = v[over]
+        same = np.isclose(old, newv, rtol=1e-12, atol=0.0, equal_nan=True)
+        if not same.all():
+            j = int(np.flatnonzero(~same)[0])
+            when = np.datetime_as_string(s.time[over][j], unit="s")
+            raise InputError(
+                f"{s.source}: bar {when}Z, column '{c}': {newv[j]:g} disagrees with the stored "
+                f"{old[j]:g}; overlapping bars must equal the store's"
+            )
+
+
+def _resumed_series(s: Series, saved: dict, i: int, cols: list, t0: int, step_ns: int,
+                    start: int, T: int, T_new: int) -> Series:
+    """Bars [start, T_new) of series i: the stored ones before T, the new ones after."""
+    n = T_new - start
+    ts = s.time.view(np.int64)
+    pos = (ts - t0) // step_ns
+    out = {}
+    for c in cols:
+        a = np.full(n, np.nan)
+        stored = saved[f"bars_{c}"][i, start:T]
+        a[: stored.size] = stored
+        keep = pos >= T
+        a[pos[keep] - start] = s[c][keep]
+        out[c] = a
+    time = (t0 + step_ns * np.arange(start, T_new, dtype=np.int64)).view("datetime64[ns]")
+    return Series(time, np.timedelta64(step_ns, "ns"), out, s.exchange, s.symbol, s.kind,
+                  s.contract_size, s.source)
+
+
+def _check_grid(inputs, grid, first_new: int) -> None:
+    """Refuse new positions whose level falls outside the grid (unless allowed)."""
+    e = inputs.entry[:, first_new:]
+    lo, hi = np.inf, -np.inf
+    for s in range(e.shape[0]):
+        v = e[s][np.isfinite(e[s]) & (inputs.add[s, first_new:] > 0)]
+        if v.size:
+            f = inputs.factors[s]
+            lo = min(lo, float(v.min() * f.min()))
+            hi = max(hi, float(v.max() * f.max()))
+    if np.isfinite(lo) and (lo < grid.edges[0] or hi >= grid.edges[-1]):
+        raise InputError(
+            f"new bars open positions with levels {lo:.6g}..{hi:.6g}, beyond the store's grid "
+            f"{grid.edges[0]:.6g}..{grid.edges[-1]:.6g}; estimate again with a wider --grid, "
+            "or pass --allow-outside to track them in 'outside'"
+        )
+
+
+def _write_part(root: Path, part, b_first: int) -> None:
+    """Rewrite the store's bucket ``b_first`` (this run's bucket 0) and append the rest."""
+    drop = ["price_edges", "price", "leverage", "side", "series"] + [
+        c for c in part.coords if part[c].dims == ("series",)]
+    part = part.drop_vars(drop, errors="ignore")
+    first = part["time"].values[0]
+    if first == np.datetime64(_store_time(root, b_first)):
+        head, rest = part.isel(time=slice(0, 1)), part.isel(time=slice(1, None))
+        head.to_zarr(root, region={"time": slice(b_first, b_first + 1)}, mode="r+",
+                     consolidated=False)
+        if rest.sizes["time"]:
+            rest.to_zarr(root, append_dim="time", consolidated=False)
+    else:
+        part.to_zarr(root, append_dim="time", consolidated=False)
+
+
+def _store_time(root: Path, b: int):
+    import zarr
+
+    g = zarr.open_group(str(root), mode="r")
+    ms = int(g["time"][b])
+    return np.datetime64(ms, "ms").astype("datetime64[ns]")
+
+
+def _finish(root: Path, attrs: dict) -> None:
+    import zarr
+
+    from .store import _quiet_zarr
+
+    with _quiet_zarr():
+        zarr.open_group(str(root), mode="r+").attrs.update(attrs)
+        zarr.consolidate_metadata(str(root), zarr_format=3)
+
+
+# -- crash safety --------------------------------------------------------------------------------
+def _clone(path: Path) -> Path:
+    """A copy of the store whose files are hard links to the original's."""
+    dst = path.parent / f".{path.name}.upd-{uuid.uuid4().hex[:8]}"
+    for dirpath, dirnames, filenames in os.walk(path):
+        rel = Path(dirpath).relative_to(path)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for f in filenames:
+            os.link(Path(dirpath) / f, dst / rel / f)
+    return dst
+
+
+def _remove_stale_clones(path: Path) -> None:
+    for p in path.parent.glob(f".{path.name}.upd-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _swap(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target`` atomically; the old store ends up at ``new``'s path."""
+    libc_name = ctypes.util.find_library("c")
+    fn = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+    if fn is not None:
+        at_fdcwd = -100
+        rc = fn(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(target), _RENAME_EXCHANGE)
+        if rc == 0:
+            return
+        log.debug("renameat2 failed (errno %d); falling back to two renames", ctypes.get_errno())
+    # Not atomic: a reader in between finds no store (the next update cleans up).
+    tmp = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(target, tmp)
+    os.replace(new, target)
+    os.replace(tmp, new)
+
+
+def follow(store, folder, *, interval="10s", max_polls: int | None = None,
+           allow_outside: bool = False, on_update=None) -> int:
+    """Watch ``folder`` and apply each new series file (Parquet or CSV, in name order) to
+    ``store``. Files already applied are remembered in the store (``applied_files``), so a
+    restarted follower skips them. Returns how many files were applied.
+
+    Examples
+    --------
+    >>> follow("btc.zarr", "incoming/", interval="30s")  # doctest: +SKIP
+    """
+    import time
+
+    import zarr
+
+    from .model.params import parse_duration
+    from .series import load_series
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--follow {folder}: no such folder")
+    wait = parse_duration(interval, option="--interval").total_seconds()
+    applied_n = 0
+    polls = 0
+    while max_polls is None or polls < max_polls:
+        polls += 1
+        done = set(zarr.open_group(str(store), mode="r").attrs.get("applied_files", []))
+        for f in sorted(folder.iterdir()):
+            if f.name in done or f.name.startswith(".") or f.suffix.lower() not in (
+                    ".parquet", ".pq", ".csv", ".gz"):
+                continue
+            update(store, [load_series(f)], allow_outside=allow_outside)
+            _remember(store, f.name)
+            applied_n += 1
+            if on_update:
+                on_update(f)
+        if max_polls is None or polls < max_polls:
+            time.sleep(wait)
+    return applied_n
+
+
+def _remember(store, name: str) -> None:
+    """Add a file name to the store's ``applied_files`` (atomic metadata rewrite)."""
+    import zarr
+
+    from .store import _quiet_zarr
+
+    with _quiet_zarr():
+        g = zarr.open_group(str(store), mode="r+")
+        g.attrs["applied_files"] = list(g.attrs.get("applied_files", [])) + [name]
+        zarr.consolidate_metadata(str(store), zarr_format=3)
