@@ -22,6 +22,7 @@ stops part way (a task failed past its retries, the client was killed) leaves th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -163,7 +164,8 @@ def estimate_distributed(
     >>> estimate_distributed(fleet, out="fleet.zarr", scheduler="tcp://10.0.0.5:8786",
     ...                      overwrite=True)  # doctest: +SKIP
     """
-    from .api import DEFAULT_MEMORY_BUDGET, _as_series_list, fingerprint, resolve_every, resolve_grid
+    from .api import (DEFAULT_MEMORY_BUDGET, _as_series_list, fingerprint, resolve_every,
+                      resolve_grid)
     from .model.engine import chunk_buckets_for
     from .model.inputs import prepare
     from .store import base_attrs, check_target, chunking
@@ -201,25 +203,27 @@ def estimate_distributed(
     partial = partial_path(out)
     run_info = {"fingerprint": fp, "series": names, "chunk_buckets": cb, "tc": tc, "pc": pc}
     done = _reuse_partial(partial, run_info) if resume else None
-    if done is None:
-        if partial.exists():
-            log.warning("%s: discarding an earlier unfinished run (pass resume=True to reuse it)",
-                        partial)
-            shutil.rmtree(partial)
-        _write_template(partial, series, time=time, n_every=n_every, grid=g, params=params,
-                        tc=tc, pc=pc, attrs=attrs)
-        _write_json(partial / "run.json", run_info)
-        done = set()
-    todo = [i for i in range(len(series)) if i not in done]
+    fresh = done is None
+    todo = list(range(len(series))) if fresh else [i for i in range(len(series)) if i not in done]
     log.info("%d series x %d steps (every %d) on %d bins x %d tiers: %d to compute, %d already "
              "complete, %d buckets per task chunk", len(series), time.size, n_every, g.n_bins,
-             params.n_tiers, len(todo), len(done), cb)
-
+             params.n_tiers, len(todo), len(series) - len(todo), cb)
     plan = _Plan(store=str(partial / "store.zarr"), done=str(partial / "done"), time=time,
                  n_every=n_every, n_buckets=n_buckets, grid=g, params=params, chunk_buckets=cb,
                  backend=backend, dtype="float32")
-    if todo:
-        with _client(workers, scheduler, cluster, connect_timeout) as client:
+    with contextlib.ExitStack() as stack:
+        # connect first: a wrong scheduler address fails before anything is written
+        client = stack.enter_context(_client(workers, scheduler, cluster, connect_timeout)) \
+            if todo else None
+        if fresh:
+            if partial.exists():
+                log.warning("%s: discarding an earlier unfinished run (pass resume=True to "
+                            "reuse it)", partial)
+                shutil.rmtree(partial)
+            _write_template(partial, series, time=time, n_every=n_every, grid=g, params=params,
+                            tc=tc, pc=pc, attrs=attrs)
+            _write_json(partial / "run.json", run_info)
+        if todo:
             _run_tasks(client, series, todo, plan, retries=retries, progress=progress,
                        timeout=timeout, hook=_on_series)
 
@@ -238,8 +242,8 @@ def estimate_distributed(
 def _check_cluster_options(workers, scheduler, cluster, retries) -> None:
     if workers is not None and scheduler is not None:
         raise InputError("--workers and --scheduler: give one of them, not both")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
-                                or workers < 1):
+    whole = isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
+    if workers is not None and (not whole or workers < 1):
         raise InputError(f"--workers {workers}: must be a whole number of at least 1")
     if cluster not in CLUSTERS:
         raise InputError(f"cluster {cluster!r}: must be one of {', '.join(CLUSTERS)}")
@@ -310,12 +314,12 @@ def _run_tasks(client, series, todo, plan, *, retries, progress, timeout, hook) 
     from .api import _progress
 
     token = uuid.uuid4().hex[:8]
-    plan_f = client.scatter(plan, broadcast=True, hash=False)
     futures, meta = [], {}
     for i in todo:
-        s_f = client.scatter(series[i], hash=False)  # the bars travel once, not in the graph
-        f = client.submit(_series_task, i, s_f, plan_f, hook, retries=int(retries), pure=False,
-                          key=f"liqgpu-series-{i}-{token}")
+        # the series travels in its task, not scattered: data scattered to a worker that dies
+        # is lost, while a task's own arguments stay with the scheduler for a retry
+        f = client.submit(_series_task, i, series[i], plan, hook, retries=int(retries),
+                          pure=False, key=f"liqgpu-series-{i}-{token}")
         futures.append(f)
         meta[f.key] = (i, series[i].name)
     failed = []
