@@ -249,7 +249,7 @@ def _check_cluster_options(workers, scheduler, cluster, retries) -> None:
         raise InputError(f"cluster {cluster!r}: must be one of {', '.join(CLUSTERS)}")
     if cluster == "cuda" and scheduler is not None:
         raise InputError("cluster 'cuda' starts a local cluster; with --scheduler, start the "
-                         "CUDA workers yourself (dask-cuda-worker) instead")
+                         "CUDA workers yourself (dask cuda worker ADDRESS) instead")
     if not isinstance(retries, (int, np.integer)) or retries < 0:
         raise InputError(f"retries {retries}: must be a whole number >= 0")
 
