@@ -91,7 +91,7 @@ def estimate_distributed(
     memory_budget: int | None = None,
     connect_timeout: float = 10.0,
     timeout: float | None = None,
-    _on_series: Callable[[int, str], None] | None = None,
+    _on_series: Callable[[int, str], None] | None = None,  # test seam: runs first in each task
 ):
     """Estimate liquidation levels for many series on a Dask cluster, one task per series.
 
