@@ -1,0 +1,495 @@
+"""Distributed runs: one Dask task per series, each filling its own region of one zarr store.
+
+The model computes every series independently, and a store holds all of them on one grid and
+one time axis with the ``series`` dimension chunked by 1. So a fleet run splits cleanly:
+
+1. the client resolves what the series share (grid, output step, union time axis: the same
+   defaults as :func:`liqgpu.estimate`) and writes a *template* store: coordinates, attributes
+   and the metadata of every variable at its full shape, no data;
+2. one Dask task per series pads that series onto the shared time axis (NaN bars are neutral in
+   the model), runs the numpy :class:`~liqgpu.model.engine.Engine` time chunk by time chunk and
+   writes each chunk into its region (``to_zarr(region=...)``); regions of two series never
+   share a zarr chunk, so no locks are needed, and a region write is idempotent, so a task that
+   is retried (its worker died) simply writes again;
+3. a task marks its series complete (``done/<index>.json``) only after all of its regions are
+   written; when every series is complete the client consolidates the metadata and moves the
+   store into place, atomically, like :class:`~liqgpu.store.StoreWriter`.
+
+The template and the markers live in ``.<name>.dist-partial/`` beside the target. A run that
+stops part way (a task failed past its retries, the client was killed) leaves that folder, and
+``resume=True`` picks it up again, computing only the series without a marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time as _time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError
+from .model.grid import Grid
+from .model.params import Params
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".dist-partial"
+CLUSTERS = ("local", "cuda")
+CUBE_DIMS = ("series", "time", "price", "leverage", "side")
+
+
+class RunIncomplete(RuntimeError):
+    """Some series failed (past their retries); the completed ones are kept for ``resume``."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every task shares (small: the time axis is the largest part)."""
+
+    store: str  # the template store being filled
+    done: str  # folder of per-series completion markers
+    time: np.ndarray  # (T,) union model time axis, datetime64[ns]
+    n_every: int
+    n_buckets: int
+    grid: Grid
+    params: Params
+    chunk_buckets: int
+    backend: str
+    dtype: str
+
+
+def partial_path(out: str | Path) -> Path:
+    """The deterministic folder where a distributed run to ``out`` keeps its unfinished work."""
+    out = Path(out)
+    return out.parent / f".{out.name}{PARTIAL_SUFFIX}"
+
+
+def estimate_distributed(
+    series,
+    *,
+    out: str | Path,
+    params: Params | None = None,
+    grid: Grid | str | None = None,
+    every=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    cluster: str = "local",
+    overwrite: bool = False,
+    resume: bool = False,
+    retries: int = 2,
+    progress: bool = False,
+    chunk_buckets: int | None = None,
+    memory_budget: int | None = None,
+    connect_timeout: float = 10.0,
+    timeout: float | None = None,
+    _on_series: Callable[[int, str], None] | None = None,  # test seam: runs first in each task
+):
+    """Estimate liquidation levels for many series on a Dask cluster, one task per series.
+
+    The store written is equal to the one :func:`liqgpu.estimate` writes for the same series
+    in one process (same grid, time axis, variables, encodings and attributes; ``backend`` and
+    ``created`` differ).
+
+    Parameters
+    ----------
+    series : Series, path, or a list of them
+        Normalized series (see :func:`liqgpu.load_series`), each ``exchange:symbol`` once.
+    out : path
+        The zarr store to write; it appears only when every series is complete.
+    params : Params, optional
+        Model parameters; default ``Params()``.
+    grid : Grid or str, optional
+        As in :func:`liqgpu.estimate`; default a 10 bps log grid covering every level of every
+        series (one grid for the whole store).
+    every : str, timedelta or int, optional
+        Output step; default 1h.
+    workers : int, optional
+        Start a local cluster of this many single-threaded worker processes (default: one per
+        CPU core). Not together with ``scheduler``.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``) to send the tasks to.
+    cluster : {'local', 'cuda'}
+        With ``'cuda'`` the local cluster is a ``dask_cuda.LocalCUDACluster`` (one worker per
+        GPU; ``workers`` limits how many) and tasks run the CuPy backend.
+    overwrite : bool
+        Replace an existing store at ``out``.
+    resume : bool
+        Continue an interrupted run to the same ``out`` with the same inputs: series already
+        complete in ``.<name>.dist-partial`` are not computed again.
+    retries : int
+        How many times a task that raised is tried again (a task whose worker died is
+        rescheduled by the scheduler in any case, up to its ``allowed-failures``).
+    progress : bool
+        Show a progress bar of completed series (on a terminal).
+    chunk_buckets : int, optional
+        Output buckets per time chunk in a task (rounded up to whole zarr chunks); default from
+        ``memory_budget``.
+    memory_budget : int, optional
+        Bytes one task's per-chunk cubes may take (default as in :func:`liqgpu.estimate`).
+    connect_timeout : float
+        Seconds to wait for the scheduler at ``scheduler``.
+    timeout : float, optional
+        Seconds to wait for all tasks; unlimited by default.
+
+    Returns
+    -------
+    xarray.Dataset
+        The store at ``out``, opened lazily (:func:`liqgpu.open_store`).
+
+    Raises
+    ------
+    InputError
+        Bad input, an existing ``out`` without ``overwrite``, an unreachable scheduler.
+    RunIncomplete
+        Some series failed; the others are kept for ``resume=True``.
+
+    Examples
+    --------
+    >>> import liqgpu
+    >>> from liqgpu.distributed import estimate_distributed
+    >>> fleet = [liqgpu.synthetic_series(days=2, step="5min", seed=i, exchange=f"ex{i}")
+    ...          for i in range(4)]
+    >>> ds = estimate_distributed(fleet, out="fleet.zarr", workers=2)  # doctest: +SKIP
+    >>> ds.sizes["series"]  # doctest: +SKIP
+    4
+    >>> estimate_distributed(fleet, out="fleet.zarr", scheduler="tcp://10.0.0.5:8786",
+    ...                      overwrite=True)  # doctest: +SKIP
+    """
+    from .api import (DEFAULT_MEMORY_BUDGET, _as_series_list, fingerprint, resolve_every,
+                      resolve_grid)
+    from .model.engine import chunk_buckets_for
+    from .model.inputs import prepare
+    from .store import base_attrs, check_target, chunking
+
+    series = _as_series_list(series)
+    names = [s.name for s in series]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
+    _check_cluster_options(workers, scheduler, cluster, retries)
+    out = check_target(out, overwrite=overwrite)
+    params = params or Params()
+    started = _time.perf_counter()
+
+    # -- what the series share, resolved once on the client ------------------------------------
+    inputs = prepare(series, params)
+    g = resolve_grid(grid, inputs)
+    n_every = resolve_every(every, inputs.step)
+    time = inputs.time
+    step = inputs.step
+    del inputs  # the tasks prepare their own series
+    n_buckets = -(-time.size // n_every)
+    tc, pc = chunking(g.n_bins, params.n_tiers, n_buckets)
+    ncell = (g.n_bins + 1) * params.n_tiers * 2
+    cb = chunk_buckets or chunk_buckets_for(1, ncell, n_every, multiple=tc,
+                                            budget_bytes=memory_budget or DEFAULT_MEMORY_BUDGET)
+    cb = max(tc, -(-int(cb) // tc) * tc)  # whole zarr chunks: every cube write replaces chunks
+    backend = "cupy" if cluster == "cuda" else "numpy"
+    fp = fingerprint(series, params, g, n_every)
+    attrs = base_attrs(params, g, step=step, every=step * n_every, fingerprint=fp,
+                       sources=[s.source for s in series])
+    attrs["backend"] = f"{backend}+dask"
+
+    # -- the template store (or the one an interrupted run left) -------------------------------
+    partial = partial_path(out)
+    run_info = {"fingerprint": fp, "series": names, "chunk_buckets": cb, "tc": tc, "pc": pc}
+    done = _reuse_partial(partial, run_info) if resume else None
+    fresh = done is None
+    todo = list(range(len(series))) if fresh else [i for i in range(len(series)) if i not in done]
+    log.info("%d series x %d steps (every %d) on %d bins x %d tiers: %d to compute, %d already "
+             "complete, %d buckets per task chunk", len(series), time.size, n_every, g.n_bins,
+             params.n_tiers, len(todo), len(series) - len(todo), cb)
+    plan = _Plan(store=str(partial / "store.zarr"), done=str(partial / "done"), time=time,
+                 n_every=n_every, n_buckets=n_buckets, grid=g, params=params, chunk_buckets=cb,
+                 backend=backend, dtype="float32")
+    with contextlib.ExitStack() as stack:
+        # connect first: a wrong scheduler address fails before anything is written
+        client = stack.enter_context(_client(workers, scheduler, cluster, connect_timeout)) \
+            if todo else None
+        if fresh:
+            if partial.exists():
+                log.warning("%s: discarding an earlier unfinished run (pass resume=True to "
+                            "reuse it)", partial)
+                shutil.rmtree(partial)
+            _write_template(partial, series, time=time, n_every=n_every, grid=g, params=params,
+                            tc=tc, pc=pc, attrs=attrs)
+            _write_json(partial / "run.json", run_info)
+        if todo:
+            _run_tasks(client, series, todo, plan, retries=retries, progress=progress,
+                       timeout=timeout, hook=_on_series)
+
+    missing = [names[i] for i in range(len(series)) if not _marker(plan.done, i, names[i])]
+    if missing:  # a task returned without its marker: never commit an incomplete store
+        raise RunIncomplete(f"series {', '.join(missing)} have no completion marker in "
+                            f"{partial}; rerun with resume=True")
+    _commit(partial, out)
+    log.info("done in %.2fs: %s", _time.perf_counter() - started, out)
+    from .store import open_store
+
+    return open_store(out)
+
+
+# ----------------------------------------------------------------------------------------------
+def _check_cluster_options(workers, scheduler, cluster, retries) -> None:
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers and --scheduler: give one of them, not both")
+    whole = isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
+    if workers is not None and (not whole or workers < 1):
+        raise InputError(f"--workers {workers}: must be a whole number of at least 1")
+    if cluster not in CLUSTERS:
+        raise InputError(f"cluster {cluster!r}: must be one of {', '.join(CLUSTERS)}")
+    if cluster == "cuda" and scheduler is not None:
+        raise InputError("cluster 'cuda' starts a local cluster; with --scheduler, start the "
+                         "CUDA workers yourself (dask cuda worker ADDRESS) instead")
+    if not isinstance(retries, (int, np.integer)) or retries < 0:
+        raise InputError(f"retries {retries}: must be a whole number >= 0")
+
+
+class _client:
+    """A distributed Client on a scheduler address or on a new local cluster; closes what it
+    started."""
+
+    def __init__(self, workers, scheduler, cluster, connect_timeout):
+        self.args = workers, scheduler, cluster, connect_timeout
+        self.cluster = None
+        self.client = None
+
+    def __enter__(self):
+        from distributed import Client
+
+        workers, scheduler, cluster, connect_timeout = self.args
+        if scheduler is not None:
+            try:
+                self.client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise InputError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
+                                 f"there within {connect_timeout:g}s ({exc})") from None
+            log.info("connected to the Dask scheduler at %s", scheduler)
+            return self.client
+        if cluster == "cuda":
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                raise InputError("cluster 'cuda' needs dask-cuda: pip install dask-cuda "
+                                 "(and the GPU extra, liqgpu[gpu])") from None
+            kw = {} if workers is None else {"n_workers": int(workers)}
+            self.cluster = LocalCUDACluster(threads_per_worker=1, host="127.0.0.1",
+                                            dashboard_address=None, **kw)
+        else:
+            from distributed import LocalCluster
+
+            n = int(workers) if workers is not None else (os.cpu_count() or 1)
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address=None)
+        try:
+            self.client = Client(self.cluster, set_as_default=False)
+        except BaseException:
+            self.cluster.close()
+            raise
+        log.info("started a local cluster of %d workers", len(self.cluster.workers))
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.client is not None:
+                self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+
+def _run_tasks(client, series, todo, plan, *, retries, progress, timeout, hook) -> None:
+    """Submit one task per series in ``todo`` and wait for all of them."""
+    from distributed import as_completed
+
+    from .api import _progress
+
+    token = uuid.uuid4().hex[:8]
+    futures, meta = [], {}
+    for i in todo:
+        # the series travels in its task, not scattered: data scattered to a worker that dies
+        # is lost, while a task's own arguments stay with the scheduler for a retry
+        f = client.submit(_series_task, i, series[i], plan, hook, retries=int(retries),
+                          pure=False, key=f"liqgpu-series-{i}-{token}")
+        futures.append(f)
+        meta[f.key] = (i, series[i].name)
+    failed = []
+    try:
+        for f in _progress(as_completed(futures, timeout=timeout, loop=client.loop),
+                           len(futures), progress):
+            i, name = meta[f.key]
+            if f.status == "finished":
+                r = f.result()
+                log.debug("%s: %.2fs (peak live positions %d)", name, r["seconds"],
+                          r["peak_live"])
+            else:
+                exc = f.exception()
+                log.error("%s: failed (%s: %s)", name, type(exc).__name__, exc)
+                failed.append((name, exc))
+    except TimeoutError as exc:
+        raise RunIncomplete(f"the tasks did not finish within {timeout:g}s; completed series "
+                            f"are kept for resume=True") from exc
+    if failed:
+        raise RunIncomplete(
+            f"{len(failed)} of {len(futures)} series failed (first: {failed[0][0]}: "
+            f"{failed[0][1]}); the completed ones are kept in {Path(plan.store).parent}, "
+            f"rerun with resume=True") from failed[0][1]
+
+
+# ----------------------------------------------------------------------------------------------
+def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
+    """Compute series ``i`` over the shared grid and time axis and write its regions."""
+    import xarray as xr
+
+    from .model.backend import resolve
+    from .model.engine import Engine
+    from .model.inputs import bucket_prices, prepare
+    from .store import CUBE_VARS, TIER_VARS, _quiet_zarr
+
+    if hook is not None:
+        hook(i, s.name)
+    t0 = _time.perf_counter()
+    _, xp = resolve(plan.backend)
+    padded = _pad(s, plan.time)
+    engine = Engine(prepare([padded], plan.params), plan.grid, plan.n_every, xp=xp,
+                    dtype=np.dtype(plan.dtype))
+    prices = bucket_prices([padded], plan.time, plan.n_every)
+    K = plan.params.n_tiers
+    small = {v: np.zeros((1, plan.n_buckets, K, 2)) for v in TIER_VARS}
+    row = slice(i, i + 1)
+    with _quiet_zarr():
+        for chunk in engine.run(plan.chunk_buckets):
+            cube = xr.Dataset({v: (CUBE_DIMS, getattr(chunk, v)) for v in CUBE_VARS})
+            cube.to_zarr(plan.store, region={"series": row, "time": slice(chunk.b0, chunk.b1)},
+                         zarr_format=3, consolidated=False)
+            for v in TIER_VARS:
+                small[v][:, chunk.b0:chunk.b1] = getattr(chunk, v)
+        # the per-tier and price variables are small: one write covering the whole time axis
+        data = {v: (("series", "time", "leverage", "side"), a) for v, a in small.items()}
+        data.update({v: (("series", "time"), a) for v, a in prices.items()})
+        xr.Dataset(data).to_zarr(plan.store, region={"series": row, "time": slice(None)},
+                                 zarr_format=3, consolidated=False)
+    seconds = _time.perf_counter() - t0
+    _write_json(Path(plan.done) / f"{i}.json",
+                {"series": s.name, "fingerprint": s.fingerprint(), "seconds": round(seconds, 3)})
+    return {"series": s.name, "seconds": seconds, "peak_live": engine.peak_live}
+
+
+def _pad(s, time: np.ndarray):
+    """``s`` on the shared time axis: NaN bars before and after (neutral in the model)."""
+    step = int(s.step / np.timedelta64(1, "ns"))
+    start = int((s.time[0].astype("datetime64[ns]").view(np.int64)
+                 - time[0].astype("datetime64[ns]").view(np.int64)) // step)
+    if start == 0 and s.time.size == time.size:
+        return s
+    cols = {}
+    for k, v in s.columns.items():
+        a = np.full(time.size, np.nan)
+        a[start:start + v.size] = v
+        cols[k] = a
+    return dataclasses.replace(s, time=time.copy(), columns=cols)
+
+
+def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, pc, attrs) -> None:
+    """The store with every coordinate and attribute, and each data variable's metadata at its
+    full shape (dask-backed, never computed: the tasks fill the data)."""
+    import dask.array as da
+
+    from .model.engine import ChunkResult
+    from .store import _quiet_zarr, encoding_for, make_dataset
+
+    S, K, P = len(series), params.n_tiers, grid.n_bins
+    nb = -(-time.size // n_every)
+    cube = (S, nb, P, K, 2)
+    tier = (S, nb, K, 2)
+    zeros = {
+        "intensity": da.zeros(cube, dtype=np.float32, chunks=(1, tc, pc, K, 2)),
+        "liquidated": da.zeros(cube, dtype=np.float32, chunks=(1, tc, pc, K, 2)),
+    }
+    for v in ("added", "closed", "expired", "outside", "outside_liquidated"):
+        zeros[v] = da.zeros(tier, dtype=np.float64, chunks=(1, max(tc, 256), K, 2))
+    empty = ChunkResult(b0=0, b1=nb, **zeros)
+    prices = {v: da.full((S, nb), np.nan, chunks=(1, max(tc, 1024)))
+              for v in ("open", "high", "low", "close", "oi")}
+    meta = {
+        "exchange": [s.exchange for s in series],
+        "symbol": [s.symbol for s in series],
+        "kind": [s.kind for s in series],
+        "contract_size": [s.contract_size for s in series],
+    }
+    ds = make_dataset(empty, names=[s.name for s in series], time=time[::n_every], grid=grid,
+                      params=params, prices=prices, b0=0, attrs=attrs, series_meta=meta)
+    partial.mkdir(parents=True)
+    (partial / "done").mkdir()
+    with _quiet_zarr():
+        ds.to_zarr(partial / "store.zarr", mode="w-", zarr_format=3, consolidated=False,
+                   encoding=encoding_for(ds, tc, pc), compute=False)
+
+
+def _reuse_partial(partial: Path, run_info: dict) -> set[int] | None:
+    """Indices of the series complete in an earlier run of the same inputs (None: start over)."""
+    info_path = partial / "run.json"
+    if not info_path.exists():
+        if partial.exists():
+            log.warning("%s: the earlier run stopped before its store was set up; starting over",
+                        partial)
+        else:
+            log.info("resume: no unfinished run at %s; starting a new one", partial)
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{partial}: cannot read run.json ({exc}); delete the folder to start "
+                         f"over") from None
+    if info != run_info:
+        raise InputError(f"{partial}: the unfinished run there was for other series, parameters, "
+                         f"grid or chunking; drop resume to start over")
+    names = run_info["series"]
+    done = {i for i, n in enumerate(names) if _marker(partial / "done", i, n)}
+    log.info("resume: %d of %d series already complete in %s", len(done), len(names), partial)
+    return done
+
+
+def _marker(done: str | Path, i: int, name: str) -> bool:
+    """Whether series ``i`` (named ``name``) has its completion marker in ``done``."""
+    p = Path(done) / f"{i}.json"
+    try:
+        return json.loads(p.read_text()).get("series") == name
+    except (OSError, ValueError):
+        return False
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Write atomically: a reader sees the whole file or none."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _commit(partial: Path, out: Path) -> None:
+    """Consolidate the metadata and move the store into place (replacing an old one)."""
+    import zarr
+
+    from .store import _quiet_zarr
+
+    store = partial / "store.zarr"
+    with _quiet_zarr():
+        zarr.consolidate_metadata(str(store), zarr_format=3)
+    backup = None
+    if out.exists():
+        backup = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, backup)
+    os.replace(store, out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)
