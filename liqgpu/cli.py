@@ -116,20 +116,42 @@ def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
 @click.option("--exchange", default=None, help="Exchange name [default: from the file].")
 @click.option("--symbol", default=None, help="Symbol [default: from the file or its name].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option("--workers", type=int, default=None,
+              help="Run one Dask task per series on a local cluster of N worker processes.")
+@click.option("--scheduler", default=None,
+              help="Run one Dask task per series on the cluster at this address (tcp://HOST:PORT).")
+@click.option("--resume", is_flag=True,
+              help="With --workers/--scheduler: continue an interrupted run, skipping the series "
+                   "already complete.")
 @model_options
 @user_errors
-def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, leverages,
-             weights, mmr, entry, side_split, closure, max_age, grid, step, every, backend):
+def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, workers,
+             scheduler, resume, leverages, weights, mmr, entry, side_split, closure, max_age, grid,
+             step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
     from .api import estimate as run
     from .series import load_series
     from .store import check_target
 
+    distributed = workers is not None or scheduler is not None
+    if resume and not distributed:
+        raise InputError("--resume: only with --workers or --scheduler")
+    if distributed and realized:
+        raise InputError("--realized: not supported with --workers/--scheduler yet")
     check_target(out, overwrite=overwrite)
     params = _params(leverages, weights, mmr, entry, side_split, closure, max_age)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
                           contract_size=contract_size, step=step) for p in inputs]
     t = time.perf_counter()
+    if distributed:
+        from .distributed import estimate_distributed
+
+        ds = estimate_distributed(series, out=out, params=params, grid=grid, every=every,
+                                  workers=workers, scheduler=scheduler, overwrite=overwrite,
+                                  resume=resume, progress=_progress_enabled())
+        click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s "
+                   f"({len(series)} Dask task(s))")
+        return
     ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
              overwrite=overwrite, progress=_progress_enabled(), realized=list(realized) or None)
     click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s")

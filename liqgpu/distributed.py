@@ -231,6 +231,8 @@ def estimate_distributed(
     if missing:  # a task returned without its marker: never commit an incomplete store
         raise RunIncomplete(f"series {', '.join(missing)} have no completion marker in "
                             f"{partial}; rerun with resume=True")
+    _write_resume(partial, plan, series, engine_cells=(g.n_bins + 1) * params.n_tiers * 2,
+                  n_tiers=params.n_tiers)
     _commit(partial, out)
     log.info("done in %.2fs: %s", _time.perf_counter() - started, out)
     from .store import open_store
@@ -366,8 +368,13 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     K = plan.params.n_tiers
     small = {v: np.zeros((1, plan.n_buckets, K, 2)) for v in TIER_VARS}
     row = slice(i, i + 1)
+    saved = {}
+
+    def capture(eng):  # the state `liqgpu update` resumes from, as liqgpu.estimate saves it
+        saved.update(eng.state_arrays())
+
     with _quiet_zarr():
-        for chunk in engine.run(plan.chunk_buckets):
+        for chunk in engine.run(plan.chunk_buckets, on_bucket=(plan.n_buckets - 1, capture)):
             cube = xr.Dataset({v: (CUBE_DIMS, getattr(chunk, v)) for v in CUBE_VARS})
             cube.to_zarr(plan.store, region={"series": row, "time": slice(chunk.b0, chunk.b1)},
                          zarr_format=3, consolidated=False)
@@ -379,6 +386,10 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
         xr.Dataset(data).to_zarr(plan.store, region={"series": row, "time": slice(None)},
                                  zarr_format=3, consolidated=False)
     seconds = _time.perf_counter() - t0
+    state_file = Path(plan.done) / f"{i}.state.npz"
+    tmp = state_file.with_name(f".{state_file.name}.{uuid.uuid4().hex[:8]}.npz")
+    np.savez(tmp, **saved)
+    os.replace(tmp, state_file)  # before the marker: a marked series always has its state
     _write_json(Path(plan.done) / f"{i}.json",
                 {"series": s.name, "fingerprint": s.fingerprint(), "seconds": round(seconds, 3)})
     return {"series": s.name, "seconds": seconds, "peak_live": engine.peak_live}
@@ -474,6 +485,26 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
+
+
+def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: int) -> None:
+    """The store's ``resume`` group from the tasks' saved states (each computed one series, so
+    its cells, tiers and series index are shifted to the store's)."""
+    from .api import resume_group
+    from .store import write_group
+
+    parts = []
+    for i in range(len(series)):
+        with np.load(Path(plan.done) / f"{i}.state.npz") as z:
+            a = {k: z[k] for k in z.files}
+        a["cell"] = a["cell"] + i * engine_cells
+        a["kd"] = a["kd"] + i * 2 * n_tiers
+        a["series"] = np.full(a["level"].shape, i, dtype=np.int64)
+        parts.append(a)
+    state = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    arrays, attrs = resume_group(series, series[0].step, state,
+                                 (plan.n_buckets - 1) * plan.n_every)
+    write_group(partial / "store.zarr", "resume", arrays, attrs)
 
 
 def _commit(partial: Path, out: Path) -> None:

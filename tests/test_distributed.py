@@ -233,3 +233,47 @@ def test_cuda_cluster_without_dask_cuda(fleet, tmp_path):
     with pytest.raises(InputError, match="needs dask-cuda"):
         estimate_distributed(fleet[:1], out=tmp_path / "d.zarr", cluster="cuda")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_estimate_with_workers_equals_single_process(tmp_path):
+    import pandas as pd
+    import xarray as xr
+    from click.testing import CliRunner
+
+    from liqgpu.cli import main
+
+    files = []
+    for i in range(2):
+        s = liqgpu.synthetic_series(days=1, step="5min", seed=40 + i, exchange="ex",
+                                    symbol=f"S{i}")
+        f = tmp_path / f"s{i}.parquet"
+        pd.DataFrame({"time": s.time, **s.columns}).assign(exchange="ex", symbol=f"S{i}") \
+            .to_parquet(f)
+        files.append(str(f))
+    one, dist = tmp_path / "one.zarr", tmp_path / "dist.zarr"
+    r = CliRunner().invoke(main, ["estimate", *files, "-o", str(one), "--backend", "numpy"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["estimate", *files, "-o", str(dist), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "2 Dask task(s)" in r.output
+    a, b = xr.open_zarr(one), xr.open_zarr(dist)
+    for v in ("intensity", "liquidated", "closed", "added", "close"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    r = CliRunner().invoke(main, ["estimate", *files, "-o", str(tmp_path / "x.zarr"), "--resume"])
+    assert r.exit_code == 2 and "--resume: only with --workers" in r.output
+
+
+def test_distributed_store_can_be_updated_exactly(tmp_path):
+    from liqgpu.update import update
+
+    fleet = [liqgpu.synthetic_series(days=1, step="5min", seed=60 + i, exchange="ex",
+                                     symbol=f"U{i}") for i in range(2)]
+    grid = "log:20000:200000:10"
+    out = tmp_path / "d.zarr"
+    estimate_distributed([s.slice(0, 200) for s in fleet], out=out, grid=grid, every="30min",
+                         workers=1, timeout=120)
+    got = update(out, [s.slice(190, len(s)) for s in fleet])
+    ref = liqgpu.estimate(fleet, grid=grid, every="30min", backend="numpy")
+    for v in ("intensity", "liquidated", "closed", "added", "expired", "close"):
+        a, b = got[v].values.astype(float), ref[v].values.astype(float)
+        assert np.nanmax(np.abs(a - b)) <= 1e-9 * np.nanmax(np.abs(b)), v
