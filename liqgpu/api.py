@@ -303,6 +303,10 @@ def _load_realized(realized):
     return ev.sort_values("time", kind="stable").reset_index(drop=True)
 
 
+REALIZED_ATTRS = {"units": "quote notional",
+                  "long_name": "liquidations published by the exchange, binned on the grid"}
+
+
 class _RealizedBinner:
     """Bins events chunk by chunk (memory bounded like the engine), one summary at the end."""
 
@@ -327,8 +331,7 @@ class _RealizedBinner:
                                   return_summary=True, log_left_out=False)
         self._merge(summ)
         ds["realized"] = (("series", "time", "price", "side"), cube.astype(np.float32),
-                          {"units": "quote notional",
-                           "long_name": "liquidations published by the exchange, binned on the grid"})
+                          dict(REALIZED_ATTRS))
         return ds
 
     def _merge(self, summ: dict) -> None:

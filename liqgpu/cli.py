@@ -136,8 +136,6 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
     distributed = workers is not None or scheduler is not None
     if resume and not distributed:
         raise InputError("--resume: only with --workers or --scheduler")
-    if distributed and realized:
-        raise InputError("--realized: not supported with --workers/--scheduler yet")
     check_target(out, overwrite=overwrite)
     params = _params(leverages, weights, mmr, entry, side_split, closure, max_age)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
@@ -146,15 +144,23 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
     if distributed:
         from .distributed import estimate_distributed
 
+        if backend == "cupy" and scheduler is not None:
+            raise InputError("--backend cupy with --scheduler: not supported; start CUDA workers "
+                             "with dask-cuda and use --workers on a GPU machine, or drop "
+                             "--backend")
         ds = estimate_distributed(series, out=out, params=params, grid=grid, every=every,
-                                  workers=workers, scheduler=scheduler, overwrite=overwrite,
-                                  resume=resume, progress=_progress_enabled())
-        click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s "
-                   f"({len(series)} Dask task(s))")
-        return
-    ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
-             overwrite=overwrite, progress=_progress_enabled(), realized=list(realized) or None)
-    click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s")
+                                  realized=list(realized) or None, workers=workers,
+                                  scheduler=scheduler,
+                                  cluster="cuda" if backend == "cupy" else "local",
+                                  overwrite=overwrite, resume=resume,
+                                  progress=_progress_enabled())
+        how = f" ({len(series)} Dask task(s))"
+    else:
+        ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
+                 overwrite=overwrite, progress=_progress_enabled(),
+                 realized=list(realized) or None)
+        how = ""
+    click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
     if "realized" in ds:
         r = ds.attrs.get("realized_summary", {})
         click.echo(f"realized: {r.get('binned', 0)} of {r.get('events', 0)} events binned "

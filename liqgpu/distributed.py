@@ -80,6 +80,7 @@ def estimate_distributed(
     params: Params | None = None,
     grid: Grid | str | None = None,
     every=None,
+    realized=None,
     workers: int | None = None,
     scheduler: str | None = None,
     cluster: str = "local",
@@ -112,6 +113,9 @@ def estimate_distributed(
         series (one grid for the whole store).
     every : str, timedelta or int, optional
         Output step; default 1h.
+    realized : path, DataFrame, or a list of them, optional
+        Published liquidation events, binned into ``realized`` as :func:`liqgpu.estimate` does
+        (on the client, after the tasks, time chunk by time chunk).
     workers : int, optional
         Start a local cluster of this many single-threaded worker processes (default: one per
         CPU core). Not together with ``scheduler``.
@@ -164,8 +168,8 @@ def estimate_distributed(
     >>> estimate_distributed(fleet, out="fleet.zarr", scheduler="tcp://10.0.0.5:8786",
     ...                      overwrite=True)  # doctest: +SKIP
     """
-    from .api import (DEFAULT_MEMORY_BUDGET, _as_series_list, fingerprint, resolve_every,
-                      resolve_grid)
+    from .api import (DEFAULT_MEMORY_BUDGET, _as_series_list, _load_realized, fingerprint,
+                      resolve_every, resolve_grid)
     from .model.engine import chunk_buckets_for
     from .model.inputs import prepare
     from .store import base_attrs, check_target, chunking
@@ -179,6 +183,7 @@ def estimate_distributed(
     out = check_target(out, overwrite=overwrite)
     params = params or Params()
     started = _time.perf_counter()
+    events = _load_realized(realized)  # bad event files fail before anything is started
 
     # -- what the series share, resolved once on the client ------------------------------------
     inputs = prepare(series, params)
@@ -201,7 +206,8 @@ def estimate_distributed(
 
     # -- the template store (or the one an interrupted run left) -------------------------------
     partial = partial_path(out)
-    run_info = {"fingerprint": fp, "series": names, "chunk_buckets": cb, "tc": tc, "pc": pc}
+    run_info = {"fingerprint": fp, "series": names, "chunk_buckets": cb, "tc": tc, "pc": pc,
+                "realized": events is not None}
     done = _reuse_partial(partial, run_info) if resume else None
     fresh = done is None
     todo = list(range(len(series))) if fresh else [i for i in range(len(series)) if i not in done]
@@ -221,7 +227,7 @@ def estimate_distributed(
                             "reuse it)", partial)
                 shutil.rmtree(partial)
             _write_template(partial, series, time=time, n_every=n_every, grid=g, params=params,
-                            tc=tc, pc=pc, attrs=attrs)
+                            tc=tc, pc=pc, attrs=attrs, realized=events is not None)
             _write_json(partial / "run.json", run_info)
         if todo:
             _run_tasks(client, series, todo, plan, retries=retries, progress=progress,
@@ -231,6 +237,9 @@ def estimate_distributed(
     if missing:  # a task returned without its marker: never commit an incomplete store
         raise RunIncomplete(f"series {', '.join(missing)} have no completion marker in "
                             f"{partial}; rerun with resume=True")
+    if events is not None:
+        _write_realized(partial / "store.zarr", events, names, time[::n_every], step * n_every,
+                        g.edges, tc=tc, budget=memory_budget or DEFAULT_MEMORY_BUDGET)
     _write_resume(partial, plan, series, engine_cells=(g.n_bins + 1) * params.n_tiers * 2,
                   n_tiers=params.n_tiers)
     _commit(partial, out)
@@ -410,11 +419,13 @@ def _pad(s, time: np.ndarray):
     return dataclasses.replace(s, time=time.copy(), columns=cols)
 
 
-def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, pc, attrs) -> None:
+def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, pc, attrs,
+                    realized: bool = False) -> None:
     """The store with every coordinate and attribute, and each data variable's metadata at its
     full shape (dask-backed, never computed: the tasks fill the data)."""
     import dask.array as da
 
+    from .api import REALIZED_ATTRS
     from .model.engine import ChunkResult
     from .store import _quiet_zarr, encoding_for, make_dataset
 
@@ -439,6 +450,10 @@ def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, p
     }
     ds = make_dataset(empty, names=[s.name for s in series], time=time[::n_every], grid=grid,
                       params=params, prices=prices, b0=0, attrs=attrs, series_meta=meta)
+    if realized:  # filled by the client after the tasks (_write_realized)
+        ds["realized"] = (("series", "time", "price", "side"),
+                          da.zeros((S, nb, P, 2), dtype=np.float32, chunks=(1, tc, pc, 2)),
+                          dict(REALIZED_ATTRS))
     partial.mkdir(parents=True)
     (partial / "done").mkdir()
     with _quiet_zarr():
@@ -505,6 +520,39 @@ def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: in
     arrays, attrs = resume_group(series, series[0].step, state,
                                  (plan.n_buckets - 1) * plan.n_every)
     write_group(partial / "store.zarr", "resume", arrays, attrs)
+
+
+def _write_realized(store: Path, events, names, btime, every, edges, *, tc: int,
+                    budget: int) -> None:
+    """Bin the events into the template's ``realized`` (every series at once, a few zarr time
+    chunks per write, within ``budget`` bytes) and put the summary in the root attributes, as
+    :func:`liqgpu.estimate` does."""
+    import xarray as xr
+    import zarr
+
+    from .api import _RealizedBinner
+    from .store import _quiet_zarr
+
+    nb = btime.size
+    per_bucket = len(names) * (edges.size - 1) * 2 * 8 * 2  # float64 cube + float32 copy
+    step = max(tc, budget // max(per_bucket, 1) // tc * tc)
+    binner = _RealizedBinner(events, names, btime, every, edges)
+    with _quiet_zarr():
+        for b0 in range(0, nb, step):
+            b1 = min(nb, b0 + step)
+            ds = binner.add_to(xr.Dataset(), b0, b1)
+            ds.to_zarr(store, region={"series": slice(None), "time": slice(b0, b1)},
+                       zarr_format=3, consolidated=False)
+    summary = json.loads(json.dumps(binner.finish(), default=_json_default))
+    zarr.open_group(str(store), mode="r+", zarr_format=3).attrs["realized_summary"] = summary
+
+
+def _json_default(x):
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
 def _commit(partial: Path, out: Path) -> None:

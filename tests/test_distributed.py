@@ -277,3 +277,34 @@ def test_distributed_store_can_be_updated_exactly(tmp_path):
     for v in ("intensity", "liquidated", "closed", "added", "expired", "close"):
         a, b = got[v].values.astype(float), ref[v].values.astype(float)
         assert np.nanmax(np.abs(a - b)) <= 1e-9 * np.nanmax(np.abs(b)), v
+
+
+def test_realized_events_are_binned_as_in_one_process(fleet, cluster, tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for s in fleet[:2] + [fleet[3]]:  # two full series and the late one
+        j = rng.integers(0, len(s), 40)
+        rows.append(pd.DataFrame({
+            "time": pd.to_datetime(s.time[j], utc=True), "exchange": s.exchange,
+            "symbol": s.symbol, "side": rng.choice(["long", "short"], j.size),
+            "price": s["close"][j] * rng.uniform(0.99, 1.01, j.size),
+            "notional": rng.uniform(1e3, 1e5, j.size)}))
+    rows.append(pd.DataFrame({"time": pd.to_datetime([fleet[0].time[5]], utc=True),
+                              "exchange": "nowhere", "symbol": "X", "side": ["long"],
+                              "price": [100.0], "notional": [1.0]}))  # matches no series
+    ev = pd.concat(rows, ignore_index=True).sort_values("time", ignore_index=True)
+    ref, out = tmp_path / "ref.zarr", tmp_path / "d.zarr"
+    liqgpu.estimate(fleet, every=EVERY, chunk_buckets=CHUNK, backend="numpy", out=ref,
+                    realized=ev)
+    estimate_distributed(fleet, out=out, every=EVERY, chunk_buckets=CHUNK, realized=ev,
+                         scheduler=cluster.scheduler_address, timeout=WAIT)
+    assert_same_store(out, ref)
+    got = open_store(out, chunks=None)
+    summary = got.attrs["realized_summary"]
+    assert summary["events"] == 121 and summary["binned"] == 120
+    total = float(got["realized"].sum(dtype="float64"))
+    assert total == pytest.approx(ev.loc[ev["exchange"] != "nowhere", "notional"].sum(),
+                                  rel=1e-6)
+    assert float(got["realized"].sel(series="ex2:BTCUSDT").sum()) == 0.0
