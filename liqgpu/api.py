@@ -90,6 +90,7 @@ def estimate(
     progress: bool = False,
     dtype=np.float32,
     realized=None,
+    storage_options: dict | None = None,
 ):
     """Estimate liquidation levels (model v1) for one or more series.
 
@@ -107,9 +108,10 @@ def estimate(
         Output step (``'1h'``) or a whole number of model steps; default 1h.
     backend : {'auto', 'numpy', 'cupy'}
         Resolved once here; ``auto`` uses CuPy when a GPU is usable.
-    out : path, optional
+    out : path or URL, optional
         Write a zarr store there (atomically) and return it opened lazily; without it the
-        dataset is built in memory.
+        dataset is built in memory. A URL (``s3://bucket/btc.zarr``) is computed on local disk
+        and published there, root metadata last (:mod:`liqgpu.remote`).
     overwrite : bool
         Replace an existing store at ``out``.
     chunk_buckets : int, optional
@@ -123,6 +125,8 @@ def estimate(
     realized : path, DataFrame, or a list of them, optional
         Normalized liquidation events (``liqgpu ingest``) binned on the same buckets and grid
         into ``realized`` (series, time, price, side), matched to series by ``exchange:symbol``.
+    storage_options : dict, optional
+        For a URL ``out``: passed to fsspec (credentials, endpoint).
 
     Returns
     -------
@@ -140,8 +144,16 @@ def estimate(
     from .model.backend import resolve
     from .model.engine import Engine, chunk_buckets_for
     from .model.inputs import bucket_prices, prepare
-    from .store import StoreWriter, base_attrs, chunking, make_dataset
+    from .remote import is_url, staged
+    from .store import StoreWriter, base_attrs, chunking, make_dataset, open_store
 
+    if out is not None and is_url(out):
+        with staged(str(out), overwrite=overwrite, storage_options=storage_options,
+                    progress=progress) as local:
+            estimate(series, params=params, grid=grid, every=every, backend=backend, out=local,
+                     chunk_buckets=chunk_buckets, memory_budget=memory_budget,
+                     progress=progress, dtype=dtype, realized=realized)
+        return open_store(str(out), storage_options=storage_options)
     series = _as_series_list(series)
     params = params or Params()
     if out is not None:  # fail on the target before any work
@@ -180,11 +192,12 @@ def estimate(
     resume = {}
     last = engine.n_buckets - 1
 
-    def capture(eng):  # the state before the last bucket: where `liqgpu update` resumes
+    def capture(eng):  # the state before the last bucket, where `liqgpu update` resumes (the
+        # cut is made with or without `out`, so both give bit-identical numbers)
         resume["state"] = eng.state_arrays()
 
     def pieces():
-        run = engine.run(cb, on_bucket=(last, capture) if out is not None else None)
+        run = engine.run(cb, on_bucket=(last, capture))
         for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
             ds = make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
                               prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
@@ -205,8 +218,6 @@ def estimate(
         ds.attrs.update(attrs)
         result = ds
     else:
-        from .store import open_store
-
         with StoreWriter(out, overwrite=overwrite, tc=tc, pc=pc) as w:
             _write_behind(pieces(), w.write)
             arrays, rattrs = resume_group(series, inputs.step, resume["state"], last * n_every)

@@ -265,6 +265,25 @@ def info(store, as_json):
     click.echo(f"engine    liqgpu {d['engine_version']}, fingerprint {d['fingerprint'][:23]}...")
 
 
+@main.command()
+@click.argument("store", type=click.Path())
+@click.argument("url")
+@click.option("--overwrite", is_flag=True, help="Replace a liqgpu store already at URL.")
+@user_errors
+def publish(store, url, overwrite):
+    """Upload a local store to object storage (s3://, gs://, az://, any fsspec URL).
+
+    Every object goes up before the root metadata, so readers see the whole store or none.
+    """
+    from .remote import is_url, publish as upload
+
+    if not is_url(url):
+        raise InputError(f"URL {url}: not a URL (scheme://...); copy local stores with cp")
+    t = time.perf_counter()
+    upload(store, url, overwrite=overwrite, progress=_progress_enabled())
+    click.echo(f"published {store} to {url} in {time.perf_counter() - t:.2f}s")
+
+
 def _describe(ds) -> str:
     s = ds.sizes
     return (f"{s['series']} series x {s['time']} buckets x {s['price']} bins x "

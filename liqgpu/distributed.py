@@ -180,6 +180,22 @@ def estimate_distributed(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
     _check_cluster_options(workers, scheduler, cluster, retries)
+    from .remote import is_url, staged
+
+    if is_url(out):  # computed in a local staging folder, then published (liqgpu.remote)
+        if scheduler is not None or resume:
+            raise InputError(f"{out}: an object-storage --out works with local --workers only "
+                             f"(no --scheduler, no --resume); write to a shared filesystem path "
+                             f"and publish it with `liqgpu publish STORE URL`")
+        with staged(str(out), overwrite=overwrite, progress=progress) as local:
+            estimate_distributed(series, out=local, params=params, grid=grid, every=every,
+                                 realized=realized, workers=workers, cluster=cluster,
+                                 retries=retries, progress=progress, chunk_buckets=chunk_buckets,
+                                 memory_budget=memory_budget, timeout=timeout,
+                                 _on_series=_on_series)
+        from .store import open_store
+
+        return open_store(str(out))
     out = check_target(out, overwrite=overwrite)
     params = params or Params()
     started = _time.perf_counter()

@@ -129,7 +129,11 @@ def _quiet_zarr():
 
 
 def check_target(path: str | Path, *, overwrite: bool) -> Path:
-    """Validate an output store path before any work starts."""
+    """Validate an output store path (or object-storage URL) before any work starts."""
+    from .remote import check_remote_target, is_url
+
+    if is_url(path):
+        return check_remote_target(path, overwrite=overwrite)
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; pass --overwrite to replace it")
@@ -254,14 +258,17 @@ def read_group(root, name: str):
         return {k: sub[k][...] for k in sub.array_keys()}, dict(sub.attrs)
 
 
-def open_store(path: str | Path, *, chunks="auto"):
+def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None = None):
     """Open a liqgpu store lazily with xarray.
 
     Parameters
     ----------
     path : str or Path
-        A store written by :func:`liqgpu.estimate`.
+        A store written by :func:`liqgpu.estimate`: a local path, or the URL of one published to
+        object storage (``s3://bucket/btc.zarr``; see :mod:`liqgpu.remote`).
     chunks : passed to :func:`xarray.open_zarr` (``None`` loads numpy arrays lazily without dask).
+    storage_options : dict, optional
+        For URLs: passed to fsspec (credentials, endpoint).
 
     Returns
     -------
@@ -274,6 +281,10 @@ def open_store(path: str | Path, *, chunks="auto"):
     """
     import xarray as xr
 
+    from .remote import is_url, open_remote
+
+    if is_url(path):
+        return open_remote(path, chunks=chunks, storage_options=storage_options)
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such store")

@@ -64,6 +64,11 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     from .store import (_quiet_zarr, chunking, is_store, make_dataset, open_store, read_group,
                         write_group)
 
+    from .remote import is_url
+
+    if is_url(store):
+        raise InputError(f"{store}: stores on object storage cannot be updated in place; update "
+                         f"a local copy and publish it again (liqgpu publish --overwrite)")
     path = Path(store)
     if not path.exists():
         raise InputError(f"{path}: no such store")
