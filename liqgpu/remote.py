@@ -65,6 +65,11 @@ def check_remote_target(url: str, *, overwrite: bool, storage_options: dict | No
         raise InputError(f"{url}: a store already exists there; pass --overwrite to replace it")
     if meta is not None and meta.get("attributes", {}).get("format") != FORMAT_NAME:
         raise InputError(f"{url}: exists and is not a liqgpu store; refusing to replace it")
+    if meta is None:  # no store: anything else under the prefix is somebody else's
+        fs, root = url_fs(url, storage_options)
+        if fs.exists(root) and fs.find(root):
+            raise InputError(f"{url}: objects exist under this prefix but no liqgpu store; "
+                             f"refusing to write over them (choose another URL)")
     return url
 
 
@@ -104,8 +109,7 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
     fs, root = url_fs(url, storage_options)
     if fs.exists(f"{root}/{ROOT}"):  # overwrite: the store disappears first, then its objects
         fs.rm_file(f"{root}/{ROOT}")
-    if fs.exists(root):
-        log.info("%s: removing the objects already under this prefix", url)
+        log.info("%s: removing the old store's objects", url)
         fs.rm(root, recursive=True)
     files = sorted(p for p in src.rglob("*") if p.is_file() and p != src / ROOT)
     put, made = [], set()

@@ -226,24 +226,35 @@ class StoreWriter:
 
 
 def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
-    """Write (or replace) a sub-group of plain zarr arrays with attributes."""
+    """Write (or replace) a sub-group holding named arrays and attributes.
+
+    The arrays are packed, one flat zarr array per dtype (``pack_<dtype>``), with their names,
+    shapes and offsets in the group's ``layout`` attribute: a store's resume state has a dozen
+    small arrays, and one zarr array each cost more than the data. :func:`read_group` unpacks.
+    """
     import zarr
     from zarr.codecs import BloscCodec
 
     comp = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    layout, packs = [], {}
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        parts = packs.setdefault(v.dtype.str, [])
+        offset = sum(p.size for p in parts)
+        layout.append([k, v.dtype.str, list(v.shape), int(offset)])
+        parts.append(v.ravel())
     with _quiet_zarr():
         g = zarr.open_group(str(root), mode="r+")
         if name in g:
             del g[name]
         sub = g.create_group(name)
-        for k, v in arrays.items():
-            v = np.ascontiguousarray(v)
-            a = sub.create_array(k, shape=v.shape, dtype=v.dtype,
-                                 chunks=v.shape if v.size else (1,) * max(v.ndim, 1),
-                                 compressors=(comp,))
-            if v.size:
-                a[...] = v
-        sub.attrs.update(attrs)
+        for dt, parts in packs.items():
+            flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
+            a = sub.create_array(f"pack_{np.dtype(dt).name}", shape=flat.shape, dtype=flat.dtype,
+                                 chunks=(max(flat.size, 1),), compressors=(comp,))
+            if flat.size:
+                a[...] = flat
+        sub.attrs.update({**attrs, "layout": layout})
 
 
 def read_group(root, name: str):
@@ -255,7 +266,17 @@ def read_group(root, name: str):
         if name not in g:
             return None
         sub = g[name]
-        return {k: sub[k][...] for k in sub.array_keys()}, dict(sub.attrs)
+        attrs = dict(sub.attrs)
+        layout = attrs.pop("layout", None)
+        if layout is None:  # written before packing: one array per name
+            return {k: sub[k][...] for k in sub.array_keys()}, attrs
+        packs = {np.dtype(dt).str: sub[f"pack_{np.dtype(dt).name}"][...]
+                 for dt in {d for _, d, _, _ in layout}}
+    out = {}
+    for k, dt, shape, offset in layout:
+        n = int(np.prod(shape, dtype=np.int64))
+        out[k] = packs[np.dtype(dt).str][offset:offset + n].reshape(shape)
+    return out, attrs
 
 
 def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None = None):

@@ -101,6 +101,11 @@ def test_existing_and_foreign_targets(local, url, tmp_path):
         open_store(url)
     with pytest.raises(InputError, match="not a liqgpu store"):
         publish(tmp_path, "memory://x/y.zarr")
+    fs.rm_file(f"{root}/zarr.json")  # other objects under the prefix, no store: left alone
+    fs.pipe_file(f"{root}/notes.txt", b"someone else's")
+    with pytest.raises(InputError, match="objects exist under this prefix"):
+        publish(local, url, overwrite=True)
+    assert fs.cat_file(f"{root}/notes.txt") == b"someone else's"
 
 
 def test_cli_estimate_info_render_publish_on_a_url(local, url, tmp_path):
