@@ -180,6 +180,11 @@ def estimate_distributed(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
     _check_cluster_options(workers, scheduler, cluster, retries)
+    try:
+        import distributed  # noqa: F401 - only to fail early, with the install command
+    except ImportError:
+        raise InputError("--workers/--scheduler need Dask's distributed scheduler: "
+                         "pip install 'liqgpu[dist]'") from None
     from .remote import is_url, staged
 
     if is_url(out):  # computed in a local staging folder, then published (liqgpu.remote)

@@ -308,3 +308,10 @@ def test_realized_events_are_binned_as_in_one_process(fleet, cluster, tmp_path):
     assert total == pytest.approx(ev.loc[ev["exchange"] != "nowhere", "notional"].sum(),
                                   rel=1e-6)
     assert float(got["realized"].sel(series="ex2:BTCUSDT").sum()) == 0.0
+
+
+def test_without_dask_distributed_installed(fleet, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(InputError, match=r"pip install 'liqgpu\[dist\]'"):
+        estimate_distributed(fleet[:1], out=tmp_path / "d.zarr", workers=1)
+    assert list(tmp_path.iterdir()) == []
