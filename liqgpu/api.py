@@ -142,7 +142,7 @@ def estimate(
     [('leverage', 5), ('price', ...)]
     """
     from .model.backend import resolve
-    from .model.engine import Engine, chunk_buckets_for
+    from .model.engine import chunk_buckets_for, make_engine
     from .model.inputs import bucket_prices, prepare
     from .remote import is_url, staged
     from .store import StoreWriter, base_attrs, chunking, make_dataset, open_store
@@ -165,7 +165,7 @@ def estimate(
     inputs = prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)
-    engine = Engine(inputs, g, n_every, xp=xp, dtype=dtype)
+    engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
     tc, pc = chunking(g.n_bins, params.n_tiers, engine.n_buckets)
     cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
                                             budget_bytes=memory_budget, multiple=tc)

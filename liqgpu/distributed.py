@@ -529,15 +529,13 @@ def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: in
     from .api import resume_group
     from .store import write_group
 
+    from .model.engine import merge_states
+
     parts = []
     for i in range(len(series)):
         with np.load(Path(plan.done) / f"{i}.state.npz") as z:
-            a = {k: z[k] for k in z.files}
-        a["cell"] = a["cell"] + i * engine_cells
-        a["kd"] = a["kd"] + i * 2 * n_tiers
-        a["series"] = np.full(a["level"].shape, i, dtype=np.int64)
-        parts.append(a)
-    state = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            parts.append({k: z[k] for k in z.files})
+    state = merge_states(parts, ncell=engine_cells, K=n_tiers)
     arrays, attrs = resume_group(series, series[0].step, state,
                                  (plan.n_buckets - 1) * plan.n_every)
     write_group(partial / "store.zarr", "resume", arrays, attrs)

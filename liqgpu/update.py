@@ -57,7 +57,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     >>> liqgpu.update("btc.zarr", "btc_new_bars.parquet")  # doctest: +SKIP
     """
     from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
-    from .model.engine import Engine, chunk_buckets_for
+    from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
     from .model.inputs import bucket_prices, prepare
     from .model.params import Params, parse_duration
@@ -128,7 +128,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     if not allow_outside:
         _check_grid(inputs, grid, T - R)
 
-    engine = Engine(inputs, grid, n_every)
+    engine = make_engine(inputs, grid, n_every)
     engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
                       step_offset=R)
     tc, pc = chunking(grid.n_bins, params.n_tiers, engine.n_buckets)

@@ -150,3 +150,62 @@ def test_engine_on_xp(xp):
     g = Grid.covering(*prepare([s], p).level_range())
     ref = reference_estimate(s, p, g, 15)
     assert_matches(run_engine([s], p, g, 15, 4, xp=xp), ref, 1e-9)
+
+
+def test_series_engines_equal_the_batched_engine_and_single_runs():
+    import pandas as pd
+
+    from liqgpu.model.engine import SeriesEngines, make_engine
+
+    d1, _ = random_market(3, 300)
+    d2, _ = random_market(4, 200, price=3000)
+    d3, _ = random_market(5, 250, price=50)
+    a = make_series(d1["close"], d1["oi"], high=d1["high"], low=d1["low"], symbol="A")
+    b = make_series(d2["close"], d2["oi"], high=d2["high"], low=d2["low"], symbol="B",
+                    kind="inverse", contract_size=10, start=pd.Timestamp("2026-03-01T01:00Z"))
+    c = make_series(d3["close"], d3["oi"], high=d3["high"], low=d3["low"], symbol="C")
+    p = Params(max_age="3h")
+    inp = prepare([a, b, c], p)
+    g = Grid.covering(*inp.level_range())
+    eng = make_engine(inp, g, 10, dtype=np.float64)
+    assert isinstance(eng, SeriesEngines) and len(eng.engines) == 3
+    states = {}
+    parts = list(eng.run(4, on_bucket=(20, lambda e: states.update(e.state_arrays()))))
+    got = {v: np.concatenate([getattr(q, v) for q in parts], axis=1) for v in VARS}
+    batched = Engine(inp, g, 10, dtype=np.float64)
+    bstate = {}
+    bparts = list(batched.run(4, on_bucket=(20, lambda e: bstate.update(e.state_arrays()))))
+    ref = {v: np.concatenate([getattr(q, v) for q in bparts], axis=1) for v in VARS}
+    assert_matches(got, ref, 1e-12)
+    assert float(np.abs(ref["liquidated"]).max()) > 0
+    # the saved state numbers positions as the batched engine does (same multiset of rows)
+    assert states["level"].size == bstate["level"].size > 0
+    key = lambda s: np.lexsort((s["birth"], s["kd"], s["cell"], s["series"]))  # noqa: E731
+    i, j = key(states), key(bstate)
+    for k in ("series", "cell", "kd", "birth", "side"):
+        np.testing.assert_array_equal(states[k][i], bstate[k][j], err_msg=k)
+    np.testing.assert_allclose(states["amount"][i], bstate["amount"][j], rtol=1e-12)
+    # each series is exactly what a run on its own (on the same time axis) gives
+    for s in range(3):
+        alone = Engine(inp.select(s), g, 10, dtype=np.float64)
+        one = list(alone.run(4, on_bucket=(20, lambda e: None)))
+        for v in VARS:
+            np.testing.assert_array_equal(got[v][s], np.concatenate(
+                [getattr(q, v) for q in one], axis=1)[0], err_msg=v)
+    # load_state splits the positions back: continuing from the cut gives the same tail
+    again = SeriesEngines(inp, g, 10, dtype=np.float64)
+    again.load_state(states)
+    tail = _chunks_from(again, 20)
+    for v in VARS:
+        np.testing.assert_array_equal(
+            np.concatenate([getattr(q, v) for q in tail], axis=1), got[v][:, 20:], err_msg=v)
+
+
+def _chunks_from(eng, b0):
+    """Chunks [b0, end) of an engine whose state was loaded as it stood before bucket b0."""
+    out = []
+    for b in range(b0, eng.n_buckets, 4):
+        parts = [e.chunk(b, min(b + 4, eng.n_buckets)) for e in eng.engines]
+        out.append(type(parts[0])(b0=b, b1=min(b + 4, eng.n_buckets), **{
+            v: np.concatenate([getattr(q, v) for q in parts], axis=0) for v in VARS}))
+    return out

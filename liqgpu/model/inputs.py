@@ -40,6 +40,16 @@ class Inputs:
     def n_series(self) -> int:
         return int(self.lo.shape[0])
 
+    def select(self, i: int) -> "Inputs":
+        """The inputs of series ``i`` alone, on the same time axis."""
+        import dataclasses
+
+        one = slice(i, i + 1)
+        return dataclasses.replace(
+            self, names=self.names[one], kinds=self.kinds[one], lo=self.lo[one], hi=self.hi[one],
+            close_frac=self.close_frac[one], entry=self.entry[one], add=self.add[one],
+            share=self.share[one], factors=self.factors[one])
+
     @property
     def n_steps(self) -> int:
         return int(self.lo.shape[1])
