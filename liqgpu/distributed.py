@@ -550,6 +550,7 @@ def _write_realized(store: Path, events, names, btime, every, edges, *, tc: int,
     import zarr
 
     from .api import _RealizedBinner
+    from .jsonsafe import json_safe
     from .store import _quiet_zarr
 
     nb = btime.size
@@ -562,16 +563,8 @@ def _write_realized(store: Path, events, names, btime, every, edges, *, tc: int,
             ds = binner.add_to(xr.Dataset(), b0, b1)
             ds.to_zarr(store, region={"series": slice(None), "time": slice(b0, b1)},
                        zarr_format=3, consolidated=False)
-    summary = json.loads(json.dumps(binner.finish(), default=_json_default))
+    summary = json_safe(binner.finish())
     zarr.open_group(str(store), mode="r+", zarr_format=3).attrs["realized_summary"] = summary
-
-
-def _json_default(x):
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
 def _commit(partial: Path, out: Path) -> None:

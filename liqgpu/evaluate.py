@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -731,28 +732,13 @@ def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, fra
         params = Params.from_attrs(ds.attrs).to_attrs()
     except (KeyError, InputError, TypeError):
         params = None
-    return _clean({
+    return json_safe({
         "every": _td(_every(ds)), "eval_step": _td(table.step), "params": params,
         "realized": {"source": realized.source, "kind": realized.kind,
                      "price_kind": realized.price_kind, "columns": realized.columns or None},
         "top_share": frac,
         "windows": results,
     })
-
-
-def _clean(x):
-    """NaN -> None recursively (JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, np.floating):
-        return _clean(float(x))
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 # ---------------------------------------------------------------------------------------------

@@ -268,8 +268,9 @@ def read_group(root, name: str):
         sub = g[name]
         attrs = dict(sub.attrs)
         layout = attrs.pop("layout", None)
-        if layout is None:  # written before packing: one array per name
-            return {k: sub[k][...] for k in sub.array_keys()}, attrs
+        if layout is None:
+            raise InputError(f"{root}: its {name!r} group was written by an older liqgpu; "
+                             f"estimate the store again")
         packs = {np.dtype(dt).str: sub[f"pack_{np.dtype(dt).name}"][...]
                  for dt in {d for _, d, _, _ in layout}}
     out = {}

@@ -12,6 +12,7 @@ import math
 import click
 
 from ..cli_common import user_errors
+from ..jsonsafe import json_safe
 
 
 def selection_options(fn):
@@ -119,7 +120,7 @@ def levels_cmd(store, at, top, side, threshold, series, leverage, price_min, pri
                         threshold=threshold, lookback=lookback, price_min=price_min,
                         price_max=price_max)
     if as_json:
-        click.echo(json.dumps({"store": str(store), "levels": [_jsonable(b) for b in bands]},
+        click.echo(json.dumps({"store": str(store), "levels": [json_safe(b) for b in bands]},
                               indent=2))
         return
     if not bands:
@@ -137,11 +138,6 @@ def levels_cmd(store, at, top, side, threshold, series, leverage, price_min, pri
         tiers = ", ".join(f"{v:g}x {b['tiers'][f'{v:g}'] * 100:.0f}%" for v in b["dominant"])
         click.echo(f"{b['rank']:>2}  {b['side']:<5}  {rng:>23}  {fmt_money(b['notional']):>9}  "
                    f"{b['share'] * 100:5.1f}%  {dist:>7}  {tiers}")
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in d.items()}
 
 
 COMMANDS = [render_cmd, map_cmd, levels_cmd]
