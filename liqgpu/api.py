@@ -162,6 +162,7 @@ def estimate(
         check_target(out, overwrite=overwrite)
     name, xp = resolve(backend)
     started = _time.perf_counter()
+    events = _load_realized(realized)  # a bad events file fails before the expensive work
     inputs = prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)
@@ -185,7 +186,6 @@ def estimate(
              "%d buckets per chunk", inputs.n_series, inputs.n_steps, n_every, g.n_bins,
              params.n_tiers, name, cb)
 
-    events = _load_realized(realized)
     binner = _RealizedBinner(events, inputs.names, btime, inputs.step * n_every, g.edges) \
         if events is not None else None
 

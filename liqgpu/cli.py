@@ -18,7 +18,7 @@ from .errors import InputError
 log = logging.getLogger("liqgpu")
 
 
-from .cli_common import UserError, user_errors  # noqa: E402,F401
+from .cli_common import contract_options, UserError, user_errors  # noqa: E402,F401
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -105,11 +105,7 @@ def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Store to write (STORE.zarr).")
-@click.option("--kind", type=click.Choice(["linear", "inverse"]), default=None,
-              help="Contract kind of the inputs [default: the file's kind column, else linear].")
-@click.option("--contract-size", type=float, default=None,
-              help="Inverse: quote value of one contract; linear: base units per OI unit "
-                   "[default: the file's contract_size column, else 1].")
+@contract_options
 @click.option("--realized", "realized", multiple=True, type=click.Path(dir_okay=False),
               help="Normalized liquidation events (liqgpu ingest) to bin into 'realized'; "
                    "repeatable.")
@@ -218,9 +214,12 @@ def demo(out, days, seed, every, width, height, backend):
     """Synthetic market -> estimate -> store -> heatmap PNG (no network, no files needed)."""
     from .api import estimate as run
     from .render import render
+    from .render.style import check_size
     from .store import is_store
     from .synth import synthetic_series
 
+    check_size(width, height)  # bad options fail before anything is computed or written
+    series = synthetic_series(days=days, seed=seed)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
@@ -229,7 +228,6 @@ def demo(out, days, seed, every, width, height, backend):
     if store.exists() and not is_store(store):
         raise InputError(f"{store}: exists and is not a liqgpu store; refusing to replace it")
     t = time.perf_counter()
-    series = synthetic_series(days=days, seed=seed)
     ds = run(series, every=every, backend=backend, out=store, overwrite=True,
              progress=_progress_enabled())
     t_est = time.perf_counter() - t

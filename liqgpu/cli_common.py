@@ -28,3 +28,15 @@ def user_errors(fn):
             raise UserError(f"{exc.filename}: permission denied") from None
 
     return wrapper
+
+
+def contract_options(fn):
+    """``--kind`` and ``--contract-size`` for commands that read series files; unset means the
+    file's own ``kind``/``contract_size`` columns (as :func:`liqgpu.load_series` reads them)."""
+    fn = click.option(
+        "--contract-size", type=float, default=None,
+        help="Inverse: quote value of one contract; linear: base units per OI unit "
+             "[default: the file's contract_size column, else 1].")(fn)
+    return click.option(
+        "--kind", type=click.Choice(["linear", "inverse"]), default=None,
+        help="Contract kind of the inputs [default: the file's kind column, else linear].")(fn)

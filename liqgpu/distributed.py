@@ -92,6 +92,7 @@ def estimate_distributed(
     memory_budget: int | None = None,
     connect_timeout: float = 10.0,
     timeout: float | None = None,
+    storage_options: dict | None = None,
     _on_series: Callable[[int, str], None] | None = None,  # test seam: runs first in each task
 ):
     """Estimate liquidation levels for many series on a Dask cluster, one task per series.
@@ -143,6 +144,8 @@ def estimate_distributed(
         Seconds to wait for the scheduler at ``scheduler``.
     timeout : float, optional
         Seconds to wait for all tasks; unlimited by default.
+    storage_options : dict, optional
+        For a URL ``out``: passed to fsspec (credentials, endpoint).
 
     Returns
     -------
@@ -192,7 +195,8 @@ def estimate_distributed(
             raise InputError(f"{out}: an object-storage --out works with local --workers only "
                              f"(no --scheduler, no --resume); write to a shared filesystem path "
                              f"and publish it with `liqgpu publish STORE URL`")
-        with staged(str(out), overwrite=overwrite, progress=progress) as local:
+        with staged(str(out), overwrite=overwrite, storage_options=storage_options,
+                    progress=progress) as local:
             estimate_distributed(series, out=local, params=params, grid=grid, every=every,
                                  realized=realized, workers=workers, cluster=cluster,
                                  retries=retries, progress=progress, chunk_buckets=chunk_buckets,
@@ -200,8 +204,8 @@ def estimate_distributed(
                                  _on_series=_on_series)
         from .store import open_store
 
-        return open_store(str(out))
-    out = check_target(out, overwrite=overwrite)
+        return open_store(str(out), storage_options=storage_options)
+    out = check_target(out, overwrite=overwrite).resolve()  # workers may run elsewhere
     params = params or Params()
     started = _time.perf_counter()
     events = _load_realized(realized)  # bad event files fail before anything is started

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import user_errors
+from .cli_common import contract_options, user_errors
 from .errors import InputError
 
 
@@ -136,9 +136,7 @@ def _age(x: str):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_add(realized_options)
 @click.option("--every", default="1h", show_default=True, help="Output step of the estimate.")
-@click.option("--kind", type=click.Choice(["linear", "inverse"]), default="linear",
-              show_default=True, help="Contract kind of series files.")
-@click.option("--contract-size", type=float, default=1.0, show_default=True)
+@contract_options
 @click.option("--exchange", default=None, help="Exchange of series files.")
 @click.option("--symbol", default=None, help="Symbol of series files.")
 @click.option("--tiers", callback=_tuple(float), default="3,5,10,20,25,50,75,100",

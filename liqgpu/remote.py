@@ -107,6 +107,10 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
         raise InputError(f"{src}: not a liqgpu store (no liqgpu attributes in zarr.json)")
     check_remote_target(url, overwrite=overwrite, storage_options=storage_options)
     fs, root = url_fs(url, storage_options)
+    if "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        a, b = src.resolve(), Path(root).resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise InputError(f"{url}: is the store {src} itself (or inside it); publish elsewhere")
     if fs.exists(f"{root}/{ROOT}"):  # overwrite: the store disappears first, then its objects
         fs.rm_file(f"{root}/{ROOT}")
         log.info("%s: removing the old store's objects", url)

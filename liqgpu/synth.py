@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .errors import InputError
+
 from .series import Series, from_frame
 
 
@@ -40,7 +42,7 @@ def synthetic_frame(
     dt = pd.Timedelta(step)
     n = int(round(pd.Timedelta(days=days) / dt))
     if n < 2:
-        raise ValueError("days too short for the step")
+        raise InputError(f"--days {days:g}: too short for the {step} step (at least 2 bars)")
     per_year = pd.Timedelta(days=365) / dt
     sigma0 = annual_vol / np.sqrt(per_year)  # per-step volatility
     dof = 3.5

@@ -61,19 +61,10 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     from .model.grid import Grid
     from .model.inputs import bucket_prices, prepare
     from .model.params import Params, parse_duration
-    from .store import (_quiet_zarr, chunking, is_store, make_dataset, open_store, read_group,
+    from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
                         write_group)
 
-    from .remote import is_url
-
-    if is_url(store):
-        raise InputError(f"{store}: stores on object storage cannot be updated in place; update "
-                         f"a local copy and publish it again (liqgpu publish --overwrite)")
-    path = Path(store)
-    if not path.exists():
-        raise InputError(f"{path}: no such store")
-    if not is_store(path):
-        raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
+    path = _check_store(store)
     _remove_stale_clones(path)
     ds = open_store(path, chunks=None)
     group = read_group(path, "resume")
@@ -194,6 +185,16 @@ def _check_overlap(s: Series, saved: dict, i: int, t0: int, t_end: int, step_ns:
     if not over.any():
         return
     idx = (ts[over] - t0) // step_ns
+    own = np.flatnonzero(np.isfinite(saved["bars_close"][i]))
+    last_own = int(own[-1]) if own.size else -1
+    late = (idx > last_own) & np.isfinite(s["close"][over])
+    if late.any():  # the store padded this series after its end: other series went on longer
+        end = (t0 + step_ns * last_own) if own.size else t0
+        raise InputError(
+            f"{s.source}: this series ends at {np.datetime_as_string(np.int64(end).view('datetime64[ns]'), unit='s')}Z "
+            f"in the store while others go on to {np.datetime_as_string(np.int64(t_end).view('datetime64[ns]'), unit='s')}Z; "
+            f"updating series that end at different times is not supported yet: estimate the "
+            f"store again with all the bars")
     for c, v in s.columns.items():
         old = saved[f"bars_{c}"][i, idx]
         newv = v[over]
@@ -332,6 +333,7 @@ def follow(store, folder, *, interval="10s", max_polls: int | None = None,
     from .model.params import parse_duration
     from .series import load_series
 
+    _check_store(store)
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--follow {folder}: no such folder")
@@ -365,3 +367,19 @@ def _remember(store, name: str) -> None:
         g = zarr.open_group(str(store), mode="r+")
         g.attrs["applied_files"] = list(g.attrs.get("applied_files", [])) + [name]
         zarr.consolidate_metadata(str(store), zarr_format=3)
+
+
+def _check_store(store) -> Path:
+    """The local liqgpu store an update may change (a clear error otherwise)."""
+    from .remote import is_url
+    from .store import is_store
+
+    if is_url(store):
+        raise InputError(f"{store}: stores on object storage cannot be updated in place; update "
+                         f"a local copy and publish it again (liqgpu publish --overwrite)")
+    path = Path(store)
+    if not path.exists():
+        raise InputError(f"{path}: no such store")
+    if not is_store(path):
+        raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
+    return path

@@ -87,7 +87,7 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, bars, args, message):
     r = CliRunner().invoke(main, ["estimate", str(bars), "--out", str(out)] + args)
     assert r.exit_code == 2, r.output
     assert message in r.output
-    assert "Traceback" not in r.output
+    assert isinstance(r.exception, SystemExit)  # a handled error, not an escaped exception
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.csv"]
 
@@ -145,3 +145,18 @@ def test_import_is_light():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--width", "100"], "100"),
+    (["--days", "0"], "--days 0: too short"),
+    (["--days", "-1"], "--days -1: too short"),
+])
+def test_demo_bad_options_write_nothing(tmp_path, args, message):
+    from liqgpu.cli import main
+
+    out = tmp_path / "d"
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and not isinstance(r.exception, (ValueError, TypeError))
+    assert not out.exists()

@@ -153,3 +153,12 @@ def test_distributed_run_on_local_workers_published_to_a_url(url):
     assert ds.attrs["backend"] == "numpy+dask"
     for v in ("intensity", "liquidated", "closed", "close"):
         np.testing.assert_array_equal(ds[v].values, ref[v].values, err_msg=v)
+
+
+def test_publishing_a_store_onto_itself_is_refused(local):
+    before = sorted(p.relative_to(local) for p in local.rglob("*"))
+    for target in (local, local / "inner.zarr"):
+        with pytest.raises(InputError, match="itself"):
+            publish(local, f"file://{target}", overwrite=True)
+    assert sorted(p.relative_to(local) for p in local.rglob("*")) == before
+    assert open_store(local).sizes["time"] == 48

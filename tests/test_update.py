@@ -222,3 +222,25 @@ def test_killed_update_leaves_old_or_new_store(tmp_path):
         assert not list(tmp_path.glob(f".s{i}.zarr.*"))
     assert "new" in outcomes
     print("outcomes", sorted(outcomes))
+
+
+def test_follow_on_a_missing_store_is_a_clear_error(tmp_path):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    r = CliRunner().invoke(main, ["update", str(tmp_path / "nope.zarr"), "--follow", str(inbox),
+                                  "--max-polls", "1"])
+    assert r.exit_code == 2 and "nope.zarr: no such store" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_series_ending_earlier_than_the_others_is_refused_clearly(tmp_path):
+    from liqgpu.update import update
+
+    a = liqgpu.synthetic_series(days=1, step="5min", seed=71, exchange="ex", symbol="A")
+    b = liqgpu.synthetic_series(days=1, step="5min", seed=72, exchange="ex", symbol="B")
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate([a.slice(0, 200), b.slice(0, 176)], every="1h", backend="numpy", out=out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="ends at .* in the store while others go on"):
+        update(out, [a.slice(190, len(a)), b.slice(170, len(b))])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
