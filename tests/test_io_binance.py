@@ -166,3 +166,18 @@ def test_forceorder_websocket_json_lines_and_csv(tmp_path):
     csv.write_text("T,s,S,q,p,ap,z\n"
                    f"{T0},BTCUSDT,SELL,0.014,9910,9910,0.014\n{T0 + 2000},ETHUSDT,BUY,1,2000,2010,1\n")
     pd.testing.assert_frame_equal(binance.read_forceorder([csv]).frame, df)
+
+
+def test_forceorder_files_without_the_symbol_are_skipped_not_fatal(tmp_path):
+    head = "T,s,S,q,p,ap,z\n"
+    eth_only = tmp_path / "a.csv"
+    eth_only.write_text(head + f"{T0},ETHUSDT,BUY,1,2000,2010,1\n")
+    both = tmp_path / "b.csv"
+    both.write_text(head + f"{T0 + 5000},BTCUSDT,SELL,0.5,9000,9000,0.5\n"
+                    f"{T0 + 6000},ETHUSDT,SELL,2,2000,2000,2\n")
+    t = binance.read_forceorder([eth_only, both], symbol="BTCUSDT")
+    assert t.frame["symbol"].tolist() == ["BTCUSDT"]
+    np.testing.assert_allclose(t.frame["notional"], [4500.0])
+    assert t.dropped == {"other symbols (--symbol)": 2}
+    with pytest.raises(InputError, match="no liquidation events of SOLUSDT"):
+        binance.read_forceorder([eth_only, both], symbol="SOLUSDT")

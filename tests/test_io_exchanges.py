@@ -137,3 +137,24 @@ def test_tardis_liquidations_sell_is_long(tmp_path):
     assert df["exchange"].tolist() == ["binance", "bybit"]
     np.testing.assert_allclose(df["notional"], [20000, 4010])
     assert df["time"].iloc[1] == pd.Timestamp("2024-01-01 00:00:01", tz="UTC")
+
+
+def test_open_interest_files_of_several_symbols_are_refused(tmp_path):
+    paths = []
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        p = tmp_path / f"{sym}.csv"
+        p.write_text(f"timestamp,openInterest,symbol\n{T0},10,{sym}\n{T0 + 300_000},11,{sym}\n")
+        paths.append(p)
+    with pytest.raises(InputError, match=r"several symbols \(BTCUSDT, ETHUSDT\)"):
+        bybit.read_open_interest(paths)
+    assert bybit.read_open_interest(paths[:1]).frame["symbol"].iloc[0] == "BTCUSDT"
+    lines = [TICKER_HEADER]
+    for ex, sym in (("binance-futures", "BTCUSDT"), ("bybit", "BTCUSDT")):
+        lines.append(f"{ex},{sym},{T0 * 1000},{T0 * 1000 + 5},,0.0001,,100,40000,40000,40000")
+    files = []
+    for i, line in enumerate(lines[1:]):
+        f = tmp_path / f"t{i}.csv"
+        f.write_text(TICKER_HEADER + "\n" + line + "\n")
+        files.append(f)
+    with pytest.raises(InputError, match="several exchanges"):
+        tardis.read_derivative_ticker(files, step="1m")

@@ -270,8 +270,8 @@ def read_forceorder(inputs, *, symbol=None, market=None, contract_value=None, **
                 keep = syms == symbol.upper()
                 df, syms = df[keep].reset_index(drop=True), syms[keep]
                 other += n_in - len(df)
-                if not len(df):
-                    raise InputError(f"{source}: no events of {symbol}")
+                if not len(df):  # an all-market recording with none of this symbol's events
+                    continue
             acol, fcol = _pick(df, "avg", source, False), _pick(df, "filled", source, False)
             nan = np.full(len(df), np.nan)
             cols = _fo_events(
@@ -281,6 +281,8 @@ def read_forceorder(inputs, *, symbol=None, market=None, contract_value=None, **
                 numeric(df, acol, source, h) if acol else nan,
                 numeric(df, fcol, source, h) if fcol else nan, market, contract_value, h)
             pieces.append((source, cols, h, n_in))
+    if not pieces:
+        raise InputError(f"{inputs[0]}: no liquidation events" + (f" of {symbol}" if symbol else ""))
     t = make_events(pieces, notes=notes)
     if other:
         t.dropped["other symbols (--symbol)"] = other

@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import InputError
 from .archive import expand_inputs, read_members
 from .events import make_events
-from .tables import (alias, epoch_to_ns, looks_like_json, numeric, read_csv, read_json_records,
-                     series_table, shift_snapshots, single_symbol, where)
+from .tables import (alias, epoch_to_ns, files_symbol, looks_like_json, numeric, read_csv,
+                     read_json_records, series_table, shift_snapshots, single_symbol, where)
 
 
 def is_inverse(symbol: str) -> bool:
@@ -124,7 +124,7 @@ def read_open_interest(inputs, *, symbol=None, contract_value=None, **_):
                 syms.add(single_symbol(df["symbol"], source, symbol))
             pieces.append((source, epoch_to_ns(df[tc], source, tc, h),
                            {"oi": numeric(df, oc, source, h)}, h, len(df)))
-    sym = (symbol or next((s for s in syms if s), None))
+    sym = files_symbol(syms, pieces[0][0] if pieces else str(inputs[0]), symbol)
     if not sym:
         raise InputError(f"{pieces[0][0]}: no symbol in the file; pass --symbol")
     sym = sym.upper()

@@ -20,8 +20,8 @@ import numpy as np
 from ..errors import InputError
 from .archive import expand_inputs, read_members
 from .events import make_events, order_side_to_position
-from .tables import (alias, epoch_to_ns, looks_like_json, numeric, read_csv, read_json_records,
-                     series_table, shift_snapshots, single_symbol)
+from .tables import (alias, epoch_to_ns, files_symbol, looks_like_json, numeric, read_csv,
+                     read_json_records, series_table, shift_snapshots, single_symbol)
 
 LINEAR_CT_VAL = {"BTC": 0.01, "ETH": 0.1, "SOL": 1.0, "DOGE": 1000.0, "XRP": 100.0}
 
@@ -130,7 +130,7 @@ def read_open_interest(inputs, *, symbol=None, contract_value=None, **_):
             df, h = (_rows(data, source, "oi"), 0) if looks_like_json(data) else read_csv(data, source)
             if "instId" in df.columns:
                 insts.add(single_symbol(df["instId"], source, symbol))
-            inst = (symbol or next((i for i in insts if i), None))
+            inst = files_symbol(insts, source, symbol)
             if not inst:
                 raise InputError(f"{source}: no instId in the file; pass --symbol BTC-USDT-SWAP")
             inst = inst.upper()

@@ -271,6 +271,18 @@ def single_symbol(values, source: str, given: str | None) -> str | None:
     return vals[0] if vals else None
 
 
+def files_symbol(symbols, source: str, given: str | None) -> str | None:
+    """The one symbol the files of one series hold (``given`` wins; each file was already
+    checked against it by :func:`single_symbol`); several is an InputError."""
+    if given:
+        return given.upper()
+    vals = sorted({str(s).strip().upper() for s in symbols if s and str(s).strip()})
+    if len(vals) > 1:
+        raise InputError(f"{source}: the files hold several symbols ({', '.join(vals[:4])}); "
+                         "one series is one symbol: pass --symbol or fewer files")
+    return vals[0] if vals else None
+
+
 # -- series parts --------------------------------------------------------------------------------
 def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contract_size: float,
                  notes=None, step_ns: int | None = None, time_column: str = "time") -> Table:

@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import InputError
 from .archive import expand_inputs, read_members
 from .events import make_events, order_side_to_position
-from .tables import epoch_to_ns, numeric, read_csv, series_table, single_symbol, where
+from .tables import (epoch_to_ns, files_symbol, numeric, read_csv, series_table, single_symbol,
+                     where)
 
 TICKER = ("exchange", "symbol", "timestamp", "local_timestamp", "open_interest", "mark_price")
 LIQS = ("exchange", "symbol", "timestamp", "local_timestamp", "side", "price", "amount")
@@ -92,7 +93,13 @@ def read_derivative_ticker(inputs, *, symbol=None, step="1m", oi_unit="base", ki
                                      "--contract-value (base units per contract)")
                 oi = oi * float(contract_value)
             frames.append(pd.DataFrame({"b": t // step_ns, "oi": oi, "mark": mark}))
-    sym = symbol or syms.pop()
+    sym = files_symbol(syms, files[0], symbol)
+    if not sym:
+        raise InputError(f"{files[0]}: no symbol in the file; pass --symbol")
+    exchanges = sorted({exchange_name(e) for e in exch})
+    if len(exchanges) > 1:
+        raise InputError(f"{files[0]}: the files hold several exchanges ({', '.join(exchanges)}); "
+                         "one series is one exchange")
     df = pd.concat(frames, ignore_index=True).sort_values("b", kind="stable")
     g = df.groupby("b", sort=True)
     last_oi = g["oi"].last()  # last non-NaN per bucket
@@ -100,7 +107,7 @@ def read_derivative_ticker(inputs, *, symbol=None, step="1m", oi_unit="base", ki
             "mark_low": g["mark"].min().to_numpy()}
     ns = last_oi.index.to_numpy(dtype=np.int64) * step_ns
     cs = float(contract_value) if (kind == "inverse" and contract_value) else 1.0
-    t = series_table([(files[0], ns, cols, 0, n_in)], exchange=exchange_name(exch.pop()), symbol=str(sym).upper(),
+    t = series_table([(files[0], ns, cols, 0, n_in)], exchange=exchanges[0], symbol=str(sym).upper(),
                      kind=kind, contract_size=cs, step_ns=step_ns,
                      notes=["timestamps in µs; ticks bucketed by floor(t/step)",
                             f"OI unit in file: {oi_unit}; mark range from sampled ticks"])
