@@ -132,3 +132,23 @@ def test_cli_ingest_parts_then_merge_then_load(tmp_path):
     res = r.invoke(main, ["ingest", "merge", str(tmp_path / "k.parquet"), str(tmp_path / "m.parquet"),
                           "-o", str(out)])
     assert res.exit_code == 2 and "exists" in res.output
+
+
+@pytest.mark.parametrize("unit, raw, expect", [
+    ("contracts", 10_000.0, 10_000.0),
+    ("quote", 1_000_000.0, 10_000.0),     # $1M of $100 contracts
+    ("base", 25.0, 10_000.0),             # 25 BTC at $40,000 = $1M
+])
+def test_inverse_oi_units_become_contracts(tmp_path, unit, raw, expect):
+    from liqgpu.io.generic import read_generic
+
+    p = tmp_path / "inv.csv"
+    p.write_text(f"t,o,h,l,c,oi\n{T0},40000,40000,40000,40000,{raw}\n"
+                 f"{T0 + 60_000},40000,40000,40000,40000,{raw}\n")
+    t = read_generic([p], mapping="time=t,open=o,high=h,low=l,close=c,oi=oi", oi_unit=unit,
+                     kind="inverse", contract_value=100, exchange="x", symbol="BTCUSD")
+    np.testing.assert_allclose(t.frame["oi"], [expect, expect])
+    if unit != "contracts":
+        with pytest.raises(InputError, match="needs --contract-value"):
+            read_generic([p], mapping="time=t,open=o,high=h,low=l,close=c,oi=oi", oi_unit=unit,
+                         kind="inverse", exchange="x", symbol="BTCUSD")

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import InputError
 from .archive import expand_inputs, read_members
-from .tables import SERIES_COLUMNS, epoch_to_ns, numeric, read_csv, series_table, single_symbol
+from .tables import (SERIES_COLUMNS, epoch_to_ns, numeric, oi_in_model_units, read_csv,
+                     series_table, single_symbol)
 
 FIELDS = ("time",) + SERIES_COLUMNS + ("oi_stale", "exchange", "symbol")
 OI_UNITS = ("base", "contracts", "quote")
@@ -62,8 +63,9 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
     mapping : str or dict
         ``FIELD=COLUMN`` pairs (see the module docstring).
     oi_unit : {'base', 'contracts', 'quote'}
-        ``quote`` OI (USD) is divided by the bar's ``close``; ``contracts`` are multiplied by
-        ``contract_value`` for linear contracts and kept for inverse ones.
+        Converted to what the model reads (:func:`liqgpu.io.tables.oi_in_model_units`): base
+        units for linear contracts (quote / close; contracts x ``contract_value``), contracts
+        for inverse ones (quote / ``contract_value``; base x close / ``contract_value``).
     kind : {'linear', 'inverse'}
     contract_value : float, optional
         Linear: base units per contract; inverse: quote value of one contract.
@@ -99,16 +101,9 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
                 raise InputError(f"{source}: no series column found (map some of "
                                  f"{', '.join(SERIES_COLUMNS)})")
             if "oi" in cols:
-                if oi_unit == "quote":
-                    if "close" not in cols:
-                        raise InputError(f"{source}: --oi-unit quote needs a close column to "
-                                         "convert OI to base units")
-                    cols["oi"] = cols["oi"] / cols["close"]
-                elif oi_unit == "contracts" and kind == "linear":
-                    if not contract_value:
-                        raise InputError("--oi-unit contracts on a linear contract needs "
-                                         "--contract-value (base units per contract)")
-                    cols["oi"] = cols["oi"] * float(contract_value)
+                cols["oi"] = oi_in_model_units(cols["oi"], cols.get("close"), oi_unit=oi_unit,
+                                               kind=kind, contract_value=contract_value,
+                                               source=source)
                 sc = m.get("oi_stale", "oi_stale")
                 if sc in df.columns:
                     st = df[sc].astype(str).str.strip().str.lower().isin(["1", "true", "yes"])

@@ -271,6 +271,32 @@ def single_symbol(values, source: str, given: str | None) -> str | None:
     return vals[0] if vals else None
 
 
+def oi_in_model_units(oi, price, *, oi_unit: str, kind: str, contract_value, source: str):
+    """OI as the model reads it: base units for linear contracts, contracts for inverse ones
+    (each worth ``contract_value`` in quote). ``price`` (close or mark) converts quote and base;
+    None when the file has none."""
+    cv = float(contract_value) if contract_value else None
+    need_price = (oi_unit == "quote" and kind == "linear") or (oi_unit == "base" and kind == "inverse")
+    if need_price and price is None:
+        raise InputError(f"{source}: --oi-unit {oi_unit} on a {kind} contract needs a price "
+                         "column (close) to convert OI")
+    if kind == "linear":
+        if oi_unit == "quote":
+            return oi / price
+        if oi_unit == "contracts":
+            if cv is None:
+                raise InputError("--oi-unit contracts on a linear contract needs "
+                                 "--contract-value (base units per contract)")
+            return oi * cv
+        return oi
+    if oi_unit == "contracts":
+        return oi
+    if cv is None:
+        raise InputError(f"--oi-unit {oi_unit} on an inverse contract needs --contract-value "
+                         "(quote value of one contract) to count contracts")
+    return oi / cv if oi_unit == "quote" else oi * price / cv
+
+
 def files_symbol(symbols, source: str, given: str | None) -> str | None:
     """The one symbol the files of one series hold (``given`` wins; each file was already
     checked against it by :func:`single_symbol`); several is an InputError."""

@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import InputError
 from .archive import expand_inputs, read_members
 from .events import make_events, order_side_to_position
-from .tables import (epoch_to_ns, files_symbol, numeric, read_csv, series_table, single_symbol,
-                     where)
+from .tables import (epoch_to_ns, files_symbol, numeric, oi_in_model_units, read_csv, series_table,
+                     single_symbol, where)
 
 TICKER = ("exchange", "symbol", "timestamp", "local_timestamp", "open_interest", "mark_price")
 LIQS = ("exchange", "symbol", "timestamp", "local_timestamp", "side", "price", "amount")
@@ -58,8 +58,8 @@ def read_derivative_ticker(inputs, *, symbol=None, step="1m", oi_unit="base", ki
     Parameters
     ----------
     oi_unit : {'base', 'contracts', 'quote'}
-        Unit of ``open_interest``. ``quote`` is divided by the mark price; ``contracts`` are
-        multiplied by ``contract_value`` for linear contracts and kept for inverse ones.
+        Unit of ``open_interest``, converted as in :func:`liqgpu.io.tables.oi_in_model_units`
+        (with the mark price): base units for linear contracts, contracts for inverse ones.
     kind : {'linear', 'inverse'}
     """
     import pandas as pd
@@ -85,13 +85,8 @@ def read_derivative_ticker(inputs, *, symbol=None, step="1m", oi_unit="base", ki
                                  "previous row; ticks must be in time order")
             oi = numeric(df, "open_interest", source, h)
             mark = numeric(df, "mark_price", source, h)
-            if oi_unit == "quote":
-                oi = oi / mark
-            elif oi_unit == "contracts" and kind == "linear":
-                if not contract_value:
-                    raise InputError("--oi-unit contracts on a linear contract needs "
-                                     "--contract-value (base units per contract)")
-                oi = oi * float(contract_value)
+            oi = oi_in_model_units(oi, mark, oi_unit=oi_unit, kind=kind,
+                                   contract_value=contract_value, source=source)
             frames.append(pd.DataFrame({"b": t // step_ns, "oi": oi, "mark": mark}))
     sym = files_symbol(syms, files[0], symbol)
     if not sym:
