@@ -232,7 +232,8 @@ def _check_grid(inputs, grid, first_new: int) -> None:
     e = inputs.entry[:, first_new:]
     lo, hi = np.inf, -np.inf
     for s in range(e.shape[0]):
-        v = e[s][np.isfinite(e[s]) & (inputs.add[s, first_new:] > 0)]
+        v = e[s][np.isfinite(e[s]) & (inputs.omega[s, first_new:] > 0)
+                 & (inputs.add[s, first_new:] > 0)[:, None]]
         if v.size:
             f = inputs.factors[s]
             lo = min(lo, float(v.min() * f.min()))

@@ -40,6 +40,9 @@ LOG_FLOOR = 500.0  # re-base when the cumulative log closure of a block falls be
 NEVER = np.iinfo(np.int64).max // 4
 
 ALIVE, LIQUIDATED, EXPIRED, ZEROED = 0, 1, 2, 3
+RETIRE = 1e-14  # v2: a position below this fraction of its opening amount is retired (churned)
+BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks retire positions)
+STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
 
 
@@ -56,6 +59,11 @@ class ChunkResult:
     expired: np.ndarray
     outside: np.ndarray
     outside_liquidated: np.ndarray
+    churned: np.ndarray | None = None  # (S, nb, K, 2) float64; model v2 only
+
+
+CHUNK_FIELDS = ("intensity", "liquidated", "added", "closed", "expired", "outside",
+                "outside_liquidated", "churned")
 
 
 @dataclass
@@ -69,12 +77,16 @@ class State:
     series: object
     birth: object  # global step of opening
     amount: object  # current amount (quote notional)
+    opened: object  # amount at opening (retirement of churned-out positions, v2)
 
     @classmethod
     def empty(cls, xp) -> "State":
         i = xp.zeros(0, dtype=xp.int64)
         f = xp.zeros(0, dtype=xp.float64)
-        return cls(f, i, i, i, i, i, f)
+        return cls(f, i, i, i, i, i, f, f)
+
+    def take(self, mask) -> "State":
+        return State(*(getattr(self, k)[mask] for k in STATE_KEYS))
 
     def __len__(self) -> int:
         return int(self.level.shape[0])
@@ -106,7 +118,7 @@ def merge_states(parts: list[dict], *, ncell: int, K: int) -> dict:
     for i, a in enumerate(parts):
         a = dict(a)
         a["cell"] = a["cell"] + i * ncell
-        a["kd"] = a["kd"] + i * 2 * K
+        a["kd"] = a["kd"] + i * 2 * K  # K: cells of the output's leverage dimension
         a["series"] = np.full(a["level"].shape, i, dtype=np.int64)
         out.append(a)
     return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
@@ -135,7 +147,7 @@ class SeriesEngines:
         self.engines = [Engine(inputs.select(i), grid, every, dtype=dtype)
                         for i in range(inputs.n_series)]
         e = self.engines[0]
-        self.n_buckets, self.ncell, self.K = e.n_buckets, e.ncell, e.K
+        self.n_buckets, self.ncell, self.K, self.B = e.n_buckets, e.ncell, e.K, e.B
 
     @property
     def peak_live(self) -> int:
@@ -150,12 +162,11 @@ class SeriesEngines:
             parts = [e.chunk(b0, b1) for e in self.engines]
             yield ChunkResult(b0=b0, b1=b1, **{
                 f: np.concatenate([getattr(p, f) for p in parts], axis=0)
-                for f in ("intensity", "liquidated", "added", "closed", "expired", "outside",
-                          "outside_liquidated")})
+                for f in CHUNK_FIELDS if getattr(parts[0], f) is not None})
 
     def state_arrays(self) -> dict:
         """Every engine's live positions, numbered as one batched engine numbers them."""
-        return merge_states([e.state_arrays() for e in self.engines], ncell=self.ncell, K=self.K)
+        return merge_states([e.state_arrays() for e in self.engines], ncell=self.ncell, K=self.B)
 
     def load_state(self, arrays: dict, *, step_offset: int = 0) -> None:
         """Split saved positions (numbered as by :meth:`state_arrays`) among the engines."""
@@ -164,13 +175,19 @@ class SeriesEngines:
             m = series == i
             sub = {k: np.asarray(v)[m] for k, v in arrays.items()}
             sub["cell"] = sub["cell"] - i * self.ncell
-            sub["kd"] = sub["kd"] - i * 2 * self.K
+            sub["kd"] = sub["kd"] - i * 2 * self.B
             sub["series"] = np.zeros(int(m.sum()), dtype=np.int64)
             e.load_state(sub, step_offset=step_offset)
 
 
 class Engine:
-    """Runs model v1 over prepared inputs, one time chunk of output buckets at a time.
+    """Runs model v1 or v2 over prepared inputs, one time chunk of output buckets at a time.
+
+    v1 is v2 with no churn, one entry point per bar and one output cell per tier. With churn,
+    every live amount is multiplied by (1 - c_t)(1 - φ_t) each step, so the normalized-weight
+    trick of v1 still holds with the combined log factor; churned amounts per step follow from
+    the same difference arrays as closed ones, and positions below ``RETIRE`` of their opening
+    amount are retired (counted as churned) at block starts, which bounds the live set.
 
     Parameters
     ----------
@@ -193,8 +210,9 @@ class Engine:
         self.S = inputs.n_series
         self.T = inputs.n_steps
         self.K = inputs.weights.size
+        self.B = int(inputs.n_out)  # output cells of the leverage dimension (v1: tiers)
         self.P = grid.n_bins
-        self.ncell = (self.P + 1) * self.K * 2
+        self.ncell = (self.P + 1) * self.B * 2
         self.n_buckets = -(-self.T // self.n)
         self.A = inputs.max_age_steps
         d = xp.asarray
@@ -206,8 +224,20 @@ class Engine:
         self.zero = d(c >= 1.0)
         with np.errstate(divide="ignore"):
             logf = np.where(c >= 1.0, 0.0, np.log1p(-np.minimum(c, 1.0)))
-        self.logf = d(np.maximum(logf, -LOG_FLOOR))
+        logf = np.maximum(logf, -LOG_FLOOR)
+        self.logc = d(logf)  # closure alone (zeroed at closures to zero in each block)
+        self.churn = inputs.churn is not None
+        if self.churn:
+            self.phi = d(inputs.churn)
+            self.logp = d(np.log1p(-inputs.churn))
+            logf = logf + np.log1p(-inputs.churn)
+        self.logf = d(logf)
+        self.retire = bool(inputs.retire)
+        n_pos = inputs.entry.shape[2] * self.K * 2
+        self.max_block = max(64, BLOCK_POSITIONS // n_pos) if self.retire else None
         self.entry = d(inputs.entry)
+        self.omega = d(inputs.omega)
+        self.band_of = d(inputs.band_of)
         self.add = d(inputs.add)
         self.share = d(inputs.share)
         self.factors = d(inputs.factors)
@@ -232,8 +262,8 @@ class Engine:
         """The live positions on the host (numpy), for saving."""
         to_host = (lambda x: x) if self.xp is np else self.xp.asnumpy
         st = self.state
-        return {k: np.asarray(to_host(getattr(st, k))) for k in
-                ("level", "side", "cell", "kd", "series", "birth", "amount")}
+        keys = STATE_KEYS if self.retire else STATE_KEYS[:-1]
+        return {k: np.asarray(to_host(getattr(st, k))) for k in keys}
 
     def load_state(self, arrays: dict, *, step_offset: int = 0) -> None:
         """Start from saved live positions; ``step_offset`` is subtracted from their births (the
@@ -247,6 +277,7 @@ class Engine:
             series=d(np.asarray(arrays["series"], dtype=np.int64)),
             birth=d(np.asarray(arrays["birth"], dtype=np.int64) - step_offset),
             amount=d(np.asarray(arrays["amount"], dtype=np.float64)),
+            opened=d(np.asarray(arrays.get("opened", arrays["amount"]), dtype=np.float64)),
         )
 
     def chunk(self, b0: int, b1: int) -> ChunkResult:
@@ -255,13 +286,16 @@ class Engine:
         nb = b1 - b0
         t0, t1 = b0 * n, min(b1 * n, self.T)
         width = S * self.ncell
+        nkd = S * 2 * self.B
         acc = {
             "intensity": xp.zeros((nb, width)),
             "liquidated": xp.zeros((nb, width)),
-            "added": xp.zeros((nb, S * 2 * K)),
-            "closed": xp.zeros((nb, S * 2 * K)),
-            "expired": xp.zeros((nb, S * 2 * K)),
+            "added": xp.zeros((nb, nkd)),
+            "closed": xp.zeros((nb, nkd)),
+            "expired": xp.zeros((nb, nkd)),
         }
+        if self.churn:
+            acc["churned"] = xp.zeros((nb, nkd))
         tables = _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
         for a, b in self._blocks(t0, t1):
             self._block(a, b, t0, b0, tables, acc)
@@ -285,40 +319,57 @@ class Engine:
             under = np.flatnonzero(low[: b - a] < -LOG_FLOOR)
             if under.size and under[0] > 0:
                 b = a + int(under[0])
+            if self.max_block is not None:
+                b = min(b, a + self.max_block)
             yield t0 + a, t0 + b
             a = b
 
     # ------------------------------------------------------------------------------------------
     def _block(self, a: int, b: int, t0: int, b0: int, tables, acc) -> None:
         """Advance the model over global steps [a, b) (no closure to zero after step a)."""
-        xp, S, K, n, A = self.xp, self.S, self.K, self.n, self.A
+        xp, S, K, B, n, A = self.xp, self.S, self.K, self.B, self.n, self.A
         m = b - a
+        width = S * self.ncell
+        nkd = S * 2 * B
+        bucket_of = lambda t: t // n - b0  # noqa: E731
         zero_a = self.zero[:, a]
-        logf = xp.where(self.zero[:, a:b], 0.0, self.logf[:, a:b])
+        logf = xp.where(self.zero[:, a:b], 0.0, self.logc[:, a:b])
+        if self.churn:
+            logp = self.logp[:, a:b]
+            logf = logf + logp
         Lc = xp.cumsum(logf, axis=1)  # (S, m): log factor from the block start through step
         Lc_prev = xp.concatenate([xp.zeros((S, 1)), Lc[:, :-1]], axis=1)
 
         st = self.state
-        # --- new positions opened in [a, b) -------------------------------------------------
+        if self.retire and len(st):  # v2: what churn has shrunk to nothing counts as churned
+            old = st.amount < RETIRE * st.opened
+            if bool(old.any()):
+                _scatter(acc["churned"], bucket_of(a) * nkd + st.kd[old], st.amount[old], xp)
+                st = self.state = st.take(~old)
+        # --- new positions opened in [a, b): (step, entry point, tier, side) ----------------
         s_new, i_new = xp.nonzero(self.add[:, a:b] > 0)
         t_new = i_new + a
         N0 = int(s_new.shape[0])
-        kk = xp.arange(K)
-        dd = xp.arange(2)
-        base = self.add[s_new, t_new][:, None, None] * self.weights[None, :, None]
-        amt = (base * self.share[s_new, t_new][:, None, :]).reshape(-1)
-        lev = (self.entry[s_new, t_new][:, None, None] * self.factors[s_new]).reshape(-1)
-        n_side = xp.broadcast_to(dd[None, None, :], (N0, K, 2)).reshape(-1)
-        n_tier = xp.broadcast_to(kk[None, :, None], (N0, K, 2)).reshape(-1)
-        n_series = xp.repeat(s_new, 2 * K)
-        n_birth = xp.repeat(t_new, 2 * K)
+        Np = int(self.entry.shape[2])
+        shape = (N0, Np, K, 2)
+        base = (self.add[s_new, t_new][:, None, None, None]
+                * self.omega[s_new, t_new][:, :, None, None]
+                * self.weights[None, None, :, None])
+        amt = (base * self.share[s_new, t_new][:, None, None, :]).reshape(-1)
+        lev = (self.entry[s_new, t_new][:, :, None, None]
+               * self.factors[s_new][:, None, :, :]).reshape(-1)
+        n_side = xp.broadcast_to(xp.arange(2)[None, None, None, :], shape).reshape(-1)
+        n_tier = xp.broadcast_to(xp.arange(K)[None, None, :, None], shape).reshape(-1)
+        n_series = xp.repeat(s_new, Np * 2 * K)
+        n_birth = xp.repeat(t_new, Np * 2 * K)
         keep = amt > 0
         if not bool(keep.all()):
             amt, lev, n_side, n_tier, n_series, n_birth = (
                 x[keep] for x in (amt, lev, n_side, n_tier, n_series, n_birth))
+        n_band = self.band_of[n_tier]
         n_bin = self.grid.bin_index(lev, xp=xp, edges=self.edges)
-        n_cell = n_series * self.ncell + (n_bin * K + n_tier) * 2 + n_side
-        n_kd = n_series * (2 * K) + n_tier * 2 + n_side
+        n_cell = n_series * self.ncell + (n_bin * B + n_band) * 2 + n_side
+        n_kd = n_series * (2 * B) + n_band * 2 + n_side
         n_W = amt * xp.exp(-Lc[n_series, n_birth - a])
 
         # liquidation steps: first step after opening where the range reaches the level
@@ -343,6 +394,7 @@ class Engine:
         born = cat([xp.full(len(st), a - 1, dtype=xp.int64), n_birth])  # a-1: carried in
         level = cat([st.level, lev])
         side = cat([st.side, n_side])
+        opened = cat([st.opened, amt])
         t_liq = cat([c_liq, n_liq])
         t_liq = xp.where(t_liq < b, t_liq, NEVER)
         if A is not None:
@@ -361,13 +413,12 @@ class Engine:
         dead = cause != ALIVE
         dloc = xp.where(dead, death - a, 0)
 
-        width = S * self.ncell
-        nkd = S * 2 * K
-        bucket_of = lambda t: t // n - b0  # noqa: E731
-
-        # liquidated
+        # liquidated: after that step's closure, before its churn
         m_l = cause == LIQUIDATED
-        val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]])
+        if self.churn:
+            val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]] - logp[ser[m_l], dloc[m_l]])
+        else:
+            val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]])
         _scatter(acc["liquidated"], bucket_of(death[m_l]) * width + cell[m_l], val, xp)
         # expired: amount before that step's closure
         m_e = cause == EXPIRED
@@ -386,12 +437,21 @@ class Engine:
         live_w = xp.where(m_z, 0.0, W)
         E = xp.zeros((m + 1, nkd))
         _diff_scatter(E, born - a + 1, end, kd, live_w, xp)
-        live_pre = xp.cumsum(E.reshape(m + 1, S, 2 * K)[:m], axis=0)  # (m, S, 2K)
+        live_pre = xp.cumsum(E.reshape(m + 1, S, 2 * B)[:m], axis=0)  # (m, S, 2B)
         scale = xp.exp(Lc_prev).T[:, :, None]  # (m, S, 1)
         cf = self.cfrac[:, a:b].T[:, :, None]
         closed_step = (cf * live_pre * scale).reshape(m, nkd)
         steps_b = (xp.arange(a, b) // n - b0)
         _scatter_rows(acc["closed"], steps_b, closed_step, xp)
+        if self.churn:
+            # churn at t: φ_t * (live after closure and liquidation at t); those liquidated at t
+            # were alive before the closure, so take them out of live_pre
+            Lq = xp.zeros(m * nkd)
+            _scatter(Lq, dloc[m_l] * nkd + kd[m_l], W[m_l], xp)
+            live_post = live_pre - Lq.reshape(m, S, 2 * B)
+            fac = xp.exp(Lc - logp).T[:, :, None]  # (m, S, 1): after closure, before churn
+            churn_step = (self.phi[:, a:b].T[:, :, None] * live_post * fac).reshape(m, nkd)
+            _scatter_rows(acc["churned"], steps_b, churn_step, xp)
 
         # intensity snapshots at bucket ends inside [a, b)
         snaps = _snapshot_steps(a, b, n, self.T, xp)  # global steps
@@ -417,11 +477,12 @@ class Engine:
         self.state = State(
             level=level[alive], side=side[alive], cell=cell[alive], kd=kd[alive],
             series=ser[alive], birth=birth[alive], amount=W[alive] * last[ser[alive]],
+            opened=opened[alive],
         )
         self.peak_live = max(self.peak_live, len(self.state))
 
     def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
-        xp, S, K, P = self.xp, self.S, self.K, self.P
+        xp, S, K, P = self.xp, self.S, self.B, self.P
         nb = b1 - b0
         to_host = (lambda x: x) if xp is np else xp.asnumpy
 
@@ -445,6 +506,7 @@ class Engine:
             expired=small(acc["expired"]),
             outside=to_host(inten[:, :, P].copy()),
             outside_liquidated=to_host(liq[:, :, P].copy()),
+            churned=small(acc["churned"]) if self.churn else None,
         )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..series import Series
 from .grid import Grid
-from .params import Params, entry_price, notional, side_shares
+from .params import entry_price, notional, side_shares
 
 
 @dataclass(eq=False)
@@ -29,12 +29,28 @@ class Inputs:
     lo: np.ndarray  # (S, T) trigger low, +inf where no liquidation can happen
     hi: np.ndarray  # (S, T) trigger high, -inf where none
     close_frac: np.ndarray  # (S, T) c_t in [0, 1]
-    entry: np.ndarray  # (S, T) e_t, NaN where invalid
-    add: np.ndarray  # (S, T) quote notional of positive ΔOI with a valid entry, else 0
+    entry: np.ndarray  # (S, T, N) entry points x_i, NaN where invalid (v1 and most v2: N = 1)
+    add: np.ndarray  # (S, T) quote notional opened at step t (v1: positive ΔOI; v2: + churn)
     share: np.ndarray  # (S, T, 2) long/short share of new notional
     factors: np.ndarray  # (S, K, 2) level = entry * factor
     weights: np.ndarray  # (K,)
     max_age_steps: int | None
+    omega: np.ndarray | None = None  # (S, T, N) weights of the entry points (None: all 1)
+    churn: np.ndarray | None = None  # (S, T) φ_t, the fraction churned at step t (None: v1)
+    band_of: np.ndarray | None = None  # (K,) output cell of each tier (None: the tier)
+    n_out: int = 0  # cells of the output's leverage dimension (0: one per tier)
+    retire: bool = False  # may retire positions below RETIRE of their opening amount (v2)
+
+    def __post_init__(self) -> None:
+        if self.entry.ndim == 2:
+            self.entry = self.entry[:, :, None]
+        if self.omega is None:
+            self.omega = np.where(np.isfinite(self.entry), 1.0, 0.0)
+        K = self.weights.size
+        if self.band_of is None:
+            self.band_of = np.arange(K, dtype=np.int64)
+        if not self.n_out:
+            self.n_out = int(self.band_of.max()) + 1 if K else 0
 
     @property
     def n_series(self) -> int:
@@ -48,7 +64,8 @@ class Inputs:
         return dataclasses.replace(
             self, names=self.names[one], kinds=self.kinds[one], lo=self.lo[one], hi=self.hi[one],
             close_frac=self.close_frac[one], entry=self.entry[one], add=self.add[one],
-            share=self.share[one], factors=self.factors[one])
+            share=self.share[one], factors=self.factors[one], omega=self.omega[one],
+            churn=None if self.churn is None else self.churn[one])
 
     @property
     def n_steps(self) -> int:
@@ -58,7 +75,7 @@ class Inputs:
         """Lowest and highest level any position of these series can have."""
         lo, hi = np.inf, -np.inf
         for s in range(self.n_series):
-            e = self.entry[s][np.isfinite(self.entry[s])]
+            e = self.entry[s][np.isfinite(self.entry[s]) & (self.omega[s] > 0)]
             if e.size == 0:
                 continue
             f = self.factors[s]
@@ -87,21 +104,29 @@ def align(series: list[Series]) -> tuple[np.ndarray, list[np.ndarray]]:
     return time, offsets
 
 
-def prepare(series: list[Series], params: Params, oi_prev=None) -> Inputs:
-    """Vectorized per-step inputs of model v1 for several series.
+def prepare(series: list[Series], params, oi_prev=None) -> Inputs:
+    """Vectorized per-step inputs of model v1 or v2 for several series.
 
-    ``oi_prev`` (one value per series, NaN for none) is the last valid OI before the first bar,
-    for a run that continues an earlier one (``liqgpu update``)."""
+    v1 is v2 with no churn, one entry point and one output cell per tier, so both models share
+    these inputs and the engine. ``oi_prev`` (one value per series, NaN for none) is the last
+    valid OI before the first bar, for a run that continues an earlier one (``liqgpu update``).
+    """
+    from .v2.params import entry_points
+
     names = [s.name for s in series]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
     time, offsets = align(series)
+    mode, n_points = params.entry_mode
+    phi = params.churn_per_step(series[0].step)
     S, T, K = len(series), time.size, params.n_tiers
     lo = np.full((S, T), np.inf)
     hi = np.full((S, T), -np.inf)
     cf = np.zeros((S, T))
-    ent = np.full((S, T), np.nan)
+    ent = np.full((S, T, n_points), np.nan)
+    omega = np.zeros((S, T, n_points))
+    churn = np.zeros((S, T)) if phi > 0 else None
     add = np.zeros((S, T))
     share = np.ones((S, T, 2))
     factors = np.zeros((S, K, 2))
@@ -111,15 +136,25 @@ def prepare(series: list[Series], params: Params, oi_prev=None) -> Inputs:
         ok = np.isfinite(lo_s) & np.isfinite(hi_s)
         lo[i, idx] = np.where(ok, lo_s, np.inf)
         hi[i, idx] = np.where(ok, hi_s, -np.inf)
-        e = entry_price(params.entry, s["open"], s["high"], s["low"], s["close"],
-                        s.get("volume"), s.get("quote_volume"))
-        ent[i, idx] = e
+        e = entry_price("hlc3" if mode == "range" else mode, s["open"], s["high"], s["low"],
+                        s["close"], s.get("volume"), s.get("quote_volume"))
+        x, w = entry_points(mode, n_points, s["open"], s["high"], s["low"], s["close"], e)
+        ent[i, idx] = x
+        omega[i, idx] = w
         d_oi, c = oi_changes(s["oi"], np.nan if oi_prev is None else float(oi_prev[i]))
         if params.closure == "proportional":
             cf[i, idx] = c
         grow = (d_oi > 0) & np.isfinite(e)
-        add[i, idx] = np.where(grow, notional(np.where(grow, d_oi, 0.0), np.where(grow, e, 0.0),
-                                              s.kind, s.contract_size), 0.0)
+        new = np.where(grow, notional(np.where(grow, d_oi, 0.0), np.where(grow, e, 0.0),
+                                      s.kind, s.contract_size), 0.0)
+        if churn is not None:  # v2 step 4: where OI_t and the bar are valid
+            turn = np.isfinite(s["oi"]) & ok & np.isfinite(s["close"])
+            churn[i, idx] = np.where(turn, phi, 0.0)
+            new = new + np.where(turn, notional(np.where(turn, phi * s["oi"], 0.0),
+                                                np.where(turn, s["close"], 0.0),
+                                                s.kind, s.contract_size), 0.0)
+        # positions open only where an entry point is valid
+        add[i, idx] = np.where((w > 0).any(axis=1), new, 0.0)
         share[i, idx] = side_shares(params.side_split, s.get("volume"), s.get("taker_buy_volume"),
                                     n=len(s))
         factors[i] = params.level_factors(s.kind)
@@ -137,6 +172,11 @@ def prepare(series: list[Series], params: Params, oi_prev=None) -> Inputs:
         factors=factors,
         weights=np.asarray(params.weights, dtype=np.float64),
         max_age_steps=params.max_age_steps(series[0].step),
+        omega=omega,
+        churn=churn,
+        band_of=np.asarray(params.band_of, dtype=np.int64),
+        n_out=params.n_out,
+        retire=churn is not None,
     )
 
 

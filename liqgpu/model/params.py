@@ -103,6 +103,8 @@ class Params:
     closure: str = "proportional"
     max_age: timedelta | None = field(default=None)
 
+    model = MODEL_NAME
+
     def __post_init__(self) -> None:
         lev = tuple(float(x) for x in self.leverages)
         w = tuple(float(x) for x in self.weights)
@@ -110,35 +112,10 @@ class Params:
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "mmr", float(self.mmr))
         object.__setattr__(self, "max_age", parse_duration(self.max_age, option="max_age"))
-        if not lev:
-            raise InputError("leverages: give at least one leverage tier")
-        if any(not math.isfinite(x) or x <= 1 for x in lev):
-            raise InputError(f"leverages: every tier must be a number > 1, got {list(lev)}")
-        if len(set(lev)) != len(lev):
-            raise InputError(f"leverages: tiers must be distinct, got {list(lev)}")
-        if len(w) != len(lev):
-            raise InputError(
-                f"weights: {len(w)} weights for {len(lev)} leverage tiers; give one per tier"
-            )
-        if any(not math.isfinite(x) or x < 0 for x in w):
-            raise InputError(f"weights: every weight must be >= 0, got {list(w)}")
-        if abs(sum(w) - 1.0) > 1e-6:
-            raise InputError(f"weights: must sum to 1, got {list(w)} (sum {sum(w):.6g})")
-        if not (0.0 <= self.mmr < 1.0) or not math.isfinite(self.mmr):
-            raise InputError(f"mmr: must be in [0, 1), got {self.mmr}")
-        # A short at leverage L must still have its level above the entry: 1/L > m.
-        if any(1.0 / x <= self.mmr for x in lev):
-            raise InputError(
-                f"mmr: {self.mmr} is at or above 1/leverage for some tier in {list(lev)}; "
-                "positions would be liquidated at entry"
-            )
-        for name, value, allowed in (
-            ("entry", self.entry, ENTRY_METHODS),
-            ("side_split", self.side_split, SIDE_SPLITS),
-            ("closure", self.closure, CLOSURES),
-        ):
-            if value not in allowed:
-                raise InputError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+        check_tiers(lev, w, self.mmr)
+        if self.entry not in ENTRY_METHODS:
+            raise InputError(f"entry: {self.entry!r} is not one of {', '.join(ENTRY_METHODS)}")
+        check_choices(side_split=self.side_split, closure=self.closure)
 
     @property
     def n_tiers(self) -> int:
@@ -146,16 +123,29 @@ class Params:
 
     def max_age_steps(self, step: np.timedelta64) -> int | None:
         """A = max_age / step in whole steps (MODEL.md, "One step"), or None."""
-        if self.max_age is None:
-            return None
-        step_s = step / np.timedelta64(1, "s")
-        a = int(math.floor(self.max_age.total_seconds() / step_s + 1e-9))
-        if a < 1:
-            raise InputError(
-                f"max_age: {format_duration(self.max_age)} is shorter than the model step "
-                f"({int(step_s)}s); positions would expire before they exist"
-            )
-        return a
+        return max_age_steps(self.max_age, step)
+
+    @property
+    def n_out(self) -> int:
+        """Cells of the output's ``leverage`` dimension: one per tier in v1."""
+        return len(self.leverages)
+
+    @property
+    def band_of(self) -> np.ndarray:
+        """Output cell of each tier (v1: the tier itself)."""
+        return np.arange(len(self.leverages), dtype=np.int64)
+
+    def leverage_coords(self) -> dict:
+        """Coordinates of the ``leverage`` dimension: the tiers."""
+        return {"leverage": np.asarray(self.leverages, dtype=np.float64)}
+
+    def churn_per_step(self, step: np.timedelta64) -> float:
+        """v1 has no turnover."""
+        return 0.0
+
+    @property
+    def entry_mode(self) -> tuple[str, int]:
+        return self.entry, 1
 
     def level_factors(self, kind: str) -> np.ndarray:
         """Factors F[k, side] with level q = entry * F (see :func:`level_factor`)."""
@@ -189,6 +179,53 @@ class Params:
             max_age=attrs.get("max_age"),
         )
 
+
+def check_tiers(lev: tuple, w: tuple, mmr: float) -> None:
+    """Validate leverage tiers, their weights and the maintenance-margin rate (v1 and v2)."""
+    if not lev:
+        raise InputError("leverages: give at least one leverage tier")
+    if any(not math.isfinite(x) or x <= 1 for x in lev):
+        raise InputError(f"leverages: every tier must be a number > 1, got {list(lev)}")
+    if len(set(lev)) != len(lev):
+        raise InputError(f"leverages: tiers must be distinct, got {list(lev)}")
+    if len(w) != len(lev):
+        raise InputError(
+            f"weights: {len(w)} weights for {len(lev)} leverage tiers; give one per tier"
+        )
+    if any(not math.isfinite(x) or x < 0 for x in w):
+        raise InputError(f"weights: every weight must be >= 0, got {list(w)}")
+    if abs(sum(w) - 1.0) > 1e-6:
+        raise InputError(f"weights: must sum to 1, got {list(w)} (sum {sum(w):.6g})")
+    if not (0.0 <= mmr < 1.0) or not math.isfinite(mmr):
+        raise InputError(f"mmr: must be in [0, 1), got {mmr}")
+    # A short at leverage L must still have its level above the entry: 1/L > m.
+    if any(1.0 / x <= mmr for x in lev):
+        raise InputError(
+            f"mmr: {mmr} is at or above 1/leverage for some tier in {list(lev)}; "
+            "positions would be liquidated at entry"
+        )
+
+
+def check_choices(**values) -> None:
+    """``side_split`` and ``closure`` among their allowed values."""
+    allowed = {"side_split": SIDE_SPLITS, "closure": CLOSURES}
+    for name, value in values.items():
+        if value not in allowed[name]:
+            raise InputError(f"{name}: {value!r} is not one of {', '.join(allowed[name])}")
+
+
+def max_age_steps(max_age: timedelta | None, step: np.timedelta64) -> int | None:
+    """A = max_age / step in whole steps (MODEL.md, "One step"), or None."""
+    if max_age is None:
+        return None
+    step_s = step / np.timedelta64(1, "s")
+    a = int(math.floor(max_age.total_seconds() / step_s + 1e-9))
+    if a < 1:
+        raise InputError(
+            f"max_age: {format_duration(max_age)} is shorter than the model step "
+            f"({int(step_s)}s); positions would expire before they exist"
+        )
+    return a
 
 def level_factor(kind: str, leverage: float, mmr: float, side: str) -> float:
     """Liquidation level over entry price, isolated margin, no fees (MODEL.md table).
