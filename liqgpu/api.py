@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .model.grid import Grid
-from .model.params import Params, parse_duration
+from .model.params import parse_duration
 from .series import Series, load_series
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,17 @@ def _as_series_list(series) -> list[Series]:
     if not out:
         raise InputError("no series given")
     return out
+
+
+def resolve_params(params, model: str | None):
+    """The parameters to run: ``params``, or ``model``'s defaults (v2 when neither is given)."""
+    from .model.registry import DEFAULT_MODEL, default_params
+
+    if params is None:
+        return default_params(model or DEFAULT_MODEL)
+    if model is not None and model != params.model:
+        raise InputError(f"--model {model}: the parameters given are model {params.model}'s")
+    return params
 
 
 def resolve_every(every, step: np.timedelta64) -> int:
@@ -66,7 +77,7 @@ def resolve_grid(grid, inputs) -> Grid:
     return g
 
 
-def fingerprint(series: list[Series], params: Params, grid: Grid, every: int) -> str:
+def fingerprint(series: list[Series], params, grid: Grid, every: int) -> str:
     h = hashlib.sha256()
     for s in series:
         h.update(s.fingerprint().encode())
@@ -79,7 +90,8 @@ def fingerprint(series: list[Series], params: Params, grid: Grid, every: int) ->
 def estimate(
     series,
     *,
-    params: Params | None = None,
+    params=None,
+    model: str | None = None,
     grid: Grid | str | None = None,
     every=None,
     backend: str = "auto",
@@ -92,15 +104,18 @@ def estimate(
     realized=None,
     storage_options: dict | None = None,
 ):
-    """Estimate liquidation levels (model v1) for one or more series.
+    """Estimate liquidation levels (model v2 by default, or v1) for one or more series.
 
     Parameters
     ----------
     series : Series, path, or a list of them
         Normalized series (see :func:`liqgpu.load_series`). Several series share one grid and
         time axis (the ``series`` dimension).
-    params : Params, optional
-        Model parameters; default ``Params()`` (MODEL.md defaults).
+    params : ParamsV2 or Params, optional
+        Model parameters (their class names the model); default the MODEL.md defaults of
+        ``model``.
+    model : {'v2', 'v1'}, optional
+        The model when ``params`` is not given (default ``'v2'``); must agree with ``params``.
     grid : Grid or str, optional
         ``'log:START:STOP:BPS'``, ``'linear:START:STOP:STEP'`` or a :class:`Grid`; default a
         10 bps log grid covering every level the series can produce.
@@ -140,6 +155,8 @@ def estimate(
     >>> ds = liqgpu.estimate(s, every="1h", backend="numpy")
     >>> sorted(ds.sizes.items())[:2]
     [('leverage', 5), ('price', ...)]
+    >>> [str(x) for x in ds.leverage.values]
+    ['2-10', '10-25', '25-50', '50-100', '100-150']
     """
     from .model.backend import resolve
     from .model.engine import chunk_buckets_for, make_engine
@@ -150,12 +167,13 @@ def estimate(
     if out is not None and is_url(out):
         with staged(str(out), overwrite=overwrite, storage_options=storage_options,
                     progress=progress) as local:
-            estimate(series, params=params, grid=grid, every=every, backend=backend, out=local,
+            estimate(series, params=params, model=model, grid=grid, every=every, backend=backend,
+                     out=local,
                      chunk_buckets=chunk_buckets, memory_budget=memory_budget,
                      progress=progress, dtype=dtype, realized=realized)
         return open_store(str(out), storage_options=storage_options)
     series = _as_series_list(series)
-    params = params or Params()
+    params = resolve_params(params, model)
     if out is not None:  # fail on the target before any work
         from .store import check_target
 
@@ -167,7 +185,7 @@ def estimate(
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)
     engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
-    tc, pc = chunking(g.n_bins, params.n_tiers, engine.n_buckets)
+    tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets)
     cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
                                             budget_bytes=memory_budget, multiple=tc)
     prices = bucket_prices(series, inputs.time, n_every)
@@ -182,9 +200,10 @@ def estimate(
         "kind": [s.kind for s in series],
         "contract_size": [s.contract_size for s in series],
     }
-    log.info("estimating %d series x %d steps (every %d) on %d bins x %d tiers with %s, "
-             "%d buckets per chunk", inputs.n_series, inputs.n_steps, n_every, g.n_bins,
-             params.n_tiers, name, cb)
+    log.info("estimating %d series x %d steps (every %d) with model %s on %d bins x %d tiers "
+             "(%d leverage cells) with %s, %d buckets per chunk", inputs.n_series,
+             inputs.n_steps, n_every, params.model, g.n_bins, params.n_tiers, params.n_out, name,
+             cb)
 
     binner = _RealizedBinner(events, inputs.names, btime, inputs.step * n_every, g.edges) \
         if events is not None else None
@@ -394,7 +413,9 @@ def store_info(path) -> dict:
     a = ds.attrs
     times = ds["time"].values
     totals = {}
-    for v in ("added", "liquidated", "outside_liquidated", "closed", "expired"):
+    for v in ("added", "liquidated", "outside_liquidated", "closed", "churned", "expired"):
+        if v not in ds:
+            continue
         dims = [d for d in ds[v].dims if d != "side"]
         s = ds[v].sum(dims).values
         totals[v] = {"long": float(s[0]), "short": float(s[1])}
@@ -402,7 +423,7 @@ def store_info(path) -> dict:
     out_last = ds["outside"].isel(time=-1).sum(["series", "leverage"]).values
     totals["live_at_end"] = {"long": float(last[0] + out_last[0]),
                              "short": float(last[1] + out_last[1])}
-    from .model.params import Params
+    from .model.registry import params_from_attrs
 
     return {
         "path": str(path),
@@ -415,7 +436,7 @@ def store_info(path) -> dict:
         "price_min": float(ds["price_edges"].values[0]),
         "price_max": float(ds["price_edges"].values[-1]),
         "grid": a.get("grid"),
-        "params": Params.from_attrs(a).to_attrs(),
+        "params": params_from_attrs(a).to_attrs(),
         "totals": totals,
         "engine_version": a.get("engine_version"),
         "fingerprint": a.get("fingerprint", ""),

@@ -51,36 +51,32 @@ def _progress_enabled() -> bool:
 
 
 # -- shared options ---------------------------------------------------------------------------
-def _floats(option: str):
-    def parse(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return tuple(float(x) for x in str(value).split(",") if x.strip())
-        except ValueError:
-            raise click.BadParameter(f"{value!r} must be numbers separated by commas") from None
-
-    return parse
-
-
 def model_options(fn):
-    """Every model v1 parameter as an option (defaults from MODEL.md)."""
+    """Every model parameter as an option (v2 by default; defaults from MODEL.md)."""
     opts = [
-        click.option("--leverages", callback=_floats("--leverages"), default="5,10,25,50,100",
-                     show_default=True, help="Leverage tiers, comma-separated."),
-        click.option("--weights", callback=_floats("--weights"), default="0.15,0.3,0.25,0.2,0.1",
-                     show_default=True, help="Share of new OI per tier (sums to 1)."),
-        click.option("--mmr", type=float, default=0.004, show_default=True,
-                     help="Maintenance-margin rate."),
-        click.option("--entry", type=click.Choice(["hlc3", "close", "ohlc4", "vwap"]),
-                     default="hlc3", show_default=True, help="Entry price of new positions."),
-        click.option("--side-split", type=click.Choice(["both", "taker"]), default="both",
-                     show_default=True, help="How new OI splits between longs and shorts."),
-        click.option("--closure", type=click.Choice(["proportional", "none"]),
-                     default="proportional", show_default=True,
-                     help="What a fall in OI does to live positions."),
-        click.option("--max-age", default="none", show_default=True,
-                     help="Positions older than this expire (e.g. 24h, 7d; none = never)."),
+        click.option("--model", type=click.Choice(["v2", "v1"]), default="v2", show_default=True,
+                     help="Estimation model (MODEL.md): v2 'churn' (default) or v1."),
+        click.option("--leverages", default=None,
+                     help="Leverage tiers: log:LMIN:LMAX:K or a comma-separated list "
+                          "[default: v2 log:2:150:40; v1 5,10,25,50,100]."),
+        click.option("--weights", default=None,
+                     help="Share of new OI per tier: power:ALPHA (v2) or a list summing to 1 "
+                          "[default: v2 power:2; v1 0.15,0.3,0.25,0.2,0.1]."),
+        click.option("--bands", default=None,
+                     help="v2: leverage band edges of the output [default: 2,10,25,50,100,150]."),
+        click.option("--churn", type=float, default=None,
+                     help="v2: turnover rate per hour [default: 0.3]."),
+        click.option("--mmr", type=float, default=None,
+                     help="Maintenance-margin rate [default: 0.004]."),
+        click.option("--entry", default=None,
+                     help="Entry price of new positions: close, hlc3, ohlc4, vwap, or range:N "
+                          "(v2) [default: v2 close; v1 hlc3]."),
+        click.option("--side-split", type=click.Choice(["both", "taker"]), default=None,
+                     help="How new OI splits between longs and shorts [default: both]."),
+        click.option("--closure", type=click.Choice(["proportional", "none"]), default=None,
+                     help="What a fall in OI does to live positions [default: proportional]."),
+        click.option("--max-age", default=None,
+                     help="Positions older than this expire (e.g. 24h, 7d) [default: never]."),
         click.option("--grid", "grid", default=None,
                      help="log:START:STOP:BPS or linear:START:STOP:STEP "
                           "[default: log, 10 bps, covering every level]."),
@@ -94,11 +90,12 @@ def model_options(fn):
     return fn
 
 
-def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
-    from .model.params import Params
+def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, closure, max_age):
+    from .model.registry import params_from_options
 
-    return Params(leverages=leverages, weights=weights, mmr=mmr, entry=entry,
-                  side_split=side_split, closure=closure, max_age=max_age)
+    return params_from_options(model, leverages=leverages, weights=weights, bands=bands,
+                               churn=churn, mmr=mmr, entry=entry, side_split=side_split,
+                               closure=closure, max_age=max_age)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -122,8 +119,8 @@ def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
 @model_options
 @user_errors
 def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, workers,
-             scheduler, resume, leverages, weights, mmr, entry, side_split, closure, max_age, grid,
-             step, every, backend):
+             scheduler, resume, model, leverages, weights, bands, churn, mmr, entry, side_split,
+             closure, max_age, grid, step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
     from .api import estimate as run
     from .series import load_series
@@ -133,7 +130,8 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
     if resume and not distributed:
         raise InputError("--resume: only with --workers or --scheduler")
     check_target(out, overwrite=overwrite)
-    params = _params(leverages, weights, mmr, entry, side_split, closure, max_age)
+    params = _params(model, leverages, weights, bands, churn, mmr, entry, side_split, closure,
+                     max_age)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
                           contract_size=contract_size, step=step) for p in inputs]
     t = time.perf_counter()
@@ -209,8 +207,12 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
 @click.option("--height", type=int, default=900, show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
               show_default=True)
+@click.option("--model", type=click.Choice(["v2", "v1"]), default="v2", show_default=True,
+              help="Estimation model (MODEL.md).")
+@click.option("--max-age", default=None,
+              help="Positions older than this expire (e.g. 24h); lets render --lookback work.")
 @user_errors
-def demo(out, days, seed, every, width, height, backend):
+def demo(out, days, seed, every, width, height, backend, model, max_age):
     """Synthetic market -> estimate -> store -> heatmap PNG (no network, no files needed)."""
     from .api import estimate as run
     from .render import render
@@ -218,7 +220,10 @@ def demo(out, days, seed, every, width, height, backend):
     from .store import is_store
     from .synth import synthetic_series
 
+    from .model.registry import params_from_options
+
     check_size(width, height)  # bad options fail before anything is computed or written
+    params = params_from_options(model, max_age=max_age)
     series = synthetic_series(days=days, seed=seed)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
@@ -228,7 +233,7 @@ def demo(out, days, seed, every, width, height, backend):
     if store.exists() and not is_store(store):
         raise InputError(f"{store}: exists and is not a liqgpu store; refusing to replace it")
     t = time.perf_counter()
-    ds = run(series, every=every, backend=backend, out=store, overwrite=True,
+    ds = run(series, params=params, every=every, backend=backend, out=store, overwrite=True,
              progress=_progress_enabled())
     t_est = time.perf_counter() - t
     render(store, out=png, width=width, height=height)
@@ -255,9 +260,17 @@ def info(store, as_json):
                f"model step {d['step']})")
     click.echo(f"price     {d['price_min']:.6g} .. {d['price_max']:.6g} ({d['grid']})")
     p = d["params"]
-    click.echo(f"model     {p['model']}: leverages {p['leverages']} weights {p['weights']} "
-               f"mmr {p['mmr']} entry {p['entry']} side_split {p['side_split']} "
-               f"closure {p['closure']} max_age {p['max_age']}")
+    if p["model"] == "v2":
+        lev = p.get("leverages_spec") or ",".join(f"{x:g}" for x in p["leverages"])
+        w = p.get("weights_spec") or ",".join(f"{x:.4g}" for x in p["weights"])
+        click.echo(f"model     v2: {len(p['leverages'])} tiers {lev} weights {w} bands "
+                   f"{','.join(f'{x:g}' for x in p['bands'])} churn {p['churn']:g}/h "
+                   f"mmr {p['mmr']} entry {p['entry']} side_split {p['side_split']} "
+                   f"closure {p['closure']} max_age {p['max_age']}")
+    else:
+        click.echo(f"model     {p['model']}: leverages {p['leverages']} weights {p['weights']} "
+                   f"mmr {p['mmr']} entry {p['entry']} side_split {p['side_split']} "
+                   f"closure {p['closure']} max_age {p['max_age']}")
     for k, v in d["totals"].items():
         click.echo(f"{k:<19} long {v['long']:.6g}  short {v['short']:.6g}")
     click.echo(f"engine    liqgpu {d['engine_version']}, fingerprint {d['fingerprint'][:23]}...")
@@ -284,8 +297,9 @@ def publish(store, url, overwrite):
 
 def _describe(ds) -> str:
     s = ds.sizes
+    what = "bands" if ds.attrs.get("model") == "v2" else "tiers"
     return (f"{s['series']} series x {s['time']} buckets x {s['price']} bins x "
-            f"{s['leverage']} tiers x 2 sides")
+            f"{s['leverage']} {what} x 2 sides")
 
 
 def _register_plugins() -> None:

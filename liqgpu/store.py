@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CUBE_VARS = ("intensity", "liquidated")
 TIER_VARS = ("added", "closed", "expired", "outside", "outside_liquidated")
+V2_TIER_VARS = ("churned",)  # model v2 only
 PRICE_VARS = ("open", "high", "low", "close", "oi")
 FORMAT_NAME = "liqgpu"
 FORMAT_VERSION = 1
@@ -35,6 +36,7 @@ LONG_NAMES = {
     "added": "notional of positions opened during the bucket",
     "closed": "notional closed by falling open interest during the bucket",
     "expired": "notional of positions that reached max_age during the bucket",
+    "churned": "notional closed and reopened by turnover (churn) during the bucket",
     "outside": "live notional whose level lies outside the price grid",
     "outside_liquidated": "liquidated notional whose level lay outside the price grid",
     "realized": "liquidations published by the exchange, binned on the grid",
@@ -62,7 +64,7 @@ def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: di
         "series": np.asarray(names, dtype=str),
         "time": t,
         "price": grid.centres,
-        "leverage": np.asarray(params.leverages, dtype=np.float64),
+        **params.leverage_coords(),
         "side": np.asarray(["long", "short"], dtype=str),
     }
     cube_dims = ("series", "time", "price", "leverage", "side")
@@ -70,8 +72,9 @@ def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: di
     data = {}
     for v in CUBE_VARS:
         data[v] = (cube_dims, getattr(chunk, v), _var_attrs(v))
-    for v in TIER_VARS:
-        data[v] = (tier_dims, getattr(chunk, v), _var_attrs(v))
+    for v in TIER_VARS + V2_TIER_VARS:
+        if getattr(chunk, v, None) is not None:
+            data[v] = (tier_dims, getattr(chunk, v), _var_attrs(v))
     for v in PRICE_VARS:
         data[v] = (("series", "time"), prices[v][:, b0:b1],
                    {"units": "contracts or base units" if v == "oi" else "quote per base",
@@ -84,6 +87,11 @@ def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: di
     ds["price"].attrs.update(units="quote per base", long_name="price bin centre")
     ds["time"].attrs.update(long_name="bucket open time (UTC)")
     return ds
+
+
+def static_coords(ds) -> list[str]:
+    """Coordinates written once with a store's first chunk (those without a ``time`` dim)."""
+    return [c for c in ds.coords if "time" not in ds[c].dims]
 
 
 def _var_attrs(v: str) -> dict:
@@ -101,8 +109,9 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
         enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": (comp,)}
     if "realized" in ds:
         enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": (comp,)}
-    for v in TIER_VARS:
-        enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": (comp,)}
+    for v in TIER_VARS + V2_TIER_VARS:
+        if v in ds:
+            enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": (comp,)}
     for v in PRICE_VARS:
         enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": (comp,)}
     enc["time"] = {"units": "milliseconds since 1970-01-01", "dtype": "int64",
@@ -192,9 +201,7 @@ class StoreWriter:
                            encoding=encoding_for(ds, self.tc, self.pc))
                 self._first = False
             else:
-                ds.drop_vars(["price_edges", "price", "leverage", "side", "series"]
-                             + [c for c in ds.coords if ds[c].dims == ("series",)],
-                             errors="ignore").to_zarr(self.tmp, append_dim="time",
+                ds.drop_vars(static_coords(ds), errors="ignore").to_zarr(self.tmp, append_dim="time",
                                                       consolidated=False, zarr_format=3)
 
     def write_group(self, name: str, arrays: dict, attrs: dict) -> None:

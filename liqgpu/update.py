@@ -60,7 +60,8 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
     from .model.inputs import bucket_prices, prepare
-    from .model.params import Params, parse_duration
+    from .model.params import parse_duration
+    from .model.registry import params_from_attrs
     from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
                         write_group)
 
@@ -72,7 +73,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
         raise InputError(f"{path}: has no resume state (written by an older liqgpu); estimate it again")
     saved, ra = group
     attrs = dict(ds.attrs)
-    params = Params.from_attrs(attrs)
+    params = params_from_attrs(attrs)
     grid = Grid(ds["price_edges"].values, attrs["grid"])
     names = [str(x) for x in ds["series"].values]
     step_ns, R, T = int(ra["step_ns"]), int(ra["resume_step"]), int(ra["n_steps"])
@@ -122,7 +123,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     engine = make_engine(inputs, grid, n_every)
     engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
                       step_offset=R)
-    tc, pc = chunking(grid.n_bins, params.n_tiers, engine.n_buckets)
+    tc, pc = chunking(grid.n_bins, params.n_out, engine.n_buckets)
     cb = chunk_buckets_for(len(names), engine.ncell, n_every, budget_bytes=256 * 2**20,
                            multiple=tc)
     b_first = R // n_every  # the store's bucket that this run's bucket 0 rewrites
@@ -248,9 +249,9 @@ def _check_grid(inputs, grid, first_new: int) -> None:
 
 def _write_part(root: Path, part, b_first: int) -> None:
     """Rewrite the store's bucket ``b_first`` (this run's bucket 0) and append the rest."""
-    drop = ["price_edges", "price", "leverage", "side", "series"] + [
-        c for c in part.coords if part[c].dims == ("series",)]
-    part = part.drop_vars(drop, errors="ignore")
+    from .store import static_coords
+
+    part = part.drop_vars(static_coords(part), errors="ignore")
     first = part["time"].values[0]
     if first == np.datetime64(_store_time(root, b_first)):
         head, rest = part.isel(time=slice(0, 1)), part.isel(time=slice(1, None))

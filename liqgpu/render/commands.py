@@ -126,16 +126,18 @@ def levels_cmd(store, at, top, side, threshold, series, leverage, price_min, pri
     if not bands:
         click.echo("no liquidation levels in this selection")
         return
+    from .select import fmt_leverage
     from .style import fmt_money, fmt_price
 
     b0 = bands[0]
     click.echo(f"levels at {b0['time']}  close {fmt_price(b0['close'])}")
     click.echo(f"{'#':>2}  {'side':<5}  {'price range':>23}  {'notional':>9}  {'share':>6}  "
-               f"{'dist':>7}  dominant tiers")
+               f"{'dist':>7}  dominant leverage")
     for b in bands:
         rng = f"{fmt_price(b['price_low'])} - {fmt_price(b['price_high'])}"
         dist = "" if math.isnan(b["distance_pct"]) else f"{b['distance_pct']:+.2f}%"
-        tiers = ", ".join(f"{v:g}x {b['tiers'][f'{v:g}'] * 100:.0f}%" for v in b["dominant"])
+        tiers = ", ".join(f"{fmt_leverage(v)} {b['tiers'][fmt_leverage(v)[:-1]] * 100:.0f}%"
+                          for v in b["dominant"])
         click.echo(f"{b['rank']:>2}  {b['side']:<5}  {rng:>23}  {fmt_money(b['notional']):>9}  "
                    f"{b['share'] * 100:5.1f}%  {dist:>7}  {tiers}")
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from . import style
 from .raster import columns, marks, rasterize, to_ms
-from .select import Selection, fmt_time, open_dataset, select
+from .select import Selection, fmt_leverage, fmt_time, open_dataset, select
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +452,8 @@ def title_lines(sel: Selection, how: str, merged: bool) -> list[str]:
     first = f"{syms}  ·  {exch}  —  {what}" if exch else f"{syms}  —  {what}"
     t_lo, t_hi = sel.time_range
     all_tiers = len(sel.leverages) == sel.ds.sizes["leverage"]
-    tiers = "all tiers" if all_tiers else "tiers " + "/".join(f"{v:g}" for v in sel.leverages) + "x"
+    tiers = ("all tiers" if all_tiers else
+             "leverage " + "/".join(fmt_leverage(v) for v in sel.leverages))
     sides = "longs + shorts" if len(sel.sides) == 2 else f"{sel.sides[0]}s only"
     second = (f"{fmt_time(t_lo)} → {fmt_time(t_hi)} UTC  ·  {sides}  ·  "
               + (f"{tiers}  ·  " if sel.variable != "realized" else "")

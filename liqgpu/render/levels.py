@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ..errors import InputError
-from .select import bucket_at, open_dataset, select
+from .select import bucket_at, fmt_leverage, open_dataset, select
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
     sel, i, cube, close = profile_at(ds, at, series=series, side=side, leverage=leverage,
                                      lookback=lookback, price_min=price_min, price_max=price_max)
     edges, centres = sel.edges, sel.centres
-    levs = np.asarray(sel.leverages, dtype=np.float64)
+    levs = list(sel.leverages)
     t_end = ds["time"].values[i].astype("datetime64[ns]") + sel.every
     when = str(np.datetime_as_string(t_end, unit="s")) + "Z"
     bands = []
@@ -115,9 +115,9 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
             price = float((seg * centres[a:b]).sum() / notional)
             tier = by_tier[a:b].sum(axis=0) / notional
             order = np.argsort(-tier, kind="stable")
-            tiers = {f"{levs[k]:g}": float(tier[k]) for k in order if tier[k] > 0}
-            dominant = [float(levs[k]) for k in order if tier[k] >= DOMINANT_SHARE] or \
-                [float(levs[order[0]])]
+            tiers = {fmt_leverage(levs[k])[:-1]: float(tier[k]) for k in order if tier[k] > 0}
+            dominant = [levs[k] for k in order if tier[k] >= DOMINANT_SHARE] or \
+                [levs[order[0]]]
             bands.append({
                 "side": name,
                 "price_low": float(edges[a]),

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import style
 from .levels import profile_at
-from .select import fmt_time, open_dataset
+from .select import fmt_leverage, fmt_time, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
         ax.bar(left, tiers[:, j], width=(right - left) * 0.92, bottom=bottom, align="edge",
                color=colour, linewidth=0, zorder=2)
         bottom = bottom + tiers[:, j]
-        handles.append(Patch(color=colour, label=f"{lev:g}x"))
+        handles.append(Patch(color=colour, label=fmt_leverage(lev)))
     ax.set_xlim(lo, hi)
     ax.set_ylim(0, max(float(bottom.max()) * HEADROOM, 1.0))
     quote = sel.quote()
@@ -152,7 +152,7 @@ def _title(ds, sel, i, longs, shorts) -> list[str]:
         what += f" of positions opened in the last {format_duration(sel.lookback)}"
     quote = sel.quote()
     tiers = ("all tiers" if len(sel.leverages) == ds.sizes["leverage"] else
-             "tiers " + "/".join(f"{v:g}" for v in sel.leverages) + "x")
+             "leverage " + "/".join(fmt_leverage(v) for v in sel.leverages))
     return [f"{syms}  ·  {exch}  —  {what}" if exch else f"{syms}  —  {what}",
             f"at {fmt_time(t_end)} UTC  ·  live levels: longs "
             f"{style.fmt_money(float(longs.sum()), quote)}  ·  shorts "

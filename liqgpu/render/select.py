@@ -95,6 +95,57 @@ def parse_leverages(value) -> tuple[float, ...] | None:
     return tuple(float(v) for v in value)
 
 
+def leverage_cells(ds) -> list:
+    """The store's ``leverage`` coordinate: tiers (floats, v1) or band labels (str, v2)."""
+    vals = np.asarray(ds["leverage"].values)
+    if vals.dtype.kind in "fiu":
+        return [float(x) for x in vals]
+    return [str(x) for x in vals]
+
+
+def fmt_leverage(v) -> str:
+    """``25x`` for a tier, ``2-10x`` for a band."""
+    return f"{v:g}x" if isinstance(v, (float, int, np.floating)) else f"{v}x"
+
+
+def choose_leverages(ds, leverage, *, name: str = "the store") -> list:
+    """The leverage cells ``--leverage`` picks (all when it is empty).
+
+    On tier stores (v1) it takes tiers (``25,50``); on band stores (v2) band labels (``10-25``)
+    or leverages (``20`` picks the band holding 20x).
+    """
+    cells = leverage_cells(ds)
+    if leverage is None or leverage == "" or leverage == ():
+        return cells
+    if cells and isinstance(cells[0], float):
+        want = parse_leverages(leverage)
+        bad = [w for w in want if not any(math.isclose(w, lv, rel_tol=1e-9) for lv in cells)]
+        if bad:
+            raise InputError(f"--leverage: {', '.join(f'{b:g}' for b in bad)} is not a tier of "
+                             f"{name} (tiers: {', '.join(f'{lv:g}' for lv in cells)})")
+        return [lv for lv in cells if any(math.isclose(w, lv, rel_tol=1e-9) for w in want)]
+    tokens = [str(t).strip().rstrip("xX") for t in
+              (leverage.split(",") if isinstance(leverage, str) else leverage) if str(t).strip()]
+    lo = np.asarray(ds["leverage_lo"].values, dtype=np.float64)
+    hi = np.asarray(ds["leverage_hi"].values, dtype=np.float64)
+    picked = set()
+    for tok in tokens:
+        if tok in cells:
+            picked.add(cells.index(tok))
+            continue
+        try:
+            x = float(tok)
+        except ValueError:
+            x = math.nan
+        hit = [j for j in range(len(cells)) if lo[j] <= x < hi[j]
+               or (j == len(cells) - 1 and x == hi[j])]
+        if not hit:
+            raise InputError(f"--leverage: {tok!r} is neither a band of {name} nor a leverage "
+                             f"inside one (bands: {', '.join(cells)})")
+        picked.add(hit[0])
+    return [cells[j] for j in sorted(picked)]
+
+
 def parse_series(value) -> tuple[str, ...] | None:
     if value is None or value == "" or value == ():
         return None
@@ -333,18 +384,9 @@ def select(ds, *, variable: str = "intensity", series=None, side: str = "both", 
         raise InputError(f"--series: the selection mixes symbols ({', '.join(sorted(set(sub['symbol'])))}); "
                          "pick series of one symbol so their levels can be summed")
 
-    levs = [float(x) for x in np.asarray(ds["leverage"].values)]
-    want = parse_leverages(leverage)
-    if want is not None and variable == "realized":
+    if leverage not in (None, "", ()) and variable == "realized":
         raise InputError("--leverage: realized liquidations have no leverage tier; drop --leverage")
-    if want is None:
-        chosen_lev = levs
-    else:
-        bad = [w for w in want if not any(math.isclose(w, lv, rel_tol=1e-9) for lv in levs)]
-        if bad:
-            raise InputError(f"--leverage: {', '.join(f'{b:g}' for b in bad)} is not a tier of "
-                             f"{name} (tiers: {', '.join(f'{lv:g}' for lv in levs)})")
-        chosen_lev = [lv for lv in levs if any(math.isclose(w, lv, rel_tol=1e-9) for w in want)]
+    chosen_lev = choose_leverages(ds, leverage, name=name)
 
     times = ds["time"].values.astype("datetime64[ns]")
     every = every_of(ds)

@@ -168,10 +168,17 @@ def model_line(attrs: dict) -> str:
             return str(v)
 
     parts = [f"model {attrs.get('model', '?')}"]
-    if "leverages" in attrs:
-        parts.append(f"tiers {seq(attrs['leverages'])}x")
-    if "weights" in attrs:
-        parts.append(f"weights {seq(attrs['weights'])}")
+    if attrs.get("model") == "v2":  # 40 tiers do not fit a line: their specs and the bands
+        n = len(attrs.get("leverages", []))
+        parts.append(f"{n} tiers {attrs.get('leverages_spec') or seq(attrs['leverages'])}")
+        parts.append(f"weights {attrs.get('weights_spec') or seq(attrs['weights'])}")
+        parts.append(f"bands {seq(attrs.get('bands', []))}x")
+        parts.append(f"churn {float(attrs.get('churn', 0)):g}/h")
+    else:
+        if "leverages" in attrs:
+            parts.append(f"tiers {seq(attrs['leverages'])}x")
+        if "weights" in attrs:
+            parts.append(f"weights {seq(attrs['weights'])}")
     if "mmr" in attrs:
         parts.append(f"mmr {float(attrs['mmr']) * 100:g}%")
     for k in ("entry", "side_split", "closure", "max_age", "every"):
