@@ -38,7 +38,6 @@ import numpy as np
 
 from .errors import InputError
 from .model.grid import Grid
-from .model.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class _Plan:
     n_every: int
     n_buckets: int
     grid: Grid
-    params: Params
+    params: object  # Params (v1) or ParamsV2
     chunk_buckets: int
     backend: str
     dtype: str
@@ -77,7 +76,7 @@ def estimate_distributed(
     series,
     *,
     out: str | Path,
-    params: Params | None = None,
+    params=None,
     grid: Grid | str | None = None,
     every=None,
     realized=None,
@@ -107,8 +106,8 @@ def estimate_distributed(
         Normalized series (see :func:`liqgpu.load_series`), each ``exchange:symbol`` once.
     out : path
         The zarr store to write; it appears only when every series is complete.
-    params : Params, optional
-        Model parameters; default ``Params()``.
+    params : ParamsV2 or Params, optional
+        Model parameters; default model v2's defaults.
     grid : Grid or str, optional
         As in :func:`liqgpu.estimate`; default a 10 bps log grid covering every level of every
         series (one grid for the whole store).
@@ -206,7 +205,9 @@ def estimate_distributed(
 
         return open_store(str(out), storage_options=storage_options)
     out = check_target(out, overwrite=overwrite).resolve()  # workers may run elsewhere
-    params = params or Params()
+    from .api import resolve_params
+
+    params = resolve_params(params, None)
     started = _time.perf_counter()
     events = _load_realized(realized)  # bad event files fail before anything is started
 
@@ -218,8 +219,8 @@ def estimate_distributed(
     step = inputs.step
     del inputs  # the tasks prepare their own series
     n_buckets = -(-time.size // n_every)
-    tc, pc = chunking(g.n_bins, params.n_tiers, n_buckets)
-    ncell = (g.n_bins + 1) * params.n_tiers * 2
+    tc, pc = chunking(g.n_bins, params.n_out, n_buckets)
+    ncell = (g.n_bins + 1) * params.n_out * 2
     cb = chunk_buckets or chunk_buckets_for(1, ncell, n_every, multiple=tc,
                                             budget_bytes=memory_budget or DEFAULT_MEMORY_BUDGET)
     cb = max(tc, -(-int(cb) // tc) * tc)  # whole zarr chunks: every cube write replaces chunks
@@ -389,7 +390,7 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     from .model.backend import resolve
     from .model.engine import Engine
     from .model.inputs import bucket_prices, prepare
-    from .store import CUBE_VARS, TIER_VARS, _quiet_zarr
+    from .store import CUBE_VARS, TIER_VARS, V2_TIER_VARS, _quiet_zarr
 
     if hook is not None:
         hook(i, s.name)
@@ -399,8 +400,9 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     engine = Engine(prepare([padded], plan.params), plan.grid, plan.n_every, xp=xp,
                     dtype=np.dtype(plan.dtype))
     prices = bucket_prices([padded], plan.time, plan.n_every)
-    K = plan.params.n_tiers
-    small = {v: np.zeros((1, plan.n_buckets, K, 2)) for v in TIER_VARS}
+    K = plan.params.n_out
+    tier_vars = TIER_VARS + (V2_TIER_VARS if plan.params.model == "v2" else ())
+    small = {v: np.zeros((1, plan.n_buckets, K, 2)) for v in tier_vars}
     row = slice(i, i + 1)
     saved = {}
 
@@ -412,7 +414,7 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
             cube = xr.Dataset({v: (CUBE_DIMS, getattr(chunk, v)) for v in CUBE_VARS})
             cube.to_zarr(plan.store, region={"series": row, "time": slice(chunk.b0, chunk.b1)},
                          zarr_format=3, consolidated=False)
-            for v in TIER_VARS:
+            for v in tier_vars:
                 small[v][:, chunk.b0:chunk.b1] = getattr(chunk, v)
         # the per-tier and price variables are small: one write covering the whole time axis
         data = {v: (("series", "time", "leverage", "side"), a) for v, a in small.items()}
@@ -452,9 +454,9 @@ def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, p
 
     from .api import REALIZED_ATTRS
     from .model.engine import ChunkResult
-    from .store import _quiet_zarr, encoding_for, make_dataset
+    from .store import TIER_VARS, V2_TIER_VARS, _quiet_zarr, encoding_for, make_dataset
 
-    S, K, P = len(series), params.n_tiers, grid.n_bins
+    S, K, P = len(series), params.n_out, grid.n_bins
     nb = -(-time.size // n_every)
     cube = (S, nb, P, K, 2)
     tier = (S, nb, K, 2)
@@ -462,7 +464,7 @@ def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, p
         "intensity": da.zeros(cube, dtype=np.float32, chunks=(1, tc, pc, K, 2)),
         "liquidated": da.zeros(cube, dtype=np.float32, chunks=(1, tc, pc, K, 2)),
     }
-    for v in ("added", "closed", "expired", "outside", "outside_liquidated"):
+    for v in TIER_VARS + (V2_TIER_VARS if params.model == "v2" else ()):
         zeros[v] = da.zeros(tier, dtype=np.float64, chunks=(1, max(tc, 256), K, 2))
     empty = ChunkResult(b0=0, b1=nb, **zeros)
     prices = {v: da.full((S, nb), np.nan, chunks=(1, max(tc, 1024)))

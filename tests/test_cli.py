@@ -33,7 +33,8 @@ def run(*args):
 
 def test_estimate_with_every_option(tmp_path, bars):
     out = tmp_path / "s.zarr"
-    r = run("estimate", bars, "--out", out, "--leverages", "10,20", "--weights", "0.4,0.6",
+    r = run("estimate", bars, "--out", out, "--model", "v1", "--leverages", "10,20",
+            "--weights", "0.4,0.6",
             "--mmr", "0.005", "--entry", "close", "--side-split", "taker", "--closure", "none",
             "--max-age", "90m", "--grid", "log:20:500:25", "--step", "2m", "--every", "30m",
             "--kind", "inverse", "--contract-size", "10", "--exchange", "deribit",
@@ -48,6 +49,37 @@ def test_estimate_with_every_option(tmp_path, bars):
     assert ds["kind"].values.tolist() == ["inverse"]
     assert ds.sizes["time"] == 10 and ds.sizes["leverage"] == 2
     assert float(ds["closed"].sum()) == 0.0  # --closure none
+    assert ds.attrs["model"] == "v1" and "churned" not in ds
+
+
+def test_estimate_with_every_v2_option(tmp_path, bars):
+    out = tmp_path / "s.zarr"
+    r = run("estimate", bars, "--out", out, "--leverages", "log:3:60:7", "--weights", "power:1",
+            "--bands", "3,20,60", "--churn", "0.5", "--entry", "range:3", "--mmr", "0.005",
+            "--side-split", "taker", "--max-age", "90m", "--grid", "log:20:500:25",
+            "--step", "2m", "--every", "30m", "--backend", "numpy")
+    assert r.exit_code == 0, r.output
+    assert "x 2 bands x 2 sides" in r.output
+    ds = xr.open_zarr(out)
+    a = ds.attrs
+    assert a["model"] == "v2" and a["leverages_spec"] == "log:3:60:7" and len(a["leverages"]) == 7
+    assert a["weights_spec"] == "power:1" and a["bands"] == [3, 20, 60] and a["churn"] == 0.5
+    assert a["entry"] == "range:3" and a["max_age"] == "90m"
+    assert ds["leverage"].values.tolist() == ["3-20", "20-60"]
+    assert ds["leverage_lo"].values.tolist() == [3, 20]
+    assert ds["leverage_hi"].values.tolist() == [20, 60]
+    # weights power:1 over 3..60: the 3-20 band holds the tiers 3, 4.94, 8.16, 13.4
+    w = np.asarray(a["weights"])
+    assert float(ds["added"].sum(["series", "time", "side"])[0]
+                 / ds["added"].sum()) == pytest.approx(w[:4].sum(), rel=1e-9)
+    # conservation with churn, per band and side
+    t = lambda v: ds[v].sum(["series", "time"]).values  # noqa: E731
+    live = (ds["intensity"].isel(time=-1).sum(["series", "price"]).values
+            + ds["outside"].isel(time=-1).sum("series").values)
+    gone = (ds["liquidated"].sum(["series", "time", "price"]).values
+            + sum(t(v) for v in ("outside_liquidated", "closed", "churned", "expired")))
+    np.testing.assert_allclose(live + gone, t("added"), rtol=1e-6)
+    assert float(ds["churned"].sum()) > 0
 
 
 def test_info_text_and_json(tmp_path, bars):
@@ -56,22 +88,34 @@ def test_info_text_and_json(tmp_path, bars):
     r = run("info", out, "--json")
     assert r.exit_code == 0
     d = json.loads(r.output)
-    assert d["dims"]["series"] == 1 and d["params"]["entry"] == "hlc3"
+    assert d["dims"]["series"] == 1 and d["params"]["entry"] == "close"
+    assert d["params"]["model"] == "v2" and d["params"]["churn"] == 0.3
+    assert d["dims"]["leverage"] == 5 and len(d["params"]["leverages"]) == 40
     assert d["time_start"] == "2026-01-01T00:00:00Z"
     t = d["totals"]
     for side in ("long", "short"):
-        gone = sum(t[k][side] for k in ("liquidated", "outside_liquidated", "closed", "expired"))
+        gone = sum(t[k][side] for k in ("liquidated", "outside_liquidated", "closed", "churned",
+                                        "expired"))
         assert gone + t["live_at_end"][side] == pytest.approx(t["added"][side], rel=1e-6)
     r = run("info", out)
     assert "series    bars" in r.output or "unknown:bars" in r.output
-    assert "leverages [5.0, 10.0, 25.0, 50.0, 100.0]" in r.output
+    assert "model     v2: 40 tiers log:2:150:40 weights power:2 bands 2,10,25,50,100,150 " \
+        "churn 0.3/h" in r.output
+    assert run("estimate", bars, "-o", tmp_path / "v1.zarr", "--model", "v1").exit_code == 0
+    assert "leverages [5.0, 10.0, 25.0, 50.0, 100.0]" in run("info", tmp_path / "v1.zarr").output
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--leverages", "5,x"], "--leverages"),
-        (["--weights", "0.5,0.5"], "weights: 2 weights for 5 leverage tiers"),
+        (["--weights", "0.5,0.5"], "weights: 2 weights for 40 leverage tiers"),
+        (["--model", "v1", "--weights", "0.5,0.5"], "weights: 2 weights for 5 leverage tiers"),
+        (["--model", "v1", "--churn", "0.3"], "--churn: model v1 has no churn"),
+        (["--model", "v1", "--bands", "2,10"], "--bands: model v1 has no bands"),
+        (["--bands", "2,10"], "fall in no band"),
+        (["--entry", "range:0"], "range:N"),
+        (["--model", "v3"], "--model"),
         (["--mmr", "0.5"], "mmr"),
         (["--max-age", "forever"], "max_age"),
         (["--grid", "log:1:2"], "--grid"),

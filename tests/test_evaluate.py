@@ -121,7 +121,7 @@ def market(tmp_path_factory):
     df = _market()
     series = from_frame(df, exchange="x", symbol="BTCUSDT", source="market")
     store = d / "m.zarr"
-    ds = liqgpu.estimate(series, every="1h", backend="numpy", out=store)
+    ds = liqgpu.estimate(series, every="1h", backend="numpy", out=store, model="v1")
     est = ds["liquidated"].sum(["series", "price", "leverage"]).values  # (time, side)
     # realized = the estimate itself (a perfect predictor), as aggregates and as events
     agg = pd.DataFrame({"open_time_ms": df["time"], "liq_long_usd": est[:, 0],

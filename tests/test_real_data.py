@@ -31,7 +31,7 @@ def test_real_series_loads_with_its_gaps(binance_5m):
 
 def test_real_estimate_levels_sit_where_the_formulas_say(binance_5m):
     raw, s = binance_5m
-    ds = liqgpu.estimate(s.slice(0, 2016), every="1h", backend="numpy")  # first 7 days
+    ds = liqgpu.estimate(s.slice(0, 2016), every="1h", backend="numpy", model="v1")  # first 7 days
     close = ds["close"].values[0]
     inten = ds["intensity"].values[0]  # (time, price, lev, side)
     price = ds["price"].values

@@ -212,7 +212,8 @@ def test_cli_render_and_map(tiny_store, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--series", "kraken:DOGEUSD"], "is not in the store"),
-    (["--leverage", "7"], "is not a tier"),
+    (["--leverage", "200"], "is neither a band"),
+    (["--leverage", "1-2"], "is neither a band"),
     (["--start", "2026-01-02T00:00", "--end", "2026-01-02T00:00"], "end must come after"),
     (["--price-min", "1", "--price-max", "2"], "below the store's price grid"),
     (["--start", "2030-01-01"], "outside the store's time range"),

@@ -41,8 +41,15 @@ def test_store_layout_and_plain_open_zarr(tmp_path, small):
                                atol=1e-6 * float(mem["intensity"].max()))
     np.testing.assert_allclose(ds["closed"].values, mem["closed"].values, rtol=1e-12, atol=1e-6)
     a = plain.attrs
-    assert a["format"] == "liqgpu" and a["model"] == "v1" and a["mmr"] == 0.004
-    assert a["leverages"] == [5, 10, 25, 50, 100] and a["max_age"] == "none"
+    assert a["format"] == "liqgpu" and a["model"] == "v2" and a["mmr"] == 0.004
+    assert len(a["leverages"]) == 40 and a["bands"] == [2, 10, 25, 50, 100, 150]
+    assert a["churn"] == 0.3 and a["max_age"] == "none" and a["leverages_spec"] == "log:2:150:40"
+    assert plain["leverage"].values.tolist() == ["2-10", "10-25", "25-50", "50-100", "100-150"]
+    assert plain["leverage_lo"].values.tolist() == [2, 10, 25, 50, 100]
+    assert plain["leverage_hi"].values.tolist() == [10, 25, 50, 100, 150]
+    assert plain["churned"].dims == ("series", "time", "leverage", "side")
+    np.testing.assert_allclose(ds["churned"].values, mem["churned"].values, rtol=1e-12,
+                               atol=1e-9 * float(mem["added"].max()))
     assert a["fingerprint"].startswith("sha256:") and a["every"] == "30m"
     assert (out / "zarr.json").exists()
     meta = json.loads((out / "zarr.json").read_text())

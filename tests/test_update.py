@@ -85,7 +85,7 @@ def test_update_across_a_gap_and_twice_via_cli(tmp_path):
         part.assign(exchange="ex", symbol="BTC").to_parquet(tmp_path / f"{name}.parquet")
     out = tmp_path / "s.zarr"
     r = CliRunner().invoke(main, ["estimate", str(tmp_path / "a.parquet"), "-o", str(out),
-                                  "--every", "20m", "--grid", "log:20:500:10", "--backend", "numpy"])
+                                  "--every", "20m", "--grid", "log:10:500:10", "--backend", "numpy"])
     assert r.exit_code == 0, r.output
     for name in ("b", "c"):
         r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / f"{name}.parquet")])
@@ -93,7 +93,7 @@ def test_update_across_a_gap_and_twice_via_cli(tmp_path):
         assert "updated" in r.output
     full = pd.concat([a, b, c.iloc[10:]]).assign(exchange="ex", symbol="BTC")
     full.to_parquet(tmp_path / "full.parquet")
-    ref = liqgpu.estimate(liqgpu.load_series(tmp_path / "full.parquet"), grid="log:20:500:10",
+    ref = liqgpu.estimate(liqgpu.load_series(tmp_path / "full.parquet"), grid="log:10:500:10",
                           every="20m", backend="numpy")
     assert_same(liqgpu.open_store(out), ref)
 

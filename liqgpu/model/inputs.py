@@ -126,7 +126,7 @@ def prepare(series: list[Series], params, oi_prev=None) -> Inputs:
     cf = np.zeros((S, T))
     ent = np.full((S, T, n_points), np.nan)
     omega = np.zeros((S, T, n_points))
-    churn = np.zeros((S, T)) if phi > 0 else None
+    churn = np.zeros((S, T)) if params.model == "v2" else None  # v2 reports `churned`
     add = np.zeros((S, T))
     share = np.ones((S, T, 2))
     factors = np.zeros((S, K, 2))
@@ -176,7 +176,7 @@ def prepare(series: list[Series], params, oi_prev=None) -> Inputs:
         churn=churn,
         band_of=np.asarray(params.band_of, dtype=np.int64),
         n_out=params.n_out,
-        retire=churn is not None,
+        retire=phi > 0,
     )
 
 
