@@ -90,7 +90,7 @@ for p in $PARTS; do
     case $p in
     env) part env 60 $P env --out "$WORK" $DRYF ;;
     pytest)
-        part pytest 100 $PY -m pytest -m gpu -q -p no:cacheprovider tests
+        part pytest 100 $PY -m pytest -m gpu -q -p no:cacheprovider ${LIQGPU_GPU_PYTEST_PATHS:-tests}
         cp "$LOGS/pytest.log" "$OUT/pytest-gpu.txt" 2>/dev/null
         $P pytest --out "$WORK" --log "$LOGS/pytest.log" $DRYF > /dev/null 2>&1 ;;
     year)
