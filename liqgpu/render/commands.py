@@ -65,10 +65,14 @@ def size_options(fn):
               help="Mark the estimated liquidations (sized by notional).")
 @click.option("--no-realized", is_flag=True,
               help="Do not mark the realized liquidations of the store.")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
+              show_default=True,
+              help="Where the cube is aggregated onto the pixels (cupy: on the GPU, datashader "
+                   "aggregating CuPy arrays; auto: the GPU when one is usable).")
 @user_errors
 def render_cmd(store, out, width, height, variable, side, start, end, series, leverage,
                price_min, price_max, lookback, how, cmap, two_hues, candles, no_price,
-               overlay_liquidated, no_realized):
+               overlay_liquidated, no_realized, backend):
     """Render a store's liquidation heatmap to a PNG (time across, price up, notional as colour)."""
     from .heatmap import render as draw
 
@@ -76,7 +80,7 @@ def render_cmd(store, out, width, height, variable, side, start, end, series, le
          side=side, leverage=leverage, start=start, end=end, price_min=price_min,
          price_max=price_max, lookback=lookback, cmap=cmap, how=how, two_hues=two_hues,
          candles=candles, price_line=not no_price, overlay_realized=not no_realized,
-         overlay_liquidated=overlay_liquidated)
+         overlay_liquidated=overlay_liquidated, backend=backend)
     click.echo(f"wrote {out}: {width}x{height}")
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import style
-from .raster import columns, marks, rasterize, to_ms
+from .raster import columns, marks, rasterize, rasterize_device, render_backend, to_ms
 from .select import Selection, fmt_leverage, fmt_time, open_dataset, select
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
            price_min: float | None = None, price_max: float | None = None, lookback=None,
            cmap: str | None = None, how: str = "linear", two_hues: bool = False,
            candles: bool | None = None, overlay_realized: bool = True,
-           overlay_liquidated: bool = False, price_line: bool = True):
+           overlay_liquidated: bool = False, price_line: bool = True, backend: str = "auto"):
     """Render a liquidation heatmap of a store (or dataset) to a PNG.
 
     Parameters
@@ -82,6 +82,10 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
         Mark the estimated liquidations (``liquidated``).
     price_line : bool
         Draw the close price (or candles).
+    backend : {'auto', 'numpy', 'cupy'}
+        Where the cube is aggregated onto the pixels: ``cupy`` reduces the store's blocks on
+        the GPU and has datashader aggregate the CuPy arrays (``auto``: CuPy when a GPU is
+        usable, else numpy). Shading and drawing stay on the host.
 
     Returns
     -------
@@ -98,6 +102,7 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     width, height = style.check_size(width, height)
     if how not in HOWS:
         raise InputError(f"--how: {how!r} is not one of {', '.join(HOWS)}")
+    bname, xp = render_backend(backend)
     cmap_obj = _cmap(cmap or DEFAULT_CMAP)
     ds = open_dataset(store)
     sel = select(ds, variable=variable, series=series, side=side, leverage=leverage, start=start,
@@ -115,11 +120,20 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     ax, (x0, y0, pw, ph) = style.pixel_axes(fig, width, height, dpi, left=0.8, right=right,
                                             bottom=0.5, top=top)
     t_read = _time.perf_counter()
-    cols = columns(sel, pw)
-    log.info("read %d buckets x %d bins into %d columns in %.2fs", sel.n_time, sel.n_price,
-             cols.data.shape[0], _time.perf_counter() - t_read)
+    cols = columns(sel, pw, xp=xp)
+    log.info("read %d buckets x %d bins into %d columns in %.2fs (%s)", sel.n_time, sel.n_price,
+             cols.data.shape[0], _time.perf_counter() - t_read, bname)
     groups = ([("long", [0]), ("short", [1])] if split else [("all", list(range(len(sel.sides))))])
-    imgs = [rasterize(cols, idx, sel, width=pw, height=ph, y_range=(lo, hi)) for _, idx in groups]
+    t_agg = _time.perf_counter()
+    if xp is np:
+        imgs = [rasterize(cols, idx, sel, width=pw, height=ph, y_range=(lo, hi))
+                for _, idx in groups]
+    else:
+        imgs = [rasterize_device(cols, idx, sel, width=pw, height=ph, y_range=(lo, hi), xp=xp)
+                for _, idx in groups]
+        del cols
+    log.info("aggregated onto %dx%d pixels in %.2fs (%s)", pw, ph, _time.perf_counter() - t_agg,
+             bname)
     norm = make_norm(imgs, how)
     if split:
         cmaps = [_side_cmap("long"), _side_cmap("short")]

@@ -49,14 +49,62 @@ class Columns:
         return self.x0 + (np.arange(self.data.shape[0]) + 0.5) * self.dx
 
 
+def render_backend(backend: str = "auto"):
+    """``(name, xp)`` for ``render --backend``: ``auto`` is CuPy when a GPU is usable and
+    numba reaches it (datashader's CUDA aggregation runs on numba.cuda), else numpy.
+
+    Raises
+    ------
+    BackendUnavailable
+        ``cupy`` asked for where CuPy, a CUDA device or numba's CUDA support is missing (one
+        sentence; the CLI exits with code 2).
+    """
+    from ..errors import BackendUnavailable
+    from ..model.backend import BACKENDS, gpu_available, resolve
+
+    if backend not in BACKENDS:
+        from ..errors import InputError
+
+        raise InputError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "numpy" or (backend == "auto" and not gpu_available()):
+        return "numpy", np
+    try:
+        name, xp = resolve("cupy")
+        why = _numba_cuda_problem()
+        if why:
+            raise BackendUnavailable(f"--backend cupy: {why}; use --backend numpy")
+    except BackendUnavailable:
+        if backend == "auto":
+            return "numpy", np
+        raise
+    return name, xp
+
+
+def _numba_cuda_problem() -> str | None:
+    """None when numba.cuda sees a device, else why not."""
+    try:
+        from numba import cuda
+    except Exception as exc:  # noqa: BLE001
+        return f"datashader aggregates CuPy arrays with numba.cuda, which does not import ({exc})"
+    try:
+        ok = cuda.is_available()
+    except Exception as exc:  # noqa: BLE001
+        return f"numba.cuda cannot reach the CUDA device ({exc})"
+    return None if ok else "numba.cuda sees no CUDA device (datashader's GPU aggregation needs it)"
+
+
 def to_ms(t) -> np.ndarray:
     """datetime64 -> float ms since the epoch."""
     return np.asarray(t, dtype="datetime64[ns]").astype(np.int64) / 1e6
 
 
-def iter_blocks(sel: Selection, variable: str | None = None, *, block_bytes: int = BLOCK_BYTES):
+def iter_blocks(sel: Selection, variable: str | None = None, *, block_bytes: int = BLOCK_BYTES,
+                xp=np):
     """Yield ``(i0, i1, block)`` with ``block`` the selected cube of buckets ``[i0, i1)`` (offsets
     into the selection), summed over series and tiers: shape (i1 - i0, n_price, n_side), float64.
+
+    With ``xp`` CuPy (``render --backend cupy``) the block is read on the host as stored
+    (float32), copied to the device and summed there; NaN counts as 0 either way.
     """
     da = sel.cube(variable)
     reduce = [d for d in ("series", "leverage") if d in da.dims]
@@ -65,6 +113,14 @@ def iter_blocks(sel: Selection, variable: str | None = None, *, block_bytes: int
     n = da.sizes["time"]
     for i0 in range(0, n, step):
         i1 = min(n, i0 + step)
+        if xp is not np:
+            raw = da.isel(time=slice(i0, i1)).transpose("time", "price", "side", *reduce).values
+            dev = xp.asarray(raw)
+            axes = tuple(range(3, 3 + len(reduce)))
+            arr = xp.nansum(dev, axis=axes, dtype=xp.float64) if axes else \
+                xp.nan_to_num(dev.astype(xp.float64), nan=0.0)
+            yield i0, i1, arr
+            continue
         part = da.isel(time=slice(i0, i1)).sum(reduce, dtype=np.float64)
         arr = np.asarray(part.transpose("time", "price", "side").values, dtype=np.float64)
         np.nan_to_num(arr, copy=False, nan=0.0)
@@ -72,7 +128,7 @@ def iter_blocks(sel: Selection, variable: str | None = None, *, block_bytes: int
 
 
 def columns(sel: Selection, n_cols: int, variable: str | None = None, *,
-            block_bytes: int = BLOCK_BYTES) -> Columns:
+            block_bytes: int = BLOCK_BYTES, xp=np) -> Columns:
     """Average the selection's buckets into at most ``n_cols`` pixel columns.
 
     With no more buckets than columns, each bucket stays its own column (datashader widens it
@@ -84,7 +140,12 @@ def columns(sel: Selection, n_cols: int, variable: str | None = None, *,
     >>> c = columns(sel, 1600)  # doctest: +SKIP
     >>> c.data.shape  # doctest: +SKIP
     (1600, 702, 2)
+
+    With ``xp`` CuPy the sums are made on the device (float64, cast to float32 at the end) and
+    ``data`` and ``sums`` stay there (see :func:`columns_device`).
     """
+    if xp is not np:
+        return columns_device(sel, n_cols, variable, block_bytes=block_bytes, xp=xp)
     t_lo, t_hi = (to_ms(t) for t in sel.time_range)
     n_t, n_p, n_s = sel.n_time, sel.n_price, len(sel.sides)
     merged = n_t > n_cols
@@ -114,6 +175,97 @@ def columns(sel: Selection, n_cols: int, variable: str | None = None, *,
     return Columns(data=data, sums=sums, x0=t_lo, dx=dx, merged=merged)
 
 
+def columns_device(sel: Selection, n_cols: int, variable: str | None = None, *,
+                   block_bytes: int = BLOCK_BYTES, xp) -> Columns:
+    """:func:`columns` on a device array namespace (CuPy): the blocks are summed over series and
+    tiers on the device and scattered into their columns there (float64 accumulators)."""
+    t_lo, t_hi = (to_ms(t) for t in sel.time_range)
+    n_t, n_p, n_s = sel.n_time, sel.n_price, len(sel.sides)
+    merged = n_t > n_cols
+    if merged:
+        dx = (t_hi - t_lo) / n_cols
+        centres = to_ms(sel.times) + (sel.every / np.timedelta64(1, "ms")) / 2
+        col_of = np.clip(((centres - t_lo) // dx).astype(np.int64), 0, n_cols - 1)
+        sums = xp.zeros((n_cols, n_p, n_s), dtype=xp.float64)
+        counts = np.zeros(n_cols)
+        np.add.at(counts, col_of, 1)
+    else:
+        dx = (t_hi - t_lo) / n_t
+        sums = xp.zeros((n_t, n_p, n_s), dtype=xp.float64)
+    for i0, i1, arr in iter_blocks(sel, variable, block_bytes=block_bytes, xp=xp):
+        if not merged:
+            sums[i0:i1] = arr
+            continue
+        _scatter_add(sums, xp.asarray(col_of[i0:i1]), arr, xp)
+    if merged:
+        cnt = xp.asarray(counts)[:, None, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            data = (sums / cnt).astype(xp.float32)
+        data[xp.asarray(counts == 0)] = xp.nan
+    else:
+        data = sums.astype(xp.float32)
+    return Columns(data=data, sums=sums.astype(xp.float32), x0=t_lo, dx=dx, merged=merged)
+
+
+def _scatter_add(target, index, values, xp) -> None:
+    """``target[index[i]] += values[i]`` along the first axis, repeated indices summed."""
+    if xp is np:
+        np.add.at(target, index, values)
+        return
+    import cupyx
+
+    cupyx.scatter_add(target, index, values)
+
+
+def _grid_array(data, cols: Columns, sel: Selection, fwd):
+    """The (price x column) xarray DataArray that datashader resamples, with its axis ranges."""
+    import xarray as xr
+
+    e = fwd(sel.edges)
+    # even spacing in axis space: centres of the bins in that space, not the stored centres
+    n_p = data.shape[1]
+    ys = e[0] + (np.arange(n_p) + 0.5) * (e[-1] - e[0]) / n_p
+    xs = cols.centres
+    da = xr.DataArray(data.T, coords={"y": ys, "x": xs}, dims=("y", "x"), name="v")
+    if n_p == 1:  # datashader needs two coordinates to infer a spacing
+        da = xr.concat([da, da], dim="y")
+        da = da.assign_coords(y=[e[0] + (e[-1] - e[0]) * 0.25, e[0] + (e[-1] - e[0]) * 0.75])
+    if len(xs) == 1:
+        da = xr.concat([da, da], dim="x")
+        da = da.assign_coords(x=[cols.x0 + cols.dx * 0.25, cols.x0 + cols.dx * 0.75])
+    x_range = (cols.x0, cols.x0 + cols.dx * len(xs))
+    return da, x_range
+
+
+def rasterize_device(cols: Columns, side_index, sel: Selection, *, width: int, height: int,
+                     y_range: tuple[float, float], xp) -> np.ndarray:
+    """:func:`rasterize` for columns on the device: datashader aggregates the CuPy-backed
+    DataArray (``Canvas.quadmesh``, mean of the cells whose centres fall in a pixel, each cell
+    filling the pixels it covers when upsampling; its CUDA path runs on numba.cuda).
+
+    ``Canvas.raster``, which :func:`rasterize` uses, has no CuPy path, so the two backends'
+    pixels can differ slightly where a pixel straddles cells; bench/gpu/parts.py reports by
+    how much.
+
+    Returns
+    -------
+    ndarray (height, width), float32 on the host; NaN where there is no bin or no bucket.
+    """
+    import datashader as dsh
+
+    idx = np.atleast_1d(side_index)
+    data = cols.data[:, :, xp.asarray(idx)].sum(axis=2)
+    fwd = np.log10 if sel.log_grid else (lambda v: np.asarray(v, dtype=np.float64))
+    da, x_range = _grid_array(data, cols, sel, fwd)
+    y0, y1 = (float(fwd(v)) for v in y_range)
+    cvs = dsh.Canvas(plot_width=int(width), plot_height=int(height), x_range=x_range,
+                     y_range=(y0, y1))
+    agg = cvs.quadmesh(da, x="x", y="y", agg=dsh.mean("v"))
+    out = agg.data
+    to_host = getattr(xp, "asnumpy", np.asarray)
+    return np.asarray(to_host(out), dtype=np.float32)
+
+
 def rasterize(cols: Columns, side_index, sel: Selection, *, width: int, height: int,
               y_range: tuple[float, float]) -> np.ndarray:
     """Resample columns onto a (height, width) pixel grid with datashader (origin lower).
@@ -135,24 +287,11 @@ def rasterize(cols: Columns, side_index, sel: Selection, *, width: int, height: 
     ndarray (height, width), float32; NaN where there is no bin or no bucket.
     """
     import datashader as dsh
-    import xarray as xr
 
     idx = np.atleast_1d(side_index)
     data = cols.data[:, :, idx].sum(axis=2)
     fwd = np.log10 if sel.log_grid else (lambda v: np.asarray(v, dtype=np.float64))
-    e = fwd(sel.edges)
-    # even spacing in axis space: centres of the bins in that space, not the stored centres
-    n_p = data.shape[1]
-    ys = e[0] + (np.arange(n_p) + 0.5) * (e[-1] - e[0]) / n_p
-    xs = cols.centres
-    da = xr.DataArray(data.T, coords={"y": ys, "x": xs}, dims=("y", "x"), name="v")
-    if n_p == 1:  # datashader needs two coordinates to infer a spacing
-        da = xr.concat([da, da], dim="y")
-        da = da.assign_coords(y=[e[0] + (e[-1] - e[0]) * 0.25, e[0] + (e[-1] - e[0]) * 0.75])
-    if len(xs) == 1:
-        da = xr.concat([da, da], dim="x")
-        da = da.assign_coords(x=[cols.x0 + cols.dx * 0.25, cols.x0 + cols.dx * 0.75])
-    x_range = (cols.x0, cols.x0 + cols.dx * len(xs))
+    da, x_range = _grid_array(data, cols, sel, fwd)
     y0, y1 = (float(fwd(v)) for v in y_range)
     cvs = dsh.Canvas(plot_width=int(width), plot_height=int(height), x_range=x_range,
                      y_range=(y0, y1))
