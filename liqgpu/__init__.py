@@ -19,10 +19,14 @@ __all__ = [
     "Params",
     "Series",
     "estimate",
+    "heatmap",
+    "levels",
     "load_series",
     "open_store",
+    "profile",
     "render",
     "synthetic_series",
+    "update",
     "__version__",
 ]
 
@@ -36,6 +40,10 @@ _LAZY = {
     "InputError": ("liqgpu.errors", "InputError"),
     "synthetic_series": ("liqgpu.synth", "synthetic_series"),
     "render": ("liqgpu.render", "render"),
+    "levels": ("liqgpu.render.frames", "levels"),
+    "profile": ("liqgpu.render.frames", "profile"),
+    "heatmap": ("liqgpu.render.frames", "heatmap"),
+    "update": ("liqgpu.update", "update"),
 }
 
 

@@ -18,7 +18,8 @@ from .errors import InputError
 log = logging.getLogger("liqgpu")
 
 
-from .cli_common import contract_options, UserError, user_errors  # noqa: E402,F401
+from .cli_common import (Group, UserError, contract_options, status,  # noqa: E402,F401
+                         user_errors)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -33,7 +34,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(level)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
 @click.version_option(package_name="liqgpu")
@@ -154,10 +155,10 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
                  overwrite=overwrite, progress=_progress_enabled(),
                  realized=list(realized) or None)
         how = ""
-    click.echo(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
+    status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
     if "realized" in ds:
         r = ds.attrs.get("realized_summary", {})
-        click.echo(f"realized: {r.get('binned', 0)} of {r.get('events', 0)} events binned "
+        status(f"realized: {r.get('binned', 0)} of {r.get('events', 0)} events binned "
                    f"({r.get('notional_binned', 0.0):,.0f} quote)")
 
 
@@ -188,13 +189,13 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
         t = time.perf_counter()
         run(store, series, allow_outside=allow_outside, progress=_progress_enabled())
         d = store_info(store)
-        click.echo(f"updated {store}: now {d['time_start']} .. {d['time_end']} "
+        status(f"updated {store}: now {d['time_start']} .. {d['time_end']} "
                    f"({d['dims']['time']} buckets) in {time.perf_counter() - t:.2f}s")
     if follow is not None:
         n = follow_folder(store, follow, interval=interval, max_polls=max_polls,
                           allow_outside=allow_outside,
-                          on_update=lambda f: click.echo(f"applied {f}"))
-        click.echo(f"follow: {n} file(s) applied")
+                          on_update=lambda f: status(f"applied {f}"))
+        status(f"follow: {n} file(s) applied")
 
 
 @main.command()
@@ -237,8 +238,8 @@ def demo(out, days, seed, every, width, height, backend, model, max_age):
              progress=_progress_enabled())
     t_est = time.perf_counter() - t
     render(store, out=png, width=width, height=height)
-    click.echo(f"wrote {store}: {_describe(ds)} (estimated in {t_est:.2f}s)")
-    click.echo(f"wrote {png}: {width}x{height} heatmap ({time.perf_counter() - t:.2f}s in all)")
+    status(f"wrote {store}: {_describe(ds)} (estimated in {t_est:.2f}s)")
+    status(f"wrote {png}: {width}x{height} heatmap ({time.perf_counter() - t:.2f}s in all)")
 
 
 @main.command()
@@ -292,7 +293,7 @@ def publish(store, url, overwrite):
         raise InputError(f"URL {url}: not a URL (scheme://...); copy local stores with cp")
     t = time.perf_counter()
     upload(store, url, overwrite=overwrite, progress=_progress_enabled())
-    click.echo(f"published {store} to {url} in {time.perf_counter() - t:.2f}s")
+    status(f"published {store} to {url} in {time.perf_counter() - t:.2f}s")
 
 
 def _describe(ds) -> str:

@@ -9,6 +9,34 @@ import click
 from .errors import InputError
 
 
+VERBOSITY_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
+
+
+class Group(click.Group):
+    """The ``liqgpu`` group: ``-v``/``-q`` are accepted after the subcommand too."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        cut = args.index("--") if "--" in args else len(args)
+        moved = [a for a in args[:cut] if a in VERBOSITY_FLAGS]
+        if moved:
+            rest = [a for a in args[:cut] if a not in VERBOSITY_FLAGS]
+            args = moved + rest + args[cut:]
+        return super().parse_args(ctx, args)
+
+
+def quiet() -> bool:
+    """Whether ``-q`` was given (errors only)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and (ctx.find_root().obj or {}).get("quiet", False))
+
+
+def status(message: str) -> None:
+    """A line saying what a command did (``wrote X``): silent under ``-q``."""
+    if not quiet():
+        click.echo(message)
+
+
 class UserError(click.ClickException):
     """A clear one-line error, exit code 2."""
 

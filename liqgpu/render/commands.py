@@ -11,7 +11,7 @@ import math
 
 import click
 
-from ..cli_common import user_errors
+from ..cli_common import status, user_errors
 from ..jsonsafe import json_safe
 
 
@@ -20,9 +20,13 @@ def selection_options(fn):
     opts = [
         click.option("--series", default=None,
                      help="Series (exchange:symbol), symbol or exchange, comma-separated "
-                          "[default: all; one symbol at a time]."),
+                          "[default: all; series of one asset are summed]."),
+        click.option("--asset", default=None,
+                     help="Base asset, e.g. BTC: sums its series across venues and contract "
+                          "kinds in quote notional."),
         click.option("--leverage", default=None,
-                     help="Leverage tiers to include, comma-separated, e.g. 25,50 [default: all]."),
+                     help="Leverage bands (v2: 10-25, or 20 for the band holding 20x) or tiers "
+                          "(v1: 25,50), comma-separated [default: all]."),
         click.option("--price-min", type=float, default=None, help="Lowest price shown."),
         click.option("--price-max", type=float, default=None, help="Highest price shown."),
         click.option("--lookback", default=None,
@@ -70,18 +74,18 @@ def size_options(fn):
               help="Where the cube is aggregated onto the pixels (cupy: on the GPU, datashader "
                    "aggregating CuPy arrays; auto: the GPU when one is usable).")
 @user_errors
-def render_cmd(store, out, width, height, variable, side, start, end, series, leverage,
+def render_cmd(store, out, width, height, variable, side, start, end, series, asset, leverage,
                price_min, price_max, lookback, how, cmap, two_hues, candles, no_price,
                overlay_liquidated, no_realized, backend):
     """Render a store's liquidation heatmap to a PNG (time across, price up, notional as colour)."""
     from .heatmap import render as draw
 
     draw(store, out=out, width=width, height=height, variable=variable, series=series,
-         side=side, leverage=leverage, start=start, end=end, price_min=price_min,
+         asset=asset, side=side, leverage=leverage, start=start, end=end, price_min=price_min,
          price_max=price_max, lookback=lookback, cmap=cmap, how=how, two_hues=two_hues,
          candles=candles, price_line=not no_price, overlay_realized=not no_realized,
          overlay_liquidated=overlay_liquidated, backend=backend)
-    click.echo(f"wrote {out}: {width}x{height}")
+    status(f"wrote {out}: {width}x{height}")
 
 
 @click.command("map")
@@ -91,16 +95,25 @@ def render_cmd(store, out, width, height, variable, side, start, end, series, le
 @size_options
 @selection_options
 @click.option("--no-cumulative", is_flag=True, help="Leave out the cumulative curves.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the map's numbers (notional per price bin, side and leverage).")
 @user_errors
-def map_cmd(store, out, at, width, height, series, leverage, price_min, price_max, lookback,
-            no_cumulative):
-    """Render the liquidation map at one time: levels per price, stacked by leverage tier."""
+def map_cmd(store, out, at, width, height, series, asset, leverage, price_min, price_max,
+            lookback, no_cumulative, csv_path):
+    """Render the liquidation map at one time: levels per price, stacked by leverage."""
     from .liqmap import render_map
 
-    render_map(store, out=out, at=at, width=width, height=height, series=series,
+    render_map(store, out=out, at=at, width=width, height=height, series=series, asset=asset,
                leverage=leverage, price_min=price_min, price_max=price_max, lookback=lookback,
                cumulative=not no_cumulative)
-    click.echo(f"wrote {out}: {width}x{height}")
+    status(f"wrote {out}: {width}x{height}")
+    if csv_path:
+        from .frames import profile, write_csv
+
+        df = profile(store, at, series=series, asset=asset, leverage=leverage,
+                     price_min=price_min, price_max=price_max, lookback=lookback)
+        write_csv(df, csv_path)
+        status(f"wrote {csv_path}: {len(df)} price bins")
 
 
 @click.command("levels")
@@ -114,15 +127,24 @@ def map_cmd(store, out, at, width, height, series, leverage, price_min, price_ma
                    "largest bin (0: every non-empty bin).")
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the levels to this CSV file (one row per band).")
 @user_errors
-def levels_cmd(store, at, top, side, threshold, series, leverage, price_min, price_max,
-               lookback, as_json):
+def levels_cmd(store, at, top, side, threshold, series, asset, leverage, price_min, price_max,
+               lookback, as_json, csv_path):
     """List the strongest clusters of liquidation levels at one time."""
     from .levels import find_levels
 
-    bands = find_levels(store, at=at, top=top, series=series, side=side, leverage=leverage,
-                        threshold=threshold, lookback=lookback, price_min=price_min,
-                        price_max=price_max)
+    sel = dict(series=series, asset=asset, side=side, leverage=leverage, threshold=threshold,
+               lookback=lookback, price_min=price_min, price_max=price_max)
+    if csv_path:
+        from .frames import levels, write_csv
+
+        df = levels(store, at=at, top=top, **sel)
+        write_csv(df, csv_path)
+        status(f"wrote {csv_path}: {len(df)} levels")
+        return
+    bands = find_levels(store, at=at, top=top, **sel)
     if as_json:
         click.echo(json.dumps({"store": str(store), "levels": [json_safe(b) for b in bands]},
                               indent=2))

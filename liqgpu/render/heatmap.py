@@ -39,6 +39,7 @@ WHAT = {
 def render(store, *, out, width: int = 1600, height: int = 900, variable: str = "intensity",
            series=None, side: str = "both", leverage=None, start=None, end=None,
            price_min: float | None = None, price_max: float | None = None, lookback=None,
+           asset=None,
            cmap: str | None = None, how: str = "linear", two_hues: bool = False,
            candles: bool | None = None, overlay_realized: bool = True,
            overlay_liquidated: bool = False, price_line: bool = True, backend: str = "auto"):
@@ -107,7 +108,7 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     ds = open_dataset(store)
     sel = select(ds, variable=variable, series=series, side=side, leverage=leverage, start=start,
                  end=end, price_min=price_min, price_max=price_max, lookback=lookback,
-                 name=str(store) if not hasattr(store, "variables") else "the dataset")
+                 asset=asset, name=str(store) if not hasattr(store, "variables") else "the dataset")
     px = sel.prices()
     lo, hi = price_view(sel, px, price_min, price_max)
     _narrow(sel, lo, hi)
@@ -456,7 +457,7 @@ def colour_bars(fig, norm, bars, how, quote, label, *, x, y0, h, dpi, width, hei
 
 def title_lines(sel: Selection, how: str, merged: bool) -> list[str]:
     a = sel.ds.attrs
-    syms = ", ".join(sel.symbols()) or ", ".join(sel.series)
+    syms = sel.title_names()
     exch = ", ".join(sel.exchanges())
     what = WHAT[sel.variable]
     if sel.lookback is not None:

@@ -20,14 +20,14 @@ DOMINANT_SHARE = 0.25  # a tier is dominant in a band when it holds at least thi
 
 
 def profile_at(ds, at=None, *, series=None, side: str = "both", leverage=None, lookback=None,
-               variable: str = "intensity", price_min=None, price_max=None):
+               variable: str = "intensity", price_min=None, price_max=None, asset=None):
     """The cube at one bucket: ``(sel, index, cube, close)``.
 
     ``cube`` has shape (n_price, n_leverage, n_side), float64, summed over the selected series;
     ``close`` is the mean close of those series at that bucket (NaN when unknown).
     """
     sel = select(ds, variable=variable, series=series, side=side, leverage=leverage,
-                 lookback=lookback, price_min=price_min, price_max=price_max)
+                 lookback=lookback, price_min=price_min, price_max=price_max, asset=asset)
     i = bucket_at(sel, at)
     da = ds[variable].isel(time=i, price=slice(sel.p0, sel.p1)).sel(
         series=sel.series, side=sel.sides, leverage=sel.leverages)
@@ -54,7 +54,7 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", leverage=None,
                 threshold: float = 0.0, lookback=None, price_min=None,
-                price_max=None) -> list[dict]:
+                price_max=None, asset=None) -> list[dict]:
     """The strongest clusters of liquidation levels at one time.
 
     Parameters
@@ -94,7 +94,8 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
         raise InputError(f"--threshold: {threshold} must be at least 0 and below 1")
     ds = open_dataset(ds)
     sel, i, cube, close = profile_at(ds, at, series=series, side=side, leverage=leverage,
-                                     lookback=lookback, price_min=price_min, price_max=price_max)
+                                     lookback=lookback, price_min=price_min, price_max=price_max,
+                                     asset=asset)
     edges, centres = sel.edges, sel.centres
     levs = list(sel.leverages)
     t_end = ds["time"].values[i].astype("datetime64[ns]") + sel.every

@@ -23,7 +23,7 @@ HEADROOM = 1.3  # room above the tallest bar and curve for the legend
 
 def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, series=None,
                leverage=None, price_min: float | None = None, price_max: float | None = None,
-               lookback=None, cumulative: bool = True):
+               lookback=None, cumulative: bool = True, asset=None):
     """Render the liquidation map (price profile) of a store at one time to a PNG.
 
     Parameters
@@ -60,7 +60,7 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
     width, height = style.check_size(width, height)
     ds = open_dataset(store)
     sel, i, cube, close = profile_at(ds, at, series=series, leverage=leverage, lookback=lookback,
-                                     price_min=price_min, price_max=price_max)
+                                     price_min=price_min, price_max=price_max, asset=asset)
     edges, centres = sel.edges, sel.centres
     longs, shorts = cube[:, :, 0].sum(axis=1), cube[:, :, 1].sum(axis=1)
     lo, hi = map_view(edges, longs, shorts, close, price_min, price_max)
@@ -143,7 +143,7 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
 
 def _title(ds, sel, i, longs, shorts) -> list[str]:
     t_end = ds["time"].values[i].astype("datetime64[ns]") + sel.every
-    syms = ", ".join(sel.symbols()) or ", ".join(sel.series)
+    syms = sel.title_names()
     exch = ", ".join(sel.exchanges())
     what = "liquidation map"
     if sel.lookback is not None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 VARIABLES = ("intensity", "liquidated", "realized")
 SIDES = ("long", "short", "both")
 REQUIRED = ("intensity", "close", "price_edges")
+DOLLARS = {"USD", "USDT", "USDC", "BUSD", "FDUSD", "USDE", "TUSD", "DAI"}
 
 
 def open_dataset(store):
@@ -258,17 +259,28 @@ class Selection:
         return _unique(self.meta.get("exchange", []))
 
     def quote(self) -> str:
-        """The quote currency read from the symbol (``BTCUSDT`` -> ``USDT``), else ``quote``."""
-        syms = self.symbols()
-        found = set()
-        for s in syms:
-            s = s.upper().replace("-", "").replace("_", "").replace("/", "").replace("PERP", "")
-            s = s.replace("SWAP", "")
-            for q in ("USDT", "USDC", "BUSD", "FDUSD", "USD", "BTC", "ETH"):
-                if s.endswith(q) and len(s) > len(q):
-                    found.add(q)
-                    break
+        """The quote currency read from the symbols (``BTCUSDT`` -> ``USDT``; ``USD`` when the
+        selection sums dollar quotes such as USDT and USD), else ``quote``."""
+        from ..assets import split_symbol
+
+        found = {split_symbol(s)[1] for s in self.symbols()}
+        if len(found) > 1 and found <= DOLLARS:
+            return "USD"
         return found.pop() if len(found) == 1 else "quote"
+
+    def assets(self) -> list[str]:
+        """Base assets of the selected series (``['BTC']``)."""
+        from ..assets import base_asset
+
+        return _unique([base_asset(s) for s in self.symbols()])
+
+    def title_names(self) -> str:
+        """``BTCUSDT`` for one symbol; ``BTC (binance:BTCUSDT + okx:BTC-USDT-SWAP)`` for an asset
+        summed over several series."""
+        syms = self.symbols()
+        if len(syms) <= 1:
+            return ", ".join(syms) or ", ".join(self.series)
+        return f"{', '.join(self.assets())} ({' + '.join(self.series)})"
 
     def bin_label(self) -> str:
         """``10 bps`` for a log grid, the step for a linear one."""
@@ -334,7 +346,7 @@ def every_of(ds) -> np.timedelta64:
 
 def select(ds, *, variable: str = "intensity", series=None, side: str = "both", leverage=None,
            start=None, end=None, price_min=None, price_max=None, lookback=None,
-           name: str = "the store") -> Selection:
+           name: str = "the store", asset=None) -> Selection:
     """Validate a selection of ``ds`` (see :class:`Selection`).
 
     Parameters
@@ -343,7 +355,10 @@ def select(ds, *, variable: str = "intensity", series=None, side: str = "both", 
         A liqgpu dataset (see :func:`open_dataset`).
     variable : {'intensity', 'liquidated', 'realized'}
     series : str or sequence of str, optional
-        Series names (``exchange:symbol``), symbols or exchanges; default all.
+        Series names (``exchange:symbol``), symbols or exchanges; default all. Series of one
+        base asset are summed (in quote notional); several assets at once are refused.
+    asset : str, optional
+        A base asset (``BTC``): every series of it, across venues and contract kinds.
     side : {'long', 'short', 'both'}
     leverage : str or sequence of float, optional
         Tiers such as ``'25,50'``; default all.
@@ -379,10 +394,23 @@ def select(ds, *, variable: str = "intensity", series=None, side: str = "both", 
         if k in ds.coords:
             meta[k] = [str(x) for x in np.asarray(ds[k].values)]
     chosen = _pick_series(parse_series(series), names, meta)
+    syms = dict(zip(names, meta.get("symbol", names)))
+    from ..assets import base_asset
+
+    if asset not in (None, ""):
+        want = str(asset).strip().upper()
+        held = sorted({base_asset(syms[n]) for n in names})
+        chosen = [n for n in chosen if base_asset(syms[n]) == want]
+        if not chosen:
+            raise InputError(f"--asset {asset}: no selected series of {name} has that base asset "
+                             f"(assets: {', '.join(held)})")
+    bases = sorted({base_asset(syms[n]) for n in chosen})
+    if len(bases) > 1:
+        raise InputError(f"--series: the selection mixes assets ({', '.join(bases)}); pick one "
+                         "with --asset (series of one asset are summed across venues)")
+    if len({syms[n] for n in chosen}) > 1:
+        log.info("summing %d series of %s: %s", len(chosen), bases[0], ", ".join(chosen))
     sub = {k: [v[names.index(s)] for s in chosen] for k, v in meta.items()}
-    if len(set(sub.get("symbol", []))) > 1:
-        raise InputError(f"--series: the selection mixes symbols ({', '.join(sorted(set(sub['symbol'])))}); "
-                         "pick series of one symbol so their levels can be summed")
 
     if leverage not in (None, "", ()) and variable == "realized":
         raise InputError("--leverage: realized liquidations have no leverage tier; drop --leverage")
