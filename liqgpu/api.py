@@ -188,6 +188,9 @@ def estimate(
     tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets)
     cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
                                             budget_bytes=memory_budget, multiple=tc)
+    # whole zarr chunks, as distributed tasks use: v2's churn makes rounding follow the chunks,
+    # so both paths cut the time axis the same way and agree bit for bit
+    cb = max(tc, -(-int(cb) // tc) * tc)
     prices = bucket_prices(series, inputs.time, n_every)
     btime = inputs.time[:: n_every]
     attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,

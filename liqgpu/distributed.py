@@ -221,7 +221,9 @@ def estimate_distributed(
     n_buckets = -(-time.size // n_every)
     tc, pc = chunking(g.n_bins, params.n_out, n_buckets)
     ncell = (g.n_bins + 1) * params.n_out * 2
-    cb = chunk_buckets or chunk_buckets_for(1, ncell, n_every, multiple=tc,
+    # the same chunks as a one-process run of all the series (liqgpu.estimate), so a task's
+    # numbers equal that run's bit for bit (v2's churn makes rounding follow the chunks)
+    cb = chunk_buckets or chunk_buckets_for(len(series), ncell, n_every, multiple=tc,
                                             budget_bytes=memory_budget or DEFAULT_MEMORY_BUDGET)
     cb = max(tc, -(-int(cb) // tc) * tc)  # whole zarr chunks: every cube write replaces chunks
     backend = "cupy" if cluster == "cuda" else "numpy"
@@ -266,8 +268,8 @@ def estimate_distributed(
     if events is not None:
         _write_realized(partial / "store.zarr", events, names, time[::n_every], step * n_every,
                         g.edges, tc=tc, budget=memory_budget or DEFAULT_MEMORY_BUDGET)
-    _write_resume(partial, plan, series, engine_cells=(g.n_bins + 1) * params.n_tiers * 2,
-                  n_tiers=params.n_tiers)
+    _write_resume(partial, plan, series, engine_cells=(g.n_bins + 1) * params.n_out * 2,
+                  n_tiers=params.n_out)
     _commit(partial, out)
     log.info("done in %.2fs: %s", _time.perf_counter() - started, out)
     from .store import open_store
