@@ -80,18 +80,33 @@ def _add(opts):
     return deco
 
 
+bootstrap_options = [
+    click.option("--bootstrap", "draws", type=click.IntRange(min=0), default=2000,
+                 show_default=True,
+                 help="Bootstrap draws over UTC days for the confidence interval of "
+                      "'estimate minus best baseline' Spearman per side (0: none)."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of the bootstrap."),
+]
+
+
 @click.command("evaluate")
 @click.argument("store", type=click.Path())
 @_add(realized_options)
+@_add(bootstrap_options)
 @user_errors
-def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path, report_dir):
+def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path, report_dir,
+                 draws, seed):
     """Accuracy of a store's estimate against realized liquidations, next to baselines.
 
-    Timing: per bucket and side, estimated vs realized liquidated notional (Spearman, Pearson of
-    log1p, share of realized notional in the estimate's top-10% buckets). Levels (events with
-    prices): share of realized notional in the top-decile bins of the intensity profile just
-    before each event, and lift over a uniform spread across the bucket's range. Baselines:
-    price range x OI, |return| x OI, uniform.
+    The store may hold model v2 (the default) or v1; its parameters are reported. Timing: per
+    bucket and side, estimated vs realized liquidated notional (Spearman, Pearson of log1p,
+    share of realized notional in the estimate's top-10% buckets), the Spearman of per-day sums
+    (complete UTC days) and a bootstrap over days (resampled with replacement) giving a 95%
+    interval for "estimate minus best baseline" Spearman per side. Levels (events with prices):
+    share of realized notional in the top-decile bins of the intensity profile just before each
+    event, and lift over a uniform spread across the bucket's range. Baselines: price range x
+    OI, |return| x OI, uniform.
     """
     from .evaluate import build_table, evaluate, format_text, load_realized, write_report
     from .store import open_store
@@ -102,7 +117,7 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     ds = open_store(store)
     realized = load_realized(realized_path, realized_columns)
     table = build_table(ds, realized)
-    result = evaluate(ds, realized, windows or None, table=table)
+    result = evaluate(ds, realized, windows or None, table=table, draws=draws, seed=seed)
     result["store"] = str(store)
     click.echo(format_text(result))
     if json_path:

@@ -313,3 +313,81 @@ def test_real_window2_and_okx_events(real_data, tmp_path):
     assert 0 < lv["all"]["n_in_range"] <= lv["all"]["n_events"]
     assert lv["all"]["uniform"]["lift"] == 1.0
     assert lv["all"]["estimate"]["lift"] > 0
+
+
+# -- daily figures and the bootstrap over days ----------------------------------------------------
+def test_daily_sums_keep_complete_days_only():
+    from liqgpu.evaluate import daily_sums
+
+    t = np.datetime64("2026-01-01T05") + np.arange(60) * np.timedelta64(1, "h")  # 19 + 24 + 17 h
+    days, sums = daily_sums(t, np.timedelta64(1, "h"), np.ones((60, 2)))
+    assert days.tolist() == [np.datetime64("2026-01-02", "D").astype(object)]
+    assert sums.tolist() == [[24.0, 24.0]]
+    # daily buckets: nothing to sum
+    d2, s2 = daily_sums(t[:3], np.timedelta64(1, "D"), np.ones(3))
+    assert d2.size == 0 and s2.size == 0
+
+
+def test_bootstrap_perfect_predictor_ci_around_the_known_difference():
+    from liqgpu.evaluate import bootstrap_days
+
+    rng = np.random.default_rng(1)
+    n_days = 60
+    day = np.repeat(np.arange(n_days), 24)
+    real = rng.lognormal(10, 2, day.size)
+    base = real * rng.lognormal(0, 1.5, day.size)  # a noisy baseline
+    known = 1.0 - spearman(base, real)  # perfect predictor minus the baseline
+    assert 0.1 < known < 0.5
+    b = bootstrap_days(real, base, real, day, draws=500, seed=0)
+    assert b["point"] == pytest.approx(known)
+    assert b["lo"] < known < b["hi"]
+    assert b["lo"] > 0 and b["share_le_0"] == 0.0
+    assert b["hi"] - b["lo"] < 0.1  # 1440 buckets: a tight interval
+    assert abs(b["mean"] - known) < 0.01
+    assert (b["n_days"], b["draws"], b["valid_draws"]) == (60, 500, 500)
+    # same seed, same interval; another seed, nearly the same
+    assert bootstrap_days(real, base, real, day, draws=500, seed=0) == b
+    b2 = bootstrap_days(real, base, real, day, draws=500, seed=7)
+    assert b2["lo"] == pytest.approx(b["lo"], abs=0.01)
+    # a shuffled predictor against the same baseline: the whole interval is below zero
+    sh = bootstrap_days(rng.permutation(real), base, real, day, draws=500, seed=0)
+    assert sh["hi"] < 0 and sh["share_le_0"] == 1.0
+    # the baseline against itself: exactly zero in every draw
+    z = bootstrap_days(base, base, real, day, draws=50)
+    assert z["lo"] == z["hi"] == z["point"] == 0.0
+    # too few days: no interval
+    assert bootstrap_days(real[:96], base[:96], real[:96], day[:96]) is None
+
+
+def test_evaluate_reports_daily_spearman_and_bootstrap(market):
+    from liqgpu.evaluate import format_markdown, format_text
+
+    res = evaluate(market["ds"], load_realized(market["agg"]), draws=200, seed=3)
+    assert res["bootstrap"]["draws"] == 200 and res["bootstrap"]["seed"] == 3
+    t = res["windows"][0]["timing"]
+    for side in ("long", "short", "total"):
+        d = t[side]
+        assert d["daily"]["n_days"] == 20  # 480 hours from midnight
+        assert d["daily"]["estimate"] == pytest.approx(1.0)  # the realized amounts are its own
+        b = d["bootstrap"]
+        best = max(("range_oi", "absret_oi"), key=lambda k: d[k]["spearman"])
+        assert b["vs"] == best
+        assert b["point"] == pytest.approx(1.0 - d[best]["spearman"])
+        assert 0 < b["lo"] <= b["point"] <= b["hi"]
+        assert b["n_days"] == 20
+    assert "daily Spearman (20 days)" in format_text(res)
+    assert "95% CI" in format_text(res) and "95% CI" in format_markdown(res)
+    # --bootstrap 0 turns it off
+    off = evaluate(market["ds"], load_realized(market["agg"]), draws=0)
+    assert off["windows"][0]["timing"]["long"]["bootstrap"] is None
+    assert "95% CI" not in format_text(off)
+
+
+def test_evaluate_reports_a_v2_store_as_v2(market, tmp_path):
+    from liqgpu.model.v2 import ParamsV2
+
+    ds = liqgpu.estimate(market["series"], params=ParamsV2(leverages="log:2:150:8"),
+                         every="1h", backend="numpy")
+    res = evaluate(ds, load_realized(market["agg"]), draws=0)
+    assert res["params"]["model"] == "v2" and res["params"]["churn"] == 0.3
+    assert len(res["params"]["leverages"]) == 8
