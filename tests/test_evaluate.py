@@ -263,7 +263,8 @@ def test_cli_sweep_small_grid(market, tmp_path):
     out = tmp_path / "s.json"
     r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
                                        str(market["agg"]), "--train", ":2026-01-12",
-                                       "--test", "2026-01-12:", "--tiers", "5,10,25,50,100",
+                                       "--test", "2026-01-12:", "--model", "v1",
+                                       "--tiers", "5,10,25,50,100",
                                        "--mmr", "0.004", "--entry", "hlc3", "--max-age",
                                        "none,24h", "--json", str(out)])
     assert r.exit_code == 0, r.output
@@ -273,9 +274,90 @@ def test_cli_sweep_small_grid(market, tmp_path):
     assert d["default"]["windows"][1]["timing"]["long"]["estimate"]["spearman"] == \
         pytest.approx(1.0)
     assert d["n_engine_runs"] == 2
+    assert d["model"] == "v1" and d["ranking"][0]["model"] == "v1"
     r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
                                        str(market["agg"]), "--test", "2026-01-12:"])
     assert r.exit_code == 2 and "--train" in r.output
+
+
+def test_v2_per_tier_bands_and_reweighting_equal_a_direct_estimate(market):
+    from liqgpu.model.v2 import ParamsV2
+    from liqgpu.sweep import per_tier_params, tier_bands, tier_liquidated
+
+    p = per_tier_params(8, 0.5, "range:3", 0.004, max_age="24h")
+    assert p.n_out == p.n_tiers == 8
+    assert p.band_of.tolist() == list(range(8))  # one band per tier
+    assert tier_bands((2.0, 8.0, 32.0)) == (2.0, 4.0, 16.0, 32.0)
+    _, _, liq, _ = tier_liquidated(market["series"], p, "1h")
+    for a in (1.0, 3.0):
+        direct_p = ParamsV2(leverages="log:2:150:8", weights=f"power:{a:g}", churn=0.5,
+                            entry="range:3", max_age="24h")
+        combined = np.einsum("tkc,k->tc", liq * 8, np.asarray(direct_p.weights))
+        direct = liqgpu.estimate(market["series"], params=direct_p, every="1h",
+                                 backend="numpy", dtype=np.float64)
+        d = (direct["liquidated"].sum(["series", "price", "leverage"]).values
+             + direct["outside_liquidated"].sum(["series", "leverage"]).values)
+        assert d.max() > 0
+        np.testing.assert_allclose(combined, d, rtol=1e-6, atol=1e-9 * d.max())
+
+
+@pytest.fixture(scope="module")
+def market_v2(market):
+    """The market's realized amounts from the v2 default model itself."""
+    d = market["dir"]
+    ds = liqgpu.estimate(market["series"], every="1h", backend="numpy", dtype=np.float64)
+    est = (ds["liquidated"].sum(["series", "price", "leverage"]).values
+           + ds["outside_liquidated"].sum(["series", "leverage"]).values)
+    # train half: the v2 default's own amounts; test half: a different setting's (churn 1,
+    # power:1), so a sweep that peeked at test would not pick the default
+    from liqgpu.model.v2 import ParamsV2
+
+    ds1 = liqgpu.estimate(market["series"], params=ParamsV2(churn=1.0, weights="power:1"),
+                          every="1h", backend="numpy", dtype=np.float64)
+    est1 = (ds1["liquidated"].sum(["series", "price", "leverage"]).values
+            + ds1["outside_liquidated"].sum(["series", "leverage"]).values)
+    cut = 12 * 24
+    mix = np.r_[est[:cut], est1[cut:]]
+    agg = pd.DataFrame({"open_time_ms": market["df"]["time"], "liq_long_usd": mix[:, 0],
+                        "liq_short_usd": mix[:, 1]})
+    agg.to_csv(d / "agg_v2.csv", index=False)
+    return d / "agg_v2.csv"
+
+
+def test_cli_sweep_v2_is_the_default_and_never_picks_on_test(market, market_v2, tmp_path):
+    out = tmp_path / "s2.json"
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market_v2), "--train", ":2026-01-13",
+                                       "--test", "2026-01-13:", "--churn", "0.3,1",
+                                       "--power", "1,2", "--tier-count", "20,40",
+                                       "--entry", "close", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert d["model"] == "v2" and d["n_settings"] == 8 and d["n_engine_runs"] == 4
+    top = d["ranking"][0]
+    # train holds the v2 default's own amounts: the default setting wins there ...
+    assert top["objective"] == pytest.approx(1.0, abs=1e-9)
+    assert (top["model"], top["leverages"], top["weights"], top["churn"], top["entry"]) == (
+        "v2", "log:2:150:40", "power:2", 0.3, "close")
+    assert d["best_params"]["churn"] == 0.3 and d["best_params"]["model"] == "v2"
+    # ... although test holds churn 1 / power:1 amounts, where another setting would score 1
+    test_best = d["best"]["windows"][1]["timing"]["long"]["estimate"]["spearman"]
+    assert test_best < 0.999
+    assert d["default"]["params"]["model"] == "v2"
+    assert "model v2: swept 8 settings" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tiers", "5,10"], "--tiers: is an option of the model v1 sweep"),
+    (["--model", "v1", "--churn", "0.3"], "--churn: is an option of the model v2 sweep"),
+    (["--tier-count", "1"], "--tier-count 1: need at least 2 tiers"),
+    (["--entry", "range:0"], "range:N"),
+])
+def test_cli_sweep_bad_options_exit_2(market, args, message):
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market["agg"]), "--train", ":2026-01-12"] + args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
 
 
 # -- real data ----------------------------------------------------------------------------------
