@@ -170,13 +170,14 @@ SWEEP_DEFAULTS = {
               help="Side splits to try (taker needs volume columns) [default: both].")
 @click.option("--max-age", "ages", default=None,
               help="Max ages to try [default: v2 none; v1 none,12h,24h,7d,30d].")
+@_add(bootstrap_options)
 @click.option("--top", type=int, default=10, show_default=True, help="Settings to list.")
 @click.option("--keep-best", default=None, type=click.Path(),
               help="Also write the best setting's store here.")
 @user_errors
 def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, report_dir, model,
               every, kind, contract_size, exchange, symbol, churns, powers, tier_counts, tiers,
-              mmrs, entries, splits, ages, top, keep_best):
+              mmrs, entries, splits, ages, draws, seed, top, keep_best):
     """Tune model parameters on --train windows, report default and best on --test windows.
 
     INPUTS are series files (or one store whose output step equals its model step). The
@@ -244,9 +245,10 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
     for r in rows:
         click.echo(row_text(r))
     defaults = default_params(model)
-    default_res, _ = evaluate_params(series, defaults, realized, windows, every=every)
+    default_res, _ = evaluate_params(series, defaults, realized, windows, every=every,
+                                     draws=draws, seed=seed)
     best_res, best_ds = evaluate_params(series, res.best, realized, windows, every=every,
-                                        keep=keep_best)
+                                        keep=keep_best, draws=draws, seed=seed)
     click.echo("\n== default parameters")
     click.echo(format_text(default_res))
     click.echo("\n== best parameters: " + json.dumps(res.best.to_attrs()))

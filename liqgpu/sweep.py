@@ -362,8 +362,9 @@ def _run_sweep_v2(series, realized, train, space: SweepSpaceV2, every, check) ->
 
 
 def evaluate_params(series, params, realized: Realized, windows: list[Window], *,
-                    every=None, keep: str | Path | None = None):
-    """Estimate with ``params`` on the default grid (to a temporary store) and evaluate.
+                    every=None, keep: str | Path | None = None, **kw):
+    """Estimate with ``params`` on the default grid (to a temporary store) and evaluate
+    (``kw``: :func:`liqgpu.evaluate.evaluate`'s ``draws`` and ``seed``).
 
     Returns
     -------
@@ -377,12 +378,12 @@ def evaluate_params(series, params, realized: Realized, windows: list[Window], *
     if keep is not None:
         estimate(series, params=params, every=every, backend="numpy", out=keep, overwrite=True)
         ds = open_store(keep)
-        return evaluate(ds, realized, windows), ds
+        return evaluate(ds, realized, windows, **kw), ds
     with tempfile.TemporaryDirectory(prefix="liqgpu-sweep-") as tmp:
         out = Path(tmp) / "est.zarr"
         estimate(series, params=params, every=every, backend="numpy", out=out)
         ds = open_store(out)
-        res = evaluate(ds, realized, windows)
+        res = evaluate(ds, realized, windows, **kw)
         ds.close()
     return res, None
 
