@@ -15,6 +15,9 @@ opened with :func:`liqgpu.open_store`, or the dataset :func:`liqgpu.estimate` re
     profile of its side at the end of the previous bucket, over the bins inside the event
     bucket's [low, high]: the share of realized notional in the profile's top-decile bins and
     the lift over a uniform spread across the range;
+  - *daily*: the Spearman of per-day sums (complete UTC days) of each predictor, and a
+    bootstrap over days (resampled with replacement) of "estimate minus best baseline"
+    per-bucket Spearman per side, with a 95 % interval (:func:`bootstrap_days`);
   - the same figures for baselines on the same buckets: ``range_oi`` (log(open/low)·OI for
     longs, log(high/open)·OI for shorts), ``absret_oi`` (|log(close/open)|·OI) and, for levels
     and the top-10 % share, ``uniform``.

@@ -211,7 +211,8 @@ def test_cli_evaluate_writes_json_and_report(market, tmp_path):
     rep = tmp_path / "rep"
     r = CliRunner().invoke(evaluate_cmd, [str(market["store"]), "--realized", str(market["agg"]),
                                           "--train", ":2026-01-10", "--test", "2026-01-10:",
-                                          "--json", str(out), "--report", str(rep)])
+                                          "--json", str(out), "--report", str(rep),
+                                          "--bootstrap", "50", "--seed", "2"])
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())
     assert [w["role"] for w in d["windows"]] == ["train", "test"]
@@ -220,6 +221,10 @@ def test_cli_evaluate_writes_json_and_report(market, tmp_path):
     assert (rep / "evaluation.md").exists() and (rep / "01_train_timing.png").exists()
     assert not list(rep.glob(".*"))  # no temporary files left
     assert "timing long: Spearman" in r.output
+    assert d["bootstrap"]["draws"] == 50 and d["bootstrap"]["seed"] == 2
+    b = d["windows"][1]["timing"]["long"]["bootstrap"]
+    assert b["draws"] == 50 and b["n_days"] == 11 and b["lo"] > 0
+    assert "95% CI" in r.output and "95% CI" in (rep / "evaluation.md").read_text()
 
 
 @pytest.mark.parametrize("case, message", [
