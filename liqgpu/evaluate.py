@@ -15,6 +15,9 @@ opened with :func:`liqgpu.open_store`, or the dataset :func:`liqgpu.estimate` re
     profile of its side at the end of the previous bucket, over the bins inside the event
     bucket's [low, high]: the share of realized notional in the profile's top-decile bins and
     the lift over a uniform spread across the range;
+  - *daily*: the Spearman of per-day sums (complete UTC days) of each predictor, and a
+    bootstrap over days (resampled with replacement) of "estimate minus best baseline"
+    per-bucket Spearman per side, with a 95 % interval (:func:`bootstrap_days`);
   - the same figures for baselines on the same buckets: ``range_oi`` (log(open/low)·OI for
     longs, log(high/open)·OI for shorts), ``absret_oi`` (|log(close/open)|·OI) and, for levels
     and the top-10 % share, ``uniform``.
@@ -46,6 +49,11 @@ TOP = 0.10
 TIMING_BASELINES = ("range_oi", "absret_oi")
 TIME_COLUMNS = ("time", "open_time_ms", "ts_ms", "timestamp", "time_utc", "open_time_utc", "t")
 NS = np.timedelta64(1, "ns")
+DAY = np.timedelta64(1, "D")
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_MIN_DAYS = 5
+DAILY_MIN_DAYS = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,8 +573,13 @@ def _td(td) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-def timing(table: Table, window: Window, frac: float = TOP) -> dict:
-    """Timing figures of the estimate and each baseline in one window (see module doc)."""
+def timing(table: Table, window: Window, frac: float = TOP, *, draws: int = BOOTSTRAP_DRAWS,
+           seed: int = BOOTSTRAP_SEED) -> dict:
+    """Timing figures of the estimate and each baseline in one window (see module doc).
+
+    Per side also ``daily`` (Spearman of per-day sums over complete UTC days) and
+    ``bootstrap`` (:func:`bootstrap_vs_best`, ``draws`` resamples of days; 0 turns it off).
+    """
     m = window.contains(table.time)
     out = {"n_buckets": int(m.sum())}
     for j, side in enumerate(TIMING_SIDES):
@@ -583,8 +596,114 @@ def timing(table: Table, window: Window, frac: float = TOP) -> dict:
         k = max(1, math.ceil(frac * real.size - 1e-9)) if real.size else 0
         d["uniform"] = {"spearman": None, "pearson_log1p": None,
                         "top10_share": (k / real.size) if real.size else None}
+        d["daily"] = daily_figures(table, m, j)
+        d["bootstrap"] = (bootstrap_vs_best(table, m, j, draws=draws, seed=seed)
+                          if draws > 0 else None)
         out[side] = d
     return out
+
+
+def daily_sums(time, step, x) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``x`` (n, ...) per UTC day over the days whose every bucket is present.
+
+    Returns ``(days, sums)``; empty when the buckets are a day or longer (nothing to sum).
+
+    Examples
+    --------
+    >>> t = np.datetime64("2026-01-01T00") + np.arange(48) * np.timedelta64(1, "h")
+    >>> daily_sums(t, np.timedelta64(1, "h"), np.ones(48))[1].tolist()
+    [24.0, 24.0]
+    """
+    t = np.asarray(time).astype("datetime64[ns]")
+    step = np.timedelta64(step, "ns")
+    x = np.asarray(x, dtype=np.float64)
+    if t.size == 0 or step >= DAY or DAY % step:
+        return np.zeros(0, "datetime64[D]"), np.zeros((0,) + x.shape[1:])
+    days, inv, cnt = np.unique(t.astype("datetime64[D]"), return_inverse=True,
+                               return_counts=True)
+    full = cnt == DAY // step
+    return days[full], _bin_sum(inv.reshape(-1), x, days.size)[full]
+
+
+def daily_figures(table: Table, m: np.ndarray, j: int) -> dict:
+    """Spearman of per-day sums (complete UTC days of the window) of each predictor, side ``j``
+    (0 long, 1 short, 2 total = long + short)."""
+    def col(x):
+        return x[m].sum(axis=1) if j == 2 else x[m, j]
+
+    preds = {"estimate": col(table.estimate),
+             **{k: col(v) for k, v in table.baselines.items()}}
+    real = table.realized[m, j]
+    names = list(preds)
+    days, sums = daily_sums(table.time[m], table.step,
+                            np.stack([real] + [preds[k] for k in names], axis=1))
+    out = {"n_days": int(days.size)}
+    for i, k in enumerate(names):
+        out[k] = spearman(sums[:, i + 1], sums[:, 0]) if days.size >= DAILY_MIN_DAYS else None
+    return out
+
+
+def bootstrap_days(score, best, realized, day, *, draws: int = BOOTSTRAP_DRAWS,
+                   seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> dict | None:
+    """Bootstrap over days of Spearman(score, realized) − Spearman(best, realized).
+
+    Days (blocks of buckets, ``day`` one label per bucket) are resampled with replacement; each
+    draw takes every bucket of every drawn day (a day drawn twice counts twice, ties ranked as
+    ties) and computes the difference of the two per-bucket Spearman correlations. Returns the
+    point difference (all buckets once), the mean and the central ``level`` interval of the
+    draws, and the share of draws at or below zero; None with fewer than
+    ``BOOTSTRAP_MIN_DAYS`` days.
+
+    Examples
+    --------
+    >>> r = np.arange(240.0); d = np.repeat(np.arange(10), 24)
+    >>> b = bootstrap_days(r, -r, r, d, draws=50)
+    >>> b["point"], b["lo"], b["hi"]
+    (2.0, 2.0, 2.0)
+    """
+    score = np.asarray(score, np.float64)
+    best = np.asarray(best, np.float64)
+    realized = np.asarray(realized, np.float64)
+    codes = np.unique(np.asarray(day), return_inverse=True)[1].reshape(-1)
+    n_days = int(codes.max()) + 1 if codes.size else 0
+    if n_days < BOOTSTRAP_MIN_DAYS:
+        return None
+    rng = np.random.default_rng(seed)
+    diffs = np.full(draws, np.nan)
+    for i in range(draws):
+        k = np.bincount(rng.integers(0, n_days, n_days), minlength=n_days)
+        idx = np.repeat(np.arange(codes.size), k[codes])
+        rr = average_ranks(realized[idx])
+        diffs[i] = (pearson(average_ranks(score[idx]), rr)
+                    - pearson(average_ranks(best[idx]), rr))
+    ok = diffs[np.isfinite(diffs)]
+    point = spearman(score, realized) - spearman(best, realized)
+    a = (1.0 - level) / 2.0
+    return {"point": point, "mean": float(ok.mean()) if ok.size else None,
+            "lo": float(np.quantile(ok, a)) if ok.size else None,
+            "hi": float(np.quantile(ok, 1.0 - a)) if ok.size else None,
+            "share_le_0": float((ok <= 0).mean()) if ok.size else None,
+            "level": level, "n_days": n_days, "draws": int(draws), "valid_draws": int(ok.size),
+            "seed": int(seed)}
+
+
+def bootstrap_vs_best(table: Table, m: np.ndarray, j: int, **kw) -> dict | None:
+    """:func:`bootstrap_days` of the estimate against the baseline with the highest
+    per-bucket Spearman on the window (side ``j``; 2 = total); None without baselines."""
+    def col(x):
+        return x[m].sum(axis=1) if j == 2 else x[m, j]
+
+    real = table.realized[m, j]
+    sp = {k: spearman(col(v), real) for k, v in table.baselines.items()}
+    sp = {k: v for k, v in sp.items() if math.isfinite(v)}
+    if not sp:
+        return None
+    best = max(sp, key=sp.get)
+    day = table.time[m].astype("datetime64[D]")
+    res = bootstrap_days(col(table.estimate), col(table.baselines[best]), real, day, **kw)
+    if res is not None:
+        res = {"vs": best, **res}
+    return res
 
 
 def levels(ds, realized: Realized, window: Window, frac: float = TOP,
@@ -681,7 +800,8 @@ def levels(ds, realized: Realized, window: Window, frac: float = TOP,
 
 
 def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, frac: float = TOP,
-             table: Table | None = None) -> dict:
+             table: Table | None = None, draws: int = BOOTSTRAP_DRAWS,
+             seed: int = BOOTSTRAP_SEED) -> dict:
     """Accuracy figures of a dataset against realized liquidations, per window.
 
     Parameters
@@ -694,6 +814,8 @@ def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, fra
         Default one window ``all`` over the whole overlap.
     frac : float
         The top share (0.1: top decile).
+    draws, seed : int
+        Bootstrap over days of "estimate minus best baseline" Spearman per side (0: none).
 
     Returns
     -------
@@ -706,7 +828,7 @@ def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, fra
     --------
     >>> res = evaluate(ds, load_realized("liqs.csv"), [parse_window(":2026-04-01", "train")])  # doctest: +SKIP
     """
-    from .model.params import Params
+    from .model.registry import params_from_attrs
 
     windows = windows or [Window("all", None, None)]
     table = table or build_table(ds, realized)
@@ -725,18 +847,20 @@ def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, fra
                "start": _iso(w.start) if w.start is not None else None,
                "end": _iso(w.end) if w.end is not None else None,
                "first_bucket": _iso(table.time[m][0]), "last_bucket": _iso(table.time[m][-1]),
-               "timing": timing(table, w, frac),
+               "timing": timing(table, w, frac, draws=draws, seed=seed),
                "levels": levels(ds, realized, w, frac)}
         results.append(res)
     try:
-        params = Params.from_attrs(ds.attrs).to_attrs()
-    except (KeyError, InputError, TypeError):
+        params = params_from_attrs(ds.attrs).to_attrs()
+    except (KeyError, InputError, TypeError, ValueError):
         params = None
     return json_safe({
         "every": _td(_every(ds)), "eval_step": _td(table.step), "params": params,
         "realized": {"source": realized.source, "kind": realized.kind,
                      "price_kind": realized.price_kind, "columns": realized.columns or None},
         "top_share": frac,
+        "bootstrap": {"draws": int(draws), "seed": int(seed), "unit": "UTC day",
+                      "statistic": "Spearman(estimate) - Spearman(best baseline), per bucket"},
         "windows": results,
     })
 
@@ -764,6 +888,10 @@ def summary_rows(window: dict) -> list[tuple[str, dict]]:
                 vals[b] = d[b][metric]
             vals["uniform"] = d["uniform"][metric]
             rows.append((f"timing {side}: {label}", vals))
+        dd = d.get("daily") or {}
+        if dd.get("estimate") is not None:
+            rows.append((f"timing {side}: daily Spearman ({dd['n_days']} days)",
+                         {p: dd.get(p) for p in ("estimate",) + TIMING_BASELINES}))
     lv = window.get("levels") or {}
     for g in ("long", "short", "all"):
         if g not in lv:
@@ -780,6 +908,21 @@ def summary_rows(window: dict) -> list[tuple[str, dict]]:
 PREDICTORS = ("estimate",) + TIMING_BASELINES + ("uniform",)
 
 
+def bootstrap_lines(window: dict) -> list[str]:
+    """One line per side: "estimate − best baseline" Spearman with its bootstrap interval."""
+    out = []
+    for side in TIMING_SIDES:
+        d = window["timing"].get(side) or {}
+        b = d.get("bootstrap")
+        if not b or d.get("realized_notional", 0) <= 0 or b.get("lo") is None:
+            continue
+        out.append(f"{side}: estimate − {b['vs']} Spearman {b['point']:+.3f}, "
+                   f"{100 * b['level']:.0f}% CI [{b['lo']:+.3f}, {b['hi']:+.3f}] "
+                   f"({b['n_days']} days, {b['valid_draws']} draws, seed {b['seed']}; "
+                   f"{100 * b['share_le_0']:.1f}% of draws ≤ 0)")
+    return out
+
+
 def format_text(result: dict) -> str:
     """Plain-text tables of an :func:`evaluate` result."""
     lines = [f"realized: {result['realized']['source']} ({result['realized']['kind']}); "
@@ -793,6 +936,10 @@ def format_text(result: dict) -> str:
             pct = "share" in metric
             lines.append(f"  {metric:<40}" + "".join(f"{_f(vals.get(p), pct):>11}"
                                                        for p in PREDICTORS))
+        bl = bootstrap_lines(w)
+        if bl:
+            lines.append("  bootstrap over days:")
+            lines += [f"    {x}" for x in bl]
         lv = w.get("levels") or {}
         if "all" in lv:
             a = lv["all"]
@@ -820,6 +967,11 @@ def format_markdown(result: dict, title: str = "Evaluation") -> str:
             out.append(f"| {metric} | " + " | ".join(_f(vals.get(p), pct) for p in PREDICTORS)
                        + " |")
         out.append("")
+        bl = bootstrap_lines(w)
+        if bl:
+            out += ["Bootstrap over days (resampling UTC days with replacement):", ""]
+            out += [f"* {x}" for x in bl]
+            out.append("")
     return "\n".join(out)
 
 

@@ -80,18 +80,33 @@ def _add(opts):
     return deco
 
 
+bootstrap_options = [
+    click.option("--bootstrap", "draws", type=click.IntRange(min=0), default=2000,
+                 show_default=True,
+                 help="Bootstrap draws over UTC days for the confidence interval of "
+                      "'estimate minus best baseline' Spearman per side (0: none)."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of the bootstrap."),
+]
+
+
 @click.command("evaluate")
 @click.argument("store", type=click.Path())
 @_add(realized_options)
+@_add(bootstrap_options)
 @user_errors
-def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path, report_dir):
+def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path, report_dir,
+                 draws, seed):
     """Accuracy of a store's estimate against realized liquidations, next to baselines.
 
-    Timing: per bucket and side, estimated vs realized liquidated notional (Spearman, Pearson of
-    log1p, share of realized notional in the estimate's top-10% buckets). Levels (events with
-    prices): share of realized notional in the top-decile bins of the intensity profile just
-    before each event, and lift over a uniform spread across the bucket's range. Baselines:
-    price range x OI, |return| x OI, uniform.
+    The store may hold model v2 (the default) or v1; its parameters are reported. Timing: per
+    bucket and side, estimated vs realized liquidated notional (Spearman, Pearson of log1p,
+    share of realized notional in the estimate's top-10% buckets), the Spearman of per-day sums
+    (complete UTC days) and a bootstrap over days (resampled with replacement) giving a 95%
+    interval for "estimate minus best baseline" Spearman per side. Levels (events with prices):
+    share of realized notional in the top-decile bins of the intensity profile just before each
+    event, and lift over a uniform spread across the bucket's range. Baselines: price range x
+    OI, |return| x OI, uniform.
     """
     from .evaluate import build_table, evaluate, format_text, load_realized, write_report
     from .store import open_store
@@ -102,7 +117,7 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     ds = open_store(store)
     realized = load_realized(realized_path, realized_columns)
     table = build_table(ds, realized)
-    result = evaluate(ds, realized, windows or None, table=table)
+    result = evaluate(ds, realized, windows or None, table=table, draws=draws, seed=seed)
     result["store"] = str(store)
     click.echo(format_text(result))
     if json_path:
@@ -117,56 +132,84 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
         click.echo(f"wrote {len(files)} files into {report_dir}")
 
 
-def _tuple(cast):
-    def parse(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return tuple(cast(x.strip()) for x in str(value).split(",") if x.strip())
-        except ValueError:
-            raise click.BadParameter(f"{value!r}: cannot read the comma-separated list") from None
-    return parse
-
-
 def _age(x: str):
     return None if x.lower() in ("none", "never") else x
+
+
+SWEEP_DEFAULTS = {
+    "v1": {"tiers": "3,5,10,20,25,50,75,100", "mmrs": "0.002,0.004,0.008",
+           "entries": "hlc3,close,ohlc4", "splits": "both", "ages": "none,12h,24h,7d,30d"},
+    "v2": {"churns": "0.1,0.3,1", "powers": "1,2,3", "tier_counts": "20,40",
+           "entries": "close,hlc3,range:3", "mmrs": "0.004", "splits": "both", "ages": "none"},
+}
 
 
 @click.command("sweep")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_add(realized_options)
+@click.option("--model", type=click.Choice(["v2", "v1"]), default="v2", show_default=True,
+              help="Model to tune: v2 (churn; the default) or v1.")
 @click.option("--every", default="1h", show_default=True, help="Output step of the estimate.")
 @contract_options
 @click.option("--exchange", default=None, help="Exchange of series files.")
 @click.option("--symbol", default=None, help="Symbol of series files.")
-@click.option("--tiers", callback=_tuple(float), default="3,5,10,20,25,50,75,100",
-              show_default=True, help="Candidate leverage tiers; weight sets are built on them.")
-@click.option("--mmr", "mmrs", callback=_tuple(float), default="0.002,0.004,0.008",
-              show_default=True, help="Maintenance-margin rates to try.")
-@click.option("--entry", "entries", callback=_tuple(str), default="hlc3,close,ohlc4",
-              show_default=True, help="Entry prices to try.")
-@click.option("--side-split", "splits", callback=_tuple(str), default="both", show_default=True,
-              help="Side splits to try (taker needs volume columns).")
-@click.option("--max-age", "ages", callback=_tuple(_age), default="none,12h,24h,7d,30d",
-              show_default=True, help="Max ages to try.")
+@click.option("--churn", "churns", default=None,
+              help="v2: churn rates per hour to try [default: 0.1,0.3,1].")
+@click.option("--power", "powers", default=None,
+              help="v2: weight powers α to try (weights power:α) [default: 1,2,3].")
+@click.option("--tier-count", "tier_counts", default=None,
+              help="v2: tier counts K to try (tiers log:2:150:K) [default: 20,40].")
+@click.option("--tiers", default=None,
+              help="v1: candidate leverage tiers; weight sets are built on them "
+                   "[default: 3,5,10,20,25,50,75,100].")
+@click.option("--mmr", "mmrs", default=None,
+              help="Maintenance-margin rates to try [default: v2 0.004; v1 0.002,0.004,0.008].")
+@click.option("--entry", "entries", default=None,
+              help="Entry prices to try [default: v2 close,hlc3,range:3; v1 hlc3,close,ohlc4].")
+@click.option("--side-split", "splits", default=None,
+              help="Side splits to try (taker needs volume columns) [default: both].")
+@click.option("--max-age", "ages", default=None,
+              help="Max ages to try [default: v2 none; v1 none,12h,24h,7d,30d].")
+@_add(bootstrap_options)
 @click.option("--top", type=int, default=10, show_default=True, help="Settings to list.")
 @click.option("--keep-best", default=None, type=click.Path(),
               help="Also write the best setting's store here.")
 @user_errors
-def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, report_dir, every,
-              kind, contract_size, exchange, symbol, tiers, mmrs, entries, splits, ages, top,
-              keep_best):
+def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, report_dir, model,
+              every, kind, contract_size, exchange, symbol, churns, powers, tier_counts, tiers,
+              mmrs, entries, splits, ages, draws, seed, top, keep_best):
     """Tune model parameters on --train windows, report default and best on --test windows.
 
     INPUTS are series files (or one store whose output step equals its model step). The
-    objective, maximised on the train windows only, is the mean over longs and shorts of the
-    per-bucket Spearman correlation of estimated vs realized liquidated notional.
+    objective, maximised on the train windows only (test windows are never used to pick), is
+    the mean over longs and shorts of the per-bucket Spearman correlation of estimated vs
+    realized liquidated notional. Model v2 (default) sweeps churn, weight power, tier count and
+    entry; model v1 (--model v1) sweeps weight sets over --tiers, mmr, entry and max age.
     """
-    from .evaluate import evaluate, format_text, load_realized, write_report
-    from .model.params import Params
+    from .evaluate import format_text, load_realized, write_report
+    from .model.registry import default_params
     from .series import load_series
     from .store import check_target, is_store
-    from .sweep import SweepSpace, evaluate_params, ranking_rows, run_sweep, series_from_store
+    from .sweep import (SweepSpace, SweepSpaceV2, evaluate_params, ranking_rows, row_text,
+                        run_sweep, series_from_store)
+
+    given = dict(churns=churns, powers=powers, tier_counts=tier_counts, tiers=tiers, mmrs=mmrs,
+                 entries=entries, splits=splits, ages=ages)
+    own = SWEEP_DEFAULTS[model]
+    for name, value in given.items():
+        if value is not None and name not in own:
+            opt = {"churns": "--churn", "powers": "--power", "tier_counts": "--tier-count",
+                   "tiers": "--tiers"}[name]
+            other = "v1" if model == "v2" else "v2"
+            raise InputError(f"{opt}: is an option of the model {other} sweep; use --model "
+                             f"{other}")
+    vals = {k: own[k] if given[k] is None else given[k] for k in own}
+
+    def lst(name, cast):
+        try:
+            return tuple(cast(x.strip()) for x in str(vals[name]).split(",") if x.strip())
+        except ValueError:
+            raise InputError(f"{vals[name]!r}: cannot read the comma-separated list") from None
 
     _check_out_file(json_path, "--json")
     _check_out_dir(report_dir, "--report")
@@ -184,25 +227,34 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
         series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
                               contract_size=contract_size) for p in inputs]
     realized = load_realized(realized_path, realized_columns)
-    space = SweepSpace(tiers=tiers, mmr=mmrs, entry=entries, side_split=splits, max_age=ages)
+    if model == "v2":
+        space = SweepSpaceV2(churn=lst("churns", float), power=lst("powers", float),
+                             tier_count=lst("tier_counts", int), entry=lst("entries", str),
+                             mmr=lst("mmrs", float), side_split=lst("splits", str),
+                             max_age=lst("ages", _age))
+    else:
+        space = SweepSpace(tiers=lst("tiers", float), mmr=lst("mmrs", float),
+                           entry=lst("entries", str), side_split=lst("splits", str),
+                           max_age=lst("ages", _age))
     t0 = time.perf_counter()
     res = run_sweep(series, realized, train_w, space=space, every=every,
                     check=windows)
-    click.echo(f"swept {res.n_settings} settings ({res.n_engine_runs} engine runs) in "
-               f"{res.seconds:.1f}s; objective: mean over sides of train Spearman")
+    click.echo(f"model {model}: swept {res.n_settings} settings ({res.n_engine_runs} engine runs) "
+               f"in {res.seconds:.1f}s; objective: mean over sides of train Spearman")
     rows = ranking_rows(res, top)
     for r in rows:
-        click.echo(f"  #{r['rank']:<3} {r['objective']:+.4f} (log1p r {r['pearson_log1p']:+.3f})"
-                   f"  {r['weights_name']:<16} mmr {r['mmr']:g} entry {r['entry']} split "
-                   f"{r['side_split']} max_age {r['max_age']}")
-    default_res, _ = evaluate_params(series, Params(), realized, windows, every=every)
+        click.echo(row_text(r))
+    defaults = default_params(model)
+    default_res, _ = evaluate_params(series, defaults, realized, windows, every=every,
+                                     draws=draws, seed=seed)
     best_res, best_ds = evaluate_params(series, res.best, realized, windows, every=every,
-                                        keep=keep_best)
+                                        keep=keep_best, draws=draws, seed=seed)
     click.echo("\n== default parameters")
     click.echo(format_text(default_res))
     click.echo("\n== best parameters: " + json.dumps(res.best.to_attrs()))
     click.echo(format_text(best_res))
-    out = {"objective": "mean over long and short of the per-bucket Spearman correlation of "
+    out = {"model": model,
+           "objective": "mean over long and short of the per-bucket Spearman correlation of "
                         "estimated vs realized liquidated notional on the train windows",
            "n_settings": res.n_settings, "n_engine_runs": res.n_engine_runs,
            "seconds": round(time.perf_counter() - t0, 2), "ranking": rows,
@@ -219,7 +271,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
 
         folder = Path(report_dir)
         with tempfile.TemporaryDirectory(prefix="liqgpu-sweep-") as tmp:
-            for label, params, result in (("default", Params(), default_res),
+            for label, params, result in (("default", defaults, default_res),
                                           ("best", res.best, best_res)):
                 if label == "best" and best_ds is not None:
                     ds = best_ds

@@ -1,4 +1,4 @@
-"""Parameter sweeps of model v1 against realized liquidations (train windows -> test windows).
+"""Parameter sweeps of models v2 and v1 against realized liquidations (train -> test windows).
 
 Objective (maximised on the train windows only): the mean over longs and shorts of the Spearman
 correlation between estimated and realized liquidated notional per bucket, averaged over the
@@ -13,6 +13,13 @@ side, and every weight set (including sets that leave tiers out, weight 0) is a 
 of that. The timing objective does not depend on the price grid (liquidated notional outside
 the grid is counted), so the sweep runs on a coarse grid; the best set is then estimated again
 on the default grid for its full figures (levels included).
+
+Model v2 (the default) is linear in the tier weights too: churn, closure and expiry scale every
+live position by the same factor, liquidation depends on prices alone, and the new notional of a
+step (ΔOI plus churned OI) is split over the tiers by weight. So for each combination of
+``tier count, churn, entry, mmr, side_split, max_age`` the engine runs once with equal weights and
+one output band per tier (band edges at the geometric midpoints between tiers), and every
+``power:α`` weight set is a matrix product of that (:class:`SweepSpaceV2`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIERS = (3.0, 5.0, 10.0, 20.0, 25.0, 50.0, 75.0, 100.0)
 SWEEP_GRID_BPS = 50.0
+SWEEP_GRID_BPS_V2 = 200.0  # 40 output cells per bucket: a coarser grid; timing is unaffected
 
 
 def default_weight_sets(tiers) -> list[tuple[str, dict]]:
@@ -89,6 +97,84 @@ class SweepSpace:
         return len(self.engine_settings()) * len(self.weight_sets)
 
 
+@dataclass
+class SweepSpaceV2:
+    """The settings a model v2 sweep tries: every combination of the lists.
+
+    Tiers are ``log:LMIN:LMAX:K`` for each K in ``tier_count``; weights ``power:α`` for each α in
+    ``power`` (the matrix-product dimension).
+    """
+
+    churn: tuple = (0.1, 0.3, 1.0)
+    power: tuple = (1.0, 2.0, 3.0)
+    tier_count: tuple = (20, 40)
+    entry: tuple = ("close", "hlc3", "range:3")
+    mmr: tuple = (0.004,)
+    side_split: tuple = ("both",)
+    max_age: tuple = (None,)
+    lev_min: float = 2.0
+    lev_max: float = 150.0
+    closure: tuple = ("proportional",)
+
+    model = "v2"
+
+    def __post_init__(self) -> None:
+        from .model.v2.params import ParamsV2
+
+        self.churn = tuple(float(x) for x in self.churn)
+        self.power = tuple(float(x) for x in self.power)
+        self.tier_count = tuple(int(x) for x in self.tier_count)
+        for name, vals in (("--churn", self.churn), ("--power", self.power),
+                           ("--tier-count", self.tier_count), ("--entry", self.entry),
+                           ("--mmr", self.mmr)):
+            if not vals:
+                raise InputError(f"{name}: give at least one value")
+        for x in self.tier_count:
+            if x < 2:
+                raise InputError(f"--tier-count {x}: need at least 2 tiers")
+        for k, c, e, m, sp, age, cl in self.engine_settings():  # validates every value once
+            per_tier_params(k, c, e, m, sp, age, cl, lev_min=self.lev_min, lev_max=self.lev_max)
+        for a in self.power:
+            ParamsV2(leverages=self.tiers_spec(self.tier_count[0]), weights=f"power:{a:g}")
+
+    def tiers_spec(self, k: int) -> str:
+        return f"log:{self.lev_min:g}:{self.lev_max:g}:{int(k)}"
+
+    def engine_settings(self):
+        return list(itertools.product(self.tier_count, self.churn, self.entry, self.mmr,
+                                      self.side_split, self.max_age, self.closure))
+
+    @property
+    def size(self) -> int:
+        return len(self.engine_settings()) * len(self.power)
+
+
+def tier_bands(tiers) -> tuple:
+    """Band edges giving one band per tier: the first and last tier and the geometric
+    midpoints between neighbours (tier k lies in [edge k, edge k+1)).
+
+    Examples
+    --------
+    >>> tier_bands((2.0, 8.0, 32.0))
+    (2.0, 4.0, 16.0, 32.0)
+    """
+    t = np.asarray(sorted(float(x) for x in tiers))
+    mid = np.sqrt(t[:-1] * t[1:])
+    return tuple(float(x) for x in np.r_[t[0], mid, t[-1]])
+
+
+def per_tier_params(k, churn, entry, mmr, side_split="both", max_age=None,
+                    closure="proportional", *, lev_min=2.0, lev_max=150.0):
+    """v2 parameters with K log tiers at equal weight and one output band per tier."""
+    from .model.v2.params import ParamsV2, parse_leverages
+
+    spec = f"log:{lev_min:g}:{lev_max:g}:{int(k)}"
+    tiers = parse_leverages(spec)
+    return ParamsV2(leverages=spec, weights=tuple([1.0 / len(tiers)] * len(tiers)),
+                    bands=tier_bands(tiers), mmr=mmr, entry=entry, churn=churn,
+                    side_split=side_split, closure=closure, max_age=max_age)
+
+
 def params_for(weights: dict, mmr, entry, side_split, max_age, closure="proportional") -> Params:
     """Params from a {tier: weight} set (tiers with weight 0 left out, weights renormalised)."""
     tiers = sorted(L for L, w in weights.items() if w > 0)
@@ -99,8 +185,11 @@ def params_for(weights: dict, mmr, entry, side_split, max_age, closure="proporti
                   entry=entry, side_split=side_split, closure=closure, max_age=max_age)
 
 
-def tier_liquidated(series, params: Params, every, *, bps: float = SWEEP_GRID_BPS):
+def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS):
     """Liquidated notional per output bucket, tier and side, summed over series and price.
+
+    ``params``: v1 :class:`Params`, or v2 parameters with one band per tier
+    (:func:`per_tier_params`).
 
     Runs the numpy engine chunk by chunk on a coarse grid and keeps only the sums (liquidated
     outside the grid included), so memory stays small.
@@ -123,6 +212,9 @@ def tier_liquidated(series, params: Params, every, *, bps: float = SWEEP_GRID_BP
     n = resolve_every(every, inputs.step)
     eng = Engine(inputs, g, n, xp=np, dtype=np.float64)
     cb = chunk_buckets_for(inputs.n_series, eng.ncell, n, budget_bytes=64 * 2**20, multiple=8)
+    if eng.B != params.n_tiers:
+        raise InputError("tier_liquidated: the output has bands, not tiers; give one band per "
+                         "tier (see per_tier_params)")
     out = np.zeros((eng.n_buckets, params.n_tiers, 2))
     for ch in eng.run(cb):
         out[ch.b0:ch.b1] = ch.liquidated.sum(axis=(0, 2)) + ch.outside_liquidated.sum(axis=0)
@@ -184,7 +276,9 @@ def run_sweep(series, realized: Realized, train: list[Window], *, space: SweepSp
     """
     if not train:
         raise InputError("--train: give at least one training window; the sweep tunes on it")
-    space = space or SweepSpace()
+    space = space or SweepSpaceV2()
+    if isinstance(space, SweepSpaceV2):
+        return _run_sweep_v2(series, realized, train, space, every, check)
     started = _time.perf_counter()
     tiers = space.tiers
     K = len(tiers)
@@ -224,9 +318,53 @@ def run_sweep(series, realized: Realized, train: list[Window], *, space: SweepSp
                        n_engine_runs=len(settings), seconds=_time.perf_counter() - started)
 
 
-def evaluate_params(series, params: Params, realized: Realized, windows: list[Window], *,
-                    every=None, keep: str | Path | None = None):
-    """Estimate with ``params`` on the default grid (to a temporary store) and evaluate.
+def _checked_table(t, ev, inp, realized, r, train, check):
+    table = table_from_arrays(t, ev, inp, realized)
+    if table.time.size == 0:
+        raise InputError(f"{realized.source}: the series and the realized liquidations share "
+                         "no complete bucket")
+    if r == 0:
+        for w in list(train) + list(check or []):
+            if not w.contains(table.time).any():
+                raise InputError(f"--{w.role} {w.name.split(' ', 1)[1]}: no bucket with both "
+                                 "an estimate and realized liquidations")
+    return table
+
+
+def _run_sweep_v2(series, realized, train, space: SweepSpaceV2, every, check) -> SweepResult:
+    """:func:`run_sweep` for model v2: one engine run per (K, churn, entry, mmr, split, age)
+    with one band per tier; ``power:α`` weight sets are matrix products."""
+    from .model.v2.params import ParamsV2, parse_leverages
+
+    started = _time.perf_counter()
+    rows = []
+    settings = space.engine_settings()
+    for r, (k, churn, entry, mmr, split, age, closure) in enumerate(settings):
+        p = per_tier_params(k, churn, entry, mmr, split, age, closure, lev_min=space.lev_min,
+                            lev_max=space.lev_max)
+        t, ev, liq, prices = tier_liquidated(series, p, every, bps=SWEEP_GRID_BPS_V2)
+        table = _checked_table(t, ev, {"estimate": liq * p.n_tiers, **prices}, realized, r,
+                               train, check)
+        tiers = np.asarray(parse_leverages(space.tiers_spec(k)))
+        wmat = np.stack([tiers ** -a / (tiers ** -a).sum() for a in space.power])
+        est_all = np.einsum("nkc,wk->wnc", table.estimate, wmat)
+        for i, a in enumerate(space.power):
+            sp, pl = _score(est_all[i], table, train)
+            rows.append({"objective": sp, "pearson_log1p": pl, "weights_name": f"power:{a:g}",
+                         "params": ParamsV2(leverages=space.tiers_spec(k), weights=f"power:{a:g}",
+                                            mmr=mmr, entry=entry, churn=churn, side_split=split,
+                                            closure=closure, max_age=age)})
+        log.info("sweep v2 %d/%d (K %d, churn %g, entry %s, mmr %g): best so far %.4f", r + 1,
+                 len(settings), k, churn, entry, mmr, max(x["objective"] for x in rows))
+    rows.sort(key=lambda x: (x["objective"], x["pearson_log1p"]), reverse=True)
+    return SweepResult(ranking=rows, best=rows[0]["params"], n_settings=len(rows),
+                       n_engine_runs=len(settings), seconds=_time.perf_counter() - started)
+
+
+def evaluate_params(series, params, realized: Realized, windows: list[Window], *,
+                    every=None, keep: str | Path | None = None, **kw):
+    """Estimate with ``params`` on the default grid (to a temporary store) and evaluate
+    (``kw``: :func:`liqgpu.evaluate.evaluate`'s ``draws`` and ``seed``).
 
     Returns
     -------
@@ -240,12 +378,12 @@ def evaluate_params(series, params: Params, realized: Realized, windows: list[Wi
     if keep is not None:
         estimate(series, params=params, every=every, backend="numpy", out=keep, overwrite=True)
         ds = open_store(keep)
-        return evaluate(ds, realized, windows), ds
+        return evaluate(ds, realized, windows, **kw), ds
     with tempfile.TemporaryDirectory(prefix="liqgpu-sweep-") as tmp:
         out = Path(tmp) / "est.zarr"
         estimate(series, params=params, every=every, backend="numpy", out=out)
         ds = open_store(out)
-        res = evaluate(ds, realized, windows)
+        res = evaluate(ds, realized, windows, **kw)
         ds.close()
     return res, None
 
@@ -279,9 +417,25 @@ def ranking_rows(result: SweepResult, top: int = 10) -> list[dict]:
     rows = []
     for i, r in enumerate(result.ranking[:top]):
         p = r["params"].to_attrs()
-        rows.append({"rank": i + 1, "objective": r["objective"],
-                     "pearson_log1p": r["pearson_log1p"], "weights_name": r["weights_name"],
-                     "leverages": p["leverages"], "weights": [round(x, 4) for x in p["weights"]],
-                     "mmr": p["mmr"], "entry": p["entry"], "side_split": p["side_split"],
-                     "max_age": p["max_age"]})
+        row = {"rank": i + 1, "objective": r["objective"],
+               "pearson_log1p": r["pearson_log1p"], "weights_name": r["weights_name"],
+               "model": p.get("model", "v1")}
+        if row["model"] == "v2":
+            row.update(leverages=p["leverages_spec"] or p["leverages"],
+                       weights=p["weights_spec"] or p["weights"], churn=p["churn"])
+        else:
+            row.update(leverages=p["leverages"], weights=[round(x, 4) for x in p["weights"]])
+        row.update(mmr=p["mmr"], entry=p["entry"], side_split=p["side_split"],
+                   max_age=p["max_age"])
+        rows.append(row)
     return rows
+
+
+def row_text(r: dict) -> str:
+    """One line of a ranking row (v1 or v2)."""
+    head = f"  #{r['rank']:<3} {r['objective']:+.4f} (log1p r {r['pearson_log1p']:+.3f})  "
+    if r.get("model") == "v2":
+        return (head + f"{r['leverages']:<14} {r['weights']:<10} churn {r['churn']:g} entry "
+                f"{r['entry']} mmr {r['mmr']:g} split {r['side_split']} max_age {r['max_age']}")
+    return (head + f"{r['weights_name']:<16} mmr {r['mmr']:g} entry {r['entry']} split "
+            f"{r['side_split']} max_age {r['max_age']}")

@@ -211,7 +211,8 @@ def test_cli_evaluate_writes_json_and_report(market, tmp_path):
     rep = tmp_path / "rep"
     r = CliRunner().invoke(evaluate_cmd, [str(market["store"]), "--realized", str(market["agg"]),
                                           "--train", ":2026-01-10", "--test", "2026-01-10:",
-                                          "--json", str(out), "--report", str(rep)])
+                                          "--json", str(out), "--report", str(rep),
+                                          "--bootstrap", "50", "--seed", "2"])
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())
     assert [w["role"] for w in d["windows"]] == ["train", "test"]
@@ -220,6 +221,10 @@ def test_cli_evaluate_writes_json_and_report(market, tmp_path):
     assert (rep / "evaluation.md").exists() and (rep / "01_train_timing.png").exists()
     assert not list(rep.glob(".*"))  # no temporary files left
     assert "timing long: Spearman" in r.output
+    assert d["bootstrap"]["draws"] == 50 and d["bootstrap"]["seed"] == 2
+    b = d["windows"][1]["timing"]["long"]["bootstrap"]
+    assert b["draws"] == 50 and b["n_days"] == 11 and b["lo"] > 0
+    assert "95% CI" in r.output and "95% CI" in (rep / "evaluation.md").read_text()
 
 
 @pytest.mark.parametrize("case, message", [
@@ -263,7 +268,8 @@ def test_cli_sweep_small_grid(market, tmp_path):
     out = tmp_path / "s.json"
     r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
                                        str(market["agg"]), "--train", ":2026-01-12",
-                                       "--test", "2026-01-12:", "--tiers", "5,10,25,50,100",
+                                       "--test", "2026-01-12:", "--model", "v1",
+                                       "--tiers", "5,10,25,50,100",
                                        "--mmr", "0.004", "--entry", "hlc3", "--max-age",
                                        "none,24h", "--json", str(out)])
     assert r.exit_code == 0, r.output
@@ -273,9 +279,90 @@ def test_cli_sweep_small_grid(market, tmp_path):
     assert d["default"]["windows"][1]["timing"]["long"]["estimate"]["spearman"] == \
         pytest.approx(1.0)
     assert d["n_engine_runs"] == 2
+    assert d["model"] == "v1" and d["ranking"][0]["model"] == "v1"
     r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
                                        str(market["agg"]), "--test", "2026-01-12:"])
     assert r.exit_code == 2 and "--train" in r.output
+
+
+def test_v2_per_tier_bands_and_reweighting_equal_a_direct_estimate(market):
+    from liqgpu.model.v2 import ParamsV2
+    from liqgpu.sweep import per_tier_params, tier_bands, tier_liquidated
+
+    p = per_tier_params(8, 0.5, "range:3", 0.004, max_age="24h")
+    assert p.n_out == p.n_tiers == 8
+    assert p.band_of.tolist() == list(range(8))  # one band per tier
+    assert tier_bands((2.0, 8.0, 32.0)) == (2.0, 4.0, 16.0, 32.0)
+    _, _, liq, _ = tier_liquidated(market["series"], p, "1h")
+    for a in (1.0, 3.0):
+        direct_p = ParamsV2(leverages="log:2:150:8", weights=f"power:{a:g}", churn=0.5,
+                            entry="range:3", max_age="24h")
+        combined = np.einsum("tkc,k->tc", liq * 8, np.asarray(direct_p.weights))
+        direct = liqgpu.estimate(market["series"], params=direct_p, every="1h",
+                                 backend="numpy", dtype=np.float64)
+        d = (direct["liquidated"].sum(["series", "price", "leverage"]).values
+             + direct["outside_liquidated"].sum(["series", "leverage"]).values)
+        assert d.max() > 0
+        np.testing.assert_allclose(combined, d, rtol=1e-6, atol=1e-9 * d.max())
+
+
+@pytest.fixture(scope="module")
+def market_v2(market):
+    """The market's realized amounts from the v2 default model itself."""
+    d = market["dir"]
+    ds = liqgpu.estimate(market["series"], every="1h", backend="numpy", dtype=np.float64)
+    est = (ds["liquidated"].sum(["series", "price", "leverage"]).values
+           + ds["outside_liquidated"].sum(["series", "leverage"]).values)
+    # train half: the v2 default's own amounts; test half: a different setting's (churn 1,
+    # power:1), so a sweep that peeked at test would not pick the default
+    from liqgpu.model.v2 import ParamsV2
+
+    ds1 = liqgpu.estimate(market["series"], params=ParamsV2(churn=1.0, weights="power:1"),
+                          every="1h", backend="numpy", dtype=np.float64)
+    est1 = (ds1["liquidated"].sum(["series", "price", "leverage"]).values
+            + ds1["outside_liquidated"].sum(["series", "leverage"]).values)
+    cut = 12 * 24
+    mix = np.r_[est[:cut], est1[cut:]]
+    agg = pd.DataFrame({"open_time_ms": market["df"]["time"], "liq_long_usd": mix[:, 0],
+                        "liq_short_usd": mix[:, 1]})
+    agg.to_csv(d / "agg_v2.csv", index=False)
+    return d / "agg_v2.csv"
+
+
+def test_cli_sweep_v2_is_the_default_and_never_picks_on_test(market, market_v2, tmp_path):
+    out = tmp_path / "s2.json"
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market_v2), "--train", ":2026-01-13",
+                                       "--test", "2026-01-13:", "--churn", "0.3,1",
+                                       "--power", "1,2", "--tier-count", "20,40",
+                                       "--entry", "close", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert d["model"] == "v2" and d["n_settings"] == 8 and d["n_engine_runs"] == 4
+    top = d["ranking"][0]
+    # train holds the v2 default's own amounts: the default setting wins there ...
+    assert top["objective"] == pytest.approx(1.0, abs=1e-9)
+    assert (top["model"], top["leverages"], top["weights"], top["churn"], top["entry"]) == (
+        "v2", "log:2:150:40", "power:2", 0.3, "close")
+    assert d["best_params"]["churn"] == 0.3 and d["best_params"]["model"] == "v2"
+    # ... although test holds churn 1 / power:1 amounts, where another setting would score 1
+    test_best = d["best"]["windows"][1]["timing"]["long"]["estimate"]["spearman"]
+    assert test_best < 0.999
+    assert d["default"]["params"]["model"] == "v2"
+    assert "model v2: swept 8 settings" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tiers", "5,10"], "--tiers: is an option of the model v1 sweep"),
+    (["--model", "v1", "--churn", "0.3"], "--churn: is an option of the model v2 sweep"),
+    (["--tier-count", "1"], "--tier-count 1: need at least 2 tiers"),
+    (["--entry", "range:0"], "range:N"),
+])
+def test_cli_sweep_bad_options_exit_2(market, args, message):
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market["agg"]), "--train", ":2026-01-12"] + args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
 
 
 # -- real data ----------------------------------------------------------------------------------
@@ -313,3 +400,81 @@ def test_real_window2_and_okx_events(real_data, tmp_path):
     assert 0 < lv["all"]["n_in_range"] <= lv["all"]["n_events"]
     assert lv["all"]["uniform"]["lift"] == 1.0
     assert lv["all"]["estimate"]["lift"] > 0
+
+
+# -- daily figures and the bootstrap over days ----------------------------------------------------
+def test_daily_sums_keep_complete_days_only():
+    from liqgpu.evaluate import daily_sums
+
+    t = np.datetime64("2026-01-01T05") + np.arange(60) * np.timedelta64(1, "h")  # 19 + 24 + 17 h
+    days, sums = daily_sums(t, np.timedelta64(1, "h"), np.ones((60, 2)))
+    assert days.tolist() == [np.datetime64("2026-01-02", "D").astype(object)]
+    assert sums.tolist() == [[24.0, 24.0]]
+    # daily buckets: nothing to sum
+    d2, s2 = daily_sums(t[:3], np.timedelta64(1, "D"), np.ones(3))
+    assert d2.size == 0 and s2.size == 0
+
+
+def test_bootstrap_perfect_predictor_ci_around_the_known_difference():
+    from liqgpu.evaluate import bootstrap_days
+
+    rng = np.random.default_rng(1)
+    n_days = 60
+    day = np.repeat(np.arange(n_days), 24)
+    real = rng.lognormal(10, 2, day.size)
+    base = real * rng.lognormal(0, 1.5, day.size)  # a noisy baseline
+    known = 1.0 - spearman(base, real)  # perfect predictor minus the baseline
+    assert 0.1 < known < 0.5
+    b = bootstrap_days(real, base, real, day, draws=500, seed=0)
+    assert b["point"] == pytest.approx(known)
+    assert b["lo"] < known < b["hi"]
+    assert b["lo"] > 0 and b["share_le_0"] == 0.0
+    assert b["hi"] - b["lo"] < 0.1  # 1440 buckets: a tight interval
+    assert abs(b["mean"] - known) < 0.01
+    assert (b["n_days"], b["draws"], b["valid_draws"]) == (60, 500, 500)
+    # same seed, same interval; another seed, nearly the same
+    assert bootstrap_days(real, base, real, day, draws=500, seed=0) == b
+    b2 = bootstrap_days(real, base, real, day, draws=500, seed=7)
+    assert b2["lo"] == pytest.approx(b["lo"], abs=0.01)
+    # a shuffled predictor against the same baseline: the whole interval is below zero
+    sh = bootstrap_days(rng.permutation(real), base, real, day, draws=500, seed=0)
+    assert sh["hi"] < 0 and sh["share_le_0"] == 1.0
+    # the baseline against itself: exactly zero in every draw
+    z = bootstrap_days(base, base, real, day, draws=50)
+    assert z["lo"] == z["hi"] == z["point"] == 0.0
+    # too few days: no interval
+    assert bootstrap_days(real[:96], base[:96], real[:96], day[:96]) is None
+
+
+def test_evaluate_reports_daily_spearman_and_bootstrap(market):
+    from liqgpu.evaluate import format_markdown, format_text
+
+    res = evaluate(market["ds"], load_realized(market["agg"]), draws=200, seed=3)
+    assert res["bootstrap"]["draws"] == 200 and res["bootstrap"]["seed"] == 3
+    t = res["windows"][0]["timing"]
+    for side in ("long", "short", "total"):
+        d = t[side]
+        assert d["daily"]["n_days"] == 20  # 480 hours from midnight
+        assert d["daily"]["estimate"] == pytest.approx(1.0)  # the realized amounts are its own
+        b = d["bootstrap"]
+        best = max(("range_oi", "absret_oi"), key=lambda k: d[k]["spearman"])
+        assert b["vs"] == best
+        assert b["point"] == pytest.approx(1.0 - d[best]["spearman"])
+        assert 0 < b["lo"] <= b["point"] <= b["hi"]
+        assert b["n_days"] == 20
+    assert "daily Spearman (20 days)" in format_text(res)
+    assert "95% CI" in format_text(res) and "95% CI" in format_markdown(res)
+    # --bootstrap 0 turns it off
+    off = evaluate(market["ds"], load_realized(market["agg"]), draws=0)
+    assert off["windows"][0]["timing"]["long"]["bootstrap"] is None
+    assert "95% CI" not in format_text(off)
+
+
+def test_evaluate_reports_a_v2_store_as_v2(market, tmp_path):
+    from liqgpu.model.v2 import ParamsV2
+
+    ds = liqgpu.estimate(market["series"], params=ParamsV2(leverages="log:2:150:8"),
+                         every="1h", backend="numpy")
+    res = evaluate(ds, load_realized(market["agg"]), draws=0)
+    assert res["params"]["model"] == "v2" and res["params"]["churn"] == 0.3
+    assert len(res["params"]["leverages"]) == 8
