@@ -18,7 +18,7 @@ GPU = REPO / "bench" / "gpu"
 
 def _dry_run(out: Path, parts: str) -> subprocess.Popen:
     env = {**os.environ, "LIQGPU_GPU_DRYRUN": "1", "OUT": str(out), "LIQGPU_GPU_PARTS": parts,
-           "PYTHON": sys.executable, "LIQGPU_GPU_DEADLINE": "170",
+           "PYTHON": sys.executable, "LIQGPU_GPU_DEADLINE": "400",
            "LIQGPU_GPU_PYTEST_PATHS": "tests/test_backend.py tests/test_render_backend.py"}
     env.pop("PYTEST_CURRENT_TEST", None)
     return subprocess.Popen(["bash", str(GPU / "run.sh")], cwd=REPO, env=env,
@@ -31,7 +31,7 @@ def test_dry_run_every_part_has_numbers(tmp_path):
             (tmp_path / "b", _dry_run(tmp_path / "b", "render daskcuda"))]
     parts = {}
     for out, proc in runs:
-        text, _ = proc.communicate(timeout=240)
+        text, _ = proc.communicate(timeout=480)
         assert proc.returncode == 0, text[-3000:]
         files = sorted(p.name for p in out.iterdir())
         assert files == ["logs.txt", "pytest-gpu.txt", "summary.json", "summary.md"] or \
