@@ -32,6 +32,51 @@ def _as_series_list(series) -> list[Series]:
     return out
 
 
+ORIGINS = ("clock", "start")
+
+
+def clock_align(series: list[Series], every, origin: str = "clock") -> list[Series]:
+    """The series with NaN bars (neutral in the model) before the earliest first bar, so the
+    first output bucket starts on the clock: a 1h bucket on the hour, 30m on :00 and :30, 1d at
+    midnight UTC (buckets are aligned to the Unix epoch). ``origin='start'`` keeps the first bar
+    as the first bucket's start.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from liqgpu.series import from_frame
+    >>> df = pd.DataFrame({"time": pd.date_range("2026-01-01T15:55Z", periods=3, freq="5min"),
+    ...                    "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "oi": 1.0})
+    >>> s = clock_align([from_frame(df)], "30m")[0]
+    >>> str(s.time[0]), len(s)
+    ('2026-01-01T15:30:00.000000000', 8)
+    """
+    import dataclasses
+
+    if origin not in ORIGINS:
+        raise InputError(f"--origin {origin!r}: is not one of {', '.join(ORIGINS)}")
+    if origin == "start" or not series:
+        return series
+    step = int(series[0].step / np.timedelta64(1, "ns"))
+    n = resolve_every(every, series[0].step)
+    bucket = step * n
+    t0 = min(int(s.time[0].astype("datetime64[ns]").view(np.int64)) for s in series)
+    lead = (t0 % bucket) // step if bucket else 0
+    if not lead or (t0 % bucket) % step:
+        return series
+    out = []
+    for s in series:
+        if int(s.time[0].astype("datetime64[ns]").view(np.int64)) != t0 or \
+                int(s.step / np.timedelta64(1, "ns")) != step:
+            out.append(s)  # align() checks the others against this grid
+            continue
+        pre = (t0 - step * np.arange(lead, 0, -1, dtype=np.int64)).view("datetime64[ns]")
+        cols = {k: np.concatenate([np.full(lead, np.nan), v]) for k, v in s.columns.items()}
+        out.append(dataclasses.replace(
+            s, time=np.concatenate([pre, s.time.astype("datetime64[ns]")]), columns=cols))
+    return out
+
+
 def resolve_params(params, model: str | None):
     """The parameters to run: ``params``, or ``model``'s defaults (v2 when neither is given)."""
     from .model.registry import DEFAULT_MODEL, default_params
@@ -103,6 +148,7 @@ def estimate(
     dtype=np.float32,
     realized=None,
     storage_options: dict | None = None,
+    origin: str = "clock",
 ):
     """Estimate liquidation levels (model v2 by default, or v1) for one or more series.
 
@@ -142,6 +188,9 @@ def estimate(
         into ``realized`` (series, time, price, side), matched to series by ``exchange:symbol``.
     storage_options : dict, optional
         For a URL ``out``: passed to fsspec (credentials, endpoint).
+    origin : {'clock', 'start'}
+        ``clock`` (default): output buckets start on the clock (1h on the hour, 30m on :00/:30,
+        aligned to the Unix epoch, UTC), the first one partial; ``start``: at the first bar.
 
     Returns
     -------
@@ -168,7 +217,7 @@ def estimate(
         with staged(str(out), overwrite=overwrite, storage_options=storage_options,
                     progress=progress) as local:
             estimate(series, params=params, model=model, grid=grid, every=every, backend=backend,
-                     out=local,
+                     out=local, origin=origin,
                      chunk_buckets=chunk_buckets, memory_budget=memory_budget,
                      progress=progress, dtype=dtype, realized=realized)
         return open_store(str(out), storage_options=storage_options)
@@ -181,6 +230,7 @@ def estimate(
     name, xp = resolve(backend)
     started = _time.perf_counter()
     events = _load_realized(realized)  # a bad events file fails before the expensive work
+    series = clock_align(series, every, origin)
     inputs = prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)

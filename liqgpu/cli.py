@@ -114,13 +114,17 @@ def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, clo
               help="Run one Dask task per series on a local cluster of N worker processes.")
 @click.option("--scheduler", default=None,
               help="Run one Dask task per series on the cluster at this address (tcp://HOST:PORT).")
+@click.option("--origin", type=click.Choice(["clock", "start"]), default="clock",
+              show_default=True,
+              help="Output buckets start on the clock (1h on the hour, 30m on :00/:30, UTC) or "
+                   "at the first bar.")
 @click.option("--resume", is_flag=True,
               help="With --workers/--scheduler: continue an interrupted run, skipping the series "
                    "already complete.")
 @model_options
 @user_errors
 def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, workers,
-             scheduler, resume, model, leverages, weights, bands, churn, mmr, entry, side_split,
+             scheduler, origin, resume, model, leverages, weights, bands, churn, mmr, entry, side_split,
              closure, max_age, grid, step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
     from .api import estimate as run
@@ -147,12 +151,12 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
                                   realized=list(realized) or None, workers=workers,
                                   scheduler=scheduler,
                                   cluster="cuda" if backend == "cupy" else "local",
-                                  overwrite=overwrite, resume=resume,
+                                  overwrite=overwrite, resume=resume, origin=origin,
                                   progress=_progress_enabled())
         how = f" ({len(series)} Dask task(s))"
     else:
         ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
-                 overwrite=overwrite, progress=_progress_enabled(),
+                 overwrite=overwrite, origin=origin, progress=_progress_enabled(),
                  realized=list(realized) or None)
         how = ""
     status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")

@@ -92,6 +92,7 @@ def estimate_distributed(
     connect_timeout: float = 10.0,
     timeout: float | None = None,
     storage_options: dict | None = None,
+    origin: str = "clock",
     _on_series: Callable[[int, str], None] | None = None,  # test seam: runs first in each task
 ):
     """Estimate liquidation levels for many series on a Dask cluster, one task per series.
@@ -200,7 +201,7 @@ def estimate_distributed(
                                  realized=realized, workers=workers, cluster=cluster,
                                  retries=retries, progress=progress, chunk_buckets=chunk_buckets,
                                  memory_budget=memory_budget, timeout=timeout,
-                                 _on_series=_on_series)
+                                 origin=origin, _on_series=_on_series)
         from .store import open_store
 
         return open_store(str(out), storage_options=storage_options)
@@ -212,6 +213,9 @@ def estimate_distributed(
     events = _load_realized(realized)  # bad event files fail before anything is started
 
     # -- what the series share, resolved once on the client ------------------------------------
+    from .api import clock_align
+
+    series = clock_align(series, every, origin)
     inputs = prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)
