@@ -25,6 +25,7 @@ __all__ = [
     "open_store",
     "profile",
     "render",
+    "snapshot_at",
     "synthetic_series",
     "update",
     "__version__",
@@ -43,6 +44,7 @@ _LAZY = {
     "levels": ("liqgpu.render.frames", "levels"),
     "profile": ("liqgpu.render.frames", "profile"),
     "heatmap": ("liqgpu.render.frames", "heatmap"),
+    "snapshot_at": ("liqgpu.render.frames", "snapshot_at"),
     "update": ("liqgpu.update", "update"),
 }
 

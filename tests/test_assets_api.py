@@ -105,3 +105,15 @@ def test_verbosity_after_the_subcommand(venues, tmp_path):
     assert r.output.startswith("wrote ")
     r = CliRunner().invoke(main, ["render", str(venues), "-o", str(out), "--asset", "DOGE", "-q"])
     assert r.exit_code == 2 and "--asset DOGE" in r.output  # errors still show under -q
+
+
+def test_snapshot_at_never_looks_ahead(venues):
+    ds = liqgpu.open_store(venues)
+    t = pd.DatetimeIndex(ds["time"].values)
+    # 10 minutes into bucket 5: its snapshot (at its end) is in the future; bucket 4's is not
+    snap = liqgpu.snapshot_at(ds, (t[5] + pd.Timedelta("10min")).isoformat())
+    assert pd.Timestamp(snap["time"].values) == t[4]
+    np.testing.assert_array_equal(snap["intensity"].values, ds["intensity"].isel(time=4).values)
+    exact = liqgpu.snapshot_at(venues, (t[5] + pd.Timedelta("1h")).isoformat())
+    assert pd.Timestamp(exact["time"].values) == t[5]  # at the end of bucket 5: its snapshot
+    assert liqgpu.snapshot_at(ds, (t[0] + pd.Timedelta("30min")).isoformat()) is None

@@ -92,3 +92,26 @@ def write_csv(df, path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def snapshot_at(ds, t):
+    """The dataset at the latest snapshot taken at or before ``t``: never a look-ahead.
+
+    ``time`` labels a bucket by its open time while ``intensity`` is the snapshot at its end, so
+    ``ds.sel(time=t, method="ffill")`` would return levels from up to one bucket after ``t``;
+    this picks the bucket whose end is at or before ``t`` (``None`` where there is none yet).
+
+    Examples
+    --------
+    >>> snap = liqgpu.snapshot_at(ds, "2026-03-04T12:10Z")  # doctest: +SKIP
+    >>> snap["intensity"].sum(["series", "leverage"])        # levels as of 12:00 (1h buckets)
+    """
+    from .select import every_of, parse_time
+
+    ds = open_dataset(ds)
+    times = ds["time"].values.astype("datetime64[ns]")
+    ends = times + every_of(ds)
+    i = int(np.searchsorted(ends, parse_time(t, option="t"), side="right")) - 1
+    if i < 0:
+        return None
+    return ds.isel(time=i)
