@@ -219,7 +219,7 @@ class Replay:
                 return {"code": -1, "msg": "no data"}, 400
             r = self.bars[sym][i]
             return {"symbol": sym, "openInterest": _s(r["oi"], 3), "time": r["t"] + MIN + 40}, 200
-        mark = "mark" in path.lower()
+        mark = "markprice" in path.lower().replace("-", "")
         if path in ("/fapi/v1/klines", "/fapi/v1/markPriceKlines"):
             sym, a, b = q["symbol"], int(q["startTime"]), int(q["endTime"])
             rows = [r for r in self.bars[sym] if a <= r["t"] <= b][: int(q.get("limit", 500))]
@@ -260,12 +260,13 @@ class ExchangeServer:
     i+1's), ``malformed`` (junk frames before the minute), ``disconnect`` (the connection is
     closed in the middle of the minute; what it had not sent is lost). ``gap_on_reconnect``:
     minutes lost each time a client comes back (time passes while it is away). ``rest_fail``:
-    that many REST requests answered 500 first.
+    that many REST requests answered 500 first. ``hold_at``: pause after that minute until
+    ``release`` is set.
     """
 
     def __init__(self, replay: Replay, *, drop=(), dup=(), swap=(), malformed=(), disconnect=(),
                  gap_on_reconnect: int = 0, rest_fail: int = 0, pace: bool = True,
-                 wait_connect: float = 30.0, deadline: float = 120.0):
+                 wait_connect: float = 30.0, deadline: float = 120.0, hold_at: int | None = None):
         self.r = replay
         self.drop, self.dup, self.swap = set(drop), set(dup), set(swap)
         self.malformed, self.disconnect = set(malformed), set(disconnect)
@@ -278,6 +279,7 @@ class ExchangeServer:
         self.sent_closes = 0
         self.connections = 0
         self.done = threading.Event()
+        self.hold_at, self.release = hold_at, threading.Event()
         self.ready = threading.Event()
         self.send_times: dict = {}
         self.paths = list(replay.script(0).keys()) if replay.n else ["/"]
@@ -433,6 +435,9 @@ class ExchangeServer:
             for p, tag, text in held.pop(i, []):
                 await self._send(p, text)
             self.minute = i
+            if i == self.hold_at:  # pause here until the test says so
+                while not self.release.is_set():
+                    await asyncio.sleep(0.01)
             i += 1
             if lost:
                 await self._wait_all_connected(self.wait_connect)

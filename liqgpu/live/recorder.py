@@ -57,7 +57,8 @@ class _SeriesState:
         last = self.bars.last_time()
         self.last_ms = None if last is None else last // 1_000_000
         self.marks: dict[int, list] = {}
-        self.oi: tuple | None = None
+        self.oi: collections.deque = collections.deque(maxlen=256)  # (ts_ms, value)
+        self.watermark = 0  # the venue's latest time on the mark / open-interest channels
         self.pending: list[dict] = []
         self.seen: dict[tuple, int] = {}
         self.bars_written = 0
@@ -87,12 +88,13 @@ class Recorder:
     def __init__(self, venue: Venue, out, *, rotate_ns: int = 3600 * 10**9, on_bars=None,
                  on_events=None, timeout: float = 10.0, idle_timeout: float = 60.0,
                  backoff: float = 0.5, max_backoff: float = 30.0, max_backfill: int = 7 * 1440,
-                 status_every: float = 60.0, flush_every: float = 0.2):
+                 status_every: float = 60.0, flush_every: float = 0.2, oi_wait: float = 2.0):
         self.venue, self.out = venue, out
         self.on_bars, self.on_events = on_bars, on_events
         self.timeout, self.idle_timeout = float(timeout), float(idle_timeout)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.max_backfill = int(max_backfill)
+        self.oi_wait = float(oi_wait)
         self.status_every, self.flush_every = float(status_every), float(flush_every)
         self.state = {s: _SeriesState(venue, s, out, rotate_ns) for s in venue.symbols}
         self.reconnects = 0
@@ -114,6 +116,8 @@ class Recorder:
             done, _ = await asyncio.wait(tasks + [waiter], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not waiter and t.exception():
+                    log.error("%s: %s failed: %r", self.venue.name, t.get_coro().__qualname__,
+                              t.exception())
                     raise t.exception()
         finally:
             for t in tasks:
@@ -148,7 +152,7 @@ class Recorder:
                     pinger = asyncio.create_task(self._app_pings(ws))
                     try:
                         while True:
-                            raw = await asyncio.wait_for(ws.recv(), self.idle_timeout)
+                            raw = await _recv(ws, self.idle_timeout)
                             got = True
                             failures = 0
                             await self.handle_raw(raw)
@@ -214,6 +218,7 @@ class Recorder:
                 if it[4]:
                     await self._closed(st, it[2], it[3], t_recv)
             elif kind == "mark":
+                st.watermark = max(st.watermark, it[2])
                 m = it[2] - it[2] % MINUTE_MS
                 hl = st.marks.get(m)
                 if hl is None:
@@ -221,8 +226,9 @@ class Recorder:
                 else:
                     hl[0], hl[1] = max(hl[0], it[3]), min(hl[1], it[3])
             elif kind == "oi":
-                if st.oi is None or it[2] >= st.oi[0]:
-                    st.oi = (it[2], it[3])
+                st.watermark = max(st.watermark, it[2])
+                if not st.oi or it[2] > st.oi[-1][0]:
+                    st.oi.append((it[2], it[3]))
             elif kind == "liq":
                 self._event(st, it[2])
 
@@ -276,6 +282,8 @@ class Recorder:
         keep_ms = st.last_ms - 5 * MINUTE_MS
         for m in [m for m in st.marks if m < keep_ms]:
             del st.marks[m]
+        while st.oi and st.oi[0][0] < keep_ms and len(st.oi) > 1:
+            st.oi.popleft()
         keep_ns = (st.last_ms - 30 * MINUTE_MS) * 1_000_000
         if len(st.seen) > 64:
             st.seen = {k: v for k, v in st.seen.items() if v >= keep_ns}
@@ -333,9 +341,18 @@ class Recorder:
         request now (Binance); NaN when no fresh value is at hand."""
         close = t + MINUTE_MS
         if self.venue.oi_stream:
-            if st.oi and close - 5 * MINUTE_MS <= st.oi[0] <= close + MINUTE_MS:
-                return st.oi[1]
-            return NAN
+            # another socket (OKX) may run behind the candles: wait a little for it to reach
+            # the close, by the venue's own times
+            end = time.monotonic() + self.oi_wait
+            while st.watermark < close - 10_000 and time.monotonic() < end:
+                await asyncio.sleep(0.002)
+            best = NAN
+            for ts, v in st.oi:  # the last sample at the close (the deque is in time order)
+                if ts > close + 5_000:
+                    break
+                if ts >= close - 5 * MINUTE_MS:
+                    best = v
+            return best
         req = self.venue.oi_request(st.symbol)
         try:
             ts, v = self.venue.parse_oi(await self._get(*req, tries=2))
@@ -370,6 +387,15 @@ class Recorder:
         parts = [f"{k} last {v['last_bar']} lag {v['lag_s']}s" for k, v in s["series"].items()]
         return (f"{s['exchange']}: " + "; ".join(parts) + f"; reconnects {s['reconnects']}, "
                 f"malformed {s['malformed']}, events/min {s['events_per_min']}")
+
+
+async def _recv(ws, timeout: float):
+    """The next frame, or TimeoutError after ``timeout`` seconds of silence (cancellable: the
+    receive runs in the caller's task, not in a task of its own as under wait_for)."""
+    if hasattr(asyncio, "timeout"):  # Python 3.11+
+        async with asyncio.timeout(timeout):
+            return await ws.recv()
+    return await asyncio.wait_for(ws.recv(), timeout)
 
 
 def _fmt_ms(ms) -> str:
