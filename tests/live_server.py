@@ -177,6 +177,10 @@ class Replay:
                                                   "oi": _s(r["oi"] * 100, 1),
                                                   "oiCcy": _s(r["oi"], 3), "oiUsd": "1",
                                                   "ts": str(t + 55_000)}]})))
+            pub.append(("", json.dumps({"arg": {"channel": "mark-price", "instId": sym},
+                                        "data": [{"instId": sym, "instType": "SWAP",
+                                                  "markPx": _s(r["marks"][2], 2),
+                                                  "ts": str(t + 59_500)}]})))
             evs = self.minute_events(sym, i)
             if evs:
                 cv = _okx_ctval(sym)

@@ -55,6 +55,9 @@ def _write(df, path: Path) -> None:
 class RotatingWriter:
     """Rows of one series (``kind='bars'``) or its events (``kind='events'``) in rotating files.
 
+    A period ends when a row of a later period comes (a late event of an earlier period joins the
+    current file: files are named by their first row, rows are sorted within a file).
+
     ``add`` takes rows (dicts with ``time`` in int64 ns and the columns); ``flush`` rewrites the
     current period's file. Memory: the rows of the current period only.
     """
@@ -115,7 +118,7 @@ class RotatingWriter:
 
     def add(self, rows: list[dict]) -> None:
         for r in sorted(rows, key=lambda r: r["time"]):
-            if self.rows and self._period(r["time"]) != self._period(self.rows[0]["time"]) and (
+            if self.rows and self._period(r["time"]) > self._period(self.rows[0]["time"]) and (
                     self.kind != "bars" or len(self.rows) >= 2):
                 self.finalize()
             if not self.rows:

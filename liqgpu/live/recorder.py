@@ -341,11 +341,12 @@ class Recorder:
         request now (Binance); NaN when no fresh value is at hand."""
         close = t + MINUTE_MS
         if self.venue.oi_stream:
-            # another socket (OKX) may run behind the candles: wait a little for it to reach
-            # the close, by the venue's own times
-            end = time.monotonic() + self.oi_wait
-            while st.watermark < close - 10_000 and time.monotonic() < end:
-                await asyncio.sleep(0.002)
+            if self.venue.oi_other_socket:
+                # the OI and mark socket (OKX public) may run behind the candles' (business):
+                # wait a little for it to reach the close, by the venue's own times
+                end = time.monotonic() + self.oi_wait
+                while st.watermark < close - 1_000 and time.monotonic() < end:
+                    await asyncio.sleep(0.002)
             best = NAN
             for ts, v in st.oi:  # the last sample at the close (the deque is in time order)
                 if ts > close + 5_000:

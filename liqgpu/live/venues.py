@@ -85,6 +85,8 @@ class Venue:
     rest_default = ""
     #: True where the venue streams open interest (else REST at each bar close).
     oi_stream = False
+    #: True where OI and mark prices come on another socket than the klines (OKX).
+    oi_other_socket = False
     kline_limit = 1000
 
     def __init__(self, symbols, ws_url: str | None = None, rest_url: str | None = None):
@@ -272,6 +274,7 @@ class Okx(Venue):
     ws_default = "wss://ws.okx.com:8443/ws/v5"
     rest_default = "https://www.okx.com"
     oi_stream = True
+    oi_other_socket = True
     kline_limit = 100
     ping_every = 25.0
 
