@@ -265,12 +265,14 @@ class ExchangeServer:
     closed in the middle of the minute; what it had not sent is lost). ``gap_on_reconnect``:
     minutes lost each time a client comes back (time passes while it is away). ``rest_fail``:
     that many REST requests answered 500 first. ``hold_at``: pause after that minute until
-    ``release`` is set.
+    ``release`` is set. ``minute_every``: seconds between simulated minutes (0: as fast as the
+    recorder takes them).
     """
 
     def __init__(self, replay: Replay, *, drop=(), dup=(), swap=(), malformed=(), disconnect=(),
                  gap_on_reconnect: int = 0, rest_fail: int = 0, pace: bool = True,
-                 wait_connect: float = 30.0, deadline: float = 120.0, hold_at: int | None = None):
+                 wait_connect: float = 30.0, deadline: float = 120.0, hold_at: int | None = None,
+                 minute_every: float = 0.0):
         self.r = replay
         self.drop, self.dup, self.swap = set(drop), set(dup), set(swap)
         self.malformed, self.disconnect = set(malformed), set(disconnect)
@@ -284,6 +286,7 @@ class ExchangeServer:
         self.connections = 0
         self.done = threading.Event()
         self.hold_at, self.release = hold_at, threading.Event()
+        self.minute_every = minute_every
         self.ready = threading.Event()
         self.send_times: dict = {}
         self.paths = list(replay.script(0).keys()) if replay.n else ["/"]
@@ -396,7 +399,10 @@ class ExchangeServer:
         seen_conns = self.connections
         held = {}  # swapped closes
         i = 0
+        t0 = time.monotonic()
         while i < self.r.n:
+            if self.minute_every:  # a simulated minute every `minute_every` seconds
+                await asyncio.sleep(max(0.0, t0 + i * self.minute_every - time.monotonic()))
             if self.connections != seen_conns and self.gap_on_reconnect:
                 seen_conns = self.connections
                 i += self.gap_on_reconnect

@@ -162,7 +162,7 @@ def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_
               help="Folder of the recorded files [default: STORE.live].")
 @click.option("--every", default=None, help="Bucket length of a new store [default: 1m].")
 @click.option("--grid", default=None, help="Grid of a new store, e.g. log:20000:300000:10 "
-              "[default: a third to three times the first prices, 10 bps].")
+              "[default: half to twice the first prices, 10 bps].")
 @click.option("--strict-grid", is_flag=True,
               help="Stop on new positions outside the grid instead of tracking them in 'outside'.")
 @click.option("--warmup", type=int, default=2, show_default=True,

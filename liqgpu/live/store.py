@@ -39,8 +39,9 @@ def _lock(store: Path):
 
 
 def default_grid(closes) -> str:
-    """A 10 bps log grid from a third to three times the first prices."""
-    lo, hi = float(np.nanmin(closes)) / 3, float(np.nanmax(closes)) * 3
+    """A 10 bps log grid from half to twice the first prices (levels beyond it are tracked in
+    ``outside``)."""
+    lo, hi = float(np.nanmin(closes)) / 2, float(np.nanmax(closes)) * 2
     return f"log:{lo:.6g}:{hi:.6g}:10"
 
 
@@ -220,32 +221,39 @@ class LiveStore:
         return df
 
     def _realized(self, old_bucket: int) -> None:
-        """Bin the events of the buckets from ``old_bucket`` (the one ``update`` rewrote) on."""
+        """Bin the events of the buckets from ``old_bucket`` (the one ``update`` rewrote, keeping
+        what was binned there before) on; ``update`` leaves the new buckets at zero."""
         import zarr
 
         from ..realized import bin_realized
         from ..store import _quiet_zarr
 
         g = zarr.open_group(str(self.store), mode="r")
-        if "realized" not in g:
+        units = str(g["time"].attrs.get("units", ""))
+        if "realized" not in g or not units.startswith("milliseconds since 1970-01-01"):
+            if "realized" in g:
+                log.warning("%s: time units %r; realized events not binned", self.store, units)
             return
-        import xarray as xr
-
-        ds = xr.open_zarr(self.store, consolidated=False, chunks=None)
-        btime = ds["time"].values.astype("datetime64[ns]")
-        t_ns = btime.view(np.int64)
+        t_ns = np.asarray(g["time"][:], dtype=np.int64) * 1_000_000
         b0 = int(np.searchsorted(t_ns, old_bucket, side="left"))
-        every = np.timedelta64(int(t_ns[1] - t_ns[0]) if t_ns.size > 1 else MINUTE_NS, "ns")
-        if t_ns.size > 1:
-            every = np.timedelta64(int(np.diff(t_ns).min()), "ns")
-        ev = self._events_frame(int(t_ns[b0]))
-        cube = bin_realized(ev, series_names=[str(x) for x in ds["series"].values],
-                            time=btime[b0:], every=every, edges=ds["price_edges"].values,
-                            log_left_out=False)
         self.bucket0 = int(t_ns[-1])
+        ev = self._events_frame(int(t_ns[b0]))
+        if not len(ev):
+            return  # no events from b0 on: update's zeros (and the kept bucket) are right
+        every = np.timedelta64(int(np.diff(t_ns).min()) if t_ns.size > 1 else
+                               self._every_ns(g), "ns")
+        cube = bin_realized(ev, series_names=[str(x) for x in g["series"][:]],
+                            time=t_ns[b0:].view("datetime64[ns]"), every=every,
+                            edges=np.asarray(g["price_edges"][:]), log_left_out=False)
         with _lock(self.store), _quiet_zarr():
             arr = zarr.open_group(str(self.store), mode="r+")["realized"]
             arr[:, b0:] = cube.astype(np.float32)
+
+    @staticmethod
+    def _every_ns(g) -> int:
+        from ..model.params import parse_duration
+
+        return int(round(parse_duration(g.attrs["every"]).total_seconds() * 1e9))
 
     # -- status ----------------------------------------------------------------------------------
     def latency(self) -> dict:
