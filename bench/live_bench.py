@@ -41,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--every", default="1m")
     ap.add_argument("--layout", choices=["one", "per-symbol"], default="per-symbol",
                     help="one store of the 9 series, or one store per symbol (its 3 venues)")
+    ap.add_argument("--dir", default=None, help="where the stores go [default: the system tmp]")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv=None):
             self.t_apply = time.monotonic()
             return super().apply()
 
-    tmp = Path(tempfile.mkdtemp(prefix="live_bench_"))
+    tmp = Path(tempfile.mkdtemp(prefix="live_bench_", dir=a.dir))
     servers = [ExchangeServer(Replay(v, s, a.minutes, START, seed=k + 1), deadline=a.minutes *
                               a.minute_every + 120, minute_every=a.minute_every).start()
                for k, (v, s) in enumerate(VENUES.items())]
@@ -107,6 +108,9 @@ def main(argv=None):
     wall = time.monotonic() - t0
     for s in servers:
         s.stop()
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     per = len(series) // len(stores)
     lat = np.array([x for ls in stores.values() for x in ls.latencies[a.warmup * per:]])
     upd = np.array([x for ls in stores.values() for x in ls.update_s[2:]])
@@ -121,7 +125,8 @@ def main(argv=None):
            "latency_max_s": float(lat.max()) if lat.size else None,
            "update_p50_s": float(np.percentile(upd, 50)) if upd.size else None,
            "update_p99_s": float(np.percentile(upd, 99)) if upd.size else None,
-           "wall_s": round(wall, 1), "cpus": os.cpu_count(), "python": platform.python_version()}
+           "dir": str(tmp.parent), "wall_s": round(wall, 1),
+           "loadavg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(), "python": platform.python_version()}
     print(json.dumps(out, indent=2) if a.json else
           "\n".join(f"{k:>18}: {v}" for k, v in out.items()))
     return out

@@ -115,6 +115,21 @@ def test_binance_bars_and_events_equal_the_replay(tmp_path):
     assert ev_files and all(len(load_events(p)) for p in ev_files)
     st = rec.status()
     assert st["malformed"] == 0 and st["series"]["BTCUSDT"]["bars"] == 50
+    # `update --follow` on the folder applies the final files (the current one is skipped)
+    from liqgpu.update import follow
+
+    store = tmp_path / "f.zarr"
+    liqgpu.estimate(s, every="5m", backend="numpy", out=store, grid="log:30000:120000:10")
+    assert follow(store, folder, interval="1s", max_polls=1) == 2
+    ds = liqgpu.open_store(store).load()
+    s2 = liqgpu.load_series(folder / finals[1])
+    from liqgpu.series import Series
+
+    both = Series(np.concatenate([s.time, s2.time]), s.step,
+                  {c: np.concatenate([s[c], s2[c]]) for c in s.columns}, s.exchange, s.symbol)
+    ref = liqgpu.estimate(both, every="5m", backend="numpy", grid="log:30000:120000:10")
+    np.testing.assert_allclose(ds["intensity"].values, ref["intensity"].values, rtol=1e-5,
+                               atol=1e-6 * float(ref["intensity"].max()))
 
 
 def test_faults_disconnect_gap_duplicates_order_malformed(tmp_path):
