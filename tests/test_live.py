@@ -463,3 +463,37 @@ def test_soak_week(tmp_path):
     rec, samples = _soak(tmp_path, 7)
     base = [m for k, m in samples if k >= 8]
     assert max(base) - base[0] < 20, samples
+
+
+def test_live_store_does_not_wait_forever_for_a_lagging_series(tmp_path):
+    """A venue that stops: after --max-wait minutes the others go on, its bars NaN."""
+    import liqgpu
+    from liqgpu.live.store import LiveStore
+
+    rp = Replay("bybit", ["BTCUSDT", "ETHUSDT"], 20, START, seed=3)
+
+    def rows(sym, a, b):
+        out = []
+        for r in rp.bars[sym][a:b]:
+            out.append({"time": r["t"] * 10**6, **{c: r[c] for c in (
+                "open", "high", "low", "close", "volume", "quote_volume", "oi",
+                "mark_high", "mark_low")}})
+        return out
+
+    ls = LiveStore(tmp_path / "s.zarr", tmp_path / "rec", [("bybit", "BTCUSDT"),
+                                                            ("bybit", "ETHUSDT")], max_wait=3)
+    ls._take("bybit:BTCUSDT", rows("BTCUSDT", 0, 4), 0.0)
+    ls._take("bybit:ETHUSDT", rows("ETHUSDT", 0, 4), 0.0)
+    assert ls.apply() == 4
+    ls._take("bybit:BTCUSDT", rows("BTCUSDT", 4, 12), 0.0)  # ETH's venue went quiet
+    assert ls.apply() == 5  # up to minute 8 = BTC's last (11) - 3
+    ds = liqgpu.open_store(tmp_path / "s.zarr")
+    assert ds["time"].values[-1] == np.datetime64(_last(9), "ms")
+    saved = __import__("liqgpu.store", fromlist=["read_group"]).read_group(
+        tmp_path / "s.zarr", "resume")[0]
+    assert np.isnan(saved["bars_close"][1][4:]).all() and np.isfinite(saved["bars_close"][0]).all()
+    ls._take("bybit:ETHUSDT", rows("ETHUSDT", 4, 12), 0.0)  # back: the rest is applied
+    assert ls.apply() == 3
+    saved = __import__("liqgpu.store", fromlist=["read_group"]).read_group(
+        tmp_path / "s.zarr", "resume")[0]
+    assert np.isfinite(saved["bars_close"][1][9:12]).all()

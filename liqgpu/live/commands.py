@@ -167,10 +167,12 @@ def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_
               help="Stop on new positions outside the grid instead of tracking them in 'outside'.")
 @click.option("--warmup", type=int, default=2, show_default=True,
               help="Bars to record before creating a new store.")
+@click.option("--max-wait", type=int, default=5, show_default=True,
+              help="Minutes to wait for a lagging series before applying without it (NaN).")
 @click.pass_context
 @user_errors
 def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, status_every,
-             timeout, idle_timeout, out, every, grid, strict_grid, warmup):
+             timeout, idle_timeout, out, every, grid, strict_grid, warmup, max_wait):
     """Keep STORE current: record the streams (as ``record`` does) and apply each closed bar
     through ``update``'s exact, atomic path, with realized liquidations binned in."""
     from .store import LiveStore
@@ -184,7 +186,7 @@ def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, st
     series = [(v.name, s) for v in venues for s in v.symbols]
     ls = LiveStore(store, out, series, every=every or (cfg or {}).get("every") or "1m",
                    grid=grid or (cfg or {}).get("grid"), allow_outside=not strict_grid,
-                   warmup=warmup)
+                   warmup=warmup, max_wait=max_wait)
     recs = _recorders(venues, out, rotate, status_every, timeout, idle_timeout,
                       on_bars=ls.on_bars, on_events=ls.on_events)
     _run(lambda stop: [r.run(stop) for r in recs] + [ls.run(stop)])

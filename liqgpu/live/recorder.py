@@ -239,6 +239,10 @@ class Recorder:
             return
         st.seen[key] = row["time"]
         st.pending.append(row)
+        if len(st.pending) > 50_000:  # no closed bar for long: keep the events anyway
+            st.events.add(st.pending)
+            st.pending = []
+            self._dirty.set()
         self._ev_times.append(time.monotonic())
         if st.last_ms is not None and row["time"] < (st.last_ms + MINUTE_MS) * 1_000_000:
             st.events.add(st.pending)  # a late event of a closed minute: keep it now

@@ -49,12 +49,15 @@ class LiveStore:
     """Apply closed bars of ``series`` (``[(exchange, symbol)]``) recorded in ``out`` to ``store``."""
 
     def __init__(self, store, out, series, *, every="1m", grid=None, allow_outside=True,
-                 warmup: int = 2, params=None):
+                 warmup: int = 2, params=None, max_wait: int = 5):
         self.store, self.out = Path(store), Path(out)
         self.keys = [f"{e}:{s}" for e, s in series]
         self.series = list(series)
         self.every, self.grid, self.allow_outside = every, grid, allow_outside
         self.warmup = max(2, int(warmup))
+        #: minutes (venue time) the store waits for a lagging series before applying a minute
+        #: without it (its bar is then NaN in the store; the files keep what comes later)
+        self.max_wait = int(max_wait)
         self.params = params
         self.pending: dict[str, dict[int, dict]] = {k: {} for k in self.keys}
         self.recv: dict[int, float] = {}
@@ -131,15 +134,21 @@ class LiveStore:
     # -- applying --------------------------------------------------------------------------------
     def apply(self) -> int:
         """Apply every minute that all series have; returns how many minutes were applied."""
-        if any(not p for p in self.pending.values()):
-            return 0
         if self.t_end is None:
             if min(len(p) for p in self.pending.values()) < self.warmup:
                 return 0
             return self._create()
-        end = min(max(p) for p in self.pending.values())
+        tops = [max(p) for p in self.pending.values() if p]
+        if not tops:
+            return 0
+        end = min(tops) if len(tops) == len(self.pending) else self.t_end
+        end = max(end, max(tops) - self.max_wait * MINUTE_NS)
         if end <= self.t_end:
             return 0
+        late = [k for k, p in self.pending.items() if not p or max(p) < end]
+        if late:
+            log.warning("%s: %s %d+ minutes behind; applied up to %s without it", self.store,
+                        ", ".join(late), self.max_wait, np.datetime64(end, "ns"))
         from ..update import update
 
         first = self.t_end + MINUTE_NS
@@ -202,11 +211,20 @@ class LiveStore:
             cols.pop("mark_high", None)
             cols.pop("mark_low", None)
         tm = (first + MINUTE_NS * np.arange(n, dtype=np.int64)).view("datetime64[ns]")
-        any_row = next(iter(p.values()))
+        if not cols:  # no bar of this series in the range: NaN bars with the store's columns
+            cols = {c: np.full(n, np.nan) for c in self._columns(key)}
+        any_row = next(iter(p.values()), {})
         return Series(tm, np.timedelta64(MINUTE_NS, "ns"), cols, exchange=exchange,
                       symbol=symbol, kind=str(any_row.get("kind", "linear")),
                       contract_size=float(any_row.get("contract_size", 1.0)),
                       source=f"live:{key}")
+
+    def _columns(self, key: str) -> list:
+        from ..store import read_group
+
+        _, ra = read_group(self.store, "resume")
+        names = [k.lower() for k in self.keys]
+        return list(ra["columns"][names.index(key.lower())])
 
     def _events_frame(self, since: int):
         import pandas as pd
