@@ -321,7 +321,7 @@ def test_live_kill9_and_restart_store_equals_estimate(tmp_path):
     minute once and equals `estimate` on the recorded files."""
     import liqgpu
 
-    n = 30
+    n = 20
     rp = Replay("bybit", ["BTCUSDT"], n, START, seed=21)
     store, out = tmp_path / "s.zarr", tmp_path / "rec"
     args = ["live", str(store), "--exchange", "bybit", "--symbol", "BTCUSDT", "--out", str(out),
@@ -333,13 +333,13 @@ def test_live_kill9_and_restart_store_equals_estimate(tmp_path):
         except Exception:  # noqa: BLE001 - not there yet
             return None
 
-    with ExchangeServer(rp, gap_on_reconnect=2, wait_connect=60, hold_at=15) as srv:
+    with ExchangeServer(rp, gap_on_reconnect=2, wait_connect=60, hold_at=9) as srv:
         urls = ["--ws-url", srv.ws_url, "--rest-url", srv.rest_url]
         p = _cli(*args, *urls)
         end = time.monotonic() + 40
         while stored_end() is None and time.monotonic() < end:
             time.sleep(0.05)
-        while srv.minute < 15 and time.monotonic() < end:
+        while srv.minute < 9 and time.monotonic() < end:
             time.sleep(0.02)
         p.kill()
         p.wait(10)
