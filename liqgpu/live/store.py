@@ -78,7 +78,8 @@ class LiveStore:
             if sorted(n.lower() for n in names) != sorted(k.lower() for k in self.keys):
                 raise InputError(f"{self.store}: holds series {', '.join(names)}; live was given "
                                  f"{', '.join(self.keys)}")
-            self.keys = names  # store order
+            self.keys = names  # store order and spelling
+            self.pending = {k: {} for k in self.keys}
             self.t_end = self._stored_end()
             self.bucket0 = int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64))
         since = self.t_end

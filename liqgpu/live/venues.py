@@ -207,7 +207,8 @@ class Bybit(Venue):
         args = []
         for s in self.symbols:
             args += [f"kline.1.{s}", f"tickers.{s}", f"allLiquidation.{s}"]
-        return [(self.ws_url, [{"op": "subscribe", "args": args}])]
+        return [(self.ws_url, [{"op": "subscribe", "args": args[i:i + 10]}  # 10 per request
+                               for i in range(0, len(args), 10)])]
 
     def app_ping(self):
         return {"op": "ping"}
