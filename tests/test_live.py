@@ -435,7 +435,7 @@ def _soak(tmp_path, days):
 
     with ExchangeServer(rp, pace=False, deadline=600) as srv:
         rec = _recorder(srv, "bybit", ["BTCUSDT"], tmp_path, rotate_ns=3600 * 10**9,
-                        idle_timeout=30, on_bars=on_bars)
+                        idle_timeout=30, on_bars=on_bars, sync_files=False)
         st = rec.state["BTCUSDT"]
 
         def until():

@@ -83,18 +83,23 @@ class Recorder:
         with ``time`` in ns and the bar columns; ``t_recv``: ``time.monotonic()`` at arrival).
     on_events : callable, optional
         ``on_events(exchange, symbol, rows)`` for new (de-duplicated) liquidation events.
+    sync_files : bool
+        Write a closed bar's files before ``on_bars`` is called (else they follow within
+        ``flush_every``).
     """
 
     def __init__(self, venue: Venue, out, *, rotate_ns: int = 3600 * 10**9, on_bars=None,
                  on_events=None, timeout: float = 10.0, idle_timeout: float = 60.0,
                  backoff: float = 0.5, max_backoff: float = 30.0, max_backfill: int = 7 * 1440,
-                 status_every: float = 60.0, flush_every: float = 0.2, oi_wait: float = 2.0):
+                 status_every: float = 60.0, flush_every: float = 0.2, oi_wait: float = 2.0,
+                 sync_files: bool = True):
         self.venue, self.out = venue, out
         self.on_bars, self.on_events = on_bars, on_events
         self.timeout, self.idle_timeout = float(timeout), float(idle_timeout)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.max_backfill = int(max_backfill)
         self.oi_wait = float(oi_wait)
+        self.sync_files = bool(sync_files)
         self.status_every, self.flush_every = float(status_every), float(flush_every)
         self.state = {s: _SeriesState(venue, s, out, rotate_ns) for s in venue.symbols}
         self.reconnects = 0
@@ -280,6 +285,9 @@ class Recorder:
         self._prune(st)
         self._dirty.set()
         if self.on_bars:
+            if self.sync_files:  # the files first: a store never holds what they lack
+                st.bars.flush()
+                st.events.flush()
             self.on_bars(self.venue.name, st.symbol, rows, t_recv)
 
     def _prune(self, st: _SeriesState) -> None:

@@ -5,7 +5,10 @@ at its previous or its new state, one writer at a time under the store's lock); 
 applied once every series of the store has its bar. Realized events are then binned
 (:func:`liqgpu.realized.bin_realized`) into the buckets the update rewrote or appended. A store
 that does not exist yet is estimated from the first recorded bars. On a restart, bars recorded
-but not yet applied are read back from the files and applied first.
+but not yet applied are read back from the files and applied first, and the realized events of
+the buckets that a kill may have left unbinned (from the mark ``.STORE.live.json``) are binned
+again from the files. The recorder writes a closed bar and its events to the files before the
+store applies it, so the store never holds what the files lack.
 """
 
 from __future__ import annotations
@@ -81,7 +84,10 @@ class LiveStore:
             self.keys = names  # store order and spelling
             self.pending = {k: {} for k in self.keys}
             self.t_end = self._stored_end()
-            self.bucket0 = int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64))
+            last = int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64))
+            # the first bucket whose realized events may be stale: a kill between an update and
+            # its binning leaves the mark of the binning before
+            self.bucket0 = min(last, self._mark() or last)
         since = self.t_end
         for e, s in self.series:
             df = recorded_bars(self.out, e, s, since_ns=since)
@@ -113,8 +119,36 @@ class LiveStore:
             self.pending[key][t] = r
             self.recv.setdefault(t, t_recv)
 
+    # -- the mark: from which bucket on realized events may need binning again ------------------
+    def _mark_path(self) -> Path:
+        return self.store.parent / f".{self.store.name}.live.json"
+
+    def _mark(self) -> int | None:
+        import json
+
+        try:
+            return int(json.loads(self._mark_path().read_text())["realized_from_ns"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _set_mark(self) -> None:
+        import json
+
+        p = self._mark_path()
+        tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"realized_from_ns": int(self.bucket0)}))
+        os.replace(tmp, p)
+
+    def startup(self) -> None:
+        """Bin the recorded events again from the mark (a kill may have come between an update
+        and its binning), then apply what was recorded but not applied."""
+        if self.t_end is not None:
+            self._realized(self.bucket0, force=True)
+            self._set_mark()
+        self.apply()
+
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.to_thread(self.apply)
+        await asyncio.to_thread(self.startup)
         while not stop.is_set():
             getter = asyncio.create_task(self.queue.get())
             stopper = asyncio.create_task(stop.wait())
@@ -158,6 +192,7 @@ class LiveStore:
         update(self.store, series, allow_outside=self.allow_outside)
         n = (end - first) // MINUTE_NS + 1
         self._realized(old_bucket)
+        self._set_mark()
         self._done(end)
         return n
 
@@ -175,6 +210,7 @@ class LiveStore:
         ds = liqgpu.estimate(series, every=self.every, grid=grid, out=self.store, realized=ev,
                              backend="numpy", **kw)
         self.bucket0 = int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64))
+        self._set_mark()
         log.info("%s: created from %d bars of %d series (grid %s, every %s)", self.store,
                  (end - start) // MINUTE_NS + 1, len(series), grid, self.every)
         self._done(end)
@@ -239,7 +275,7 @@ class LiveStore:
         df["time"] = pd.to_datetime(df["time"].astype(np.int64), unit="ns", utc=True)
         return df
 
-    def _realized(self, old_bucket: int) -> None:
+    def _realized(self, old_bucket: int, force: bool = False) -> None:
         """Bin the events of the buckets from ``old_bucket`` (the one ``update`` rewrote, keeping
         what was binned there before) on; ``update`` leaves the new buckets at zero."""
         import zarr
@@ -257,7 +293,7 @@ class LiveStore:
         b0 = int(np.searchsorted(t_ns, old_bucket, side="left"))
         self.bucket0 = int(t_ns[-1])
         ev = self._events_frame(int(t_ns[b0]))
-        if not len(ev):
+        if not len(ev) and not force:
             return  # no events from b0 on: update's zeros (and the kept bucket) are right
         every = np.timedelta64(int(np.diff(t_ns).min()) if t_ns.size > 1 else
                                self._every_ns(g), "ns")
