@@ -327,5 +327,10 @@ def _register_plugins() -> None:
 
 _register_plugins()
 
+from .live.commands import COMMANDS as _live_commands  # noqa: E402  (record, live)
+
+for _cmd in _live_commands:
+    main.add_command(_cmd)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
