@@ -308,5 +308,9 @@ def _register_plugins() -> None:
 
 _register_plugins()
 
+from .web.commands import serve as _serve_command  # noqa: E402 - the browser viewer
+
+main.add_command(_serve_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
