@@ -5,7 +5,7 @@ Nothing here imports HoloViews, Panel or Bokeh until :func:`serve` or :func:`vie
 
 from __future__ import annotations
 
-INSTALL = "pip install 'liqgpu[viewer]'"
+INSTALL = "pip install 'liqgpu[viewer]'"  # from a clone: pip install '.[viewer]'
 
 
 def serve(*args, **kwargs):

@@ -30,7 +30,8 @@ def serve(stores, port, host, show):
     """Serve an interactive heatmap of STORE... in the browser (read-only)."""
     missing = missing_viewer_packages()
     if missing:
-        raise UserError(f"the viewer needs {', '.join(missing)}: install it with `{INSTALL}`")
+        raise UserError(f"the viewer needs {', '.join(missing)}: install it with `{INSTALL}` "
+                        "(from a clone: `pip install '.[viewer]'`)")
     from .server import serve as run
 
     click.echo(f"liqgpu viewer of {', '.join(stores)} at http://{host}:{port}/ (Ctrl-C stops it)")
