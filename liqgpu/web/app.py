@@ -120,22 +120,23 @@ class Session:
                     options[f"{st.name} · {sym} (all {syms.count(sym)} series)"] = (k, sym)
             for n in names:
                 options[f"{st.name} · {n}"] = (k, n)
-        self.w_series = pn.widgets.Select(name="Series", options=options, width=300,
+        self.w_series = pn.widgets.Select(label="Series", options=options, width=300,
                                           disabled=not options)
-        self.w_variable = pn.widgets.RadioButtonGroup(name="Variable", options=list(D.VARIABLES),
+        self.w_variable = pn.widgets.RadioButtonGroup(options=list(D.VARIABLES),
                                                       value="intensity", button_type="default")
         self.w_side = pn.widgets.RadioButtonGroup(
-            name="Sides", options={"longs": "long", "shorts": "short", "both": "both",
+            options={"longs": "long", "shorts": "short", "both": "both",
                                    "two hues": "two hues"}, value="both")
-        self.w_tiers = pn.widgets.CheckButtonGroup(name="Tiers", options={}, value=[])
-        self.w_how = pn.widgets.RadioButtonGroup(name="Colour scale", options=list(D.HOWS),
+        self.w_tiers = pn.widgets.CheckButtonGroup(options={}, value=[])
+        self.w_how = pn.widgets.RadioButtonGroup(options=list(D.HOWS),
                                                  value="linear")
-        self.w_axis = pn.widgets.RadioButtonGroup(name="Price axis", options=["log", "linear"],
+        self.w_axis = pn.widgets.RadioButtonGroup(options=["log", "linear"],
                                                   value="log")
-        self.w_lookback = pn.widgets.Select(name="Lookback", options=["all"], value="all",
+        self.w_lookback = pn.widgets.Select(label="Lookback", options=["all"], value="all",
                                             width=120)
         self._store_errors = ""
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False,
+                                   css_classes=["liqgpu-alert"],
                                    sizing_mode="stretch_width")
         self.status = pn.pane.HTML("", css_classes=["liqgpu-status"], sizing_mode="stretch_width",
                                    styles={"font-size": "12px", "color": "#8a8a9a"})
@@ -468,7 +469,7 @@ class Session:
         rect = hv.Rectangles(rows, ["notional", "price", "n1", "p1"], vdims=["side"],
                              label=f"snapshot {when.replace('T', ' ')}")
         top = max([r[2] for r in rows], default=1.0)
-        return rect.redim.range(price=(y0, y1), notional=(0, top * 1.05))
+        return rect.opts(ylim=(y0, y1), xlim=(0, top * 1.05))
 
     # -- the cursor -------------------------------------------------------------------------------
     def _on_pointer(self, x=None, y=None, **_):
