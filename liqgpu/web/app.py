@@ -123,7 +123,7 @@ class Session:
         self.w_series = pn.widgets.Select(label="Series", options=options, width=300,
                                           disabled=not options)
         self.w_variable = pn.widgets.RadioButtonGroup(options=list(D.VARIABLES),
-                                                      value="intensity", button_type="default")
+                                                      value="intensity")
         self.w_side = pn.widgets.RadioButtonGroup(
             options={"longs": "long", "shorts": "short", "both": "both",
                                    "two hues": "two hues"}, value="both")
