@@ -79,6 +79,32 @@ class Viewer:
         self.sessions: list[Session] = []
         self._lock = threading.Lock()
 
+    def warm(self) -> None:
+        """Build each store's default planes and compile datashader's resampling (numba) for the
+        layouts a pan or zoom meets, so that the first page and the first zoom are quick."""
+        started = _time.perf_counter()
+        for st in self.stores:
+            if st.ds is None:
+                continue
+            try:
+                view = D.View()
+                ds, planes = st.view_data(view)
+                (x0, x1), (y0, y1) = D.default_range(ds, view)
+                e = ds["price_edges"].values
+                every = float(D.every_of(ds) / np.timedelta64(1, "ms"))
+                m = len(e) // 2
+                few_t, few_p = (x0, x0 + 3 * every), (float(e[m]), float(e[m + 3]))
+                most_t = (x0 + every, x1)
+                most_p = (float(e[1]), float(e[-2]))
+                # whole planes (C-contiguous) and cuts of them, pixels fewer or more than cells
+                for xr_, yr in (((x0, x1), (y0, y1)), (most_t, most_p), (few_t, few_p),
+                                (most_t, few_p), (few_t, most_p)):
+                    D.heatmap(ds, view, x_range=xr_, y_range=yr, width=64, height=32,
+                              planes=planes)
+            except Exception as exc:  # noqa: BLE001 - the page reports the store's problem
+                log.warning("warm-up of %s failed: %s", st.name, exc)
+        log.info("warmed up in %.1fs", _time.perf_counter() - started)
+
     def panel(self):
         """A new page (a Panel layout) for one session."""
         s = Session(self)
@@ -185,7 +211,7 @@ class Session:
 
     @property
     def ds(self):
-        return self.store.ds
+        return self.store.dataset(self.w_variable.value)
 
     def view(self) -> D.View:
         ds = self.ds
@@ -226,7 +252,7 @@ class Session:
         labels = {D.tier_label(v): k for k, v in enumerate(np.asarray(ds["leverage"].values))}
         self.w_tiers.options = labels
         self.w_tiers.value = list(labels.values())
-        self.w_variable.options = [v for v in D.VARIABLES if v in ds.variables]
+        self.w_variable.options = [v for v in D.VARIABLES if v in self.store.available]
         if self.w_variable.value not in self.w_variable.options:
             self.w_variable.value = "intensity"
         age = str(ds.attrs.get("max_age", "none"))
@@ -315,7 +341,9 @@ class Session:
         w = int(min(max(width or 1200, 100), MAX_PX[0]))
         h = int(min(max(height or PLOT_HEIGHT, 100), MAX_PX[1]))
         view = self.view()
-        hm = D.heatmap(self.ds, view, x_range=(x0, x1), y_range=(y0, y1), width=w, height=h)
+        ds, planes = self.store.view_data(view)
+        hm = D.heatmap(ds, view, x_range=(x0, x1), y_range=(y0, y1), width=w, height=h,
+                       planes=planes)
         hm["elapsed"] = _time.perf_counter() - started
         hm["store_version"] = self.store.version
         self.last = hm
@@ -406,10 +434,12 @@ class Session:
         y0, y1 = max(y0, float(e[0])), min(y1, float(e[-1]))
         if not (x1 > x0 and y1 > y0):
             return None
-        sel = D.selection(ds, view, variable="realized", start=D._ms_to_time(x0),
+        rview = D.View(**{**view.__dict__, "variable": "realized", "tiers": None})
+        ds, planes = self.store.view_data(rview)
+        sel = D.selection(ds, rview, start=D._ms_to_time(x0),
                           end=D._ms_to_time(x1) if x1 < t_hi else None, price_min=y0,
                           price_max=y1)
-        m = D.marks(sel, "realized", width=int(width or 1200), height=int(height or PLOT_HEIGHT))
+        m = D.marks(planes, sel, width=int(width or 1200), height=int(height or PLOT_HEIGHT))
         if m is None:
             return None
         size = 3 + 15 * np.sqrt(m.notional / m.notional.max())

@@ -36,6 +36,8 @@ SIDE_MODES = ("both", "long", "short", "two hues")
 HOWS = ("linear", "log", "eq_hist")
 LOAD_TRIES = 5
 CANDLE_MIN_PX = 5  # candles instead of the close line when a bucket is this wide on screen
+PLANES_CACHED = 2  # selections (variable, series, tiers) whose planes a store keeps
+PYRAMID_MIN = 256  # the coarsest time level keeps at least this many rows
 
 
 def stamp(path: Path) -> tuple:
@@ -82,6 +84,8 @@ class StoreData:
         self.ds = None
         self.error = None
         self.version = 0
+        self.available = set()
+        self._planes = {}
         self._stamp = None
         self._lock = threading.Lock()
         self.load()
@@ -90,51 +94,87 @@ class StoreData:
     def load(self) -> bool:
         """(Re)load the store if its stamp changed; True when a new version was loaded."""
         with self._lock:
-            s = stamp(self.path)
-            if s == self._stamp:
+            if stamp(self.path) == self._stamp:
                 return False
-            for attempt in range(LOAD_TRIES):
-                s0 = stamp(self.path)
-                try:
-                    ds = _read(self.path)
-                except InputError as exc:
-                    err = str(exc)
-                except Exception as exc:  # noqa: BLE001 - any damage is a page message, not a crash
-                    err = f"{self.path}: cannot read the store ({type(exc).__name__}: {exc})"
-                else:
-                    if stamp(self.path) == s0:
-                        self.ds, self.error, self._stamp = ds, None, s0
-                        self.version += 1
-                        log.info("loaded %s (version %d): %s", self.path, self.version,
-                                 ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
-                        return True
-                    err = f"{self.path}: the store changed while it was read"
-                log.debug("load of %s failed (try %d): %s", self.path, attempt + 1, err)
-                _time.sleep(0.2 * (attempt + 1))
-                if stamp(self.path) == s0 and not err.endswith("while it was read"):
-                    break  # a damaged store that nobody is writing: retrying will not help
-            changed = err != self.error
-            self.error, self._stamp = err, stamp(self.path)
-            if changed:
-                log.error("%s", err)
-            return False
+            return self._load(ALWAYS)
+
+    def _load(self, variables) -> bool:
+        err = None
+        for attempt in range(LOAD_TRIES):
+            s0 = stamp(self.path)
+            try:
+                ds, available = _read(self.path, variables)
+            except InputError as exc:
+                err = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any damage is a page message, not a crash
+                err = f"{self.path}: cannot read the store ({type(exc).__name__}: {exc})"
+            else:
+                if stamp(self.path) == s0:
+                    self.ds, self.available, self.error, self._stamp = ds, available, None, s0
+                    self.version += 1
+                    log.info("loaded %s (version %d): %s", self.path, self.version,
+                             ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
+                    return True
+                err = f"{self.path}: the store changed while it was read"
+            log.debug("load of %s failed (try %d): %s", self.path, attempt + 1, err)
+            _time.sleep(0.2 * (attempt + 1))
+            if stamp(self.path) == s0 and not err.endswith("while it was read"):
+                break  # a damaged store that nobody is writing: retrying will not help
+        changed = err != self.error
+        self.error, self._stamp = err, stamp(self.path)
+        if changed:
+            log.error("%s", err)
+        return False
+
+    def dataset(self, variable: str = "intensity"):
+        """The loaded dataset with ``variable`` in it: ``liquidated`` (as large as ``intensity``)
+        is read on first use, from the same version of the store (else everything is reloaded)."""
+        ds = self.ds
+        if ds is None or variable in ds.variables or variable not in self.available:
+            return ds
+        with self._lock:
+            if variable not in self.ds.variables:
+                self._load(tuple(self.ds.data_vars) + (variable,))
+            return self.ds
+
+    def view_data(self, view: "View"):
+        """``(ds, planes)`` of one version of the store for ``view`` (the planes cached: a pan or
+        a zoom reuses them; a change of variable, series or tiers builds new ones)."""
+        ds = self.dataset(view.variable)
+        key = (id(ds), view.variable, view.series, view.tiers)
+        with self._lock:
+            hit = self._planes.get(key)
+        if hit is not None:
+            return ds, hit
+        planes = reduce_planes(ds, view)
+        with self._lock:
+            self._planes = {k: v for k, v in self._planes.items() if k[0] == id(self.ds)}
+            while len(self._planes) >= PLANES_CACHED:
+                self._planes.pop(next(iter(self._planes)))
+            self._planes[key] = planes
+        return ds, planes
 
     def changed(self) -> bool:
         """Whether the store on disk differs from the loaded version (cheap: two stat calls)."""
         return stamp(self.path) != self._stamp
 
 
-def _read(path: Path):
-    """Open, check and load into memory the variables the viewer draws."""
+ALWAYS = ("intensity", "realized") + PRICE_VARS + ("price_edges",)
+
+
+def _read(path: Path, variables=ALWAYS):
+    """Open and check the store, load ``variables`` (those it has) into memory; returns the
+    dataset and the names of the variables the viewer could draw."""
     from ..render.select import open_dataset
 
     ds = open_dataset(path)
-    keep = [v for v in VARIABLES + PRICE_VARS + ("price_edges",) if v in ds.variables]
+    available = {v for v in VARIABLES if v in ds.variables}
+    keep = [v for v in dict.fromkeys(variables) if v in ds.variables]
     ds = ds[keep].load()
     e = np.asarray(ds["price_edges"].values, dtype=np.float64)
     if e.size != ds.sizes["price"] + 1 or not np.all(np.diff(e) > 0):
         raise InputError(f"{path}: damaged store (price_edges do not bound the price bins)")
-    return ds
+    return ds, available
 
 
 # -- the view -------------------------------------------------------------------------------------
@@ -198,24 +238,140 @@ def _ms_to_time(ms: float) -> np.datetime64:
     return np.datetime64(int(round(ms * 1e6)), "ns")
 
 
-def heatmap(ds, view: View, *, x_range, y_range, width: int, height: int) -> dict:
+@dataclass
+class Planes:
+    """A view's cube summed over its series and tiers, per side, with a time pyramid.
+
+    Attributes
+    ----------
+    levels : list of dict
+        ``levels[L][side]`` for side ``long``, ``short`` and ``both``: a C-contiguous
+        (n_price, ceil(n_time / 2**L)) float32 array, the mean of 2**L consecutive buckets (the
+        last column: of those there are), NaN read as 0. Price-major so that datashader reads
+        each pixel row's bins contiguously.
+    """
+
+    levels: list
+
+
+def reduce_planes(ds, view: View) -> Planes:
+    """Sum the selected series and tiers of ``view.variable`` (numpy, one pass per tier), then
+    halve the time resolution level by level down to :data:`PYRAMID_MIN` columns."""
+    sel = selection(ds, view)  # validates the series and tiers
+    da = ds[sel.variable]
+    has_lev = "leverage" in da.dims
+    order = ["series", "time", "price"] + (["leverage"] if has_lev else []) + ["side"]
+    arr = da.transpose(*order).values
+    names = [str(x) for x in np.asarray(ds["series"].values)]
+    sides = [str(x) for x in np.asarray(ds["side"].values)]
+    acc = np.zeros((arr.shape[1], arr.shape[2], arr.shape[-1]), dtype=np.float32)
+    tiers = [int(k) for k in sel.leverages] if has_lev else [None]
+
+    def add(clean):
+        for s_name in sel.series:
+            i = names.index(s_name)
+            for k in tiers:
+                part = arr[i, :, :, k, :] if has_lev else arr[i]
+                acc.__iadd__(np.nan_to_num(part, nan=0.0) if clean else part)
+
+    add(False)
+    if np.isnan(acc).any():  # a NaN in one tier must not hide the others (as xarray's sum)
+        acc[:] = 0
+        add(True)
+    base = {s: np.ascontiguousarray(acc[:, :, sides.index(s)].T) for s in ("long", "short")}
+    del acc
+    base["both"] = base["long"] + base["short"]
+    levels = [base]
+    while levels[-1]["both"].shape[1] > 2 * PYRAMID_MIN:
+        nxt = {}
+        for k, x in levels[-1].items():
+            n = x.shape[1] // 2 * 2
+            y = x[:, :n:2] + x[:, 1:n:2]
+            y *= 0.5
+            if x.shape[1] % 2:
+                y = np.concatenate([y, x[:, -1:]], axis=1)
+            nxt[k] = np.ascontiguousarray(y)
+        levels.append(nxt)
+    return Planes(levels=levels)
+
+
+@dataclass
+class Cut:
+    """The view's part of a plane: ``data`` (n_bins, n_cols), its first column's left edge
+    ``x0`` and column width ``dx`` (ms), and the pyramid level it came from."""
+
+    data: np.ndarray
+    x0: float
+    dx: float
+    level: int
+
+    @property
+    def x1(self) -> float:
+        return self.x0 + self.dx * self.data.shape[1]
+
+
+def view_cut(planes: Planes, sel, width: int, side: str) -> Cut:
+    """The view's buckets and bins of one side (``long``, ``short``, ``both``) from the coarsest
+    pyramid level that still has at least one column per pixel column (a view, no copy)."""
+    from ..render.raster import to_ms
+
+    n_t = sel.n_time
+    lvl = 0
+    while lvl + 1 < len(planes.levels) and n_t / 2 ** (lvl + 1) >= width:
+        lvl += 1
+    f = 2 ** lvl
+    r0, r1 = sel.t0 // f, -(-sel.t1 // f)
+    data = planes.levels[lvl][side][sel.p0:sel.p1, r0:r1]
+    x0 = float(to_ms(sel.ds["time"].values[r0 * f]))
+    return Cut(data=data, x0=x0, dx=float(sel.every / np.timedelta64(1, "ms")) * f, level=lvl)
+
+
+def rasterize(cut: Cut, sel, *, width: int, height: int, y_range) -> np.ndarray:
+    """datashader's resampling of a cut onto (height, width) pixels (origin lower), as
+    :func:`liqgpu.render.raster.rasterize` does for the PNGs: bins evenly spaced in the axis'
+    space (log price for a log grid), each pixel the mean of what it covers or the one cell it
+    lies in; NaN where there is no bin or no bucket."""
+    import datashader as dsh
+    import xarray as xr
+
+    fwd = np.log10 if sel.log_grid else (lambda v: np.asarray(v, dtype=np.float64))
+    e = fwd(sel.edges)
+    data = cut.data
+    n_p, n_x = data.shape
+    ys = e[0] + (np.arange(n_p) + 0.5) * (e[-1] - e[0]) / n_p
+    xs = cut.x0 + (np.arange(n_x) + 0.5) * cut.dx
+    if n_p == 1:  # datashader needs two coordinates to infer a spacing
+        data = np.concatenate([data, data], axis=0)
+        ys = np.array([e[0] + (e[-1] - e[0]) * 0.25, e[0] + (e[-1] - e[0]) * 0.75])
+    if n_x == 1:
+        data = np.concatenate([data, data], axis=1)
+        xs = np.array([cut.x0 + cut.dx * 0.25, cut.x0 + cut.dx * 0.75])
+    da = xr.DataArray(data, coords={"y": ys, "x": xs}, dims=("y", "x"), name="v")
+    y0, y1 = (float(fwd(v)) for v in y_range)
+    cvs = dsh.Canvas(plot_width=int(width), plot_height=int(height), x_range=(cut.x0, cut.x1),
+                     y_range=(y0, y1))
+    agg = cvs.raster(da, upsample_method="nearest", downsample_method="mean")
+    return np.asarray(agg.values, dtype=np.float32)
+
+
+def heatmap(ds, view: View, *, x_range, y_range, width: int, height: int,
+            planes: Planes | None = None) -> dict:
     """The heatmap of ``view`` over ``x_range`` (ms) x ``y_range`` (price) at width x height.
 
-    The store is cut to the buckets and bins that overlap the ranges, the buckets are averaged
-    into at most ``width`` columns and datashader resamples the (columns x bins) array onto the
-    ``height`` pixel rows (:mod:`liqgpu.render.raster`, as the PNGs are made), then the pixels are
-    shaded with the PNG's colour scales.
+    The view's buckets and bins are cut from the planes (the cube summed over the selected
+    series and tiers; a coarser time level when there are several buckets per pixel column) and
+    datashader resamples them onto the pixel grid, averaging what falls in a pixel; the pixels
+    are shaded with the PNG's colour scales (:mod:`liqgpu.render.heatmap`).
 
     Returns
     -------
     dict
         ``rgba`` (height, width, 4) uint8 (row 0 at the bottom), ``bounds`` (x0, y0, x1, y1) in
         ms and price, ``planes`` the pixel values per side group, ``norm`` (vmin, vmax),
-        ``n_bins`` and ``n_buckets`` in the view, ``bin_label``, ``rows_per_bin`` and the
-        close/ohlc of the buckets in view.
+        ``n_bins`` and ``n_buckets`` in the view, ``level`` (of the time pyramid),
+        ``bin_label``, ``rows_per_bin`` and the selection.
     """
-    from ..render.heatmap import _side_cmap, _cmap, composite, make_norm, shade
-    from ..render.raster import columns, rasterize
+    from ..render.heatmap import _cmap, _side_cmap, composite, make_norm
 
     width, height = max(int(width), 2), max(int(height), 2)
     t_lo, t_hi = time_bounds(ds)
@@ -228,35 +384,52 @@ def heatmap(ds, view: View, *, x_range, y_range, width: int, height: int) -> dic
         y0, y1 = float(e[0]), float(e[-1])
     sel = selection(ds, view, start=_ms_to_time(x0), end=_ms_to_time(x1) if x1 < t_hi else None,
                     price_min=y0, price_max=y1)
+    if planes is None:
+        planes = reduce_planes(ds, view)
     log_axis = sel.log_grid if view.log_axis is None else bool(view.log_axis)
-    # the buckets that overlap the view may reach past it: their columns keep the view's scale
-    t_sel = [float(v.astype("datetime64[ns]").astype(np.int64) / 1e6) for v in sel.time_range]
-    n_cols = max(2, min(2 * width, int(round(width * (t_sel[1] - t_sel[0]) / (x1 - x0)))))
-    cols = columns(sel, n_cols)
     split = view.side == "two hues"
-    groups = [[0], [1]] if split else [list(range(len(sel.sides)))]
+    groups = ["long", "short"] if split else (["both"] if len(sel.sides) == 2 else sel.sides)
+    cuts = [view_cut(planes, sel, width, g) for g in groups]
+    # the columns cut from the planes may reach past the view: they keep the view's scale
+    c_x0, c_x1 = cuts[0].x0, cuts[0].x1
+    n_px = max(2, min(4 * width, int(round(width * (c_x1 - c_x0) / (x1 - x0)))))
     # rows evenly spaced in the grid's space (what rasterize does), then mapped to the axis'
     grid_rows = rasterize_rows(height, y0, y1, sel.log_grid, log_axis)
-    planes = [rasterize(cols, g, sel, width=n_cols, height=len(grid_rows.src),
-                        y_range=(y0, y1))[grid_rows.index] for g in groups]
-    # columns: the selection's buckets span [sel time range]; place them as an image of their own
-    c_x0, c_x1 = cols.x0, cols.x0 + cols.dx * cols.data.shape[0]
-    norm = make_norm(planes, view.how)
+    planes_px = [rasterize(c, sel, width=n_px, height=len(grid_rows.src),
+                           y_range=(y0, y1))[grid_rows.index] for c in cuts]
+    norm = make_norm(planes_px, view.how)
     cmaps = [_side_cmap("long"), _side_cmap("short")] if split else [_cmap("inferno")]
-    rgba = composite([shade(p, norm, c) for p, c in zip(planes, cmaps)], planes)
-    px = sel.prices()
-    n_px = width * (sel.every / np.timedelta64(1, "ms")) / (x1 - x0)
+    rgba = composite([shade(p, norm, c) for p, c in zip(planes_px, cmaps)], planes_px)
+    bucket_px = width * (sel.every / np.timedelta64(1, "ms")) / (x1 - x0)
     rows_per_bin = height / max(sel.n_price, 1) * (
         (np.log(sel.edges[-1] / sel.edges[0]) / np.log(y1 / y0)) if log_axis
         else (sel.edges[-1] - sel.edges[0]) / (y1 - y0))
     return {
-        "rgba": rgba, "planes": planes, "bounds": (c_x0, y0, c_x1, y1),
+        "rgba": rgba, "planes": planes_px, "bounds": (c_x0, y0, c_x1, y1),
         "norm": (float(norm.vmin), float(norm.vmax)), "how": view.how,
-        "n_bins": sel.n_price, "n_buckets": sel.n_time, "bin_label": sel.bin_label(),
-        "rows_per_bin": float(rows_per_bin), "bucket_px": float(n_px),
-        "width": width, "height": height, "log_axis": log_axis, "sel": sel, "prices": px,
-        "x_range": (x0, x1), "y_range": (y0, y1), "quote": sel.quote(),
+        "n_bins": sel.n_price, "n_buckets": sel.n_time, "level": cuts[0].level,
+        "bin_label": sel.bin_label(), "rows_per_bin": float(rows_per_bin),
+        "bucket_px": float(bucket_px), "width": width, "height": height, "log_axis": log_axis,
+        "sel": sel, "x_range": (x0, x1), "y_range": (y0, y1), "quote": sel.quote(),
     }
+
+
+LUT_SIZE = 1024
+
+
+def shade(img: np.ndarray, norm, cmap) -> np.ndarray:
+    """Pixels to colours as :func:`liqgpu.render.heatmap.shade` (the same norm and colour map,
+    transparent where empty) through a 1024-colour lookup table: a few times faster than
+    interpolating each channel, which matters on every pan and zoom."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        empty = ~(np.isfinite(img) & (img > 0))
+        v = np.ma.getdata(norm(np.where(empty, np.float32(1.0), img).astype(np.float32)))
+    v = np.clip(np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0), 0.0, 1.0)
+    lut = (np.asarray(cmap(np.linspace(0, 1, LUT_SIZE))) * 255 + 0.5).astype(np.uint8)
+    lut[:, 3] = 255
+    out = lut[(v * (LUT_SIZE - 1) + 0.5).astype(np.intp)]
+    out[empty] = 0
+    return out
 
 
 @dataclass
@@ -284,18 +457,32 @@ def rasterize_rows(height: int, y0: float, y1: float, log_grid: bool, log_axis: 
     return _Rows(src=np.arange(n_src), index=idx)
 
 
-def marks(sel, variable: str, *, width: int, height: int):
-    """Realized (or estimated) liquidations in the view as dots: the shared
-    :func:`liqgpu.render.raster.marks` at about 4 px x 5 px cells."""
-    from ..render.raster import marks as _marks
-    from ..render.select import Selection
+def marks(planes: Planes, sel, *, width: int, height: int, max_marks: int = 4000):
+    """Liquidations in the view as dots (placed as :func:`liqgpu.render.raster.marks` places
+    them): summed into cells of about 4 px by 5 px, at the notional-weighted price of the cell,
+    the ``max_marks`` largest kept; ``None`` when there are none."""
+    from ..render.raster import Marks
 
-    if variable not in sel.ds.variables:
+    cuts = [view_cut(planes, sel, max(1, width // 4), s) for s in sel.sides]
+    f = 2 ** cuts[0].level
+    sums = np.stack([c.data.T * f for c in cuts], axis=2)  # (n_col, n_p, n_s)
+    n_p = sums.shape[1]
+    k = max(1, int(np.ceil(n_p / max(height // 5, 1))))
+    pad = (-n_p) % k
+    c = sel.centres
+    s = np.pad(sums, ((0, 0), (0, pad), (0, 0)))
+    w = np.pad(sums * c[None, :, None], ((0, 0), (0, pad), (0, 0)))
+    s = s.reshape(s.shape[0], -1, k, s.shape[2]).sum(axis=2)
+    w = w.reshape(w.shape[0], -1, k, w.shape[2]).sum(axis=2)
+    ci, pi, si = np.nonzero(s > 0)
+    val = s[ci, pi, si]
+    if val.size == 0:
         return None
-    sub = Selection(**{**sel.__dict__, "variable": variable,
-                       "leverages": list(np.asarray(sel.ds["leverage"].values))})
-    m = _marks(sub, variable, n_cols=max(1, width // 4), n_rows=max(1, height // 5))
-    return m if m.notional.size else None
+    if val.size > max_marks:
+        keep = np.argpartition(val, -max_marks)[-max_marks:]
+        ci, pi, si, val = ci[keep], pi[keep], si[keep], val[keep]
+    centres = cuts[0].x0 + (np.arange(sums.shape[0]) + 0.5) * cuts[0].dx
+    return Marks(time_ms=centres[ci], price=w[ci, pi, si] / val, notional=val, side=si)
 
 
 def readout(ds, view: View, t_ms: float, price: float) -> dict | None:

@@ -58,6 +58,7 @@ def serve(stores, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, show: b
         raise InputError(f"--port {port}: not a port number (0 .. 65535)")
     _hv, pn = _imports()
     v = viewer if viewer is not None else Viewer(list(stores), poll=poll)
+    v.warm()
     if _is_loopback(host):
         origins = [f"127.0.0.1:{port}", f"localhost:{port}"]
     else:
