@@ -22,6 +22,7 @@ __all__ = [
     "load_series",
     "open_store",
     "render",
+    "serve",
     "synthetic_series",
     "__version__",
 ]
@@ -36,6 +37,7 @@ _LAZY = {
     "InputError": ("liqgpu.errors", "InputError"),
     "synthetic_series": ("liqgpu.synth", "synthetic_series"),
     "render": ("liqgpu.render", "render"),
+    "serve": ("liqgpu.web", "serve"),
 }
 
 

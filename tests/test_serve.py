@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ EVERY = "1h"
 HOURS_FIRST = 60  # the store holds 60 h; the update brings it to 72 h
 
 
-# -- stores -----------------------------------------------------------------------------------------
+# -- stores ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def market():
     return liqgpu.synthetic_series(days=3, seed=11)
@@ -69,7 +68,7 @@ def cell(ds, i, j, sides=("long", "short"), tiers=None):
     return {s: float(a.sel(side=s).sum()) for s in sides}
 
 
-# -- without a browser ------------------------------------------------------------------------------
+# -- without a browser -----------------------------------------------------------------------------
 def test_import_stays_light():
     code = ("import sys, liqgpu, liqgpu.cli, liqgpu.web, liqgpu.web.data, liqgpu.web.commands; "
             "heavy = {'panel', 'holoviews', 'bokeh'} & set(sys.modules); "
@@ -158,13 +157,17 @@ def test_store_reloads_after_update_and_never_half_read(stores, market, tmp_path
     shutil.copytree(stores["fixed"], path)
     st = D.StoreData(path)
     assert st.version == 1 and st.ds.sizes["time"] == HOURS_FIRST and not st.changed()
+    assert "liquidated" not in st.ds and "liquidated" in st.available  # read on first use
+    liq = st.dataset("liquidated")["liquidated"]
+    ref = liqgpu.open_store(path)["liquidated"]
+    assert st.version == 2 and np.array_equal(liq.values, ref.values, equal_nan=True)
     update(path, market)
     assert st.changed()
     # a load overlapped by a write is thrown away and retried
     real, calls = D._read, []
 
-    def racing(p):
-        out = real(p)
+    def racing(p, *a):
+        out = real(p, *a)
         if not calls:
             os.utime(p / "zarr.json", ns=(1, time.time_ns() + 10**9))
         calls.append(1)
@@ -172,7 +175,7 @@ def test_store_reloads_after_update_and_never_half_read(stores, market, tmp_path
 
     monkeypatch.setattr(D, "_read", racing)
     assert st.load() and len(calls) == 2
-    assert st.version == 2 and st.ds.sizes["time"] == 72 and st.error is None
+    assert st.version == 3 and st.ds.sizes["time"] == 72 and st.error is None
 
 
 def test_damaged_or_missing_store_is_one_sentence(stores, tmp_path):
@@ -185,7 +188,7 @@ def test_damaged_or_missing_store_is_one_sentence(stores, tmp_path):
     assert gone.ds is None and gone.error.endswith("no such store")
 
 
-# -- in a browser ------------------------------------------------------------------------------------
+# -- in a browser ----------------------------------------------------------------------------------
 def _browser_reason() -> str | None:
     try:
         import holoviews  # noqa: F401
@@ -466,7 +469,8 @@ def test_side_toggle_changes_the_picture(page, ds):
     time.sleep(0.8)
     shot(d, "5-two-hues")
     click_button(d, "both")
-    wait(lambda: session.last["sel"].sides == ["long", "short"] and len(session.last["planes"]) == 1)
+    wait(lambda: session.last["sel"].sides == ["long", "short"]
+         and len(session.last["planes"]) == 1)
 
 
 @browser_test

@@ -133,7 +133,7 @@ class Session:
         self._versions = {}
         self._default_x = None
 
-        # -- controls -------------------------------------------------------------------------------
+        # -- controls ------------------------------------------------------------------------------
         options = {}
         for k, st in enumerate(viewer.stores):
             if st.ds is None:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..render.select import every_of  # noqa: F401 - re-exported for the page
-from ..render.style import fmt_price  # noqa: F401
+from ..render.select import every_of
+from ..render.style import fmt_price  # noqa: F401 - for the page
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,6 @@ def selection(ds, view: View, *, start=None, end=None, price_min=None, price_max
 
 def time_bounds(ds) -> tuple[float, float]:
     """Start of the first bucket and end of the last, ms since the epoch."""
-    from ..render.select import every_of
-
     t = ds["time"].values.astype("datetime64[ns]")
     every = every_of(ds)
     return float(t[0].astype(np.int64) / 1e6), float((t[-1] + every).astype(np.int64) / 1e6)
@@ -272,14 +270,13 @@ def reduce_planes(ds, view: View) -> Planes:
             i = names.index(s_name)
             for k in tiers:
                 part = arr[i, :, :, k, :] if has_lev else arr[i]
-                acc.__iadd__(np.nan_to_num(part, nan=0.0) if clean else part)
+                np.add(acc, np.nan_to_num(part, nan=0.0) if clean else part, out=acc)
 
     add(False)
     if np.isnan(acc).any():  # a NaN in one tier must not hide the others (as xarray's sum)
         acc[:] = 0
         add(True)
     base = {s: np.ascontiguousarray(acc[:, :, sides.index(s)].T) for s in ("long", "short")}
-    del acc
     base["both"] = base["long"] + base["short"]
     levels = [base]
     while levels[-1]["both"].shape[1] > 2 * PYRAMID_MIN:
@@ -529,8 +526,6 @@ def readout(ds, view: View, t_ms: float, price: float) -> dict | None:
 def snapshot_time(ds, t_ms: float | None):
     """The time whose snapshot the map and the levels show: the cursor's, kept inside the store
     (``None``: the last bucket). Raises LookupError before the first snapshot (no look-ahead)."""
-    from ..render.select import every_of
-
     if t_ms is None:
         return None
     at = _ms_to_time(t_ms)
