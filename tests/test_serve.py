@@ -188,6 +188,61 @@ def test_damaged_or_missing_store_is_one_sentence(stores, tmp_path):
     assert gone.ds is None and gone.error.endswith("no such store")
 
 
+def test_lookback_shows_the_max_age_window(market, tmp_path):
+    from liqgpu.errors import InputError
+    from liqgpu.web import data as D
+
+    path = tmp_path / "aged.zarr"
+    liqgpu.estimate(market.slice(0, 48 * 60), every=EVERY, grid=GRID, backend="numpy",
+                    params=liqgpu.Params(max_age="12h"), out=path)
+    ds = D.StoreData(path).ds
+    (x0, x1), (y0, y1) = D.default_range(ds, D.View(lookback="12h"))
+    assert x1 - x0 == 12 * 3600e3
+    hm = D.heatmap(ds, D.View(lookback="12h"), x_range=(x0, x1), y_range=(y0, y1), width=800,
+                   height=400)
+    assert hm["n_buckets"] == 12
+    with pytest.raises(InputError, match="max_age 12h"):
+        D.default_range(ds, D.View(lookback="24h"))
+
+
+def test_realized_dots_sit_on_their_events(ds):
+    from liqgpu.web import data as D
+
+    one = ds["intensity"].isel(leverage=0, drop=True)
+    r = one.copy(data=np.zeros(one.shape, dtype=np.float32))
+    events = [(10, 200, "long", 2.5e6), (30, 260, "short", 4.0e6)]
+    for i, j, side, v in events:
+        r.loc[dict(time=ds["time"][i], price=ds["price"][j], side=side)] = v
+    dr = ds.assign(realized=r)
+    view = D.View(variable="realized")
+    sel = D.selection(dr, view)
+    m = D.marks(D.reduce_planes(dr, view), sel, width=1920, height=1080)
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64).astype(float)
+    e = ds["price_edges"].values
+    assert sorted(m.notional.tolist()) == [2.5e6, 4.0e6]
+    for i, j, side, v in events:
+        k = int(np.flatnonzero(m.notional == v)[0])
+        assert t[i] <= m.time_ms[k] < t[i] + 3600e3
+        assert e[j] <= m.price[k] < e[j + 1]
+        assert sel.sides[m.side[k]] == side
+
+
+def test_damaged_on_reload_keeps_the_last_good_version(stores, tmp_path):
+    from liqgpu.web import data as D
+
+    path = tmp_path / "d.zarr"
+    shutil.copytree(stores["fixed"], path)
+    st = D.StoreData(path)
+    for f in (path / "intensity").rglob("*"):
+        if f.is_file() and f.name != "zarr.json":
+            f.write_bytes(b"garbage")
+    os.utime(path / "zarr.json", ns=(1, time.time_ns() + 10**9))
+    assert st.changed() and st.load_in_background()
+    wait(lambda: st.error is not None, timeout=20)
+    assert st.version == 1 and st.ds is not None and str(path) in st.error
+    assert "\n" not in st.error
+
+
 # -- in a browser ----------------------------------------------------------------------------------
 def _browser_reason() -> str | None:
     try:

@@ -561,7 +561,7 @@ class Session:
     def _poll_once(self):
         st = self.store
         if st.changed():
-            st.load()  # shared by the sessions: one reload, under the store's lock
+            st.load_in_background()  # shared by the sessions; the pages keep answering
         k = self.w_series.value[0]
         if st.error:
             self._error(f"{st.error} (showing the last good version)" if st.ds is not None

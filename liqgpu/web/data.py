@@ -87,16 +87,25 @@ class StoreData:
         self.available = set()
         self._planes = {}
         self._stamp = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # the state (ds, version, planes) swaps
+        self._load_lock = threading.Lock()  # one load at a time
         self.load()
 
     # -- loading ----------------------------------------------------------------------------------
     def load(self) -> bool:
         """(Re)load the store if its stamp changed; True when a new version was loaded."""
-        with self._lock:
+        with self._load_lock:
             if stamp(self.path) == self._stamp:
                 return False
             return self._load(ALWAYS)
+
+    def load_in_background(self) -> bool:
+        """Start :meth:`load` in a thread unless one is running (the pages keep answering
+        while a large store is read); True when one was started."""
+        if self._load_lock.locked():
+            return False
+        threading.Thread(target=self.load, name=f"load {self.name}", daemon=True).start()
+        return True
 
     def _load(self, variables) -> bool:
         err = None
@@ -110,8 +119,11 @@ class StoreData:
                 err = f"{self.path}: cannot read the store ({type(exc).__name__}: {exc})"
             else:
                 if stamp(self.path) == s0:
-                    self.ds, self.available, self.error, self._stamp = ds, available, None, s0
-                    self.version += 1
+                    with self._lock:
+                        self.ds, self.available, self.error, self._stamp = (ds, available, None,
+                                                                            s0)
+                        self.version += 1
+                        self._planes = {}
                     log.info("loaded %s (version %d): %s", self.path, self.version,
                              ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
                     return True
@@ -121,7 +133,8 @@ class StoreData:
             if stamp(self.path) == s0 and not err.endswith("while it was read"):
                 break  # a damaged store that nobody is writing: retrying will not help
         changed = err != self.error
-        self.error, self._stamp = err, stamp(self.path)
+        with self._lock:
+            self.error, self._stamp = err, stamp(self.path)
         if changed:
             log.error("%s", err)
         return False
@@ -132,7 +145,7 @@ class StoreData:
         ds = self.ds
         if ds is None or variable in ds.variables or variable not in self.available:
             return ds
-        with self._lock:
+        with self._load_lock:
             if variable not in self.ds.variables:
                 self._load(tuple(self.ds.data_vars) + (variable,))
             return self.ds
