@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--append", action="store_true", help="append to bench/RESULTS.md")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="liqgpu-serve-bench-"))
     try:
         year = args.year or tmp / "year.zarr"
@@ -169,6 +170,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()[0]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE).stdout.strip()
     dims = " x ".join(f"{v} {k}" for k, v in rr["dims"].items() if k != "price_edge")
@@ -178,7 +180,8 @@ def main() -> None:
         f"({datetime.now(timezone.utc):%Y-%m-%d})",
         "",
         f"Machine: {machine()}; commit {commit}; `python bench/serve_bench.py`. CPU only; the",
-        "machine was shared with other jobs, so single runs vary.",
+        "machine was shared with other jobs (1-minute load average "
+        f"{load_before:.1f} at the start, {load_after:.1f} at the end), so single runs vary.",
         "",
         f"Year store: 365 days of synthetic 5-minute bars, hourly output ({dims}; "
         + (f"estimated in {built:.0f} s; " if built else "")
