@@ -405,8 +405,12 @@ def test_page_shows_the_heatmap(page, ds):
     plane = hm["planes"][0]
     assert np.nanmax(plane) > 0
     fig = heat_figure(d)
-    px = heat_pixels(d, fig)
-    assert px.std() > 20, "the heatmap's canvas is blank"
+
+    def lit():
+        p = heat_pixels(d, fig)
+        return [p] if p.std() > 20 else None
+
+    px = wait(lit, timeout=15, step=0.5)[0]  # not blank (once the browser has drawn it)
     assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50
     # a bright pixel row of the screenshot lies at a price where the store's last buckets
     # hold levels (the inferno map: bright = red + green high)
@@ -511,14 +515,12 @@ def test_side_toggle_changes_the_picture(page, ds):
     px_both = heat_pixels(d, fig)
     click_button(d, "longs")
     wait(lambda: session.last["sel"].sides == ["long"])
-    time.sleep(0.8)
     longs = session.last
-    px_longs = heat_pixels(d, fig)
-    shot(d, "4-longs")
-    # served: longs only hold less, and nothing where only shorts are
+    # served: longs only hold less; drawn: the picture changes (once the browser has it)
     assert np.nansum(longs["planes"][0]) < np.nansum(both["planes"][0])
-    assert np.abs(px_longs.astype(int) - px_both.astype(int)).mean() > 2
-    # the close is ~66k: above it the levels are the shorts' (those liquidated by a rise)
+    wait(lambda: np.abs(heat_pixels(d, fig).astype(int) - px_both.astype(int)).mean() > 2,
+         timeout=15, step=0.5)
+    shot(d, "4-longs")
     click_button(d, "two hues")
     wait(lambda: len(session.last["planes"]) == 2)
     time.sleep(0.8)

@@ -103,6 +103,12 @@ class Viewer:
                               planes=planes)
             except Exception as exc:  # noqa: BLE001 - the page reports the store's problem
                 log.warning("warm-up of %s failed: %s", st.name, exc)
+        try:  # one page built and thrown away: the plotting code is imported and run once
+            page = Session(self)
+            page.layout.get_root()
+            page._close()
+        except Exception as exc:  # noqa: BLE001 - a real page will report the problem
+            log.warning("warm-up page failed: %s", exc)
         log.info("warmed up in %.1fs", _time.perf_counter() - started)
 
     def panel(self):
