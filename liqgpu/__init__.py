@@ -24,6 +24,7 @@ __all__ = [
     "render",
     "serve",
     "synthetic_series",
+    "viewer",
     "__version__",
 ]
 
@@ -38,6 +39,7 @@ _LAZY = {
     "synthetic_series": ("liqgpu.synth", "synthetic_series"),
     "render": ("liqgpu.render", "render"),
     "serve": ("liqgpu.web", "serve"),
+    "viewer": ("liqgpu.web", "viewer"),
 }
 
 

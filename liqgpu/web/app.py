@@ -180,6 +180,7 @@ class Session:
                                        css_classes=["liqgpu-levels"])
         self.plot_holder = pn.Row(sizing_mode="stretch_width")
         self._state = _State()
+        self._quiet = False
 
         controls = pn.Row(
             self.w_series,
@@ -203,9 +204,10 @@ class Session:
         if not options:
             return
         self.w_series.param.watch(lambda e: self._on_series(), "value")
-        for w in (self.w_variable, self.w_side, self.w_tiers, self.w_how, self.w_lookback):
-            w.param.watch(lambda e: self._on_view(), "value")
-        self.w_axis.param.watch(lambda e: self._rebuild(), "value")
+        for w in (self.w_variable, self.w_side, self.w_tiers, self.w_how):
+            w.param.watch(lambda e: self._quiet or self._on_view(), "value")
+        for w in (self.w_axis, self.w_lookback):  # a new axis or time window: a new figure
+            w.param.watch(lambda e: self._quiet or self._rebuild(), "value")
         self._on_series(first=True)
         self._cb = pn.state.add_periodic_callback(self._poll, period=int(viewer.poll * 1000))
         pn.state.on_session_destroyed(lambda ctx: self._close())
@@ -254,6 +256,15 @@ class Session:
 
     # -- controls ---------------------------------------------------------------------------------
     def _on_series(self, first: bool = False):
+        self._quiet = True  # the widgets are reset below: one rebuild at the end
+        try:
+            self._reset_controls()
+        finally:
+            self._quiet = False
+        self._rebuild()
+        self._versions[self.w_series.value[0]] = self.store.version
+
+    def _reset_controls(self):
         ds = self.ds
         labels = {D.tier_label(v): k for k, v in enumerate(np.asarray(ds["leverage"].values))}
         self.w_tiers.options = labels
@@ -266,12 +277,7 @@ class Session:
         self.w_lookback.value = "all"
         from ..render.select import is_log_grid
 
-        axis = "log" if is_log_grid(ds) else "linear"
-        if self.w_axis.value != axis:
-            self.w_axis.value = axis  # rebuilds
-        else:
-            self._rebuild()
-        self._versions[self.w_series.value[0]] = self.store.version
+        self.w_axis.value = "log" if is_log_grid(ds) else "linear"
 
     def _on_view(self):
         self._error(None)
