@@ -369,7 +369,7 @@ class Session:
         ds = self.ds
         t = ds["time"].values
         lo, hi = hm["norm"]
-        scale = {"linear": f"linear 0 .. {lo + hi - lo:,.0f}",
+        scale = {"linear": f"linear 0 .. {hi:,.0f}",
                  "log": f"log {lo:,.0f} .. {hi:,.0f}",
                  "eq_hist": f"eq_hist {lo:,.0f} .. {hi:,.0f}"}[hm["how"]]
         self.status.object = (
