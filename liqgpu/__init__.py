@@ -27,7 +27,9 @@ __all__ = [
     "render",
     "snapshot_at",
     "synthetic_series",
+    "serve",
     "update",
+    "viewer",
     "__version__",
 ]
 
@@ -46,6 +48,8 @@ _LAZY = {
     "heatmap": ("liqgpu.render.frames", "heatmap"),
     "snapshot_at": ("liqgpu.render.frames", "snapshot_at"),
     "update": ("liqgpu.update", "update"),
+    "serve": ("liqgpu.web", "serve"),
+    "viewer": ("liqgpu.web", "viewer"),
 }
 
 

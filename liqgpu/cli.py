@@ -331,6 +331,9 @@ from .live.commands import COMMANDS as _live_commands  # noqa: E402  (record, li
 
 for _cmd in _live_commands:
     main.add_command(_cmd)
+from .web.commands import serve as _serve_command  # noqa: E402 - the browser viewer
+
+main.add_command(_serve_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

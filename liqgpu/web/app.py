@@ -1,0 +1,615 @@
+"""The page: a HoloViews heatmap re-aggregated by datashader on every pan and zoom, the cursor
+readout, the liquidation map at the cursor's time, the top levels, and the controls (Panel).
+
+Every figure is computed on the server from the stores named on the command line (see
+:mod:`liqgpu.web.data`); the browser only sends ranges, the cursor and widget values, never a
+path. Errors become one sentence on the page and a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time as _time
+
+import numpy as np
+
+from ..errors import InputError
+from . import data as D
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 1000
+PLOT_HEIGHT = 640
+MAP_WIDTH = 300
+MAX_PX = (3840, 2160)  # the largest raster computed for one view
+TOP = 10
+LONG_HUE, SHORT_HUE = "#35c8e8", "#f5a524"
+
+
+def _imports():
+    import holoviews as hv
+    import panel as pn
+
+    if "bokeh" not in hv.Store.renderers:
+        hv.extension("bokeh", logo=False)
+    return hv, pn
+
+
+def _fmt_n(v) -> str:
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def _ms(v) -> float:
+    """A bokeh/holoviews x value (datetime64, Timestamp, datetime or ms) -> ms since the epoch."""
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    return float(np.datetime64(v, "ns").astype(np.int64) / 1e6)
+
+
+def _dt(ms: float) -> np.datetime64:
+    return np.datetime64(int(round(ms)), "ms")
+
+
+class Viewer:
+    """The viewer of a set of stores; :meth:`panel` builds one page (one per browser session).
+
+    Parameters
+    ----------
+    stores : sequence of path
+        The stores to show (read-only; nothing else is ever opened).
+    poll : float
+        Seconds between checks for a changed store.
+
+    Examples
+    --------
+    >>> v = Viewer(["demo.zarr"])  # doctest: +SKIP
+    >>> v  # in a notebook: the page inline  # doctest: +SKIP
+    """
+
+    def __init__(self, stores, *, poll: float = POLL_MS / 1000):
+        self.stores = [s if isinstance(s, D.StoreData) else D.StoreData(s) for s in stores]
+        if not self.stores:
+            raise InputError("name at least one store to serve")
+        names = [s.name for s in self.stores]
+        for k, s in enumerate(self.stores):  # two stores with one file name: tell them apart
+            if names.count(s.name) > 1:
+                s.name = f"{s.name} ({k + 1})"
+        self.poll = float(poll)
+        self.sessions: list[Session] = []
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Build each store's default planes and compile datashader's resampling (numba) for the
+        layouts a pan or zoom meets, so that the first page and the first zoom are quick."""
+        started = _time.perf_counter()
+        for st in self.stores:
+            if st.ds is None:
+                continue
+            try:
+                view = D.View()
+                ds, planes = st.view_data(view)
+                (x0, x1), (y0, y1) = D.default_range(ds, view)
+                e = ds["price_edges"].values
+                every = float(D.every_of(ds) / np.timedelta64(1, "ms"))
+                m = len(e) // 2
+                few_t, few_p = (x0, x0 + 3 * every), (float(e[m]), float(e[m + 3]))
+                most_t = (x0 + every, x1)
+                most_p = (float(e[1]), float(e[-2]))
+                # whole planes (C-contiguous) and cuts of them, pixels fewer or more than cells
+                for xr_, yr in (((x0, x1), (y0, y1)), (most_t, most_p), (few_t, few_p),
+                                (most_t, few_p), (few_t, most_p)):
+                    D.heatmap(ds, view, x_range=xr_, y_range=yr, width=64, height=32,
+                              planes=planes)
+            except Exception as exc:  # noqa: BLE001 - the page reports the store's problem
+                log.warning("warm-up of %s failed: %s", st.name, exc)
+        try:  # one page built and thrown away: the plotting code is imported and run once
+            page = Session(self)
+            page.layout.get_root()
+            page._close()
+        except Exception as exc:  # noqa: BLE001 - a real page will report the problem
+            log.warning("warm-up page failed: %s", exc)
+        log.info("warmed up in %.1fs", _time.perf_counter() - started)
+
+    def panel(self):
+        """A new page (a Panel layout) for one session."""
+        s = Session(self)
+        with self._lock:
+            self.sessions = [x for x in self.sessions if not x.closed] + [s]
+        return s.layout
+
+    def servable(self, title: str = "liqgpu"):
+        return self.panel().servable(title=title)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.panel()._repr_mimebundle_(include, exclude)
+
+
+class Session:
+    """One page: its widgets, figures and the state they share."""
+
+    def __init__(self, viewer: Viewer):
+        hv, pn = _imports()
+        self.viewer = viewer
+        self.closed = False
+        self.last: dict | None = None       # the last heatmap served (tests and the status line)
+        self.last_readout: dict | None = None
+        self.cursor_ms: float | None = None  # the time under the cursor (map and levels)
+        self._bucket = None
+        self._versions = {}
+        self._default_x = None
+
+        # -- controls ------------------------------------------------------------------------------
+        options = {}
+        for k, st in enumerate(viewer.stores):
+            if st.ds is None:
+                continue
+            names = [str(x) for x in np.asarray(st.ds["series"].values)]
+            syms = ([str(x) for x in np.asarray(st.ds["symbol"].values)]
+                    if "symbol" in st.ds.coords else names)
+            for sym in dict.fromkeys(syms):
+                if syms.count(sym) > 1:
+                    options[f"{st.name} · {sym} (all {syms.count(sym)} series)"] = (k, sym)
+            for n in names:
+                options[f"{st.name} · {n}"] = (k, n)
+        self.w_series = pn.widgets.Select(label="Series", options=options, width=300,
+                                          disabled=not options)
+        self.w_variable = pn.widgets.RadioButtonGroup(options=list(D.VARIABLES),
+                                                      value="intensity")
+        self.w_side = pn.widgets.RadioButtonGroup(
+            options={"longs": "long", "shorts": "short", "both": "both",
+                                   "two hues": "two hues"}, value="both")
+        self.w_tiers = pn.widgets.CheckButtonGroup(options={}, value=[])
+        self.w_how = pn.widgets.RadioButtonGroup(options=list(D.HOWS),
+                                                 value="linear")
+        self.w_axis = pn.widgets.RadioButtonGroup(options=["log", "linear"],
+                                                  value="log")
+        self.w_lookback = pn.widgets.Select(label="Lookback", options=["all"], value="all",
+                                            width=120)
+        self._store_errors = ""
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False,
+                                   css_classes=["liqgpu-alert"],
+                                   sizing_mode="stretch_width")
+        self.status = pn.pane.HTML("", css_classes=["liqgpu-status"], sizing_mode="stretch_width",
+                                   styles={"font-size": "12px", "color": "#8a8a9a"})
+        self.w_readout = pn.pane.HTML("<i>move the cursor over the heatmap</i>",
+                                      css_classes=["liqgpu-readout"],
+                                      sizing_mode="stretch_width",
+                                      styles={"font-size": "13px", "min-height": "40px"})
+        self.table = pn.pane.DataFrame(None, sizing_mode="stretch_width", index=False,
+                                       css_classes=["liqgpu-levels"])
+        self.plot_holder = pn.Row(sizing_mode="stretch_width")
+        self._state = _State()
+        self._quiet = False
+
+        controls = pn.Row(
+            self.w_series,
+            pn.Column(pn.pane.HTML("<b>variable</b>", margin=(0, 5)), self.w_variable),
+            pn.Column(pn.pane.HTML("<b>sides</b>", margin=(0, 5)), self.w_side),
+            pn.Column(pn.pane.HTML("<b>tiers / bands</b>", margin=(0, 5)), self.w_tiers),
+            pn.Column(pn.pane.HTML("<b>colour scale</b>", margin=(0, 5)), self.w_how),
+            pn.Column(pn.pane.HTML("<b>price axis</b>", margin=(0, 5)), self.w_axis),
+            self.w_lookback, sizing_mode="stretch_width")
+        # stores that failed to load at the start: a message that stays on the page
+        self._store_errors = " ".join(st.error for st in viewer.stores
+                                      if st.error and st.ds is None)
+        self._error(None)
+        self.layout = pn.Column(
+            pn.pane.HTML("<b style='font-size:16px'>liqgpu</b> &nbsp;liquidation heatmap",
+                         margin=(5, 10)),
+            controls, self.alert, self.status, self.w_readout, self.plot_holder,
+            pn.pane.HTML("<b>top levels at the cursor's time</b> (bands of the snapshot; "
+                         "dominant tiers hold at least a quarter)", margin=(5, 10)),
+            self.table, sizing_mode="stretch_width", styles={"background": "#ffffff"})
+        if not options:
+            return
+        self.w_series.param.watch(lambda e: self._on_series(), "value")
+        for w in (self.w_variable, self.w_side, self.w_tiers, self.w_how):
+            w.param.watch(lambda e: self._quiet or self._on_view(), "value")
+        for w in (self.w_axis, self.w_lookback):  # a new axis or time window: a new figure
+            w.param.watch(lambda e: self._quiet or self._rebuild(), "value")
+        self._on_series(first=True)
+        self._cb = pn.state.add_periodic_callback(self._poll, period=int(viewer.poll * 1000))
+        pn.state.on_session_destroyed(lambda ctx: self._close())
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def store(self) -> D.StoreData:
+        return self.viewer.stores[self.w_series.value[0]]
+
+    @property
+    def ds(self):
+        return self.store.dataset(self.w_variable.value)
+
+    def view(self) -> D.View:
+        ds = self.ds
+        n = ds.sizes["leverage"]
+        tiers = tuple(sorted(self.w_tiers.value))
+        return D.View(series=self.w_series.value[1], variable=self.w_variable.value,
+                      side=self.w_side.value, tiers=None if len(tiers) == n else tiers,
+                      how=self.w_how.value, log_axis=self.w_axis.value == "log",
+                      lookback=None if self.w_lookback.value == "all" else self.w_lookback.value)
+
+    def _error(self, text: str | None) -> None:
+        text = " ".join(t for t in (self._store_errors, text) if t)
+        self.alert.object = text
+        self.alert.visible = bool(text)
+
+    def _guard(self, fn, *args, default=None):
+        """Run a callback; a user error becomes the page message, anything else a log line and a
+        short page message (never a traceback in the browser)."""
+        try:
+            return fn(*args)
+        except InputError as exc:
+            self._error(str(exc))
+        except Exception:  # noqa: BLE001
+            log.exception("viewer callback %s failed", getattr(fn, "__name__", fn))
+            self._error("The viewer could not draw this view; the server log has the details.")
+        return default
+
+    def _close(self):
+        self.closed = True
+        try:
+            self._cb.stop()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- controls ---------------------------------------------------------------------------------
+    def _on_series(self, first: bool = False):
+        self._quiet = True  # the widgets are reset below: one rebuild at the end
+        try:
+            self._reset_controls()
+        finally:
+            self._quiet = False
+        self._rebuild()
+        self._versions[self.w_series.value[0]] = self.store.version
+
+    def _reset_controls(self):
+        ds = self.ds
+        labels = {D.tier_label(v): k for k, v in enumerate(np.asarray(ds["leverage"].values))}
+        self.w_tiers.options = labels
+        self.w_tiers.value = list(labels.values())
+        self.w_variable.options = [v for v in D.VARIABLES if v in self.store.available]
+        if self.w_variable.value not in self.w_variable.options:
+            self.w_variable.value = "intensity"
+        age = str(ds.attrs.get("max_age", "none"))
+        self.w_lookback.options = ["all"] + ([age] if age not in ("none", "", "None") else [])
+        self.w_lookback.value = "all"
+        from ..render.select import is_log_grid
+
+        self.w_axis.value = "log" if is_log_grid(ds) else "linear"
+
+    def _on_view(self):
+        self._error(None)
+        self._bucket = None
+        self._state.bump()
+        self._update_side_panels()
+
+    # -- the figures ------------------------------------------------------------------------------
+    def _rebuild(self):
+        """A new figure: at the start, for another series or axis, and when a store that was
+        shown whole grows."""
+        self._error(None)
+        built = self._guard(self._build)
+        if built is not None:
+            self.plot_holder[:] = [built]
+        self._update_side_panels()
+
+    def _build(self):
+        hv, pn = _imports()
+        from bokeh.models import NumeralTickFormatter
+        from holoviews import streams
+
+        view = self.view()
+        (x0, x1), (y0, y1) = D.default_range(self.ds, view)
+        self._default_x = (x0, x1)
+        log_axis = bool(view.log_axis)
+        rng = streams.RangeXY(x_range=(_dt(x0), _dt(x1)), y_range=(y0, y1))
+        size = streams.PlotSize(width=1200, height=PLOT_HEIGHT)
+        state = streams.Params(self._state, ["version"])
+        self._rng = rng
+        common = dict(streams=[rng, size, state])
+        img = hv.DynamicMap(self._image, **common).opts(
+            responsive=True, height=PLOT_HEIGHT, logy=log_axis, xlabel="time (UTC)",
+            ylabel="price", active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom",
+                                                                       "box_zoom", "reset"],
+            tools=["crosshair"], bgcolor="#07070d", framewise=False,
+            xlim=(_dt(x0), _dt(x1)), ylim=(y0, y1))
+        price = hv.DynamicMap(self._price, **common)
+        dots = hv.DynamicMap(self._dots, **common)
+        tag = hv.DynamicMap(self._tag, **common)
+        rng.source = img
+        size.source = img
+        pointer = streams.PointerXY(x=None, y=None, source=img)
+        pointer.add_subscriber(self._on_pointer)
+        overlay = (img * price * dots * tag).opts(show_legend=False)
+        mp = hv.DynamicMap(self._map, streams=[rng, streams.Params(self._state, ["version",
+                                                                                  "cursor"])])
+        mp = mp.opts(width=MAP_WIDTH, height=PLOT_HEIGHT, logy=log_axis, xlabel="live levels",
+                     ylabel="", yaxis="right", framewise=True, tools=["hover"], xticks=3,
+                     xformatter=NumeralTickFormatter(format="0.0a"),
+                     show_legend=True, legend_position="top_right")
+        return pn.Row(pn.pane.HoloViews(overlay, sizing_mode="stretch_width",
+                                        linked_axes=False),
+                      pn.pane.HoloViews(mp, width=MAP_WIDTH + 20, linked_axes=False),
+                      sizing_mode="stretch_width")
+
+    def _ranges(self, x_range, y_range):
+        ds = self.ds
+        if x_range is None or y_range is None:
+            return D.default_range(ds, self.view())
+        return (_ms(x_range[0]), _ms(x_range[1])), (float(y_range[0]), float(y_range[1]))
+
+    def _image(self, x_range=None, y_range=None, width=None, height=None, scale=1.0, **_):
+        hv, _pn = _imports()
+        return self._guard(self._image_of, x_range, y_range, width, height,
+                           default=None) or hv.RGB(np.zeros((2, 2, 4), np.uint8),
+                                                   kdims=["time", "price"])
+
+    def _image_of(self, x_range, y_range, width, height):
+        hv, _pn = _imports()
+        started = _time.perf_counter()
+        (x0, x1), (y0, y1) = self._ranges(x_range, y_range)
+        w = int(min(max(width or 1200, 100), MAX_PX[0]))
+        h = int(min(max(height or PLOT_HEIGHT, 100), MAX_PX[1]))
+        view = self.view()
+        ds, planes = self.store.view_data(view)
+        hm = D.heatmap(ds, view, x_range=(x0, x1), y_range=(y0, y1), width=w, height=h,
+                       planes=planes)
+        hm["elapsed"] = _time.perf_counter() - started
+        hm["store_version"] = self.store.version
+        self.last = hm
+        self._status(hm)
+        bx0, by0, bx1, by1 = hm["bounds"]
+        rgba = hm["rgba"][::-1]  # row 0 at the top for an RGB element
+        return hv.RGB(rgba, bounds=(_dt(bx0), by0, _dt(bx1), by1), kdims=["time", "price"],
+                      vdims=["R", "G", "B", "A"])
+
+    def _status(self, hm):
+        ds = self.ds
+        t = ds["time"].values
+        lo, hi = hm["norm"]
+        scale = {"linear": f"linear 0 .. {hi:,.0f}",
+                 "log": f"log {lo:,.0f} .. {hi:,.0f}",
+                 "eq_hist": f"eq_hist {lo:,.0f} .. {hi:,.0f}"}[hm["how"]]
+        self.status.object = (
+            f"<span class='liqgpu-stat'>view: {hm['n_buckets']} buckets x {hm['n_bins']} bins "
+            f"({hm['bin_label']}) at {hm['width']}x{hm['height']} px, "
+            f"rows_per_bin={hm['rows_per_bin']:.3g}, price {hm['y_range'][0]:,.2f} .. "
+            f"{hm['y_range'][1]:,.2f}; colour {scale} {hm['quote']} per bin; "
+            f"store {self.store.name} v{self.store.version}: {len(t)} buckets to "
+            f"{np.datetime_as_string(t[-1] + D.every_of(ds), unit='m')}Z; "
+            f"rendered in {hm['elapsed'] * 1000:.0f} ms</span>")
+
+    def _price(self, x_range=None, y_range=None, width=None, **_):
+        hv, _pn = _imports()
+        empty = (hv.Curve([], "time", "price")
+                 * hv.Segments([], ["time", "price", "t1", "p1"])
+                 * hv.Rectangles([], ["time", "price", "t1", "p1"], vdims=["up"]))
+        out = self._guard(self._price_of, x_range, y_range, width)
+        return out if out is not None else empty
+
+    def _price_of(self, x_range, y_range, width):
+        hv, _pn = _imports()
+        (x0, x1), _ = self._ranges(x_range, y_range)
+        sel = D.selection(self.ds, self.view())
+        t = sel.times
+        every = sel.every
+        ms = t.astype("datetime64[ns]").astype(np.int64) / 1e6
+        e_ms = every / np.timedelta64(1, "ms")
+        keep = (ms + e_ms >= x0) & (ms <= x1)
+        px = sel.prices()
+        o, hi, lo, c = (px[k][keep] for k in ("open", "high", "low", "close"))
+        t = t[keep]
+        bucket_px = (width or 1200) * e_ms / max(x1 - x0, 1)
+        ohlc = all(np.isfinite(a).any() for a in (o, hi, lo)) and len(t)
+        line = hv.Curve((t + every, c), "time", "price").opts(
+            color="#f4f4f8", line_width=1.2)
+        if ohlc and bucket_px >= D.CANDLE_MIN_PX:
+            line = hv.Curve([], "time", "price")
+            mid = t + every // 2
+            half = (every * 35) // 100
+            ok = np.isfinite(o) & np.isfinite(c) & np.isfinite(hi) & np.isfinite(lo)
+            up = (c >= o).astype(int)
+            wicks = hv.Segments((mid[ok], lo[ok], mid[ok], hi[ok]),
+                                ["time", "price", "t1", "p1"]).opts(color="#bbbbbb",
+                                                                    line_width=1)
+            bodies = hv.Rectangles((mid[ok] - half, np.minimum(o, c)[ok], mid[ok] + half,
+                                    np.maximum(o, c)[ok], up[ok]),
+                                   ["time", "price", "t1", "p1"], vdims=["up"]).opts(
+                color=hv.dim("up").categorize({1: "#26a69a", 0: "#ef5350"}), line_color="black",
+                line_width=0.3)
+        else:
+            wicks = hv.Segments([], ["time", "price", "t1", "p1"])
+            bodies = hv.Rectangles([], ["time", "price", "t1", "p1"], vdims=["up"])
+        return line * wicks * bodies
+
+    def _dots(self, x_range=None, y_range=None, width=None, height=None, **_):
+        hv, _pn = _imports()
+        out = self._guard(self._dots_of, x_range, y_range, width, height)
+        if out is None:
+            out = hv.Points([], ["time", "price"], vdims=["notional", "side", "size"])
+        return out.opts(color=hv.dim("side").categorize({0: "#ff5c7a", 1: "#4be3a0"},
+                                                        default="#ffffff"),
+                        size="size", line_color="black", alpha=0.85, tools=["hover"])
+
+    def _dots_of(self, x_range, y_range, width, height):
+        hv, _pn = _imports()
+        ds = self.ds
+        view = self.view()
+        if "realized" not in ds.variables or view.variable == "realized":
+            return None
+        (x0, x1), (y0, y1) = self._ranges(x_range, y_range)
+        t_lo, t_hi = D.time_bounds(ds)
+        x0, x1 = max(x0, t_lo), min(x1, t_hi)
+        e = ds["price_edges"].values
+        y0, y1 = max(y0, float(e[0])), min(y1, float(e[-1]))
+        if not (x1 > x0 and y1 > y0):
+            return None
+        rview = D.View(**{**view.__dict__, "variable": "realized", "tiers": None})
+        ds, planes = self.store.view_data(rview)
+        sel = D.selection(ds, rview, start=D._ms_to_time(x0),
+                          end=D._ms_to_time(x1) if x1 < t_hi else None, price_min=y0,
+                          price_max=y1)
+        m = D.marks(planes, sel, width=int(width or 1200), height=int(height or PLOT_HEIGHT))
+        if m is None:
+            return None
+        size = 3 + 15 * np.sqrt(m.notional / m.notional.max())
+        side = np.array([0 if sel.sides[k] == "long" else 1 for k in m.side])
+        return hv.Points((m.time_ms.astype("datetime64[ms]"), m.price, m.notional, side, size),
+                         ["time", "price"], vdims=["notional", "side", "size"],
+                         label="realized liquidations")
+
+    def _tag(self, x_range=None, y_range=None, **_):
+        hv, _pn = _imports()
+        out = self._guard(self._tag_of, x_range, y_range)
+        if out is None:
+            return hv.Labels([], ["time", "price"], "text")
+        return out
+
+    def _tag_of(self, x_range, y_range):
+        """The last price, tagged on the right edge of the view."""
+        hv, _pn = _imports()
+        (x0, x1), _ = self._ranges(x_range, y_range)
+        sel = D.selection(self.ds, self.view())
+        c = sel.prices()["close"]
+        ok = np.flatnonzero(np.isfinite(c))
+        if not ok.size:
+            return None
+        last = float(c[ok[-1]])
+        return hv.Labels(([_dt(x1)], [last], [f" {D.fmt_price(last)} "]), ["time", "price"],
+                         "text").opts(text_align="right", text_color="black",
+                                      background_fill_color="#f4f4f8", text_font_size="11px",
+                                      text_baseline="middle")
+
+    def _map(self, x_range=None, y_range=None, **_):
+        hv, _pn = _imports()
+        out = self._guard(self._map_of, y_range)
+        if out is None:
+            out = hv.Rectangles([], ["notional", "price", "n1", "p1"], vdims=["side"])
+        return out.opts(color=hv.dim("side").categorize({"longs": LONG_HUE,
+                                                         "shorts": SHORT_HUE}),
+                        line_width=0)
+
+    def _map_of(self, y_range):
+        hv, _pn = _imports()
+        view = self.view()
+        p = D.profile(self.ds, view, self.cursor_ms)
+        if p is None:
+            return None
+        edges, longs, shorts, close, when = p
+        _, (y0, y1) = self._ranges(None if y_range is None else (0, 1), y_range)
+        a = max(0, int(np.searchsorted(edges, y0, side="right")) - 1)
+        b = min(len(edges) - 1, int(np.searchsorted(edges, y1, side="left")))
+        rows = []
+        for name, v, show in (("longs", longs, view.side in ("long", "both", "two hues")),
+                              ("shorts", shorts, view.side in ("short", "both", "two hues"))):
+            if not show:
+                continue
+            k = np.flatnonzero(v[a:b] > 0) + a
+            rows += [(0.0, edges[i], float(v[i]), edges[i + 1], name) for i in k]
+        rect = hv.Rectangles(rows, ["notional", "price", "n1", "p1"], vdims=["side"],
+                             label=f"snapshot {when.replace('T', ' ')}")
+        top = max([r[2] for r in rows], default=1.0)
+        return rect.opts(ylim=(y0, y1), xlim=(0, top * 1.05))
+
+    # -- the cursor -------------------------------------------------------------------------------
+    def _on_pointer(self, x=None, y=None, **_):
+        if x is None or y is None:
+            return
+        self._guard(self._pointer, _ms(x), float(y))
+
+    def _pointer(self, t_ms: float, price: float):
+        r = D.readout(self.ds, self.view(), t_ms, price)
+        self.last_readout = r
+        if r is None:
+            self.w_readout.object = "<i>outside the store</i>"
+            return
+        q = r["quote"]
+        tiers = ", ".join(f"{name} {share * 100:.0f}%" for name, share in r["tiers"]) or "–"
+        self.w_readout.object = (
+            f"<span class='liqgpu-cursor' data-bucket='{r['bucket']}' data-bin='{r['bin']}' "
+            f"data-long='{r['long']}' data-short='{r['short']}'>"
+            f"<b>{r['time'].replace('T', ' ')} – {r['time_end'][11:]}</b> &nbsp; "
+            f"price bin <b>{D.fmt_price(r['price_low'])} – {D.fmt_price(r['price_high'])}</b> "
+            f"&nbsp; {r['variable']}: longs <b>{_fmt_n(r['long'])}</b> &nbsp; "
+            f"shorts <b>{_fmt_n(r['short'])}</b> {q} &nbsp; dominant: {tiers}</span>")
+        if r["bucket"] != self._bucket:  # the map and the levels follow the cursor's bucket
+            self._bucket = r["bucket"]
+            self.cursor_ms = t_ms
+            self._state.cursor += 1
+            self._update_levels()
+
+    def _update_side_panels(self):
+        self._state.cursor += 1
+        self._update_levels()
+
+    def _update_levels(self):
+        self._guard(self._levels)
+
+    def _levels(self):
+        import pandas as pd
+
+        rows = D.top_levels(self.ds, self.view(), self.cursor_ms, top=TOP)
+        if not rows:
+            self.table.object = pd.DataFrame({"": ["no levels at this time"]})
+            return
+        self.table.object = pd.DataFrame({
+            "rank": [r["rank"] for r in rows],
+            "side": [r["side"] for r in rows],
+            "price": [D.fmt_price(r["price"]) for r in rows],
+            "band": [f"{D.fmt_price(r['price_low'])} – {D.fmt_price(r['price_high'])}"
+                     for r in rows],
+            "notional": [f"{r['notional']:,.0f}" for r in rows],
+            "distance": [f"{r['distance_pct']:+.2f}%" for r in rows],
+            "dominant": [", ".join(r["dominant"]) for r in rows],
+            "snapshot": [r["time"].replace("T", " ").rstrip("Z")[:16] for r in rows],
+        })
+
+    # -- live -------------------------------------------------------------------------------------
+    def _poll(self):
+        self._guard(self._poll_once)
+
+    def _poll_once(self):
+        st = self.store
+        if st.changed():
+            st.load_in_background()  # shared by the sessions; the pages keep answering
+        k = self.w_series.value[0]
+        if st.error:
+            self._error(f"{st.error} (showing the last good version)" if st.ds is not None
+                        else st.error)
+        elif str(st.path) in self.alert.object:
+            self._error(None)
+        if st.version == self._versions.get(k):
+            return
+        self._versions[k] = st.version
+        log.info("session: %s changed (version %d), redrawing", st.name, st.version)
+        x = None
+        try:
+            x = (_ms(self._rng.x_range[0]), _ms(self._rng.x_range[1]))
+        except Exception:  # noqa: BLE001
+            pass
+        following = x is None or self._default_x is None or \
+            (abs(x[0] - self._default_x[0]) < 1 and abs(x[1] - self._default_x[1]) < 1)
+        if following:  # the whole store was shown: show the whole new one
+            self._rebuild()
+        else:  # keep the user's zoom; the data under it is redrawn
+            self._state.bump()
+            self._update_side_panels()
+
+
+def _state_class():
+    import param
+
+    class State(param.Parameterized):
+        version = param.Integer(0)
+        cursor = param.Integer(0)
+
+        def bump(self):
+            self.version += 1
+
+    return State
+
+
+def _State():
+    return _state_class()()

@@ -1,0 +1,548 @@
+"""`liqgpu serve`: the browser viewer.
+
+The data behind the page (liqgpu.web.data) is checked against the store directly; then a real
+chromium (Debian's chromium and chromium-driver, driven by selenium) loads the page from a server
+on a free 127.0.0.1 port and is checked for a heatmap, a zoom at a finer resolution, the hover
+readout of a known cell, the side toggle, a live update and a damaged store's message.
+Screenshots go to $LIQGPU_SCREENSHOTS when it is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import liqgpu
+from liqgpu.cli import main
+
+GRID = "log:40000:100000:10"
+EVERY = "1h"
+HOURS_FIRST = 60  # the store holds 60 h; the update brings it to 72 h
+
+
+# -- stores ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def market():
+    return liqgpu.synthetic_series(days=3, seed=11)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory, market):
+    """A store of the first 60 h (it gets updated by the browser test), a pristine copy, and
+    a damaged copy."""
+    root = tmp_path_factory.mktemp("serve")
+    s = market
+    cut = HOURS_FIRST * 60
+    live = root / "live.zarr"
+    liqgpu.estimate(s.slice(0, cut), every=EVERY, grid=GRID, backend="numpy", out=live)
+    fixed = root / "fixed.zarr"
+    shutil.copytree(live, fixed)
+    bad = root / "bad.zarr"
+    shutil.copytree(live, bad)
+    for f in (bad / "intensity").rglob("*"):
+        if f.is_file() and f.name != "zarr.json":
+            f.write_bytes(b"not a zarr chunk")
+    return {"live": live, "fixed": fixed, "bad": bad, "root": root}
+
+
+@pytest.fixture(scope="module")
+def ds(stores):
+    return liqgpu.open_store(stores["fixed"]).load()
+
+
+def cell(ds, i, j, sides=("long", "short"), tiers=None):
+    """Notional of bucket i, bin j, summed over series, tiers and ``sides`` (the reference)."""
+    a = ds["intensity"].isel(time=i, price=j).sum("series")
+    if tiers is not None:
+        a = a.isel(leverage=list(tiers))
+    return {s: float(a.sel(side=s).sum()) for s in sides}
+
+
+# -- without a browser -----------------------------------------------------------------------------
+def test_import_stays_light():
+    code = ("import sys, liqgpu, liqgpu.cli, liqgpu.web, liqgpu.web.data, liqgpu.web.commands; "
+            "heavy = {'panel', 'holoviews', 'bokeh'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_serve_without_the_extra_is_one_line_exit_2(stores, monkeypatch):
+    import liqgpu.web.commands as cmd
+
+    monkeypatch.setattr(cmd, "missing_viewer_packages", lambda: ["panel", "holoviews"])
+    r = CliRunner().invoke(main, ["serve", str(stores["fixed"])])
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'liqgpu[viewer]'" in lines[0], r.output
+
+
+def test_heatmap_zoom_is_finer_and_matches_the_store(ds):
+    from liqgpu.web import data as D
+
+    v = D.View()
+    (x0, x1), (y0, y1) = D.default_range(ds, v)
+    full = D.heatmap(ds, v, x_range=(x0, x1), y_range=(y0, y1), width=1920, height=1080)
+    assert full["rgba"].shape == (1080, 1920, 4)
+    assert full["n_buckets"] == ds.sizes["time"]
+    # zoom to 6 buckets x 20 bins around a strong cell: every pixel lies in one cell
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64).astype(float)
+    e = ds["price_edges"].values
+    i = 30
+    prof = ds["intensity"].isel(time=i).sum(["series", "leverage", "side"]).values
+    j = int(np.argmax(prof))
+    zx = (t[i - 3], t[i + 3])
+    zy = (float(e[j - 10]), float(e[j + 10]))
+    z = D.heatmap(ds, v, x_range=zx, y_range=zy, width=1920, height=1080)
+    assert z["n_bins"] == 20 and z["n_buckets"] == 6
+    assert z["rows_per_bin"] > 10 * full["rows_per_bin"]
+    plane = z["planes"][0]
+    # the pixel at the centre of cell (i, j): bucket i is columns 960..1279, bin j rows 540..593
+    col = int((t[i] + 1800e3 - zx[0]) / (zx[1] - zx[0]) * 1920)
+    row = int(np.log(np.sqrt(e[j] * e[j + 1]) / zy[0]) / np.log(zy[1] / zy[0]) * 1080)
+    ref = cell(ds, i, j)
+    assert plane[row, col] == pytest.approx(ref["long"] + ref["short"], rel=1e-5)
+
+
+def test_readout_names_the_cell(ds):
+    from liqgpu.web import data as D
+
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64).astype(float)
+    e = ds["price_edges"].values
+    i, j = 40, int(np.argmax(ds["intensity"].isel(time=40).sum(["series", "leverage",
+                                                                 "side"]).values))
+    r = D.readout(ds, D.View(), t[i] + 1000.0, float(np.sqrt(e[j] * e[j + 1])))
+    ref = cell(ds, i, j)
+    assert (r["bucket"], r["bin"]) == (i, j)
+    assert r["price_low"] == e[j] and r["price_high"] == e[j + 1]
+    assert r["long"] == pytest.approx(ref["long"], rel=1e-9)
+    assert r["short"] == pytest.approx(ref["short"], rel=1e-9)
+    assert r["tiers"] and all(share >= 0.25 for _, share in r["tiers"])
+    only = D.readout(ds, D.View(side="short", tiers=(3, 4)), t[i] + 1.0, float(e[j]) * 1.0001)
+    assert only["long"] is None
+    assert only["short"] == pytest.approx(cell(ds, i, j, ("short",), tiers=(3, 4))["short"],
+                                          rel=1e-9)
+    assert D.readout(ds, D.View(), t[0] - 1.0, float(e[j])) is None
+
+
+def test_band_labels_of_model_v2_work(ds):
+    """v2 stores name leverage bands with strings: the controls list them, nothing parses them."""
+    from liqgpu.web import data as D
+
+    bands = ["1-5", "5-10", "10-25", "25-50", "50-125"]
+    v2 = ds.assign_coords(leverage=bands)
+    r = D.readout(v2, D.View(tiers=(1, 2)), float(ds["time"].values[20].astype("datetime64[ms]")
+                                                    .astype(np.int64)) + 1.0,
+                  float(ds["close"].values[0, 20]) * 0.95)
+    assert {name for name, _ in r["tiers"]} <= {"5-10", "10-25"}
+    rows = D.top_levels(v2, D.View(), None, top=3)
+    assert rows and all(d in bands for r in rows for d in r["dominant"])
+    assert [D.tier_label(x) for x in (5.0, 12.5, "2-10")] == ["5x", "12.5x", "2-10"]
+
+
+def test_store_reloads_after_update_and_never_half_read(stores, market, tmp_path, monkeypatch):
+    from liqgpu.update import update
+    from liqgpu.web import data as D
+
+    path = tmp_path / "s.zarr"
+    shutil.copytree(stores["fixed"], path)
+    st = D.StoreData(path)
+    assert st.version == 1 and st.ds.sizes["time"] == HOURS_FIRST and not st.changed()
+    assert "liquidated" not in st.ds and "liquidated" in st.available  # read on first use
+    liq = st.dataset("liquidated")["liquidated"]
+    ref = liqgpu.open_store(path)["liquidated"]
+    assert st.version == 2 and np.array_equal(liq.values, ref.values, equal_nan=True)
+    update(path, market, allow_outside=True)  # model v2's levels may reach past this grid
+    assert st.changed()
+    # a load overlapped by a write is thrown away and retried
+    real, calls = D._read, []
+
+    def racing(p, *a):
+        out = real(p, *a)
+        if not calls:
+            os.utime(p / "zarr.json", ns=(1, time.time_ns() + 10**9))
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(D, "_read", racing)
+    assert st.load() and len(calls) == 2
+    assert st.version == 3 and st.ds.sizes["time"] == 72 and st.error is None
+
+
+def test_damaged_or_missing_store_is_one_sentence(stores, tmp_path):
+    from liqgpu.web import data as D
+
+    bad = D.StoreData(stores["bad"])
+    assert bad.ds is None and str(stores["bad"]) in bad.error
+    assert "\n" not in bad.error and "Traceback" not in bad.error
+    gone = D.StoreData(tmp_path / "nope.zarr")
+    assert gone.ds is None and gone.error.endswith("no such store")
+
+
+def test_lookback_shows_the_max_age_window(market, tmp_path):
+    from liqgpu.errors import InputError
+    from liqgpu.web import data as D
+
+    path = tmp_path / "aged.zarr"
+    liqgpu.estimate(market.slice(0, 48 * 60), every=EVERY, grid=GRID, backend="numpy",
+                    params=liqgpu.Params(max_age="12h"), out=path)
+    ds = D.StoreData(path).ds
+    (x0, x1), (y0, y1) = D.default_range(ds, D.View(lookback="12h"))
+    assert x1 - x0 == 12 * 3600e3
+    hm = D.heatmap(ds, D.View(lookback="12h"), x_range=(x0, x1), y_range=(y0, y1), width=800,
+                   height=400)
+    assert hm["n_buckets"] == 12
+    with pytest.raises(InputError, match="max_age 12h"):
+        D.default_range(ds, D.View(lookback="24h"))
+
+
+def test_realized_dots_sit_on_their_events(ds):
+    from liqgpu.web import data as D
+
+    one = ds["intensity"].isel(leverage=0, drop=True)
+    r = one.copy(data=np.zeros(one.shape, dtype=np.float32))
+    events = [(10, 200, "long", 2.5e6), (30, 260, "short", 4.0e6)]
+    for i, j, side, v in events:
+        r.loc[dict(time=ds["time"][i], price=ds["price"][j], side=side)] = v
+    dr = ds.assign(realized=r)
+    view = D.View(variable="realized")
+    sel = D.selection(dr, view)
+    m = D.marks(D.reduce_planes(dr, view), sel, width=1920, height=1080)
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64).astype(float)
+    e = ds["price_edges"].values
+    assert sorted(m.notional.tolist()) == [2.5e6, 4.0e6]
+    for i, j, side, v in events:
+        k = int(np.flatnonzero(m.notional == v)[0])
+        assert t[i] <= m.time_ms[k] < t[i] + 3600e3
+        assert e[j] <= m.price[k] < e[j + 1]
+        assert sel.sides[m.side[k]] == side
+
+
+def test_damaged_on_reload_keeps_the_last_good_version(stores, tmp_path):
+    from liqgpu.web import data as D
+
+    path = tmp_path / "d.zarr"
+    shutil.copytree(stores["fixed"], path)
+    st = D.StoreData(path)
+    for f in (path / "intensity").rglob("*"):
+        if f.is_file() and f.name != "zarr.json":
+            f.write_bytes(b"garbage")
+    os.utime(path / "zarr.json", ns=(1, time.time_ns() + 10**9))
+    assert st.changed() and st.load_in_background()
+    wait(lambda: st.error is not None, timeout=20)
+    assert st.version == 1 and st.ds is not None and str(path) in st.error
+    assert "\n" not in st.error
+
+
+# -- in a browser ----------------------------------------------------------------------------------
+def _browser_reason() -> str | None:
+    try:
+        import holoviews  # noqa: F401
+        import panel  # noqa: F401
+        import selenium  # noqa: F401
+    except ImportError as exc:
+        return f"the viewer extra is not installed ({exc.name}); pip install '.[test,viewer]'"
+    for exe in ("chromium", "chromedriver"):
+        if shutil.which(exe) is None:
+            return f"{exe} is not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+BROWSER_REASON = _browser_reason()
+if BROWSER_REASON and os.environ.get("LIQGPU_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"LIQGPU_REQUIRE_BROWSER=1 but {BROWSER_REASON}")
+
+
+def browser_test(fn):
+    """A browser test: the ``browser`` marker, skipped (with the reason) without chromium."""
+    return pytest.mark.browser(
+        pytest.mark.skipif(BROWSER_REASON is not None, reason=str(BROWSER_REASON))(fn))
+
+DEEP = """
+function deepAll(root, pred, out) {
+  for (const el of root.querySelectorAll('*')) {
+    if (pred(el)) out.push(el);
+    if (el.shadowRoot) deepAll(el.shadowRoot, pred, out);
+  }
+  return out;
+}
+function figures() {
+  const views = [];
+  function walk(v) { views.push(v); if (v.child_views) for (const c of v.child_views) walk(c); }
+  for (const r of Object.values(Bokeh.index)) walk(r);
+  return views.filter(v => v.frame && v.model.x_range);
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(stores):
+    if BROWSER_REASON:
+        pytest.skip(BROWSER_REASON)
+    from liqgpu.web.app import Viewer
+    from liqgpu.web.server import serve
+
+    v = Viewer([stores["live"], stores["bad"]], poll=0.5)
+    port = free_port()
+    th = serve(None, viewer=v, port=port, threaded=True)
+    yield v, f"http://127.0.0.1:{port}/"
+    th.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    o = Options()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1600,1100"):
+        o.add_argument(a)
+    o.binary_location = shutil.which("chromium")
+    d = webdriver.Chrome(options=o, service=Service(shutil.which("chromedriver")))
+    v, url = server
+    t0 = time.perf_counter()
+    d.get(url)
+    wait(lambda: v.sessions and v.sessions[-1].last is not None and figures(d), 30)
+    wait(lambda: "buckets" in text(d, "liqgpu-status"), 10)
+    d.load_seconds = time.perf_counter() - t0
+    yield d, v.sessions[-1]
+    d.quit()
+
+
+def wait(fn, timeout=15.0, step=0.1):
+    end = time.monotonic() + timeout
+    while True:
+        out = fn()
+        if out:
+            return out
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {fn}")
+        time.sleep(step)
+
+
+def figures(d):
+    return d.execute_script(DEEP + """
+      return figures().map(v => {
+        const r = v.canvas_view.el.getBoundingClientRect();
+        return {left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
+                width: v.frame.bbox.width, height: v.frame.bbox.height,
+                x0: v.model.x_range.start, x1: v.model.x_range.end,
+                y0: v.model.y_range.start, y1: v.model.y_range.end}; });""")
+
+
+def heat_figure(d):
+    return [f for f in figures(d) if f["x0"] > 1e12][0]  # time axis: ms since the epoch
+
+
+def text(d, cls):
+    return d.execute_script(DEEP + """
+      const el = deepAll(document, e => e.classList && e.classList.contains(arguments[0]), []);
+      if (!el.length) return '';
+      return el[0].textContent + (el[0].shadowRoot ? el[0].shadowRoot.textContent : '');""", cls)
+
+
+def click_button(d, label):
+    n = d.execute_script(DEEP + """
+      const b = deepAll(document, e => e.classList && e.classList.contains('bk-btn')
+                        && e.textContent.trim() === arguments[0], []);
+      if (b.length) b[0].click();
+      return b.length;""", label)
+    assert n, f"no button {label!r} on the page"
+
+
+def set_ranges(d, x0, x1, y0, y1):
+    d.execute_script(DEEP + """
+      const v = figures().filter(v => v.model.x_range.start > 1e12)[0];
+      v.model.x_range.setv({start: arguments[0], end: arguments[1]});
+      v.model.y_range.setv({start: arguments[2], end: arguments[3]});
+      v.trigger_ranges_update_event();  // what bokeh's pan and zoom tools emit""", x0, x1, y0, y1)
+
+
+def heat_pixels(d, fig):
+    """The heatmap's plot area from a screenshot, as an (h, w, 3) array."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(d.get_screenshot_as_png())).convert("RGB")
+    a = np.asarray(im)
+    s = a.shape[1] / d.execute_script("return window.innerWidth")
+    return a[int(fig["top"] * s) + 2:int((fig["top"] + fig["height"]) * s) - 2,
+             int(fig["left"] * s) + 2:int((fig["left"] + fig["width"]) * s) - 2]
+
+
+def shot(d, name):
+    out = os.environ.get("LIQGPU_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(Path(out) / f"{name}.png"))
+
+
+@browser_test
+def test_page_shows_the_heatmap(page, ds):
+    d, session = page
+    shot(d, "1-load")
+    hm = session.last
+    assert hm["n_buckets"] == HOURS_FIRST and hm["how"] == "linear"
+    # bands where the store has them: the served rows light up where the store's bins do
+    plane = hm["planes"][0]
+    assert np.nanmax(plane) > 0
+    fig = heat_figure(d)
+
+    def lit():
+        p = heat_pixels(d, fig)
+        return [p] if p.std() > 20 else None
+
+    px = wait(lit, timeout=15, step=0.5)[0]  # not blank (once the browser has drawn it)
+    assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50
+    # a bright pixel row of the screenshot lies at a price where the store's last buckets
+    # hold levels (the inferno map: bright = red + green high)
+    lum = px[:, px.shape[1] // 2].astype(float).sum(axis=1)
+    r = int(np.argmax(lum))
+    price = fig["y0"] * (fig["y1"] / fig["y0"]) ** (1 - (r + 2) / fig["height"])
+    e = ds["price_edges"].values
+    j = int(np.searchsorted(e, price)) - 1
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64)
+    col_t = fig["x0"] + (fig["x1"] - fig["x0"]) * 0.5
+    i = int(np.searchsorted(t, col_t)) - 1
+    near = ds["intensity"].isel(time=i, price=slice(j - 2, j + 3)).sum().item()
+    prof = ds["intensity"].isel(time=i).sum(["series", "leverage", "side"]).values
+    assert near > np.quantile(prof[prof > 0], 0.5)
+    # the side panels: the map and the top levels
+    assert len(figures(d)) == 2
+    assert re.search(r"\d+,\d{3},\d{3}", text(d, "liqgpu-levels"))
+    assert "buckets" in text(d, "liqgpu-status")
+    # the damaged store: one sentence on the page, no traceback
+    page_text = d.execute_script(DEEP + """
+      return deepAll(document, e => e.shadowRoot, []).map(e => e.shadowRoot.textContent)
+        .join(' ') + document.body.innerText;""")
+    alert = text(d, "liqgpu-alert")
+    assert "bad.zarr" in alert and "cannot" in alert
+    assert "Traceback" not in page_text and "Traceback" not in alert
+
+
+@browser_test
+def test_zoom_rerenders_finer(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    d, session = page
+    before = dict(session.last)
+    fig = heat_figure(d)
+    origin = ScrollOrigin.from_viewport(int(fig["left"] + fig["width"] * 0.6),
+                                        int(fig["top"] + fig["height"] * 0.5))
+    for _ in range(4):
+        ActionChains(d).scroll_from_origin(origin, 0, -200).perform()
+        time.sleep(0.15)
+    wait(lambda: session.last["n_bins"] < before["n_bins"] * 0.7)
+    time.sleep(0.8)  # the last wheel event's render
+    after = session.last
+    assert after["n_buckets"] < before["n_buckets"]
+    assert after["rows_per_bin"] > before["rows_per_bin"] * 1.4
+    # still the screen's pixels (the columns of buckets cut by the view's edges reach past it)
+    assert (after["width"], after["height"]) == (before["width"], before["height"])
+    assert after["planes"][0].shape[0] == before["height"]
+    assert after["planes"][0].shape[1] >= before["width"]
+    wait(lambda: f"x {after['n_bins']} bins" in text(d, "liqgpu-status"))
+    shot(d, "2-zoom")
+
+
+@browser_test
+def test_hover_reads_the_cell(page, ds):
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    from liqgpu.render.style import fmt_price
+
+    d, session = page
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64).astype(float)
+    e = ds["price_edges"].values
+    i = 25
+    prof = ds["intensity"].isel(time=i).sum(["series", "leverage", "side"]).values
+    j = int(np.argmax(prof))
+    x0, x1, y0, y1 = t[i - 5], t[i + 5], float(e[j - 15]), float(e[j + 15])
+    set_ranges(d, x0, x1, y0, y1)
+    wait(lambda: abs(session.last["y_range"][0] - y0) < 1e-6 * y0
+         and abs(session.last["x_range"][1] - x1) < 1, timeout=5)
+    assert 30 <= session.last["n_bins"] <= 32
+    fig = wait(lambda: (f := heat_figure(d)) and abs(f["y0"] - y0) < 1e-6 and f)
+    tx = t[i] + 1800e3
+    py = np.sqrt(e[j] * e[j + 1])
+    x = fig["left"] + (tx - fig["x0"]) / (fig["x1"] - fig["x0"]) * fig["width"]
+    y = fig["top"] + (1 - np.log(py / fig["y0"]) / np.log(fig["y1"] / fig["y0"])) * fig["height"]
+    for dx in (-3, 0):  # a move onto the cell from beside it
+        a = ActionBuilder(d)
+        a.pointer_action.move_to_location(int(round(x)) + dx, int(round(y)))
+        a.perform()
+        time.sleep(0.2)
+    wait(lambda: session.last_readout is not None and session.last_readout["bucket"] == i)
+    ref = cell(ds, i, j)
+    want = [f"{fmt_price(e[j])} – {fmt_price(e[j + 1])}", f"longs {ref['long']:,.0f}",
+            f"shorts {ref['short']:,.0f}", str(ds["time"].values[i])[:16].replace("T", " ")]
+    got = wait(lambda: (s := text(d, "liqgpu-readout")) and all(w in s for w in want) and s)
+    assert re.search(r"dominant: \S+ \d+%", got)  # a tier (25x) or a band (2-10)
+    # the map and the levels follow the cursor's time: the last snapshot taken at or before
+    # it, at the end of bucket i - 1 (bucket i's own is taken at its end: no look-ahead)
+    end = str(ds["time"].values[i])[:16].replace("T", " ")
+    wait(lambda: end in text(d, "liqgpu-levels"), timeout=5)
+    shot(d, "3-hover")
+
+
+@browser_test
+def test_side_toggle_changes_the_picture(page, ds):
+    d, session = page
+    set_ranges(d, *session.last["x_range"], 45000.0, 85000.0)
+    wait(lambda: abs(session.last["y_range"][0] - 45000.0) < 1)
+    time.sleep(0.5)
+    both = session.last
+    fig = heat_figure(d)
+    px_both = heat_pixels(d, fig)
+    click_button(d, "longs")
+    wait(lambda: session.last["sel"].sides == ["long"])
+    longs = session.last
+    # served: longs only hold less; drawn: the picture changes (once the browser has it)
+    assert np.nansum(longs["planes"][0]) < np.nansum(both["planes"][0])
+    wait(lambda: np.abs(heat_pixels(d, fig).astype(int) - px_both.astype(int)).mean() > 2,
+         timeout=15, step=0.5)
+    shot(d, "4-longs")
+    click_button(d, "two hues")
+    wait(lambda: len(session.last["planes"]) == 2)
+    time.sleep(0.8)
+    shot(d, "5-two-hues")
+    click_button(d, "both")
+    wait(lambda: session.last["sel"].sides == ["long", "short"]
+         and len(session.last["planes"]) == 1)
+
+
+@browser_test
+def test_update_shows_up_without_reload(page, stores, market):
+    from liqgpu.update import update
+
+    d, session = page
+    d.execute_script("window.__liqgpu_same_page = 42;")
+    set_ranges(d, *session.last["x_range"], *session.last["y_range"])  # a zoomed view stays
+    assert f"{HOURS_FIRST} buckets to" in text(d, "liqgpu-status")
+    t0 = time.perf_counter()
+    update(stores["live"], market, allow_outside=True)
+    wait(lambda: "72 buckets to" in text(d, "liqgpu-status"), timeout=15)
+    took = time.perf_counter() - t0
+    assert took < 10, took
+    assert d.execute_script("return window.__liqgpu_same_page") == 42  # no reload
+    assert session.store.ds.sizes["time"] == 72
+    shot(d, "6-updated")
