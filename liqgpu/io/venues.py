@@ -98,7 +98,8 @@ def check_symbol(venue: str, symbol) -> str:
     pat = BYBIT_SYMBOL if venue == "bybit" else OKX_INST
     if not pat.match(s):
         eg = "BTCUSDT, BTCUSD, BTCUSDH25" if venue == "bybit" else "BTC-USDT-SWAP, BTC-USD-SWAP"
-        raise InputError(f"--symbol: {str(symbol)[:40]!r} is not a {venue} symbol (like {eg})")
+        name = "a Bybit" if venue == "bybit" else "an OKX"
+        raise InputError(f"--symbol: {str(symbol)[:40]!r} is not {name} symbol (like {eg})")
     return s
 
 
