@@ -35,10 +35,11 @@ day file carries the SHA-256 of its payload, verified when a rerun reuses it.
 Why plain REST and not an exchange library such as ccxt: one small client
 (:mod:`liqgpu.io.rest`) gives every request a timeout and the whole run one deadline, a rate
 limit, retries with backoff and a size cap, and it points at a test server on 127.0.0.1 with a
-``--base-url``; the unified libraries do not cover open-interest history and liquidation
-history the same way on each venue (ccxt's OKX ``fetchOpenInterestHistory`` reads the
-``open-interest-volume`` statistics, not the per-instrument ``open-interest-history``, and Bybit
-has no liquidation history to fetch), so the raw endpoints would be needed anyway.
+``--base-url``. An exchange library would not spare the raw endpoints either: ccxt lists OKX's
+per-instrument ``open-interest-history`` among its implicit raw methods
+(``public_get_rubik_stat_contracts_open_interest_history``), and one project reports that its
+unified ``fetchOpenInterestHistory`` reads the coarser ``open-interest-volume`` statistics
+instead (not checked here); Bybit has no liquidation history to fetch at all.
 
 Conversions reuse the ingest readers: OI through :func:`liqgpu.io.bybit.read_open_interest` /
 :func:`liqgpu.io.okx.read_open_interest` (an OI snapshot at T belongs to the bar closing at T;
