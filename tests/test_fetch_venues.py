@@ -213,7 +213,8 @@ def test_client_retries_429_with_retry_after_500_and_truncated_json(exchange):
     assert len(doc["result"]["list"]) == 5
     assert c.requests == 4 and c.retried == 3
     assert pauses[0] == pytest.approx(0.05)  # the server's Retry-After, not the backoff
-    assert all(p <= 0.02 for p in pauses[1:])
+    # then exponential backoff with full jitter: attempt k waits at most backoff * 2**k
+    assert all(p <= 0.01 * 2 ** k for k, p in enumerate(pauses[1:], start=1))
 
 
 def test_client_refuses_redirect_loop_size_cap_and_deadline(exchange):
