@@ -412,7 +412,7 @@ def test_deadline_stops_the_run_and_a_rerun_resumes(exchange, tmp_path):
     exchange.end = D0 + 3 * DAY
     r = run("fetch", "okx", "--symbol", "BTC-USDT-SWAP", "--start", "2026-03-01", "--end",
             "2026-03-03", "--out", tmp_path, "--base-url", exchange.url, "--interval", "5m",
-            "--rate", "10", "--deadline", "0.6", "--data", "klines,oi")
+            "--rate", "10", "--deadline", "1.0", "--data", "klines,oi")
     assert r.exit_code == 2 and "deadline" in r.output, r.output
     done = len(list((tmp_path / "cache").rglob("*.json")))
     assert 0 < done < 6
