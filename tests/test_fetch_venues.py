@@ -186,7 +186,7 @@ def exchange():
         return None
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     th.start()
     ex.url = f"http://127.0.0.1:{srv.server_address[1]}"
     yield ex
