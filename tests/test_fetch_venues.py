@@ -394,6 +394,19 @@ def test_resume_fetches_only_the_missing_days(exchange, tmp_path):
     assert s["fetched"] == 1 and {p for p, q in exchange.requests} == {"/v5/market/open-interest"}
 
 
+def test_bybit_inverse_units(exchange, tmp_path):
+    s = fetch_venue("bybit", "BTCUSD", start="2026-03-01", end="2026-03-01", out=tmp_path,
+                    interval="5m", base_url=exchange.url, rate=0, now_ms=NOW,
+                    datasets=["klines", "oi"])
+    df = pd.read_parquet(s["series"])
+    b = bar(D0, 5 * MIN)
+    assert df["kind"].iloc[0] == "inverse" and df["contract_size"].iloc[0] == 1.0
+    # inverse: volume counts 1-USD contracts (-> quote), turnover is base; OI in contracts
+    assert df["quote_volume"].iloc[0] == b["v"] and df["volume"].iloc[0] == b["q"]
+    assert df["oi"].iloc[0] == 1001.0
+    assert {q["category"] for p, q in exchange.requests} == {"inverse"}
+
+
 def test_day_not_over_is_fetched_again(exchange, tmp_path):
     now = D0 + DAY + 6 * 3_600_000  # 2026-03-02 06:00
     exchange.end = now - now % (5 * MIN)
@@ -403,9 +416,11 @@ def test_day_not_over_is_fetched_again(exchange, tmp_path):
     s = fetch_venue("bybit", "BTCUSDT", start="2026-03-01", end="2026-03-02", out=tmp_path,
                     interval="5m", base_url=exchange.url, rate=0, now_ms=now)
     assert s["present"] == 3 and s["incomplete"] == 3
+    n = len(exchange.requests)
     with pytest.raises(InputError, match="has not started"):
         fetch_venue("bybit", "BTCUSDT", start="2026-03-01", end="2026-03-09", out=tmp_path,
                     base_url=exchange.url, rate=0, now_ms=now)
+    assert len(exchange.requests) == n
 
 
 def test_deadline_stops_the_run_and_a_rerun_resumes(exchange, tmp_path):

@@ -543,6 +543,8 @@ def fetch_venue(venue: str, symbol: str, *, start, end, out, interval: str = "1m
                         classify=_bybit_classify if venue == "bybit" else _okx_classify)
     job = Job(venue, sym, interval, client, category or "linear", cv)
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    if day_ms(days[-1]) > now_ms:
+        raise InputError(f"--end {end}: {days[-1]} has not started yet (UTC)")
     root = out / "cache" / venue / sym
     counts = {"fetched": 0, "present": 0, "incomplete": 0}
     files: dict[str, list[Path]] = {ds: [] for ds in wanted}
@@ -551,8 +553,6 @@ def fetch_venue(venue: str, symbol: str, *, start, end, out, interval: str = "1m
         for day in days:
             t0 = day_ms(day)
             t1 = t0 + DAY_MS
-            if t0 > now_ms:
-                raise InputError(f"--end {end}: {day} has not started yet (UTC)")
             for ds in wanted:
                 path = root / ds / job.folder_interval(ds) / f"{day.isoformat()}.json"
                 if read_day(path) is not None:
