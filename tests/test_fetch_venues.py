@@ -437,3 +437,20 @@ def test_deadline_stops_the_run_and_a_rerun_resumes(exchange, tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["present"] == done and s["fetched"] == 6 - done
+
+
+@pytest.mark.parametrize("venue,symbol", [("bybit", "BTCUSDT"), ("okx", "BTC-USDT-SWAP")])
+def test_ingest_merge_reads_the_cache(exchange, tmp_path, venue, symbol):
+    s = fetch_venue(venue, symbol, start="2026-03-01", end="2026-03-02", out=tmp_path,
+                    interval="5m", base_url=exchange.url, rate=0, now_ms=NOW,
+                    datasets=["klines", "mark", "oi"])
+    c = tmp_path / "cache" / venue / symbol
+    out = tmp_path / "merged.parquet"
+    r = run("ingest", "merge", f"{venue}-klines={c / 'klines' / '5m'}",
+            f"{venue}-mark-klines={c / 'mark' / '5m'}", f"{venue}-oi={c / 'oi' / '5m'}",
+            "--step", "5m", "--symbol", symbol, "--out", out)  # OKX OI rows name no instId
+    assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(s["series"]))
+    r = run("ingest", f"{venue}-klines", c / "klines" / "5m", "--symbol",
+            "ETHUSDT" if venue == "bybit" else "ETH-USDT-SWAP", "--out", tmp_path / "x.parquet")
+    assert r.exit_code == 2 and "not --symbol" in r.output

@@ -407,24 +407,39 @@ def _num(rows, i, url):
         raise InputError(f"{url}: a kline row with a missing or non-numeric field {i}") from None
 
 
-def kline_part(venue: str, files: list[Path], *, symbol: str, interval: str, kind: str,
+def _rows_of(venue: str, doc, source: str) -> list:
+    try:
+        rows = doc["result"]["list"] if venue == "bybit" else doc["data"]
+    except (KeyError, TypeError):
+        rows = None
+    if not isinstance(rows, list):
+        what = "result.list" if venue == "bybit" else "data list"
+        raise InputError(f"{source}: no {what}; not a {venue} kline response")
+    return rows
+
+
+def kline_part(venue: str, docs, *, symbol: str, interval: str | None, kind: str,
                contract_size: float, mark: bool):
-    """Cached kline (or mark-price kline) days -> a series part (time = bar open)."""
+    """Kline (or mark-price kline) responses ``[(source, doc)]`` or cached day files -> a series
+    part (time = bar open), or None when they hold no rows."""
     from .tables import series_table
 
     pieces, dropped = [], 0
-    for f in files:
-        doc = json.loads(f.read_text())
-        rows = doc["result"]["list"] if venue == "bybit" else doc["data"]
+    for item in docs:
+        src, doc = (str(item), json.loads(Path(item).read_text())) \
+            if isinstance(item, (str, Path)) else item
+        rows = _rows_of(venue, doc, src)
         if venue == "okx":
             confirm = 5 if mark else 8
             n0 = len(rows)
-            rows = [r for r in rows if len(r) <= confirm or str(r[confirm]) != "0"]
+            rows = [r for r in rows if not isinstance(r, list) or len(r) <= confirm
+                    or str(r[confirm]) != "0"]
             dropped += n0 - len(rows)
         if not rows:
             continue
-        src = str(f)
-        ns = np.array([int(r[0]) for r in rows], dtype=np.int64) * 1_000_000
+        if not all(isinstance(r, list) for r in rows):
+            raise InputError(f"{src}: a kline row is not a list")
+        ns = np.array([_ts(r, "kline", src) for r in rows], dtype=np.int64) * 1_000_000
         o, h, lo, c = (_num(rows, i, src) for i in (1, 2, 3, 4))
         if mark:
             cols = {"mark_high": h, "mark_low": lo}
@@ -442,12 +457,81 @@ def kline_part(venue: str, files: list[Path], *, symbol: str, interval: str, kin
     if not pieces:
         return None
     notes = ["time = bar open (UTC)"]
+    if not mark:
+        notes.append("volume: base units; quote_volume: quote" +
+                     (" (inverse: contracts x contract value)" if kind == "inverse" else ""))
     t = series_table(pieces, exchange=venue, symbol=symbol, kind=kind,
                      contract_size=contract_size, notes=notes,
-                     step_ns=INTERVALS[interval] * 10**9)
+                     step_ns=INTERVALS[interval] * 10**9 if interval else None)
     if dropped:
         t.dropped["bars still open (confirm=0)"] = dropped
     return t
+
+
+def _read_klines(venue: str, inputs, *, symbol=None, contract_value=None, mark=False):
+    """Kline JSON responses of ``venue`` (as fetched, or the ``fetch`` cache) -> a series part."""
+    from . import bybit as bybit_mod
+    from . import okx as okx_mod
+    from .archive import expand_inputs, read_members
+    from .tables import looks_like_json, read_json_records
+
+    docs, syms, steps = [], set(), set()
+    for p in expand_inputs(inputs):
+        for source, data in read_members(p):
+            if not looks_like_json(data):
+                raise InputError(f"{source}: not JSON; expected {venue} kline responses")
+            for rec in read_json_records(data, source):
+                if not isinstance(rec, dict):
+                    raise InputError(f"{source}: a record is not a JSON object")
+                head = rec.get("liqgpu") if isinstance(rec.get("liqgpu"), dict) else {}
+                sym = head.get("symbol") or (rec.get("result") or {}).get("symbol") \
+                    if venue == "bybit" else head.get("symbol")
+                if sym:
+                    syms.add(str(sym).upper())
+                if head.get("interval") in INTERVALS:
+                    steps.add(head["interval"])
+                docs.append((source, rec))
+    if symbol:
+        sym = check_symbol(venue, symbol)
+        other = syms - {sym}
+        if other:
+            raise InputError(f"{docs[0][0]}: holds {', '.join(sorted(other))}, not --symbol {sym}")
+    elif len(syms) == 1:
+        sym = check_symbol(venue, syms.pop())
+    else:
+        raise InputError(f"{inputs[0]}: " + ("several symbols (" + ", ".join(sorted(syms)) + ")"
+                                             if syms else "no symbol in the files") +
+                         "; pass --symbol")
+    if venue == "bybit":
+        kind, cs = ("inverse" if bybit_mod.is_inverse(sym) else "linear"), 1.0
+    else:
+        kind = "inverse" if okx_mod.is_inverse(sym) else "linear"
+        cs = okx_mod.contract_value(sym, contract_value) if kind == "inverse" else 1.0
+    t = kline_part(venue, docs, symbol=sym, interval=steps.pop() if len(steps) == 1 else None,
+                   kind=kind, contract_size=cs, mark=mark)
+    if t is None:
+        raise InputError(f"{inputs[0]}: no kline rows")
+    return t
+
+
+def read_bybit_klines(inputs, *, symbol=None, contract_value=None, **_):
+    """Bybit ``/v5/market/kline`` JSON responses -> a price part (``liqgpu ingest bybit-klines``)."""
+    return _read_klines("bybit", inputs, symbol=symbol)
+
+
+def read_bybit_mark_klines(inputs, *, symbol=None, contract_value=None, **_):
+    """Bybit ``/v5/market/mark-price-kline`` JSON responses -> a mark_high/mark_low part."""
+    return _read_klines("bybit", inputs, symbol=symbol, mark=True)
+
+
+def read_okx_klines(inputs, *, symbol=None, contract_value=None, **_):
+    """OKX ``history-candles`` JSON responses -> a price part (``liqgpu ingest okx-klines``)."""
+    return _read_klines("okx", inputs, symbol=symbol, contract_value=contract_value)
+
+
+def read_okx_mark_klines(inputs, *, symbol=None, contract_value=None, **_):
+    """OKX ``history-mark-price-candles`` JSON responses -> a mark_high/mark_low part."""
+    return _read_klines("okx", inputs, symbol=symbol, contract_value=contract_value, mark=True)
 
 
 def _nonempty(files: list[Path], venue: str) -> list[Path]:
