@@ -437,6 +437,12 @@ def test_deadline_stops_the_run_and_a_rerun_resumes(exchange, tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["present"] == done and s["fetched"] == 6 - done
+    r = run("fetch", "okx", "--symbol", "BTC-USDT-SWAP", "--start", "2026-03-01", "--end",
+            "2026-03-03", "--out", tmp_path, "--base-url", exchange.url, "--interval", "5m",
+            "--rate", "0", "--data", "klines,oi")
+    assert r.exit_code == 0, r.output
+    assert "0 day part(s) fetched, 6 already complete" in r.output and "0 request(s)" in r.output
+    assert "series    " in r.output and "note      no liquidation" not in r.output
 
 
 @pytest.mark.parametrize("venue,symbol", [("bybit", "BTCUSDT"), ("okx", "BTC-USDT-SWAP")])
