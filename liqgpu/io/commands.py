@@ -32,6 +32,14 @@ FORMATS = {
                            "Bybit v5 liquidation stream recordings (JSON lines or CSV) -> events."),
     "bybit-oi": ("bybit", "read_open_interest", ("contract_value",),
                  "Bybit v5 open-interest history (JSON or CSV) -> OI part."),
+    "bybit-klines": ("venues", "read_bybit_klines", (),
+                     "Bybit v5 kline JSON (liqgpu fetch bybit cache or saved responses) -> price part."),
+    "bybit-mark-klines": ("venues", "read_bybit_mark_klines", (),
+                          "Bybit v5 mark-price-kline JSON -> mark_high/mark_low part."),
+    "okx-klines": ("venues", "read_okx_klines", ("contract_value",),
+                   "OKX history-candles JSON (liqgpu fetch okx cache or saved responses) -> price part."),
+    "okx-mark-klines": ("venues", "read_okx_mark_klines", ("contract_value",),
+                        "OKX history-mark-price-candles JSON -> mark_high/mark_low part."),
     "okx-liquidations": ("okx", "read_liquidations", ("contract_value",),
                          "OKX liquidation orders (JSON or CSV) -> events."),
     "okx-oi": ("okx", "read_open_interest", ("contract_value",),
@@ -233,6 +241,76 @@ def fetch_binance(symbol, start, end, market, datatypes, interval, out, base_url
                    f"complete, {summary['missing']} missing, {summary['bytes']} bytes")
         for folder in summary["folders"]:
             click.echo(f"  {folder}")
+
+
+def _venue_command(venue: str, example: str):
+    """``liqgpu fetch bybit|okx``: REST history into a cache and a normalized series (see
+    :mod:`liqgpu.io.venues`)."""
+    from .venues import DATASETS, DEFAULTS
+
+    @click.option("--symbol", required=True, help=f"Instrument, e.g. {example}.")
+    @click.option("--start", required=True, help="First day (YYYY-MM-DD, UTC).")
+    @click.option("--end", required=True, help="Last day, inclusive (YYYY-MM-DD, UTC).")
+    @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder.")
+    @click.option("--interval", default="1m", show_default=True,
+                  help="Kline interval: 1m, 5m, 15m, 30m, 1h, 4h (OI: the same, at least 5m).")
+    @click.option("--step", default=None, help="Series step [default: --interval].")
+    @click.option("--data", "datatypes", default=",".join(DATASETS[venue]), show_default=True,
+                  help="Comma-separated datasets to fetch.")
+    @click.option("--base-url", default=DEFAULTS[venue]["base_url"], show_default=True)
+    @click.option("--timeout", type=float, default=30.0, show_default=True,
+                  help="Seconds per request.")
+    @click.option("--deadline", type=float, default=3600.0, show_default=True,
+                  help="Seconds for the whole run; a rerun resumes.")
+    @click.option("--rate", type=float, default=DEFAULTS[venue]["rate"], show_default=True,
+                  help="Requests per second.")
+    @click.option("--retries", type=int, default=5, show_default=True,
+                  help="Attempts per request (429, 5xx, connection errors, truncated bodies).")
+    @click.option("--backoff", type=float, default=0.5, show_default=True, hidden=True)
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+    @user_errors
+    def cmd(symbol, start, end, out, interval, step, datatypes, base_url, timeout, deadline, rate,
+            retries, backoff, as_json, category=None, contract_value=None):
+        from .venues import fetch_venue
+
+        ctx = click.get_current_context()
+        quiet = bool((ctx.find_root().obj or {}).get("quiet", False))
+        s = fetch_venue(venue, symbol, start=start, end=end, out=out, interval=interval,
+                        step=step, category=category, contract_value=contract_value,
+                        datasets=[d.strip() for d in datatypes.split(",") if d.strip()],
+                        base_url=base_url, timeout=timeout, deadline=deadline, rate=rate,
+                        retries=retries, backoff=backoff,
+                        progress=not quiet and sys.stderr.isatty())
+        if as_json:
+            click.echo(json.dumps(s, indent=2, default=str))
+            return
+        click.echo(f"{out}: {s['fetched']} day part(s) fetched, {s['present']} already complete, "
+                   f"{s['incomplete']} not over yet; {s['requests']} request(s), "
+                   f"{s['retries']} retried")
+        if s.get("series"):
+            click.echo(f"series    {s['series']} ({s['rows']} bars; "
+                       + ", ".join(f"{k} {v}" for k, v in s["coverage"].items()) + ")")
+        if s.get("events"):
+            click.echo(f"events    {s['events']} ({s['event_rows']} liquidations)")
+        for n in s["notes"]:
+            click.echo(f"note      {n}")
+
+    if venue == "bybit":
+        cmd = click.option("--category", type=click.Choice(["linear", "inverse"]), default=None,
+                           help="Bybit category [default: from the symbol].")(cmd)
+    else:
+        cmd = click.option("--contract-value", type=float, default=None,
+                           help="OKX ctVal (linear: base units; inverse: USD) when not built in."
+                           )(cmd)
+    helps = {"bybit": "Download Bybit v5 klines, mark-price klines and open-interest history "
+                      "(REST) into a normalized series; resumable.",
+             "okx": "Download OKX klines, mark-price klines, open-interest history and recent "
+                    "liquidation orders (REST) into a normalized series and events; resumable."}
+    return click.command(venue, help=helps[venue])(cmd)
+
+
+fetch.add_command(_venue_command("bybit", "BTCUSDT or BTCUSD"))
+fetch.add_command(_venue_command("okx", "BTC-USDT-SWAP or BTC-USD-SWAP"))
 
 
 COMMANDS = [ingest, fetch]
