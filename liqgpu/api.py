@@ -414,7 +414,7 @@ class _RealizedBinner:
                                   return_summary=True, log_left_out=False)
         self._merge(summ)
         ds["realized"] = (("series", "time", "price", "side"), cube.astype(np.float32),
-                          dict(REALIZED_ATTRS))
+                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]})
         return ds
 
     def _merge(self, summ: dict) -> None:

@@ -486,7 +486,7 @@ def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, p
     if realized:  # filled by the client after the tasks (_write_realized)
         ds["realized"] = (("series", "time", "price", "side"),
                           da.zeros((S, nb, P, 2), dtype=np.float32, chunks=(1, tc, pc, 2)),
-                          dict(REALIZED_ATTRS))
+                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]})
     partial.mkdir(parents=True)
     (partial / "done").mkdir()
     with _quiet_zarr():

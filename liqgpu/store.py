@@ -28,7 +28,8 @@ TIER_VARS = ("added", "closed", "expired", "outside", "outside_liquidated")
 V2_TIER_VARS = ("churned",)  # model v2 only
 PRICE_VARS = ("open", "high", "low", "close", "oi")
 FORMAT_NAME = "liqgpu"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: CF attributes, price_bounds, snapshot_time, base/quote (readers take 1)
+CONVENTIONS = "CF-1.10"
 
 LONG_NAMES = {
     "intensity": "live liquidation-level notional at the bucket's last step",
@@ -84,9 +85,76 @@ def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: di
         for k, v in series_meta.items():
             ds.coords[k] = ("series", np.asarray(v))
     ds.coords["price_edges"] = ("price_edge", grid.edges)
-    ds["price"].attrs.update(units="quote per base", long_name="price bin centre")
-    ds["time"].attrs.update(long_name="bucket open time (UTC)")
+    describe(ds, grid=grid)
     return ds
+
+
+def quote_currency(symbols) -> str:
+    """The quote currency of the series (``USDT``), or ``USD`` for a mix of dollar quotes."""
+    from .assets import split_symbol
+
+    quotes = {split_symbol(s)[1] for s in symbols}
+    return quotes.pop() if len(quotes) == 1 else "USD"
+
+
+def describe(ds, *, grid=None) -> None:
+    """CF-style metadata on every variable and coordinate (in place): ``units`` from the quote
+    currency, ``long_name`` and ``description``; the bin edges as the ``price`` bounds; each
+    snapshot's exact time (``snapshot_time``: the end of its bucket, so a lookup by it never
+    looks ahead); base asset and quote currency per series."""
+    from .assets import split_symbol
+    from .model.params import parse_duration
+
+    symbols = [str(s) for s in np.asarray(ds["symbol"].values)] if "symbol" in ds.coords \
+        else [str(s).split(":", 1)[-1] for s in np.asarray(ds["series"].values)]
+    quote = quote_currency(symbols)
+    ds.attrs["Conventions"] = CONVENTIONS
+    ds.coords["base"] = ("series", np.asarray([split_symbol(s)[0] for s in symbols], dtype=str))
+    ds.coords["quote"] = ("series", np.asarray([split_symbol(s)[1] for s in symbols], dtype=str))
+    for v in ds.data_vars:
+        if v in LONG_NAMES:
+            ds[v].attrs.update(units=quote, long_name=LONG_NAMES[v],
+                               description=f"quote notional ({quote}) of positions; "
+                                           + LONG_NAMES[v])
+    for v in PRICE_VARS:
+        if v in ds:
+            ds[v].attrs.update(units="contracts or base units" if v == "oi" else quote,
+                               long_name=f"{v} of the bucket",
+                               description="open interest at the bucket's last valid bar "
+                                           "(the contract's native unit)" if v == "oi" else
+                               f"bucket {v} price ({quote} per base unit)")
+    if grid is not None:
+        e = np.asarray(grid.edges, dtype=np.float64)
+        ds.coords["price_bounds"] = (("price", "bnds"), np.stack([e[:-1], e[1:]], axis=1))
+        ds["price_bounds"].attrs.update(long_name="price bin bounds [lower, upper)", units=quote)
+    ds["price"].attrs.update(units=quote, long_name="price bin centre", bounds="price_bounds",
+                             description="bins are [lower, upper) edges in price_bounds")
+    ds["price_edges"].attrs.update(units=quote, long_name="price bin edges")
+    every = parse_duration(ds.attrs["every"]) if "every" in ds.attrs else None
+    ds["time"].attrs.update(long_name="bucket open time (UTC)", standard_name="time",
+                            description="intensity is the snapshot at the bucket's end "
+                                        "(snapshot_time); flows are sums over the bucket")
+    if every is not None:
+        ds.coords["snapshot_time"] = ("time", ds["time"].values.astype("datetime64[ns]")
+                                      + np.timedelta64(int(every.total_seconds() * 1e9), "ns"))
+        ds["snapshot_time"].attrs.update(long_name="time of the intensity snapshot (UTC)",
+                                         description="end of the bucket")
+    ds["series"].attrs.update(long_name="series (exchange:symbol)")
+    ds["side"].attrs.update(long_name="side of the position (long, short)")
+    if "leverage_lo" in ds.coords:
+        ds["leverage"].attrs.update(long_name="leverage band",
+                                    description="tiers L with leverage_lo <= L < leverage_hi")
+        ds["leverage_lo"].attrs.update(long_name="band's lowest leverage", units="1")
+        ds["leverage_hi"].attrs.update(long_name="band's highest leverage", units="1")
+    else:
+        ds["leverage"].attrs.update(long_name="leverage tier", units="1")
+    for k, name in (("exchange", "exchange"), ("symbol", "contract symbol"),
+                    ("kind", "contract kind (linear, inverse)"),
+                    ("contract_size", "quote value of one inverse contract, or base units per "
+                                      "OI unit (linear)"),
+                    ("base", "base asset"), ("quote", "quote currency")):
+        if k in ds.coords:
+            ds[k].attrs.update(long_name=name)
 
 
 def static_coords(ds) -> list[str]:

@@ -247,11 +247,20 @@ def _check_grid(inputs, grid, first_new: int) -> None:
         )
 
 
+def _held_arrays(root: Path) -> set:
+    """Names of the arrays a store holds."""
+    import zarr
+
+    return set(zarr.open_group(str(root), mode="r").array_keys())
+
+
 def _write_part(root: Path, part, b_first: int) -> None:
     """Rewrite the store's bucket ``b_first`` (this run's bucket 0) and append the rest."""
     from .store import static_coords
 
     part = part.drop_vars(static_coords(part), errors="ignore")
+    held = _held_arrays(root)  # a store of an older format lacks some (snapshot_time)
+    part = part.drop_vars([v for v in part.variables if v not in held and v != "time"])
     first = part["time"].values[0]
     if first == np.datetime64(_store_time(root, b_first)):
         head, rest = part.isel(time=slice(0, 1)), part.isel(time=slice(1, None))
