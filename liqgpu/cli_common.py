@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import click
 
 from .errors import InputError
+from .integrity import read_error
 
 
 class UserError(click.ClickException):
@@ -26,6 +28,20 @@ def user_errors(fn):
             raise UserError(str(exc)) from None
         except PermissionError as exc:
             raise UserError(f"{exc.filename}: permission denied") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise UserError(
+                    f"{exc.filename or 'the output folder'}: no space left on the device "
+                    f"(nothing was replaced; free some space and run again)") from None
+            damaged = read_error(exc)
+            if damaged is None:
+                raise
+            raise UserError(str(damaged)) from None
+        except Exception as exc:  # a damaged store met while computing (blosc, crc32c, ...)
+            damaged = read_error(exc)
+            if damaged is None:
+                raise
+            raise UserError(str(damaged)) from None
 
     return wrapper
 
