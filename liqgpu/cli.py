@@ -41,8 +41,21 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Estimate crypto-futures liquidation levels and render liquidation heatmaps."""
     _setup_logging(verbose, quiet)
+    _exit_cleanly_on_sigterm()
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: writers remove their temporary folders on the way out."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _progress_enabled() -> bool:

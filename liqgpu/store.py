@@ -205,6 +205,9 @@ class StoreWriter:
         return self
 
     def write(self, ds) -> None:
+        from .store_atomic import crash_point
+
+        crash_point("estimate-writing")
         self.attrs = dict(ds.attrs)
         with _quiet_zarr():
             if self._first:
@@ -353,15 +356,15 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
 
     if is_url(path):
         return open_remote(path, chunks=chunks, storage_options=storage_options)
+    from .integrity import check_manifest
+    from .store_atomic import try_recover
+
     path = Path(path)
+    try_recover(path)  # what a killed writer left beside it (a store moved aside comes back)
     if not path.exists():
         raise InputError(f"{path}: no such store")
     if not is_store(path):
         raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
-    from .integrity import check_manifest
-    from .store_atomic import try_recover
-
-    try_recover(path)  # what a killed writer left beside it
     check_manifest(path)
     with _quiet_zarr():
         try:

@@ -132,7 +132,7 @@ def _read_holder(fd) -> str:
 def try_recover(target) -> None:
     """:func:`recover` when the lock is free right now (readers); silently nothing otherwise."""
     target = Path(target)
-    if not any(target.parent.glob(f".{target.name}.*-*")):
+    if not any(target.parent.glob(f".{target.name}.*")):
         return
     try:
         with store_lock(target, wait=0):
@@ -172,9 +172,12 @@ def _rmtree(p: Path) -> None:
 
 
 def crash_point(name: str) -> None:
-    """Tests: ``LIQGPU_CRASH_AT=name`` kills this process here with SIGKILL."""
+    """Tests: ``LIQGPU_CRASH_AT=name`` kills this process here with SIGKILL;
+    ``LIQGPU_PAUSE_AT=name`` sleeps ``LIQGPU_PAUSE_S`` seconds here (races)."""
     if os.environ.get("LIQGPU_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("LIQGPU_PAUSE_AT") == name:
+        time.sleep(float(os.environ.get("LIQGPU_PAUSE_S", "2")))
 
 
 def _exchange(a: Path, b: Path) -> bool:

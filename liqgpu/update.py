@@ -70,7 +70,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool):
     from .model.params import Params, parse_duration
     from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
                         write_group)
-    from .store_atomic import commit
+    from .store_atomic import commit, crash_point
 
     path = _check_store(path)  # again, under the lock (a writer may have just replaced it)
     ds = open_store(path, chunks=None)
@@ -164,6 +164,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool):
             yield part
 
     clone = _clone(path)
+    crash_point("update-cloned")
     try:
         def write(part):
             _write_part(clone, part, b_first)
