@@ -252,12 +252,27 @@ def demo(out, days, seed, every, width, height, backend):
 @main.command()
 @click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--verify", is_flag=True,
+              help="Check the store's integrity first: every chunk in its manifest present with "
+                   "its size, every chunk decoding (checksums); exit 2 naming a damaged array.")
 @user_errors
-def info(store, as_json):
+def info(store, as_json, verify):
     """Dimensions, parameters, time and price range and totals of a store."""
     from .api import store_info
 
+    checked = None
+    if verify:
+        from .integrity import verify as verify_store
+        from .remote import is_url
+
+        if is_url(store):
+            raise UserError(f"{store}: --verify checks local stores; verify the local copy "
+                            f"before publishing it")
+        liqgpu_store_check(store)
+        checked = verify_store(store)
     d = store_info(store)
+    if checked is not None:
+        d["verified"] = checked
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -274,6 +289,18 @@ def info(store, as_json):
     for k, v in d["totals"].items():
         click.echo(f"{k:<19} long {v['long']:.6g}  short {v['short']:.6g}")
     click.echo(f"engine    liqgpu {d['engine_version']}, fingerprint {d['fingerprint'][:23]}...")
+    if checked is not None:
+        how = "manifest and checksums" if checked["manifest"] else \
+            "checksums only (no manifest: written by an older liqgpu)"
+        click.echo(f"verified  {checked['arrays']} arrays, {checked['chunks']} chunks: intact "
+                   f"({how})")
+
+
+def liqgpu_store_check(store) -> None:
+    """A local path that is a liqgpu store (the errors open_store gives)."""
+    from .store import open_store
+
+    open_store(store, chunks=None)
 
 
 @main.command()

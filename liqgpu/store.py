@@ -370,6 +370,11 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
         try:
             ds = xr.open_zarr(path, consolidated=True, chunks=chunks)
         except Exception as exc:  # noqa: BLE001 - a corrupt store is a user-facing error
+            from .integrity import read_error
+
+            damaged = read_error(exc)
+            if damaged is not None:
+                raise damaged from None
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{path}: cannot open the store ({msg})") from None
     check_layout(ds, path)
@@ -381,8 +386,16 @@ REQUIRED_ARRAYS = ("time", "series", "price", "leverage", "side", "price_edges")
     + CUBE_VARS + TIER_VARS + PRICE_VARS
 
 
+REQUIRED_ATTRS = ("step", "every", "grid", "leverages", "weights", "mmr", "entry", "side_split",
+                  "closure")
+
+
 def check_layout(ds, where) -> None:
-    """One sentence when a store lacks an array every liqgpu store has."""
+    """One sentence when a store lacks an array (or attribute) every liqgpu store has."""
+    gone = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
+    if gone:
+        raise InputError(f"{where}: not a liqgpu store (its attributes lack "
+                         f"{', '.join(gone[:4])}; format=liqgpu alone is not enough)")
     missing = [v for v in REQUIRED_ARRAYS if v not in ds.variables]
     if missing:
         raise InputError(f"{where}: array {missing[0]} is missing "

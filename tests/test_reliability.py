@@ -243,3 +243,166 @@ def test_disk_full_is_one_sentence_and_keeps_the_old_store(tmp_path, bars, monke
     assert len(r.output.strip().splitlines()) == 1
     after = liqgpu.open_store(out).load()
     assert after.identical(before) and leftovers(out) == []
+
+
+# -- defects 9, 12, 15 and 7: damaged stores -----------------------------------------------------
+@pytest.fixture()
+def store(tmp_path, bars):
+    s, a, b, _ = bars
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate(liqgpu.load_series(a), every="15min", grid=GRID, backend="numpy", out=out)
+    return out, b
+
+
+READERS = [
+    ("render", lambda st, tmp: ["render", str(st), "-o", str(tmp / "x.png")]),
+    ("map", lambda st, tmp: ["map", str(st), "-o", str(tmp / "m.png")]),
+    ("levels", lambda st, tmp: ["levels", str(st)]),
+    ("info", lambda st, tmp: ["info", str(st)]),
+    ("info --verify", lambda st, tmp: ["info", "--verify", str(st)]),
+]
+
+
+def chunk_of(store, array):
+    return sorted((store / array / "c").rglob("*"), key=lambda p: -p.stat().st_size)[0] \
+        if (store / array / "c").exists() else None
+
+
+def assert_one_sentence(r, *words):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, r.output
+
+
+def garble(f: Path):
+    b = bytearray(f.read_bytes())
+    for i in range(8, len(b), 7):
+        b[i] ^= 0x5A
+    f.write_bytes(bytes(b))
+
+
+def test_manifest_and_checksums_are_written(store):
+    from liqgpu.integrity import MANIFEST, verify
+
+    out, _ = store
+    man = json_load(out / MANIFEST)
+    assert "intensity" in man["arrays"] and man["arrays"]["intensity"]
+    assert '"crc32c"' in (out / "intensity" / "zarr.json").read_text()
+    assert '"crc32c"' in (out / "time" / "zarr.json").read_text()
+    rep = verify(out)
+    assert rep["manifest"] and rep["arrays"] >= 15
+    r = CliRunner().invoke(main, ["info", "--verify", str(out)])
+    assert r.exit_code == 0 and "intact" in r.output, r.output
+
+
+def json_load(p):
+    import json
+
+    return json.loads(Path(p).read_text())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "deleted-chunk", "deleted-array"])
+@pytest.mark.parametrize("reader", READERS, ids=[r[0] for r in READERS])
+def test_damaged_store_is_one_sentence_naming_the_array(tmp_path, store, damage, reader):
+    import shutil
+
+    out, _ = store
+    f = chunk_of(out, "intensity")
+    if damage == "garbage":
+        garble(f)
+    elif damage == "truncated":
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif damage == "deleted-chunk":
+        f.unlink()
+    else:
+        shutil.rmtree(out / "intensity")
+    r = CliRunner().invoke(main, reader[1](out, tmp_path))
+    if damage == "garbage" and reader[0] == "info":  # info reads only the last bucket
+        assert r.exit_code in (0, 2)
+        return
+    assert_one_sentence(r, str(out), "intensity")
+
+
+@pytest.mark.parametrize("array", ["intensity", "time", "resume/pack_float64"])
+def test_update_on_a_damaged_store_is_one_sentence(store, array):
+    import shutil
+
+    out, b = store
+    f = chunk_of(out, array)
+    f.unlink() if array != "intensity" else shutil.rmtree(out / array)
+    before = sorted(p.name for p in out.rglob("*"))
+    r = CliRunner().invoke(main, ["update", str(out), str(b)])
+    assert_one_sentence(r, str(out), array.split("/")[0])
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_garbage_chunk_of_a_store_without_manifest_is_one_sentence(tmp_path, store):
+    """Stores written before the manifest still read; their checksums still catch garbage."""
+    from liqgpu.integrity import MANIFEST
+
+    out, b = store
+    (out / MANIFEST).unlink()
+    assert liqgpu.open_store(out).sizes["time"] > 0
+    garble(chunk_of(out, "intensity"))
+    for args in (["render", str(out), "-o", str(tmp_path / "x.png")],
+                 ["info", "--verify", str(out)]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, "intensity", "damaged")
+    garble(chunk_of(out, "time"))
+    for args in (["update", str(out), str(b)], ["levels", str(out)]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, "array time", "damaged")
+
+
+def test_resume_group_that_does_not_match_the_store_is_refused(store):
+    """Defect 7: a resume group read as zeros (1970) is refused, not recomputed from 1970."""
+    import zarr
+
+    from liqgpu.integrity import MANIFEST
+
+    out, b = store
+    (out / MANIFEST).unlink()  # an older store: only the consistency check can tell
+    for f in (out / "resume").rglob("c/*"):
+        f.unlink()
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(main, ["update", str(out), str(b)])
+    assert_one_sentence(r, "resume", "damaged")
+    assert time.perf_counter() - t0 < 10
+    assert zarr.open_group(str(out), mode="r")  # untouched
+
+
+def test_plain_xarray_store_with_liqgpu_format_is_one_sentence(tmp_path, bars):
+    import xarray as xr
+
+    p = tmp_path / "plain.zarr"
+    from liqgpu.store import _quiet_zarr
+
+    with _quiet_zarr():
+        xr.Dataset({"x": ("t", np.arange(3.0))}, attrs={"format": "liqgpu"}).to_zarr(
+            p, zarr_format=3, consolidated=True)
+    ev = tmp_path / "ev.csv"
+    ev.write_text("time,long,short\n2024-01-01,1,2\n")
+    for args in (["info", str(p)], ["evaluate", str(p), "--realized", str(ev)],
+                 ["levels", str(p)], ["update", str(p), str(bars[2])]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, str(p), "not a liqgpu store")
+
+
+def test_store_missing_time_or_intensity_is_one_sentence(tmp_path, store):
+    import shutil
+
+    import zarr
+
+    out, b = store
+    from liqgpu.integrity import MANIFEST
+
+    (out / MANIFEST).unlink()
+    for name in ("time", "intensity"):
+        shutil.rmtree(out / name)
+    from liqgpu.store import _quiet_zarr
+
+    with _quiet_zarr():
+        zarr.consolidate_metadata(str(out), zarr_format=3)
+    r = CliRunner().invoke(main, ["update", str(out), str(b)])
+    assert_one_sentence(r, str(out), "missing")
