@@ -18,7 +18,7 @@ from .errors import InputError
 log = logging.getLogger("liqgpu")
 
 
-from .cli_common import contract_options, UserError, user_errors  # noqa: E402,F401
+from .cli_common import contract_options, series_limit_options, UserError, user_errors  # noqa: E402,F401,E501
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -132,11 +132,12 @@ def _params(leverages, weights, mmr, entry, side_split, closure, max_age):
 @click.option("--resume", is_flag=True,
               help="With --workers/--scheduler: continue an interrupted run, skipping the series "
                    "already complete.")
+@series_limit_options
 @model_options
 @user_errors
 def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, workers,
-             scheduler, resume, leverages, weights, mmr, entry, side_split, closure, max_age, grid,
-             step, every, backend):
+             scheduler, resume, max_bars, max_gap, leverages, weights, mmr, entry, side_split,
+             closure, max_age, grid, step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
     from .api import estimate as run
     from .series import load_series
@@ -148,7 +149,8 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
     check_target(out, overwrite=overwrite)
     params = _params(leverages, weights, mmr, entry, side_split, closure, max_age)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
-                          contract_size=contract_size, step=step) for p in inputs]
+                          contract_size=contract_size, step=step, max_bars=max_bars,
+                          max_gap=max_gap) for p in inputs]
     t = time.perf_counter()
     if distributed:
         from .distributed import estimate_distributed
@@ -188,8 +190,10 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
 @click.option("--interval", default="10s", show_default=True, help="Polling interval of --follow.")
 @click.option("--max-polls", type=int, default=None,
               help="Stop --follow after this many polls [default: run until interrupted].")
+@series_limit_options
 @user_errors
-def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls):
+def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls, max_bars,
+           max_gap):
     """Append new bars to STORE without recomputing its history (exactly as a full estimate)."""
     from .api import store_info
     from .series import load_series
@@ -199,9 +203,11 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
     if not inputs and follow is None:
         raise InputError("give new series files, or --follow FOLDER")
     if inputs:
-        series = [load_series(p, exchange=exchange, symbol=symbol) for p in inputs]
+        series = [load_series(p, exchange=exchange, symbol=symbol, max_bars=max_bars,
+                              max_gap=max_gap) for p in inputs]
         t = time.perf_counter()
-        run(store, series, allow_outside=allow_outside, progress=_progress_enabled())
+        run(store, series, allow_outside=allow_outside, progress=_progress_enabled(),
+            max_gap=max_gap)
         d = store_info(store)
         click.echo(f"updated {store}: now {d['time_start']} .. {d['time_end']} "
                    f"({d['dims']['time']} buckets) in {time.perf_counter() - t:.2f}s")

@@ -56,3 +56,15 @@ def contract_options(fn):
     return click.option(
         "--kind", type=click.Choice(["linear", "inverse"]), default=None,
         help="Contract kind of the inputs [default: the file's kind column, else linear].")(fn)
+
+
+def series_limit_options(fn):
+    """``--max-bars`` and ``--max-gap`` for commands that read series files (a wrong timestamp
+    must not become millions of NaN bars)."""
+    fn = click.option(
+        "--max-gap", default=None,
+        help="Refuse a hole between two bars longer than this (e.g. 30d; none: any) "
+             "[default: 90d].")(fn)
+    return click.option(
+        "--max-bars", type=click.IntRange(min=2), default=None,
+        help="Refuse a series file that fills to more bars than this [default: 10000000].")(fn)

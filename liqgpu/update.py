@@ -30,7 +30,8 @@ from .series import Series
 log = logging.getLogger(__name__)
 
 
-def update(store, series, *, allow_outside: bool = False, progress: bool = False):
+def update(store, series, *, allow_outside: bool = False, progress: bool = False,
+           max_gap=None):
     """Append new bars to a store, exactly as if the whole history had been estimated at once.
 
     Parameters
@@ -43,6 +44,9 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     allow_outside : bool
         Accept new positions whose level falls outside the store's grid (they are tracked in
         ``outside``); by default such an update is refused.
+    max_gap : str, optional
+        Refuse new bars that start longer than this after the store's end (``--max-gap``,
+        default 90d; ``'none'``: any).
     progress : bool
         Show a progress bar (on a terminal).
 
@@ -59,10 +63,11 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
 
     path = _check_store(store)
     with store_lock(path):  # read, compute and swap as the store's only writer
-        return _update(path, series, allow_outside=allow_outside, progress=progress)
+        return _update(path, series, allow_outside=allow_outside, progress=progress,
+                       max_gap=max_gap)
 
 
-def _update(path: Path, series, *, allow_outside: bool, progress: bool):
+def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None):
     from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
@@ -116,6 +121,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool):
         _check_overlap(s, saved, i, t0, t_end, step_ns)
 
     new_end = max(int(given[n].time[-1].view(np.int64)) for n in names)
+    _check_gap_after(path, given, t_end, max_gap)
     if new_end <= t_end:
         log.info("%s: no bars after the stored end; nothing to do", path)
         return ds
@@ -181,6 +187,26 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool):
         shutil.rmtree(clone, ignore_errors=True)
     log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
     return open_store(path)
+
+
+def _check_gap_after(path: Path, given: dict, t_end: int, max_gap) -> None:
+    """New bars that begin long after the store's end are a wrong timestamp, usually (the hole
+    would become millions of NaN bars)."""
+    from .series import DEFAULT_MAX_GAP, max_gap_ns
+
+    limit = max_gap_ns(max_gap)
+    if limit is None:
+        return
+    for s in given.values():
+        ts = s.time.view(np.int64)
+        after = ts[ts > t_end]
+        if after.size and int(after[0]) - t_end > limit:
+            raise InputError(
+                f"{s.source}: its bars after the store's end start "
+                f"{np.datetime_as_string(np.int64(after[0]).view('datetime64[ns]'), unit='s')}Z, "
+                f"a gap longer than --max-gap {max_gap or DEFAULT_MAX_GAP} after "
+                f"{np.datetime_as_string(np.int64(t_end).view('datetime64[ns]'), unit='s')}Z "
+                f"(a wrong timestamp? pass --max-gap to accept it)")
 
 
 def _check_overlap(s: Series, saved: dict, i: int, t0: int, t_end: int, step_ns: int) -> None:

@@ -406,3 +406,44 @@ def test_store_missing_time_or_intensity_is_one_sentence(tmp_path, store):
         zarr.consolidate_metadata(str(out), zarr_format=3)
     r = CliRunner().invoke(main, ["update", str(out), str(b)])
     assert_one_sentence(r, str(out), "missing")
+
+
+# -- defect 16: evaluate --realized reads events as estimate --realized does ---------------------
+def events_file(path, ds, unit="ms", symbol="BTC", exchange="ex"):
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64)[1:6]
+    price = ds["close"].values[0, 1:6]
+    tv = t // 1000 if unit == "s" else t
+    pd.DataFrame({"time": tv, "exchange": exchange, "symbol": symbol, "side": "long",
+                  "price": price, "notional": 1000.0}).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_refuses_another_symbols_events_and_reads_seconds(tmp_path, store):
+    out, _ = store
+    ds = liqgpu.open_store(out)
+    r = CliRunner().invoke(main, ["evaluate", str(out), "--realized",
+                                  str(events_file(tmp_path / "eth.csv", ds, symbol="ETHUSDT"))])
+    assert_one_sentence(r, "eth.csv", "ethusdt", "not of the store's")
+    res = {}
+    for unit in ("ms", "s"):
+        p = events_file(tmp_path / f"ev_{unit}.csv", ds, unit=unit)
+        r = CliRunner().invoke(main, ["evaluate", str(out), "--realized", str(p), "--json",
+                                      str(tmp_path / f"{unit}.json")])
+        assert r.exit_code == 0, r.output
+        res[unit] = json_load(tmp_path / f"{unit}.json")
+    drop = ("realized", "store", "source")
+    clean = {u: {k: v for k, v in d.items() if k not in drop} for u, d in res.items()}
+    assert clean["s"] == clean["ms"]
+
+
+def test_update_after_a_200_year_gap_is_refused(tmp_path, store):
+    """Defect 6 for update: bars starting long after the store's end."""
+    out, _ = store
+    s = market()
+    far = s.time + np.timedelta64(200 * 365, "D")
+    pd.DataFrame({"time": far[150:], **{k: v[150:] for k, v in s.columns.items()}}) \
+        .assign(exchange="ex", symbol="BTC").to_parquet(tmp_path / "far.parquet")
+    before = sorted(p.name for p in out.rglob("*"))
+    r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / "far.parquet")])
+    assert_one_sentence(r, "far.parquet", "--max-gap")
+    assert sorted(p.name for p in out.rglob("*")) == before

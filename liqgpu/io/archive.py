@@ -16,6 +16,34 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: The most bytes one input file may unpack to (all its members together); a zip bomb stops
+#: here instead of filling memory. Raise it with LIQGPU_MAX_UNPACKED (bytes) for huge archives.
+MAX_UNPACKED = 4 << 30
+
+
+def max_unpacked() -> int:
+    raw = os.environ.get("LIQGPU_MAX_UNPACKED", "").strip()
+    if not raw:
+        return MAX_UNPACKED
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise InputError(f"LIQGPU_MAX_UNPACKED={raw!r}: must be a number of bytes") from None
+
+
+def _read_capped(fh, name: str, budget: int) -> bytes:
+    """Read a decompressing stream piece by piece, at most ``budget`` bytes."""
+    out = bytearray()
+    while True:
+        piece = fh.read(1 << 20)
+        if not piece:
+            return bytes(out)
+        out += piece
+        if len(out) > budget:
+            raise InputError(f"{name}: unpacks to more than {max_unpacked() >> 20} MiB (a zip "
+                             f"bomb, or set LIQGPU_MAX_UNPACKED to a larger number of bytes)")
+
+
 #: Suffixes of files that :func:`expand_inputs` picks from a folder.
 DATA_SUFFIXES = (".zip", ".gz", ".csv", ".json", ".jsonl", ".txt", ".parquet", ".pq")
 
@@ -83,16 +111,25 @@ def read_members(path: str | Path) -> list[tuple[str, bytes]]:
                 if not members:
                     raise InputError(f"{name}: the archive is empty")
                 out = []
+                budget = max_unpacked()
+                declared = sum(i.file_size for i in members)
+                if declared > budget:
+                    raise InputError(f"{name}: unpacks to more than {budget >> 20} MiB (a zip "
+                                     f"bomb, or set LIQGPU_MAX_UNPACKED to a larger number of "
+                                     f"bytes)")
                 for info in members:
                     try:
-                        out.append((f"{name}!{info.filename}", zf.read(info)))
+                        with zf.open(info) as fh:  # streamed: sizes in headers can lie
+                            data = _read_capped(fh, name, budget)
+                        budget -= len(data)
+                        out.append((f"{name}!{info.filename}", data))
                     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                         raise InputError(f"{name}: member {info.filename} is corrupt or truncated "
                                          f"({exc})") from None
         elif low.endswith(".gz"):
             try:
                 with gzip.open(path, "rb") as fh:
-                    out = [(name, fh.read())]
+                    out = [(name, _read_capped(fh, name, max_unpacked()))]
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"{name}: corrupt or truncated gzip file ({exc})") from None
         else:
