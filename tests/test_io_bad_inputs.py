@@ -265,3 +265,22 @@ def test_gz_bomb_stops_at_the_cap(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["ingest", "binance-klines", str(p), "-o",
                                     str(tmp_path / "x.parquet")])
     assert res.exit_code == 2 and "unpacks to more than" in res.output, res.output
+
+
+def test_temporary_of_a_killed_ingest_is_removed_by_the_next(tmp_path):
+    """Defect 17 for ingest outputs: a dead writer's .NAME.PID.tmp goes, a live one's stays."""
+    import os
+    import subprocess
+    import sys
+
+    from liqgpu.io.archive import write_atomic
+
+    out = tmp_path / "x.parquet"
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                       capture_output=True, text=True)
+    dead = tmp_path / f".x.parquet.{int(p.stdout)}.tmp"
+    dead.write_bytes(b"half")
+    live = tmp_path / f".x.parquet.{os.getppid()}.tmp"
+    live.write_bytes(b"busy")
+    write_atomic(out, lambda t: t.write_bytes(b"ok"))
+    assert out.read_bytes() == b"ok" and not dead.exists() and live.exists()

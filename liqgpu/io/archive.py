@@ -165,6 +165,7 @@ def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
         raise InputError(f"{out}: is a folder")
     if not out.parent.exists():
         raise InputError(f"{out.parent}: no such folder for --out")
+    _remove_dead_temporaries(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -173,6 +174,21 @@ def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def _remove_dead_temporaries(out: Path) -> None:
+    """``.NAME.PID.tmp`` files whose writer (PID) is gone: what a killed run left."""
+    for p in out.parent.glob(f".{out.name}.*.tmp"):
+        pid = p.name[len(out.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("%s: removing %s, left by an interrupted run", out, p.name)
+            p.unlink(missing_ok=True)
+        except PermissionError:  # alive, somebody else's
+            pass
 
 
 def write_parquet(df, out: str | Path, *, overwrite: bool = False) -> Path:
