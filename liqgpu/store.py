@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
