@@ -18,8 +18,8 @@ from .errors import InputError
 log = logging.getLogger("liqgpu")
 
 
-from .cli_common import (Group, UserError, contract_options, status,  # noqa: E402,F401
-                         user_errors)
+from .cli_common import (Group, UserError, contract_options, series_limit_options,  # noqa: E402,F401
+                         status, user_errors)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -42,8 +42,21 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Estimate crypto-futures liquidation levels and render liquidation heatmaps."""
     _setup_logging(verbose, quiet)
+    _exit_cleanly_on_sigterm()
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: writers remove their temporary folders on the way out."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _progress_enabled() -> bool:
@@ -121,10 +134,12 @@ def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, clo
 @click.option("--resume", is_flag=True,
               help="With --workers/--scheduler: continue an interrupted run, skipping the series "
                    "already complete.")
+@series_limit_options
 @model_options
 @user_errors
 def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, workers,
-             scheduler, origin, resume, model, leverages, weights, bands, churn, mmr, entry, side_split,
+             scheduler, origin, resume, max_bars, max_gap, model, leverages, weights, bands, churn,
+             mmr, entry, side_split,
              closure, max_age, grid, step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
     from .api import estimate as run
@@ -138,7 +153,8 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
     params = _params(model, leverages, weights, bands, churn, mmr, entry, side_split, closure,
                      max_age)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
-                          contract_size=contract_size, step=step) for p in inputs]
+                          contract_size=contract_size, step=step, max_bars=max_bars,
+                          max_gap=max_gap) for p in inputs]
     t = time.perf_counter()
     if distributed:
         from .distributed import estimate_distributed
@@ -178,8 +194,10 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
 @click.option("--interval", default="10s", show_default=True, help="Polling interval of --follow.")
 @click.option("--max-polls", type=int, default=None,
               help="Stop --follow after this many polls [default: run until interrupted].")
+@series_limit_options
 @user_errors
-def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls):
+def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls, max_bars,
+           max_gap):
     """Append new bars to STORE without recomputing its history (exactly as a full estimate)."""
     from .api import store_info
     from .series import load_series
@@ -189,9 +207,11 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
     if not inputs and follow is None:
         raise InputError("give new series files, or --follow FOLDER")
     if inputs:
-        series = [load_series(p, exchange=exchange, symbol=symbol) for p in inputs]
+        series = [load_series(p, exchange=exchange, symbol=symbol, max_bars=max_bars,
+                              max_gap=max_gap) for p in inputs]
         t = time.perf_counter()
-        run(store, series, allow_outside=allow_outside, progress=_progress_enabled())
+        run(store, series, allow_outside=allow_outside, progress=_progress_enabled(),
+            max_gap=max_gap)
         d = store_info(store)
         status(f"updated {store}: now {d['time_start']} .. {d['time_end']} "
                    f"({d['dims']['time']} buckets) in {time.perf_counter() - t:.2f}s")
@@ -249,12 +269,27 @@ def demo(out, days, seed, every, width, height, backend, model, max_age):
 @main.command()
 @click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--verify", is_flag=True,
+              help="Check the store's integrity first: every chunk in its manifest present with "
+                   "its size, every chunk decoding (checksums); exit 2 naming a damaged array.")
 @user_errors
-def info(store, as_json):
+def info(store, as_json, verify):
     """Dimensions, parameters, time and price range and totals of a store."""
     from .api import store_info
 
+    checked = None
+    if verify:
+        from .integrity import verify as verify_store
+        from .remote import is_url
+
+        if is_url(store):
+            raise UserError(f"{store}: --verify checks local stores; verify the local copy "
+                            f"before publishing it")
+        liqgpu_store_check(store)
+        checked = verify_store(store)
     d = store_info(store)
+    if checked is not None:
+        d["verified"] = checked
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -279,6 +314,18 @@ def info(store, as_json):
     for k, v in d["totals"].items():
         click.echo(f"{k:<19} long {v['long']:.6g}  short {v['short']:.6g}")
     click.echo(f"engine    liqgpu {d['engine_version']}, fingerprint {d['fingerprint'][:23]}...")
+    if checked is not None:
+        how = "manifest and checksums" if checked["manifest"] else \
+            "checksums only (no manifest: written by an older liqgpu)"
+        click.echo(f"verified  {checked['arrays']} arrays, {checked['chunks']} chunks: intact "
+                   f"({how})")
+
+
+def liqgpu_store_check(store) -> None:
+    """A local path that is a liqgpu store (the errors open_store gives)."""
+    from .store import open_store
+
+    open_store(store, chunks=None)
 
 
 @main.command()

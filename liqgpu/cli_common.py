@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import click
 
 from .errors import InputError
+from .integrity import read_error
 
 
 VERBOSITY_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
@@ -54,6 +56,20 @@ def user_errors(fn):
             raise UserError(str(exc)) from None
         except PermissionError as exc:
             raise UserError(f"{exc.filename}: permission denied") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise UserError(
+                    f"{exc.filename or 'the output folder'}: no space left on the device "
+                    f"(nothing was replaced; free some space and run again)") from None
+            damaged = read_error(exc)
+            if damaged is None:
+                raise
+            raise UserError(str(damaged)) from None
+        except Exception as exc:  # a damaged store met while computing (blosc, crc32c, ...)
+            damaged = read_error(exc)
+            if damaged is None:
+                raise
+            raise UserError(str(damaged)) from None
 
     return wrapper
 
@@ -68,3 +84,15 @@ def contract_options(fn):
     return click.option(
         "--kind", type=click.Choice(["linear", "inverse"]), default=None,
         help="Contract kind of the inputs [default: the file's kind column, else linear].")(fn)
+
+
+def series_limit_options(fn):
+    """``--max-bars`` and ``--max-gap`` for commands that read series files (a wrong timestamp
+    must not become millions of NaN bars)."""
+    fn = click.option(
+        "--max-gap", default=None,
+        help="Refuse a hole between two bars longer than this (e.g. 30d; none: any) "
+             "[default: 90d].")(fn)
+    return click.option(
+        "--max-bars", type=click.IntRange(min=2), default=None,
+        help="Refuse a series file that fills to more bars than this [default: 10000000].")(fn)

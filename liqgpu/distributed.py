@@ -580,19 +580,13 @@ def _write_realized(store: Path, events, names, btime, every, edges, *, tc: int,
 
 
 def _commit(partial: Path, out: Path) -> None:
-    """Consolidate the metadata and move the store into place (replacing an old one)."""
-    import zarr
-
-    from .store import _quiet_zarr
+    """Consolidate the metadata and move the store into place (replacing an old one) atomically,
+    as the target's only writer (:mod:`liqgpu.store_atomic`)."""
+    from .store import finish
+    from .store_atomic import commit, store_lock
 
     store = partial / "store.zarr"
-    with _quiet_zarr():
-        zarr.consolidate_metadata(str(store), zarr_format=3)
-    backup = None
-    if out.exists():
-        backup = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, backup)
-    os.replace(store, out)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    finish(store)
+    with store_lock(out):
+        commit(store, out)
     shutil.rmtree(partial, ignore_errors=True)

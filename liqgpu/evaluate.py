@@ -43,6 +43,8 @@ from .jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
 
+from .series import MAX_VALUE  # noqa: E402 - finite-value bound shared with series files
+
 SIDES = ("long", "short")
 TIMING_SIDES = ("long", "short", "total")
 TOP = 0.10
@@ -202,6 +204,30 @@ class Realized:
     source: str = "<memory>"
     price_kind: str = "unknown"
     columns: dict = field(default_factory=dict)
+    #: events: each row's ``symbol`` (or ``exchange:symbol``), lower case; None when the file
+    #: names no symbol
+    series: object = None
+
+    def for_store(self, ds) -> "Realized":
+        """Only the events of the store's series; a file of another symbol is an InputError
+        (never scored against the wrong market without a word)."""
+        if self.series is None:
+            return self
+        names = [str(x).lower() for x in ds["series"].values]
+        syms = [n.split(":", 1)[-1] for n in names]
+        ser = np.asarray(self.series, dtype=object)
+        keep = np.array([(x in names) if ":" in x else (x in syms) for x in ser], dtype=bool)
+        if not keep.any():
+            held = sorted({str(x) for x in ser})[:3]
+            raise InputError(f"{self.source}: holds events of {', '.join(held)}, not of the "
+                             f"store's {', '.join(names)}; give the events of the store's series")
+        if keep.all():
+            return self
+        log.warning("%s: %d of %d events belong to other series and are left out",
+                    self.source, int((~keep).sum()), keep.size)
+        frame = self.frame.iloc[np.flatnonzero(keep)].reset_index(drop=True)
+        return Realized(self.kind, frame, self.step, self.source, self.price_kind, self.columns,
+                        ser[keep])
 
     @property
     def start(self) -> np.datetime64:
@@ -257,11 +283,16 @@ def _times(values, name: str, col: str) -> np.ndarray:
     import pandas as pd
 
     s = pd.Series(values)
+    if not pd.api.types.is_numeric_dtype(s.dtype) and len(s):
+        num = pd.to_numeric(s.astype(str).str.strip(), errors="coerce")
+        if num.notna().all():  # epoch numbers read as text (CSV)
+            s = num
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        from .io.tables import epoch_to_ns  # s, ms, us or ns by magnitude, as estimate reads
+
+        return epoch_to_ns(s, name, col).view("datetime64[ns]")
     try:
-        if pd.api.types.is_numeric_dtype(s.dtype):
-            t = pd.to_datetime(s.astype("int64"), unit="ms", utc=True)
-        else:
-            t = pd.to_datetime(s.astype(str), utc=True, format="ISO8601")
+        t = pd.to_datetime(s.astype(str), utc=True, format="ISO8601")
     except (ValueError, TypeError, OverflowError):
         raise InputError(f"{name}: column '{col}' holds values that are not UTC times or "
                          "epoch milliseconds") from None
@@ -313,16 +344,25 @@ def load_realized(path, columns: dict | str | None = None) -> Realized:
         notional = pd.to_numeric(df[lower["notional"]], errors="coerce").to_numpy(np.float64)
         price = (pd.to_numeric(df[lower["price"]], errors="coerce").to_numpy(np.float64)
                  if "price" in lower else np.full(len(df), np.nan))
-        bad = np.flatnonzero(~np.isfinite(notional) | (notional < 0))
+        bad = np.flatnonzero(~np.isfinite(notional) | (notional < 0) | (notional > MAX_VALUE))
         if bad.size:
             raise InputError(f"{name}: row {int(bad[0]) + 1}, column 'notional': must be a "
                              "number >= 0")
         kinds = (sorted(set(df[lower["price_kind"]].astype(str))) if "price_kind" in lower
                  else ["unknown"])
         frame = pd.DataFrame({"time": t, "side": side, "price": price, "notional": notional})
+        series = None
+        if "symbol" in lower:
+            sym = df[lower["symbol"]].astype(str).str.strip().str.lower()
+            if "exchange" in lower:
+                ex = df[lower["exchange"]].astype(str).str.strip().str.lower()
+                sym = (ex + ":" + sym).where(ex != "", sym)
+            frame["_series"] = sym.to_numpy()
         frame = frame.sort_values("time", kind="mergesort").reset_index(drop=True)
+        if "_series" in frame:
+            series = frame.pop("_series").to_numpy(dtype=object)
         return Realized("events", frame, None, name,
-                        kinds[0] if len(kinds) == 1 else "mixed")
+                        kinds[0] if len(kinds) == 1 else "mixed", series=series)
     # aggregates
     for s in SIDES:
         if s not in cols:
@@ -343,7 +383,7 @@ def load_realized(path, columns: dict | str | None = None) -> Realized:
     vals = {}
     for s in SIDES:
         v = pd.to_numeric(df[cols[s]], errors="coerce").to_numpy(np.float64)
-        bad = np.flatnonzero(~np.isfinite(v) | (v < 0))
+        bad = np.flatnonzero(~np.isfinite(v) | (v < 0) | (v > MAX_VALUE))
         if bad.size:
             raise InputError(f"{name}: row {int(bad[0]) + 1}, column {cols[s]!r}: must be a "
                              "number >= 0")

@@ -115,7 +115,7 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     _check_out_dir(report_dir, "--report")
     windows = _windows(train, test)
     ds = open_store(store)
-    realized = load_realized(realized_path, realized_columns)
+    realized = load_realized(realized_path, realized_columns).for_store(ds)
     table = build_table(ds, realized)
     result = evaluate(ds, realized, windows or None, table=table, draws=draws, seed=seed)
     result["store"] = str(store)

@@ -111,30 +111,35 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
         a, b = src.resolve(), Path(root).resolve()
         if a == b or a in b.parents or b in a.parents:
             raise InputError(f"{url}: is the store {src} itself (or inside it); publish elsewhere")
-    if fs.exists(f"{root}/{ROOT}"):  # overwrite: the store disappears first, then its objects
-        fs.rm_file(f"{root}/{ROOT}")
-        log.info("%s: removing the old store's objects", url)
-        fs.rm(root, recursive=True)
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p != src / ROOT)
-    put, made = [], set()
-    try:
-        for f in _progress(iter(files), len(files), progress):
-            key = f"{root}/{f.relative_to(src).as_posix()}"
-            parent = key.rsplit("/", 1)[0]
-            if parent not in made:  # folders for local and mounted filesystems; a no-op on S3
-                fs.makedirs(parent, exist_ok=True)
-                made.add(parent)
-            fs.put_file(str(f), key)
-            put.append(key)
-        fs.put_file(str(src / ROOT), f"{root}/{ROOT}")
-    except BaseException:
-        log.error("%s: upload failed; removing the %d objects it put", url, len(put))
-        for key in put:
-            try:
-                fs.rm_file(key)
-            except OSError:
-                pass
-        raise
+    from .integrity import check_manifest
+    from .store_atomic import store_lock
+
+    with store_lock(src):  # no update may swap the source while it uploads
+        check_manifest(src)  # never publish a damaged store
+        if fs.exists(f"{root}/{ROOT}"):  # overwrite: the store disappears first, then its objects
+            fs.rm_file(f"{root}/{ROOT}")
+            log.info("%s: removing the old store's objects", url)
+            fs.rm(root, recursive=True)
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p != src / ROOT)
+        put, made = [], set()
+        try:
+            for f in _progress(iter(files), len(files), progress):
+                key = f"{root}/{f.relative_to(src).as_posix()}"
+                parent = key.rsplit("/", 1)[0]
+                if parent not in made:  # folders for local and mounted filesystems; a no-op on S3
+                    fs.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                fs.put_file(str(f), key)
+                put.append(key)
+            fs.put_file(str(src / ROOT), f"{root}/{ROOT}")
+        except BaseException:
+            log.error("%s: upload failed; removing the %d objects it put", url, len(put))
+            for key in put:
+                try:
+                    fs.rm_file(key)
+                except OSError:
+                    pass
+            raise
     log.info("published %s to %s (%d objects)", src, url, len(files) + 1)
     return url
 

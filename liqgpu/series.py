@@ -24,7 +24,15 @@ log = logging.getLogger(__name__)
 REQUIRED = ("open", "high", "low", "close", "oi")
 OPTIONAL = ("mark_high", "mark_low", "volume", "taker_buy_volume", "quote_volume")
 PRICE_COLUMNS = ("open", "high", "low", "close", "mark_high", "mark_low")
-MAX_ROWS = 50_000_000
+MAX_ROWS = 50_000_000  # hard ceiling (memory), whatever --max-bars says
+#: defaults of --max-bars and --max-gap: more bars per file, or a longer hole between two bars,
+#: is refused as a probable wrong timestamp (raise them with the options)
+DEFAULT_MAX_BARS = 10_000_000
+DEFAULT_MAX_GAP = "90d"
+#: the largest magnitude accepted in a numeric column: products of prices and OI stay finite
+#: (in float32 cubes too) far beyond any real market
+MAX_VALUE = 1e15
+_NAME_OK = re.compile(r"[A-Za-z0-9_.\-/]+")
 NS = np.timedelta64(1, "ns")
 
 
@@ -119,6 +127,8 @@ def load_series(
     kind: str | None = None,
     contract_size: float | None = None,
     step=None,
+    max_bars: int | None = None,
+    max_gap=None,
 ) -> Series:
     """Read and validate a normalized series file (Parquet or CSV).
 
@@ -137,6 +147,11 @@ def load_series(
         Default from the file's ``contract_size`` column, else 1.
     step : str or timedelta, optional
         Model step; must be a whole multiple of the file's own step (bars are resampled).
+    max_bars : int, optional
+        Refuse a file that fills to more bars than this [default ``DEFAULT_MAX_BARS``].
+    max_gap : str or timedelta, optional
+        Refuse a hole between two bars longer than this (``'none'``: any)
+        [default ``DEFAULT_MAX_GAP``].
 
     Returns
     -------
@@ -178,16 +193,31 @@ def load_series(
             contract_size = float(meta_cs)
         except ValueError:
             raise InputError(f"{name}: column 'contract_size' holds {meta_cs!r}, not a number") from None
+    for col, v in (("exchange", meta_exchange), ("symbol", meta_symbol)):
+        if v is not None and not _NAME_OK.fullmatch(v) and not (exchange if col == "exchange"
+                                                                 else symbol):
+            raise InputError(f"{name}: column '{col}' holds {v!r}; it must be letters, digits "
+                             f"or _.-/ (or pass --{col})")
     return from_frame(
         df,
         exchange=exchange or meta_exchange or "unknown",
-        symbol=symbol or meta_symbol or path.name.split(".")[0],
+        symbol=symbol or meta_symbol or _name_from_file(path),
+        max_bars=max_bars,
+        max_gap=max_gap,
         kind=kind or meta_kind or "linear",
         contract_size=1.0 if contract_size is None else contract_size,
         step=step,
         source=name,
         header_lines=1 if suffixes.endswith((".csv", ".csv.gz", ".txt")) else 0,
     )
+
+
+def _name_from_file(path: Path) -> str:
+    """The default symbol: the file name up to its first dot, with anything but letters,
+    digits and _.-/ (spaces, non-ASCII letters) replaced by '_'."""
+    stem = path.name.split(".")[0]
+    clean = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).strip("_") or "unknown"
+    return clean
 
 
 def _single_value(df, col: str, name: str) -> str | None:
@@ -224,6 +254,7 @@ def parse_times(values, source: str = "<memory>", header_lines: int = 0) -> np.n
                     f"{text.iloc[i]!r} as epoch milliseconds like the rows before it"
                 )
             s = numeric
+            return parse_times(s, source, header_lines)
         else:
             try:
                 t = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
@@ -259,6 +290,10 @@ def parse_times(values, source: str = "<memory>", header_lines: int = 0) -> np.n
                 f"{source}: column 'time' looks like microseconds or nanoseconds "
                 f"(largest {arr.max():.0f}); epoch times must be milliseconds"
             )
+        if arr.size and arr.min() >= 1e9 and arr.max() < 1e11:
+            # as milliseconds these would be Jan 1970 .. Mar 1973; as seconds, 2001 .. 5138
+            log.info("%s: column 'time' holds epoch seconds (read as such)", source)
+            return (arr.astype(np.int64) * 1_000_000_000).astype("datetime64[ns]")
         return (arr.astype(np.int64) * 1_000_000).astype("datetime64[ns]")
     raise InputError(f"{source}: column 'time' has unsupported type {s.dtype}")
 
@@ -268,7 +303,8 @@ def _parse_numeric(df, col: str, source: str, header_lines: int) -> np.ndarray:
 
     raw = df[col]
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        return raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        return _check_finite(raw.to_numpy(dtype=np.float64, na_value=np.nan), col, source,
+                             header_lines)
     text = raw.astype(str).str.strip()
     num = pd.to_numeric(text, errors="coerce")
     empty = text.str.lower().isin(["", "nan", "na", "none", "null", "<na>"])
@@ -278,7 +314,20 @@ def _parse_numeric(df, col: str, source: str, header_lines: int) -> np.ndarray:
         raise InputError(
             f"{_where(source, i, header_lines)}, column '{col}': {text.iloc[i]!r} is not a number"
         )
-    return num.to_numpy(dtype=np.float64, na_value=np.nan)
+    return _check_finite(num.to_numpy(dtype=np.float64, na_value=np.nan), col, source,
+                         header_lines)
+
+
+def _check_finite(v: np.ndarray, col: str, source: str, header_lines: int) -> np.ndarray:
+    """Every number finite and within ``MAX_VALUE`` (1e308 OI would make inf notionals)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(np.isinf(v) | (np.abs(v) > MAX_VALUE))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(f"{_where(source, i, header_lines)}, column '{col}': {v[i]:g} is "
+                         f"{'infinite' if np.isinf(v[i]) else f'beyond {MAX_VALUE:g}'} "
+                         f"(a corrupt value?)")
+    return v
 
 
 def from_frame(
@@ -291,6 +340,8 @@ def from_frame(
     step=None,
     source: str = "<frame>",
     header_lines: int = 0,
+    max_bars: int | None = None,
+    max_gap=None,
 ) -> Series:
     """Validate a DataFrame with the normalized columns and build a :class:`Series`.
 
@@ -299,7 +350,13 @@ def from_frame(
     """
     from .model.params import parse_duration
 
-    cols = {str(c).strip().lower(): c for c in df.columns}
+    cols = {}
+    for c in df.columns:
+        key = str(c).strip().lower()
+        if key in cols:
+            raise InputError(f"{source}: columns {str(cols[key])!r} and {str(c)!r} are the same "
+                             f"column (names are case-insensitive); keep one")
+        cols[key] = c
     missing = [c for c in ("time",) + REQUIRED if c not in cols]
     if missing:
         raise InputError(
@@ -339,11 +396,14 @@ def from_frame(
             raise InputError(
                 f"--step {step}: must be a whole multiple of the input's own step ({_fmt_step(own)})"
             )
+    _check_gaps(time, diffs, own, source, header_lines, max_gap)
     total = (t_ns[-1] - t_ns[0]) // own + 1
-    if total > MAX_ROWS:
+    limit = DEFAULT_MAX_BARS if max_bars is None else int(max_bars)
+    if total > min(limit, MAX_ROWS):
         raise InputError(
-            f"{source}: filling the gaps would make {total} bars of {_fmt_step(own)}; "
-            f"more than {MAX_ROWS} (is a timestamp wrong?)"
+            f"{source}: filling the gaps would make {total} bars of {_fmt_step(own)}; more than "
+            + (f"--max-bars {limit} (is a timestamp wrong? pass --max-bars to accept more)"
+               if limit < MAX_ROWS else f"{MAX_ROWS}, the most one file may hold")
         )
     # Regular grid at the input's own step, gaps as NaN rows.
     idx = (t_ns - t_ns[0]) // own
@@ -370,6 +430,31 @@ def from_frame(
     if n_gaps:
         log.info("%s: %d gap(s) filled with NaN bars", source, n_gaps)
     return series
+
+
+def max_gap_ns(max_gap=None) -> int | None:
+    """``--max-gap`` in ns (None: no limit)."""
+    from .model.params import parse_duration
+
+    raw = DEFAULT_MAX_GAP if max_gap is None else max_gap
+    if isinstance(raw, str) and raw.strip().lower() in ("none", "off", "0"):
+        return None
+    return int(round(parse_duration(raw, option="--max-gap").total_seconds() * 1e9))
+
+
+def _check_gaps(time, diffs, own: int, source: str, header_lines: int, max_gap) -> None:
+    """Refuse a hole between two bars longer than ``max_gap`` (a wrong timestamp, usually:
+    filling it would make millions of NaN bars)."""
+    raw = DEFAULT_MAX_GAP if max_gap is None else max_gap
+    limit = max_gap_ns(max_gap)
+    if limit is None:
+        return
+    if diffs.size and int(diffs.max()) > limit:
+        i = int(np.argmax(diffs)) + 1
+        raise InputError(
+            f"{_where(source, i, header_lines)}, column 'time': a gap of {_fmt_step(int(diffs[i - 1]))} "
+            f"after {np.datetime_as_string(time[i - 1], unit='s')}Z is longer than --max-gap "
+            f"{raw} (a wrong timestamp? pass --max-gap to accept it)")
 
 
 def _fmt_step(ns: int) -> str:
@@ -424,6 +509,10 @@ def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) 
             i = first(np.isinf(v))
             if i is not None:
                 raise InputError(f"{_where(source, i, header_lines)}, column '{c}': value is infinite")
+            i = first(np.abs(v) > MAX_VALUE)
+            if i is not None:
+                raise InputError(f"{_where(source, i, header_lines)}, column '{c}': {v[i]:g} is "
+                                 f"beyond {MAX_VALUE:g} (a corrupt value?)")
 
 
 def resample(time: np.ndarray, data: dict, step_ns: int):

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -166,24 +165,34 @@ def _var_attrs(v: str) -> dict:
     return {"units": "quote notional", "long_name": LONG_NAMES[v]}
 
 
-def encoding_for(ds, tc: int, pc: int) -> dict:
-    from zarr.codecs import BloscCodec
+def compressors(kind: str = "blosc") -> tuple:
+    """The bytes-to-bytes codecs of every array liqgpu writes: a compressor, then a crc32c
+    checksum (checked first on reading, so a damaged chunk never reaches the decompressor)."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-    # lz4 + byte shuffle: about twice as fast as zstd-3 here, for a somewhat larger store
-    comp = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    if kind == "blosc":  # lz4 + byte shuffle: about twice as fast as zstd-3 here
+        return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
+    return (ZstdCodec(level=0), Crc32cCodec())  # zarr's default compressor
+
+
+def encoding_for(ds, tc: int, pc: int) -> dict:
+    comp = compressors()
     enc = {}
     K = ds.sizes["leverage"]
     for v in CUBE_VARS:
-        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": (comp,)}
+        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": comp}
     if "realized" in ds:
-        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": (comp,)}
+        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": comp}
     for v in TIER_VARS + V2_TIER_VARS:
         if v in ds:
-            enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": (comp,)}
+            enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": comp}
     for v in PRICE_VARS:
-        enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": (comp,)}
+        enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": comp}
     enc["time"] = {"units": "milliseconds since 1970-01-01", "dtype": "int64",
-                   "calendar": "proleptic_gregorian", "chunks": (max(tc, 1024),)}
+                   "calendar": "proleptic_gregorian", "chunks": (max(tc, 1024),),
+                   "compressors": compressors("zstd")}
+    for v in ds.variables:  # coordinates and anything else: checksummed too
+        enc.setdefault(v, {"compressors": compressors("zstd")})
     return enc
 
 
@@ -251,9 +260,19 @@ class StoreWriter:
     """
 
     def __init__(self, path, *, overwrite: bool = False, tc: int = 24, pc: int = 512):
-        self.path = check_target(path, overwrite=overwrite)
+        from .remote import is_url
+        from .store_atomic import store_lock, temp_path
+
+        self._lock = contextlib.ExitStack()
+        if not is_url(path):  # one writer per store, from the check to the commit
+            self._lock.enter_context(store_lock(Path(path)))
+        try:
+            self.path = check_target(path, overwrite=overwrite)
+        except BaseException:
+            self._lock.close()
+            raise
         self.overwrite = overwrite
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp = temp_path(self.path, "tmp")
         self.tc, self.pc = tc, pc
         self._first = True
         self.bytes_written = 0
@@ -262,6 +281,9 @@ class StoreWriter:
         return self
 
     def write(self, ds) -> None:
+        from .store_atomic import crash_point
+
+        crash_point("estimate-writing")
         self.attrs = dict(ds.attrs)
         with _quiet_zarr():
             if self._first:
@@ -277,27 +299,41 @@ class StoreWriter:
         write_group(self.tmp, name, arrays, attrs)
 
     def commit(self) -> Path:
-        import zarr
+        """Finish the store (attributes, consolidated metadata, manifest) and move it into
+        place atomically (:func:`liqgpu.store_atomic.commit`)."""
+        from .store_atomic import commit
 
-        with _quiet_zarr():
-            if getattr(self, "attrs", None):  # the last chunk's attrs are the complete ones
-                zarr.open_group(str(self.tmp), mode="r+").attrs.update(self.attrs)
-            zarr.consolidate_metadata(str(self.tmp), zarr_format=3)
-        backup = None
-        if self.path.exists():
-            backup = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.path, backup)
-        os.replace(self.tmp, self.path)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        try:
+            finish(self.tmp, getattr(self, "attrs", None))
+            if self.path.exists() and not self.overwrite:
+                raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
+            commit(self.tmp, self.path)
+        finally:
+            self._lock.close()
         return self.path
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._lock.close()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+        self._lock.close()
+
+
+def finish(root, attrs: dict | None = None) -> None:
+    """Complete a store written under a temporary name: its attributes, the consolidated
+    metadata and the manifest of its chunks (:mod:`liqgpu.integrity`)."""
+    import zarr
+
+    from .integrity import write_manifest
+
+    with _quiet_zarr():
+        if attrs:  # the last chunk's attrs are the complete ones
+            zarr.open_group(str(root), mode="r+").attrs.update(attrs)
+        zarr.consolidate_metadata(str(root), zarr_format=3)
+    write_manifest(root)
 
 
 def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
@@ -308,9 +344,8 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
     small arrays, and one zarr array each cost more than the data. :func:`read_group` unpacks.
     """
     import zarr
-    from zarr.codecs import BloscCodec
 
-    comp = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    comp = compressors()
     layout, packs = [], {}
     for k, v in arrays.items():
         v = np.asarray(v)
@@ -326,7 +361,7 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
         for dt, parts in packs.items():
             flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
             a = sub.create_array(f"pack_{np.dtype(dt).name}", shape=flat.shape, dtype=flat.dtype,
-                                 chunks=(max(flat.size, 1),), compressors=(comp,))
+                                 chunks=(max(flat.size, 1),), compressors=comp)
             if flat.size:
                 a[...] = flat
         sub.attrs.update({**attrs, "layout": layout})
@@ -335,6 +370,8 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
 def read_group(root, name: str):
     """(arrays, attrs) of a sub-group written by :func:`write_group`, or None."""
     import zarr
+
+    from .integrity import read_error
 
     with _quiet_zarr():
         g = zarr.open_group(str(root), mode="r")
@@ -346,8 +383,19 @@ def read_group(root, name: str):
         if layout is None:
             raise InputError(f"{root}: its {name!r} group was written by an older liqgpu; "
                              f"estimate the store again")
-        packs = {np.dtype(dt).str: sub[f"pack_{np.dtype(dt).name}"][...]
-                 for dt in {d for _, d, _, _ in layout}}
+        packs = {}
+        for dt in {d for _, d, _, _ in layout}:
+            key = f"pack_{np.dtype(dt).name}"
+            if key not in sub:
+                raise InputError(f"{root}: array {name}/{key} is damaged (missing); estimate "
+                                 f"the store again")
+            try:
+                packs[np.dtype(dt).str] = sub[key][...]
+            except Exception as exc:  # noqa: BLE001 - a damaged chunk is one sentence
+                err = read_error(exc)
+                if err is None:
+                    raise
+                raise err from None
     out = {}
     for k, dt, shape, offset in layout:
         n = int(np.prod(shape, dtype=np.int64))
@@ -382,17 +430,51 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
 
     if is_url(path):
         return open_remote(path, chunks=chunks, storage_options=storage_options)
+    from .integrity import check_manifest
+    from .store_atomic import try_recover
+
     path = Path(path)
+    try_recover(path)  # what a killed writer left beside it (a store moved aside comes back)
     if not path.exists():
         raise InputError(f"{path}: no such store")
     if not is_store(path):
         raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
+    check_manifest(path)
     with _quiet_zarr():
         try:
             ds = xr.open_zarr(path, consolidated=True, chunks=chunks)
         except Exception as exc:  # noqa: BLE001 - a corrupt store is a user-facing error
-            raise InputError(f"{path}: cannot open the store ({exc})") from None
+            from .integrity import read_error
+
+            damaged = read_error(exc)
+            if damaged is not None:
+                raise damaged from None
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: cannot open the store ({msg})") from None
+    check_layout(ds, path)
     return ds
+
+
+#: what every liqgpu store holds (a plain xarray store carrying format=liqgpu does not)
+REQUIRED_ARRAYS = ("time", "series", "price", "leverage", "side", "price_edges") \
+    + CUBE_VARS + TIER_VARS + PRICE_VARS
+
+
+REQUIRED_ATTRS = ("step", "every", "grid", "leverages", "weights", "mmr", "entry", "side_split",
+                  "closure")
+
+
+def check_layout(ds, where) -> None:
+    """One sentence when a store lacks an array (or attribute) every liqgpu store has."""
+    gone = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
+    if gone:
+        raise InputError(f"{where}: not a liqgpu store (its attributes lack "
+                         f"{', '.join(gone[:4])}; format=liqgpu alone is not enough)")
+    missing = [v for v in REQUIRED_ARRAYS if v not in ds.variables]
+    if missing:
+        raise InputError(f"{where}: array {missing[0]} is missing "
+                         f"({'damaged or not a liqgpu store' if len(missing) < 5 else 'not a liqgpu store'}"
+                         f"; missing: {', '.join(missing[:6])})")
 
 
 def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str]) -> dict:

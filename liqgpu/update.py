@@ -6,20 +6,19 @@ bar. An update checks the new bars against the stored ones where they overlap, r
 last bucket (it may have been partial) from the saved state and appends the new buckets: the
 result equals estimating the whole history at once, to float rounding.
 
-Crash safety: the update is applied to a hard-linked clone of the store (zarr replaces files by
-writing a new file and renaming it, so the original's files are never modified), and the clone
-is swapped into place atomically (``renameat2(RENAME_EXCHANGE)`` on Linux). A process killed at
-any point leaves the store at its previous or at its new state.
+Crash safety: the update holds the store's lock (:mod:`liqgpu.store_atomic`) from its first read
+to its swap, so two updates run one after the other. It is applied to a hard-linked clone of the
+store (zarr replaces files by writing a new file and renaming it, so the original's files are
+never modified), and the clone is swapped into place atomically
+(:func:`liqgpu.store_atomic.commit`). A process killed at any point leaves the store at its
+previous or at its new state.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from .series import Series
 log = logging.getLogger(__name__)
 
 
-def update(store, series, *, allow_outside: bool = False, progress: bool = False):
+def update(store, series, *, allow_outside: bool = False, progress: bool = False,
+           max_gap=None):
     """Append new bars to a store, exactly as if the whole history had been estimated at once.
 
     Parameters
@@ -44,6 +44,9 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     allow_outside : bool
         Accept new positions whose level falls outside the store's grid (they are tracked in
         ``outside``); by default such an update is refused.
+    max_gap : str, optional
+        Refuse new bars that start longer than this after the store's end (``--max-gap``,
+        default 90d; ``'none'``: any).
     progress : bool
         Show a progress bar (on a terminal).
 
@@ -56,6 +59,15 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     --------
     >>> liqgpu.update("btc.zarr", "btc_new_bars.parquet")  # doctest: +SKIP
     """
+    from .store_atomic import store_lock
+
+    path = _check_store(store)
+    with store_lock(path):  # read, compute and swap as the store's only writer
+        return _update(path, series, allow_outside=allow_outside, progress=progress,
+                       max_gap=max_gap)
+
+
+def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None):
     from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
@@ -64,14 +76,15 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     from .model.registry import params_from_attrs
     from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
                         write_group)
+    from .store_atomic import commit, crash_point
 
-    path = _check_store(store)
-    _remove_stale_clones(path)
+    path = _check_store(path)  # again, under the lock (a writer may have just replaced it)
     ds = open_store(path, chunks=None)
     group = read_group(path, "resume")
     if group is None:
         raise InputError(f"{path}: has no resume state (written by an older liqgpu); estimate it again")
     saved, ra = group
+    _check_resume(path, ds, saved, ra)
     attrs = dict(ds.attrs)
     params = params_from_attrs(attrs)
     grid = Grid(ds["price_edges"].values, attrs["grid"])
@@ -109,6 +122,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
         _check_overlap(s, saved, i, t0, t_end, step_ns)
 
     new_end = max(int(given[n].time[-1].view(np.int64)) for n in names)
+    _check_gap_after(path, given, t_end, max_gap)
     if new_end <= t_end:
         log.info("%s: no bars after the stored end; nothing to do", path)
         return ds
@@ -157,6 +171,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
             yield part
 
     clone = _clone(path)
+    crash_point("update-cloned")
     try:
         def write(part):
             _write_part(clone, part, b_first)
@@ -168,11 +183,31 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
         arrays, rattrs = resume_group(full, inputs.step, st, last * n_every + R)
         write_group(clone, "resume", arrays, rattrs)
         _finish(clone, attrs)
-        _swap(clone, path)
+        commit(clone, path)
     finally:
         shutil.rmtree(clone, ignore_errors=True)
     log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
     return open_store(path)
+
+
+def _check_gap_after(path: Path, given: dict, t_end: int, max_gap) -> None:
+    """New bars that begin long after the store's end are a wrong timestamp, usually (the hole
+    would become millions of NaN bars)."""
+    from .series import DEFAULT_MAX_GAP, max_gap_ns
+
+    limit = max_gap_ns(max_gap)
+    if limit is None:
+        return
+    for s in given.values():
+        ts = s.time.view(np.int64)
+        after = ts[ts > t_end]
+        if after.size and int(after[0]) - t_end > limit:
+            raise InputError(
+                f"{s.source}: its bars after the store's end start "
+                f"{np.datetime_as_string(np.int64(after[0]).view('datetime64[ns]'), unit='s')}Z, "
+                f"a gap longer than --max-gap {max_gap or DEFAULT_MAX_GAP} after "
+                f"{np.datetime_as_string(np.int64(t_end).view('datetime64[ns]'), unit='s')}Z "
+                f"(a wrong timestamp? pass --max-gap to accept it)")
 
 
 def _check_overlap(s: Series, saved: dict, i: int, t0: int, t_end: int, step_ns: int) -> None:
@@ -281,50 +316,39 @@ def _store_time(root: Path, b: int):
 
 
 def _finish(root: Path, attrs: dict) -> None:
-    import zarr
+    from .store import finish
 
-    from .store import _quiet_zarr
+    finish(root, attrs)
 
-    with _quiet_zarr():
-        zarr.open_group(str(root), mode="r+").attrs.update(attrs)
-        zarr.consolidate_metadata(str(root), zarr_format=3)
+
+def _check_resume(path: Path, ds, saved: dict, ra: dict) -> None:
+    """The resume group must describe this store (a damaged one reads as zeros: 1970)."""
+    try:
+        bars_t = np.asarray(saved["bars_time"], dtype=np.int64)
+        n_steps, step_ns = int(ra["n_steps"]), int(ra["step_ns"])
+        first = int(ds["time"].values[:1].astype("datetime64[ns]").view(np.int64)[0])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise InputError(f"{path}: array resume is damaged (incomplete resume state); estimate "
+                         f"the store again") from None
+    if bars_t.size != n_steps or not bars_t.size or step_ns <= 0 or int(bars_t[0]) != first \
+            or (bars_t.size > 1 and (np.diff(bars_t) != step_ns).any()):
+        raise InputError(f"{path}: array resume is damaged (its bar times do not match the "
+                         f"store's, which start at {np.datetime_as_string(ds['time'].values[0], unit='s')}Z); "
+                         f"estimate the store again")
 
 
 # -- crash safety --------------------------------------------------------------------------------
 def _clone(path: Path) -> Path:
     """A copy of the store whose files are hard links to the original's."""
-    dst = path.parent / f".{path.name}.upd-{uuid.uuid4().hex[:8]}"
+    from .store_atomic import temp_path
+
+    dst = temp_path(path, "upd")
     for dirpath, dirnames, filenames in os.walk(path):
         rel = Path(dirpath).relative_to(path)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for f in filenames:
             os.link(Path(dirpath) / f, dst / rel / f)
     return dst
-
-
-def _remove_stale_clones(path: Path) -> None:
-    for p in path.parent.glob(f".{path.name}.upd-*"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-_RENAME_EXCHANGE = 2
-
-
-def _swap(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target`` atomically; the old store ends up at ``new``'s path."""
-    libc_name = ctypes.util.find_library("c")
-    fn = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
-    if fn is not None:
-        at_fdcwd = -100
-        rc = fn(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(target), _RENAME_EXCHANGE)
-        if rc == 0:
-            return
-        log.debug("renameat2 failed (errno %d); falling back to two renames", ctypes.get_errno())
-    # Not atomic: a reader in between finds no store (the next update cleans up).
-    tmp = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(target, tmp)
-    os.replace(new, target)
-    os.replace(tmp, new)
 
 
 def follow(store, folder, *, interval="10s", max_polls: int | None = None,
@@ -373,8 +397,9 @@ def _remember(store, name: str) -> None:
     import zarr
 
     from .store import _quiet_zarr
+    from .store_atomic import store_lock
 
-    with _quiet_zarr():
+    with store_lock(Path(store)), _quiet_zarr():
         g = zarr.open_group(str(store), mode="r+")
         g.attrs["applied_files"] = list(g.attrs.get("applied_files", [])) + [name]
         zarr.consolidate_metadata(str(store), zarr_format=3)

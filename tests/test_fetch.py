@@ -202,3 +202,99 @@ def test_skip_missing_and_bad_dates(site, tmp_path):
     assert '"missing": 1' in res.output
     res = run(site, tmp_path, start="2024-01-05", end="2024-01-01")
     assert res.exit_code == 2 and "before --start" in res.output
+
+
+# -- issue 12: paths, deadlines, one-line errors ------------------------------------------------
+@pytest.mark.parametrize("args,word", [
+    (["BTCUSDT", "--interval", "../../../../escape"], "--interval"),
+    (["../../ESCAPE"], "symbol"),
+    (["BTC/USDT"], "symbol"),
+    (["BTCUSDT", "--interval", "1m/../../x"], "--interval"),
+])
+def test_symbol_and_interval_cannot_leave_out(tmp_path, args, word):
+    """Defect 4: path components are allow-listed before anything is opened."""
+    work = tmp_path / "a" / "b" / "c" / "d"
+    work.mkdir(parents=True)
+    res = CliRunner().invoke(main, ["fetch", "binance", *args, "--start", "2024-01-01",
+                                    "--end", "2024-01-01", "--data", "klines", "--out",
+                                    str(work / "raw"), "--base-url", "http://127.0.0.1:9",
+                                    "--retries", "1", "--backoff", "0"])
+    assert res.exit_code == 2, res.output
+    assert word in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def _serve(handler_cls):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def test_trickling_server_hits_the_deadline(tmp_path, monkeypatch):
+    """Defect 8: one byte every 0.2 s keeps no read waiting, but the whole download has a
+    deadline."""
+    import time as _time
+
+    import liqgpu.io.fetch as f
+
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            while not stop.is_set():
+                try:
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                _time.sleep(0.2)
+
+    srv, url = _serve(Trickle)
+    monkeypatch.setattr(f, "DEADLINE_READS", 3)
+    t0 = _time.monotonic()
+    try:
+        res = CliRunner().invoke(main, ["fetch", "binance", "BTCUSDT", "--start", "2024-01-01",
+                                        "--end", "2024-01-01", "--data", "klines", "--out",
+                                        str(tmp_path / "raw"), "--base-url", url, "--retries",
+                                        "1", "--backoff", "0", "--timeout", "0.5"])
+    finally:
+        stop.set()
+        srv.shutdown()
+        srv.server_close()
+    assert _time.monotonic() - t0 < 10
+    assert res.exit_code == 2 and "took too long" in res.output, res.output
+    err = [x for x in res.output.splitlines() if "WARNING" not in x]
+    assert len(err) == 1 and err[0].startswith("Error: "), res.output
+
+
+def test_redirect_loop_is_one_sentence(tmp_path):
+    """Defect 18."""
+
+    class Loop(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.end_headers()
+
+    srv, url = _serve(Loop)
+    try:
+        res = CliRunner().invoke(main, ["fetch", "binance", "BTCUSDT", "--start", "2024-01-01",
+                                        "--end", "2024-01-01", "--data", "klines", "--out",
+                                        str(tmp_path / "raw"), "--base-url", url,
+                                        "--retries", "1", "--backoff", "0"])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert res.exit_code == 2, res.output
+    err = [x for x in res.output.splitlines() if "WARNING" not in x]
+    assert len(err) == 1 and "redirect" in err[0], res.output

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import zipfile
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
 from liqgpu.cli import main
+from liqgpu.errors import InputError
 
 T0 = 1704067200000
 METRICS_HEADER = ("create_time,symbol,sum_open_interest,sum_open_interest_value,"
@@ -137,3 +140,147 @@ def test_missing_input_and_bad_out_folder(tmp_path):
     res = CliRunner().invoke(main, ["ingest", "binance-klines", str(p),
                                     "-o", str(tmp_path / "no" / "x.parquet")])
     assert res.exit_code == 2 and "no such folder" in res.output
+
+
+# -- issue 12: series files (estimate), archives, events (evaluate) ------------------------------
+def series_csv(path, n=40, step_s=300, t0_s=1704067200, unit="ms", header="time,open,high,low,close,oi",
+               gap_at=None, gap_s=0, oi=None, extra=""):
+    rows = [header]
+    for i in range(n):
+        t = t0_s + i * step_s + (gap_s if gap_at is not None and i >= gap_at else 0)
+        tv = t * 1000 if unit == "ms" else t
+        o = oi if (oi is not None and i == n // 2) else 1000 + i
+        rows.append(f"{tv},100,101,99,100.5,{o}{extra}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def both_cases(tmp):
+    return [], series_csv(tmp / "s.csv", header="time,open,high,low,close,oi,Open",
+                          extra=",100"), "columns 'open' and 'Open' are the same column"
+
+
+def oi_1e308(tmp):
+    return [], series_csv(tmp / "s.csv", oi="1e308"), r"row 21 \(line 22\), column 'oi': 1e\+308"
+
+
+def gap_200_years(tmp):
+    return [], series_csv(tmp / "s.csv", gap_at=20, gap_s=200 * 365 * 86400), \
+        r"row 21 \(line 22\), column 'time': a gap of .* longer than --max-gap 90d"
+
+
+def gap_over_max_gap(tmp):
+    return ["--max-gap", "5d"], series_csv(tmp / "s.csv", gap_at=20, gap_s=10 * 86400), \
+        "longer than --max-gap 5d"
+
+
+def too_many_bars(tmp):
+    return ["--max-bars", "30"], series_csv(tmp / "s.csv"), "more than --max-bars 30"
+
+
+def bad_symbol_column(tmp):
+    p = series_csv(tmp / "s.csv", header="time,open,high,low,close,oi,symbol", extra=",BTC USDT")
+    return [], p, "column 'symbol' holds 'BTC USDT'"
+
+
+SERIES_CASES = [both_cases, oi_1e308, gap_200_years, gap_over_max_gap, too_many_bars,
+                bad_symbol_column]
+
+
+@pytest.mark.parametrize("case", SERIES_CASES, ids=[c.__name__ for c in SERIES_CASES])
+def test_bad_series_file_one_sentence_exit_2_nothing_written(tmp_path, case):
+    import re
+
+    src = tmp_path / "in"
+    src.mkdir()
+    extra, path, pattern = case(src)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    res = CliRunner().invoke(main, ["estimate", str(path), "-o", str(outdir / "s.zarr"),
+                                    "--backend", "numpy", "--every", "1h", *extra])
+    assert res.exit_code == 2, res.output
+    msg = res.output.strip()
+    assert msg.startswith("Error: ") and len(msg.splitlines()) == 1, msg
+    assert path.name in msg or "--" in msg
+    assert re.search(pattern, msg), msg
+    assert list(outdir.iterdir()) == []
+
+
+def test_gap_is_accepted_when_max_gap_allows_it(tmp_path):
+    p = series_csv(tmp_path / "s.csv", gap_at=20, gap_s=10 * 86400)
+    res = CliRunner().invoke(main, ["estimate", str(p), "-o", str(tmp_path / "s.zarr"),
+                                    "--backend", "numpy", "--every", "1h", "--max-gap", "20d"])
+    assert res.exit_code == 0, res.output
+
+
+def test_epoch_seconds_are_read_as_seconds(tmp_path):
+    """Defect 13: seconds were read as milliseconds (1970, a 300 ms step)."""
+    import liqgpu
+
+    s_sec = liqgpu.load_series(series_csv(tmp_path / "sec.csv", unit="s"))
+    s_ms = liqgpu.load_series(series_csv(tmp_path / "ms.csv", unit="ms"))
+    assert (s_sec.time == s_ms.time).all() and s_sec.step == s_ms.step
+    assert str(s_sec.time[0]).startswith("2024-01-01") and s_sec.step == np.timedelta64(300, "s")
+
+
+def test_file_name_with_spaces_and_accents_is_a_usable_default_symbol(tmp_path):
+    """Defect 19: the default symbol came from the file name and was refused as --symbol."""
+    import liqgpu
+
+    p = series_csv(tmp_path / "my data é.csv")
+    s = liqgpu.load_series(p)
+    assert s.symbol == "my_data"
+    res = CliRunner().invoke(main, ["estimate", str(p), "-o", str(tmp_path / "s.zarr"),
+                                    "--backend", "numpy", "--every", "1h"])
+    assert res.exit_code == 0, res.output
+
+
+def test_zip_bomb_stops_at_the_unpacked_size_cap(tmp_path, monkeypatch):
+    """Defect 5: members are streamed with a cap, headers that lie included."""
+    import liqgpu.io.archive as archive
+
+    p = tmp_path / "BTCUSDT-1m-2024-01-01.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("BTCUSDT-1m-2024-01-01.csv", b"0" * (8 << 20))
+    assert p.stat().st_size < 100_000
+    monkeypatch.setattr(archive, "MAX_UNPACKED", 1 << 20)
+    res = CliRunner().invoke(main, ["ingest", "binance-klines", str(p), "-o",
+                                    str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2 and "unpacks to more than 1 MiB" in res.output, res.output
+    assert not (tmp_path / "x.parquet").exists()
+    # the stream itself is capped too (sizes in headers may lie)
+    with zipfile.ZipFile(p) as zf, zf.open(zf.infolist()[0]) as fh:
+        with pytest.raises(InputError, match="unpacks to more than"):
+            archive._read_capped(fh, str(p), 1 << 20)
+
+
+def test_gz_bomb_stops_at_the_cap(tmp_path, monkeypatch):
+    import gzip
+
+    import liqgpu.io.archive as archive
+
+    p = tmp_path / "BTCUSDT-1m-2024-01-01.csv.gz"
+    p.write_bytes(gzip.compress(b"0" * (4 << 20)))
+    monkeypatch.setattr(archive, "MAX_UNPACKED", 1 << 20)
+    res = CliRunner().invoke(main, ["ingest", "binance-klines", str(p), "-o",
+                                    str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2 and "unpacks to more than" in res.output, res.output
+
+
+def test_temporary_of_a_killed_ingest_is_removed_by_the_next(tmp_path):
+    """Defect 17 for ingest outputs: a dead writer's .NAME.PID.tmp goes, a live one's stays."""
+    import os
+    import subprocess
+    import sys
+
+    from liqgpu.io.archive import write_atomic
+
+    out = tmp_path / "x.parquet"
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                       capture_output=True, text=True)
+    dead = tmp_path / f".x.parquet.{int(p.stdout)}.tmp"
+    dead.write_bytes(b"half")
+    live = tmp_path / f".x.parquet.{os.getppid()}.tmp"
+    live.write_bytes(b"busy")
+    write_atomic(out, lambda t: t.write_bytes(b"ok"))
+    assert out.read_bytes() == b"ok" and not dead.exists() and live.exists()

@@ -16,6 +16,34 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: The most bytes one input file may unpack to (all its members together); a zip bomb stops
+#: here instead of filling memory. Raise it with LIQGPU_MAX_UNPACKED (bytes) for huge archives.
+MAX_UNPACKED = 4 << 30
+
+
+def max_unpacked() -> int:
+    raw = os.environ.get("LIQGPU_MAX_UNPACKED", "").strip()
+    if not raw:
+        return MAX_UNPACKED
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise InputError(f"LIQGPU_MAX_UNPACKED={raw!r}: must be a number of bytes") from None
+
+
+def _read_capped(fh, name: str, budget: int) -> bytes:
+    """Read a decompressing stream piece by piece, at most ``budget`` bytes."""
+    out = bytearray()
+    while True:
+        piece = fh.read(1 << 20)
+        if not piece:
+            return bytes(out)
+        out += piece
+        if len(out) > budget:
+            raise InputError(f"{name}: unpacks to more than {max_unpacked() >> 20} MiB (a zip "
+                             f"bomb, or set LIQGPU_MAX_UNPACKED to a larger number of bytes)")
+
+
 #: Suffixes of files that :func:`expand_inputs` picks from a folder.
 DATA_SUFFIXES = (".zip", ".gz", ".csv", ".json", ".jsonl", ".txt", ".parquet", ".pq")
 
@@ -83,16 +111,25 @@ def read_members(path: str | Path) -> list[tuple[str, bytes]]:
                 if not members:
                     raise InputError(f"{name}: the archive is empty")
                 out = []
+                budget = max_unpacked()
+                declared = sum(i.file_size for i in members)
+                if declared > budget:
+                    raise InputError(f"{name}: unpacks to more than {budget >> 20} MiB (a zip "
+                                     f"bomb, or set LIQGPU_MAX_UNPACKED to a larger number of "
+                                     f"bytes)")
                 for info in members:
                     try:
-                        out.append((f"{name}!{info.filename}", zf.read(info)))
+                        with zf.open(info) as fh:  # streamed: sizes in headers can lie
+                            data = _read_capped(fh, name, budget)
+                        budget -= len(data)
+                        out.append((f"{name}!{info.filename}", data))
                     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                         raise InputError(f"{name}: member {info.filename} is corrupt or truncated "
                                          f"({exc})") from None
         elif low.endswith(".gz"):
             try:
                 with gzip.open(path, "rb") as fh:
-                    out = [(name, fh.read())]
+                    out = [(name, _read_capped(fh, name, max_unpacked()))]
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"{name}: corrupt or truncated gzip file ({exc})") from None
         else:
@@ -128,6 +165,7 @@ def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
         raise InputError(f"{out}: is a folder")
     if not out.parent.exists():
         raise InputError(f"{out.parent}: no such folder for --out")
+    _remove_dead_temporaries(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -136,6 +174,21 @@ def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def _remove_dead_temporaries(out: Path) -> None:
+    """``.NAME.PID.tmp`` files whose writer (PID) is gone: what a killed run left."""
+    for p in out.parent.glob(f".{out.name}.*.tmp"):
+        pid = p.name[len(out.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("%s: removing %s, left by an interrupted run", out, p.name)
+            p.unlink(missing_ok=True)
+        except PermissionError:  # alive, somebody else's
+            pass
 
 
 def write_parquet(df, out: str | Path, *, overwrite: bool = False) -> Path:

@@ -219,10 +219,12 @@ def fetch():
 @click.option("--backoff", type=float, default=0.5, show_default=True, hidden=True,
               help="Seconds before the first retry (doubles each time).")
 @click.option("--skip-missing", is_flag=True, help="Log and skip archives that do not exist (404).")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=60.0, show_default=True,
+              help="Seconds per network read; a whole download must end within 10 times this.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 @user_errors
 def fetch_binance(symbol, start, end, market, datatypes, interval, out, base_url, monthly,
-                  retries, backoff, skip_missing, as_json):
+                  retries, backoff, skip_missing, timeout, as_json):
     """Download Binance Vision archives of SYMBOL, verify checksums, resume where it stopped."""
     from .binance import market_of
     from .fetch import fetch_binance as run
@@ -233,7 +235,7 @@ def fetch_binance(symbol, start, end, market, datatypes, interval, out, base_url
                   datatypes=[d.strip() for d in datatypes.split(",") if d.strip()],
                   interval=interval, out=out, base_url=base_url, monthly=monthly,
                   retries=retries, backoff=backoff, skip_missing=skip_missing,
-                  progress=not quiet and sys.stderr.isatty())
+                  progress=not quiet and sys.stderr.isatty(), timeout=timeout)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

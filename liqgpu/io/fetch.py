@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import socket
 import time
 import urllib.error
@@ -33,6 +34,13 @@ DAILY_ONLY = ("metrics", "liquidationSnapshot")
 DATATYPES = KLINE_TYPES + DAILY_ONLY
 CHUNK = 1 << 16
 USER_AGENT = "liqgpu-fetch"
+#: kline intervals that Binance publishes (an allow-list: they become folder names)
+INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
+             "3d", "1w", "1mo")
+#: a symbol becomes a folder and a file name: letters, digits and '_' only
+SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9_]{0,39}")
+#: a whole archive (or checksum) download must end within this many per-read timeouts
+DEADLINE_READS = 10
 
 
 class _Missing(Exception):
@@ -71,7 +79,9 @@ def plan(symbol: str, *, start, end, market: str, datatype: str, interval: str =
     if d1 < d0:
         raise InputError(f"--end {end} is before --start {start}")
     today = today or datetime.now(timezone.utc).date()
-    sym = symbol.upper()
+    sym = check_symbol(symbol)
+    if datatype in KLINE_TYPES and interval not in INTERVALS:
+        raise InputError(f"--interval: {interval!r} is not one of {', '.join(INTERVALS)}")
 
     def rel(period: str, stamp: str) -> str:
         if datatype in KLINE_TYPES:
@@ -94,6 +104,35 @@ def plan(symbol: str, *, start, end, market: str, datatype: str, interval: str =
     return out
 
 
+def check_symbol(symbol) -> str:
+    """The upper-cased symbol, checked against an allow-list before it names any file."""
+    sym = str(symbol).strip().upper()
+    if not SYMBOL_RE.fullmatch(sym):
+        raise InputError(f"symbol {str(symbol)[:60]!r}: must be letters, digits and '_' only "
+                         f"(like BTCUSDT or BTCUSD_PERP)")
+    return sym
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_until(resp, deadline: float, what: str, sink, limit: int | None = None) -> int:
+    """Read ``resp`` into ``sink`` in pieces as they arrive, all of it before ``deadline``
+    (a server trickling bytes cannot keep a download going for ever)."""
+    n = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise _Retryable(f"{what} took too long (still unfinished after {n} bytes)")
+        chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+        if not chunk:
+            return n
+        sink(chunk)
+        n += len(chunk)
+        if limit is not None and n >= limit:
+            return n
+
+
 def _get(url: str, timeout: float):
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
@@ -103,24 +142,31 @@ def _get(url: str, timeout: float):
             raise _Missing(f"HTTP {exc.code}") from None
         if exc.code >= 500 or exc.code == 429:
             raise _Retryable(f"HTTP {exc.code}") from None
-        raise InputError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        if 300 <= exc.code < 400:
+            raise InputError(f"{url}: the server redirects in a loop or too often "
+                             f"(HTTP {exc.code})") from None
+        raise InputError(f"{url}: HTTP {exc.code} {_one_line(exc.reason)}") from None
     except (urllib.error.URLError, ConnectionError, socket.timeout, http.client.HTTPException,
             OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _Retryable(f"cannot connect ({reason})") from None
+        raise _Retryable(f"cannot connect ({_one_line(reason)})") from None
 
 
 def _read_checksum(url: str, timeout: float) -> str:
     try:
         with _get(url + ".CHECKSUM", timeout) as resp:
-            text = resp.read(4096).decode("ascii", "replace").strip()
+            buf = bytearray()
+            _read_until(resp, time.monotonic() + DEADLINE_READS * timeout, "the checksum download",
+                        buf.extend, limit=4096)
+            text = bytes(buf[:4096]).decode("ascii", "replace").strip()
     except (http.client.HTTPException, ConnectionError, socket.timeout, OSError) as exc:
         if isinstance(exc, (_Missing, _Retryable)):
             raise
         raise _Retryable(f"checksum download broke off ({type(exc).__name__})") from None
     parts = text.split()
     if not parts or len(parts[0]) != 64 or any(c not in "0123456789abcdef" for c in parts[0].lower()):
-        raise InputError(f"{url}.CHECKSUM: not a 'sha256  filename' line ({text[:60]!r})")
+        raise InputError(f"{url}.CHECKSUM: not a 'sha256  filename' line "
+                         f"({_one_line(text[:60])!r})")
     return parts[0].lower()
 
 
@@ -131,15 +177,16 @@ def _download(url: str, part: Path, timeout: float, bar=None) -> str:
     try:
         with _get(url, timeout) as resp, open(part, "wb") as fh:
             length = resp.headers.get("Content-Length")
-            while True:
-                chunk = resp.read(CHUNK)
-                if not chunk:
-                    break
+
+            def sink(chunk):
+                nonlocal n
                 fh.write(chunk)
                 h.update(chunk)
                 n += len(chunk)
                 if bar is not None:
                     bar(len(chunk))
+
+            _read_until(resp, time.monotonic() + DEADLINE_READS * timeout, "the download", sink)
             if length is not None and n != int(length):
                 raise _Retryable(f"connection dropped after {n} of {length} bytes")
     except (http.client.IncompleteRead, ConnectionError, socket.timeout) as exc:
@@ -295,6 +342,8 @@ def fetch_binance(symbol: str, *, start, end, market: str = "um", datatypes=("kl
             while todo:
                 r, fallback = todo.pop(0)
                 dest = out / r[len("data/futures/"):]
+                if not _inside(dest, out):  # names are allow-listed; never write elsewhere
+                    raise InputError(f"{r}: would be written outside --out {out}")
                 try:
                     state = fetch_one(f"{base}/{r}", dest, retries=retries, backoff=backoff,
                                       timeout=timeout)
@@ -321,6 +370,11 @@ def fetch_binance(symbol: str, *, start, end, market: str = "um", datatypes=("kl
         if bar_ctx is not None:
             bar_ctx[0].stop()
     return dict(counts, folders=folders, missing_urls=missing)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    a, b = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([a, b]) == b and ".." not in Path(path).parts
 
 
 def _progress(total: int):

@@ -1,0 +1,458 @@
+"""Issue 12: nothing lost, nothing outside --out, no traceback.
+
+Store life (defects 1-3, 10, 17): a SIGKILL at every commit point of every write path leaves the
+old or the new store at the target (readable, equal to one of the two) and the next run cleans
+what was left; two updates of one store run one after the other. Damaged stores (9, 12, 15) are
+one sentence naming the store and the array, exit 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import liqgpu
+from liqgpu.cli import main
+from liqgpu.errors import InputError
+
+from helpers import make_series, random_market
+
+GRID = "log:5:5000:10"
+REPO = Path(liqgpu.__file__).resolve().parents[1]
+
+
+def market(seed=11, n=200):
+    d, e = random_market(seed, n, nan_rows=0.0)
+    return make_series(d["close"], d["oi"], high=d["high"], low=d["low"], open_=d["open_"],
+                       extra=e, exchange="ex", symbol="BTC")
+
+
+def write_bars(s, path, a=0, b=None):
+    b = len(s) if b is None else b
+    pd.DataFrame({"time": s.time[a:b], **{k: v[a:b] for k, v in s.columns.items()}}) \
+        .assign(exchange="ex", symbol="BTC").to_parquet(path)
+    return path
+
+
+@pytest.fixture()
+def bars(tmp_path):
+    s = market()
+    return (s, write_bars(s, tmp_path / "a.parquet", 0, 120),
+            write_bars(s, tmp_path / "b.parquet", 110, 160),
+            write_bars(s, tmp_path / "c.parquet", 150, 200))
+
+
+def cli(*args, env=None, timeout=120):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("LIQGPU_CRASH", "LIQGPU_PAUSE"))}
+    e.update(env or {})
+    e["PYTHONPATH"] = str(REPO)
+    return subprocess.Popen([sys.executable, "-c", "from liqgpu.cli import main; main()", *args],
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(*args, env=None):
+    p = cli(*args, env=env)
+    out, err = p.communicate(timeout=120)
+    return p.returncode, out + err
+
+
+def run_here(*args):
+    """The same command in this process (fast: no interpreter start)."""
+    r = CliRunner().invoke(main, list(args))
+    return r.exit_code, r.output
+
+
+def estimate_args(src, out, every="15min", extra=()):
+    return ["estimate", str(src), "-o", str(out), "--every", every, "--grid", GRID,
+            "--backend", "numpy", *extra]
+
+
+def leftovers(target: Path):
+    return sorted(p.name for p in target.parent.glob(f".{target.name}.*"))
+
+
+def every_of(path):
+    return liqgpu.open_store(path).attrs["every"]
+
+
+# -- defects 3 and 17: estimate --overwrite, estimate to a new path ------------------------------
+@pytest.mark.parametrize("point,no_exchange", [
+    ("estimate-writing", False), ("before-commit", False), ("after-exchange", False),
+    ("after-aside", True), ("after-commit", True)])
+def test_killed_estimate_overwrite_leaves_old_or_new(tmp_path, bars, point, no_exchange):
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+    assert run_here(*estimate_args(a, out, "15min"))[0] == 0
+    env = {"LIQGPU_CRASH_AT": point}
+    if no_exchange:
+        env["LIQGPU_NO_RENAME_EXCHANGE"] = "1"
+    rc, text = run(*estimate_args(a, out, "30min", ["--overwrite"]), env=env)
+    assert rc == -9, text
+    # after-aside: the target is gone until the next run restores it (what a reader does)
+    assert every_of(out) in ("15m", "30m")
+    if point in ("estimate-writing", "before-commit", "after-aside"):
+        assert every_of(out) == "15m"
+    else:
+        assert every_of(out) == "30m"
+    assert leftovers(out) == []  # open_store cleaned what the killed run left
+    assert run_here(*estimate_args(a, out, "1h", ["--overwrite"]))[0] == 0
+    assert every_of(out) == "1h" and leftovers(out) == []
+
+
+def test_killed_first_estimate_leaves_nothing_and_next_run_cleans(tmp_path, bars):
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+    rc, _ = run(*estimate_args(a, out), env={"LIQGPU_CRASH_AT": "before-commit"})
+    assert rc == -9 and not out.exists()
+    assert leftovers(out)  # the killed run's .s.zarr.tmp-* folder
+    assert run_here(*estimate_args(a, out))[0] == 0
+    assert leftovers(out) == []
+
+
+def test_sigterm_of_estimate_removes_its_temporary(tmp_path, bars):
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+    p = cli(*estimate_args(a, out), env={"LIQGPU_PAUSE_AT": "estimate-writing",
+                                         "LIQGPU_PAUSE_S": "30"})
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".s.zarr.lock")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.terminate()
+    p.communicate(timeout=60)
+    assert p.returncode != 0 and not out.exists()
+    assert leftovers(out) == []
+
+
+# -- defects 1, 2 and update's crash points ------------------------------------------------------
+@pytest.mark.parametrize("point,no_exchange", [
+    ("update-cloned", False), ("before-commit", False), ("after-exchange", False),
+    ("after-aside", True)])
+def test_killed_update_leaves_old_or_new(tmp_path, bars, point, no_exchange):
+    s, a, b, _ = bars
+    out = tmp_path / "s.zarr"
+    assert run_here(*estimate_args(a, out))[0] == 0
+    n_old = liqgpu.open_store(out).sizes["time"]
+    env = {"LIQGPU_CRASH_AT": point}
+    if no_exchange:
+        env["LIQGPU_NO_RENAME_EXCHANGE"] = "1"
+    rc, text = run("update", str(out), str(b), env=env)
+    assert rc == -9, text
+    n = liqgpu.open_store(out).sizes["time"]
+    assert (n > n_old) if point == "after-exchange" else (n == n_old)
+    assert leftovers(out) == []
+    assert run_here("update", str(out), str(b))[0] == 0
+    t = liqgpu.open_store(out)["time"].values
+    assert (np.diff(t) > np.timedelta64(0)).all() and t.size > n_old
+
+
+def test_two_updates_at_once_run_one_after_the_other(tmp_path, bars):
+    s, a, b, c = bars
+    out = tmp_path / "s.zarr"
+    assert run_here(*estimate_args(a, out))[0] == 0
+    # A holds the store (paused after cloning it); B waits for A's swap, then appends onto it
+    pa = cli("update", str(out), str(b), env={"LIQGPU_PAUSE_AT": "update-cloned",
+                                              "LIQGPU_PAUSE_S": "2"})
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".s.zarr.upd-*")) and time.time() < deadline:
+        time.sleep(0.02)
+    clone = list(tmp_path.glob(".s.zarr.upd-*"))
+    assert clone
+    # a third writer that will not wait fails in one sentence, and leaves A's clone alone
+    rc, text = run("update", str(out), str(c), env={"LIQGPU_LOCK_WAIT": "0"})
+    assert rc == 2 and "another liqgpu process" in text and "Traceback" not in text, text
+    assert all(p.exists() for p in clone)
+    pb = cli("update", str(out), str(c), env={"LIQGPU_LOCK_WAIT": "60"})
+    ra, rb = pa.communicate(timeout=120), pb.communicate(timeout=120)
+    assert pa.returncode == 0, ra
+    # B ran after A: its bars 150.. overlap A's result and extend it
+    assert pb.returncode == 0, rb
+    got = liqgpu.open_store(out)
+    t = got["time"].values
+    assert (np.diff(t) > np.timedelta64(0)).all()
+    ref = liqgpu.estimate(s, every="15min", grid=GRID, backend="numpy")
+    np.testing.assert_array_equal(t, ref["time"].values)
+    np.testing.assert_allclose(got["intensity"].values, ref["intensity"].values, rtol=1e-6,
+                               atol=1e-3)
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("point", ["before-commit", "after-exchange", "after-aside"])
+def test_killed_distributed_commit_leaves_old_or_new(tmp_path, bars, point):
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+    assert run_here(*estimate_args(a, out))[0] == 0
+    partial = tmp_path / ".s.zarr.dist-partial"
+    assert run_here(*estimate_args(a, tmp_path / "new.zarr", "30min"))[0] == 0
+    partial.mkdir()
+    os.replace(tmp_path / "new.zarr", partial / "store.zarr")
+    env = {"LIQGPU_CRASH_AT": point, "PYTHONPATH": str(REPO),
+           **({"LIQGPU_NO_RENAME_EXCHANGE": "1"} if point == "after-aside" else {})}
+    p = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from liqgpu.distributed import _commit; "
+                        "_commit(Path(sys.argv[1]), Path(sys.argv[2]))", str(partial), str(out)],
+                       env={**os.environ, **env}, capture_output=True, text=True)
+    assert p.returncode == -9, p.stderr
+    assert every_of(out) == ("30m" if point == "after-exchange" else "15m")
+    assert [x for x in leftovers(out) if "dist-partial" not in x] == []
+
+
+def test_publish_waits_for_the_store_lock(tmp_path, bars, monkeypatch):
+    from liqgpu.remote import publish
+    from liqgpu.store_atomic import store_lock
+
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate(liqgpu.load_series(a), every="15min", grid=GRID, backend="numpy", out=out)
+    monkeypatch.setenv("LIQGPU_LOCK_WAIT", "0")
+    with store_lock(out):
+        with pytest.raises(InputError, match="another liqgpu process"):
+            publish(out, f"file://{tmp_path / 'pub.zarr'}")
+    publish(out, f"file://{tmp_path / 'pub.zarr'}")
+    assert liqgpu.open_store(f"file://{tmp_path / 'pub.zarr'}").sizes["time"] > 0
+
+
+# -- defect 10: disk full --------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["estimate", "update"])
+def test_disk_full_is_one_sentence_and_keeps_the_old_store(tmp_path, bars, monkeypatch, command):
+    import liqgpu.store as store
+
+    _, a, b, _ = bars
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate(liqgpu.load_series(a), every="15min", grid=GRID, backend="numpy", out=out)
+    before = liqgpu.open_store(out).load()
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".s.zarr.tmp-x"))
+
+    monkeypatch.setattr(store, "finish", full)
+    args = estimate_args(a, out, "30min", ["--overwrite"]) if command == "estimate" \
+        else ["update", str(out), str(b)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert "no space left" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    after = liqgpu.open_store(out).load()
+    assert after.identical(before) and leftovers(out) == []
+
+
+# -- defects 9, 12, 15 and 7: damaged stores -----------------------------------------------------
+@pytest.fixture()
+def store(tmp_path, bars):
+    s, a, b, _ = bars
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate(liqgpu.load_series(a), every="15min", grid=GRID, backend="numpy", out=out)
+    return out, b
+
+
+READERS = [
+    ("render", lambda st, tmp: ["render", str(st), "-o", str(tmp / "x.png")]),
+    ("map", lambda st, tmp: ["map", str(st), "-o", str(tmp / "m.png")]),
+    ("levels", lambda st, tmp: ["levels", str(st)]),
+    ("info", lambda st, tmp: ["info", str(st)]),
+    ("info --verify", lambda st, tmp: ["info", "--verify", str(st)]),
+    ("evaluate", lambda st, tmp: ["evaluate", str(st), "--realized", str(agg_file(tmp))]),
+]
+
+
+def agg_file(tmp):
+    s = market()
+    p = tmp / "agg.csv"
+    pd.DataFrame({"time": s.time[::15].astype("datetime64[ms]").astype(np.int64),
+                  "long": 1.0, "short": 2.0}).to_csv(p, index=False)
+    return p
+
+
+def chunk_of(store, array):
+    return sorted((store / array / "c").rglob("*"), key=lambda p: -p.stat().st_size)[0] \
+        if (store / array / "c").exists() else None
+
+
+def assert_one_sentence(r, *words):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, r.output
+
+
+def garble(f: Path):
+    b = bytearray(f.read_bytes())
+    for i in range(8, len(b), 7):
+        b[i] ^= 0x5A
+    f.write_bytes(bytes(b))
+
+
+def test_manifest_and_checksums_are_written(store):
+    from liqgpu.integrity import MANIFEST, verify
+
+    out, _ = store
+    man = json_load(out / MANIFEST)
+    assert "intensity" in man["arrays"] and man["arrays"]["intensity"]
+    assert '"crc32c"' in (out / "intensity" / "zarr.json").read_text()
+    assert '"crc32c"' in (out / "time" / "zarr.json").read_text()
+    rep = verify(out)
+    assert rep["manifest"] and rep["arrays"] >= 15
+    r = CliRunner().invoke(main, ["info", "--verify", str(out)])
+    assert r.exit_code == 0 and "intact" in r.output, r.output
+
+
+def json_load(p):
+    import json
+
+    return json.loads(Path(p).read_text())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "deleted-chunk", "deleted-array"])
+@pytest.mark.parametrize("reader", READERS, ids=[r[0] for r in READERS])
+def test_damaged_store_is_one_sentence_naming_the_array(tmp_path, store, damage, reader):
+    import shutil
+
+    out, _ = store
+    f = chunk_of(out, "intensity")
+    if damage == "garbage":
+        garble(f)
+    elif damage == "truncated":
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif damage == "deleted-chunk":
+        f.unlink()
+    else:
+        shutil.rmtree(out / "intensity")
+    r = CliRunner().invoke(main, reader[1](out, tmp_path))
+    if damage == "garbage" and reader[0] in ("info", "evaluate"):  # may not read that chunk
+        assert r.exit_code in (0, 2)
+        return
+    assert_one_sentence(r, str(out), "intensity")
+
+
+@pytest.mark.parametrize("array", ["intensity", "time", "resume/pack_float64"])
+def test_update_on_a_damaged_store_is_one_sentence(store, array):
+    import shutil
+
+    out, b = store
+    f = chunk_of(out, array)
+    f.unlink() if array != "intensity" else shutil.rmtree(out / array)
+    before = sorted(p.name for p in out.rglob("*"))
+    r = CliRunner().invoke(main, ["update", str(out), str(b)])
+    assert_one_sentence(r, str(out), array.split("/")[0])
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_garbage_chunk_of_a_store_without_manifest_is_one_sentence(tmp_path, store):
+    """Stores written before the manifest still read; their checksums still catch garbage."""
+    from liqgpu.integrity import MANIFEST
+
+    out, b = store
+    (out / MANIFEST).unlink()
+    assert liqgpu.open_store(out).sizes["time"] > 0
+    garble(chunk_of(out, "intensity"))
+    for args in (["render", str(out), "-o", str(tmp_path / "x.png")],
+                 ["info", "--verify", str(out)]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, "intensity", "damaged")
+    garble(chunk_of(out, "time"))
+    for args in (["update", str(out), str(b)], ["levels", str(out)]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, "array time", "damaged")
+
+
+def test_resume_group_that_does_not_match_the_store_is_refused(store):
+    """Defect 7: a resume group read as zeros (1970) is refused, not recomputed from 1970."""
+    import zarr
+
+    from liqgpu.integrity import MANIFEST
+
+    out, b = store
+    (out / MANIFEST).unlink()  # an older store: only the consistency check can tell
+    for f in (out / "resume").rglob("c/*"):
+        f.unlink()
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(main, ["update", str(out), str(b)])
+    assert_one_sentence(r, "resume", "damaged")
+    assert time.perf_counter() - t0 < 10
+    assert zarr.open_group(str(out), mode="r")  # untouched
+
+
+def test_plain_xarray_store_with_liqgpu_format_is_one_sentence(tmp_path, bars):
+    import xarray as xr
+
+    p = tmp_path / "plain.zarr"
+    from liqgpu.store import _quiet_zarr
+
+    with _quiet_zarr():
+        xr.Dataset({"x": ("t", np.arange(3.0))}, attrs={"format": "liqgpu"}).to_zarr(
+            p, zarr_format=3, consolidated=True)
+    ev = tmp_path / "ev.csv"
+    ev.write_text("time,long,short\n2024-01-01,1,2\n")
+    for args in (["info", str(p)], ["evaluate", str(p), "--realized", str(ev)],
+                 ["levels", str(p)], ["update", str(p), str(bars[2])]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, str(p), "not a liqgpu store")
+
+
+def test_store_missing_time_or_intensity_is_one_sentence(tmp_path, store):
+    import shutil
+
+    import zarr
+
+    out, b = store
+    from liqgpu.integrity import MANIFEST
+
+    (out / MANIFEST).unlink()
+    for name in ("time", "intensity"):
+        shutil.rmtree(out / name)
+    from liqgpu.store import _quiet_zarr
+
+    with _quiet_zarr():
+        zarr.consolidate_metadata(str(out), zarr_format=3)
+    r = CliRunner().invoke(main, ["update", str(out), str(b)])
+    assert_one_sentence(r, str(out), "missing")
+
+
+# -- defect 16: evaluate --realized reads events as estimate --realized does ---------------------
+def events_file(path, ds, unit="ms", symbol="BTC", exchange="ex"):
+    t = ds["time"].values.astype("datetime64[ms]").astype(np.int64)[1:6]
+    price = ds["close"].values[0, 1:6]
+    tv = t // 1000 if unit == "s" else t
+    pd.DataFrame({"time": tv, "exchange": exchange, "symbol": symbol, "side": "long",
+                  "price": price, "notional": 1000.0}).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_refuses_another_symbols_events_and_reads_seconds(tmp_path, store):
+    out, _ = store
+    ds = liqgpu.open_store(out)
+    r = CliRunner().invoke(main, ["evaluate", str(out), "--realized",
+                                  str(events_file(tmp_path / "eth.csv", ds, symbol="ETHUSDT"))])
+    assert_one_sentence(r, "eth.csv", "ethusdt", "not of the store's")
+    res = {}
+    for unit in ("ms", "s"):
+        p = events_file(tmp_path / f"ev_{unit}.csv", ds, unit=unit)
+        r = CliRunner().invoke(main, ["evaluate", str(out), "--realized", str(p), "--json",
+                                      str(tmp_path / f"{unit}.json")])
+        assert r.exit_code == 0, r.output
+        res[unit] = json_load(tmp_path / f"{unit}.json")
+    drop = ("realized", "store", "source")
+    clean = {u: {k: v for k, v in d.items() if k not in drop} for u, d in res.items()}
+    assert clean["s"] == clean["ms"]
+
+
+def test_update_after_a_200_year_gap_is_refused(tmp_path, store):
+    """Defect 6 for update: bars starting long after the store's end."""
+    out, _ = store
+    s = market()
+    far = s.time + np.timedelta64(200 * 365, "D")
+    pd.DataFrame({"time": far[150:], **{k: v[150:] for k, v in s.columns.items()}}) \
+        .assign(exchange="ex", symbol="BTC").to_parquet(tmp_path / "far.parquet")
+    before = sorted(p.name for p in out.rglob("*"))
+    r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / "far.parquet")])
+    assert_one_sentence(r, "far.parquet", "--max-gap")
+    assert sorted(p.name for p in out.rglob("*")) == before
