@@ -191,6 +191,8 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
     enc["time"] = {"units": "milliseconds since 1970-01-01", "dtype": "int64",
                    "calendar": "proleptic_gregorian", "chunks": (max(tc, 1024),),
                    "compressors": compressors("zstd")}
+    if "snapshot_time" in ds.variables:
+        enc["snapshot_time"] = dict(enc["time"])
     for v in ds.variables:  # coordinates and anything else: checksummed too
         enc.setdefault(v, {"compressors": compressors("zstd")})
     return enc
