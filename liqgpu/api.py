@@ -149,6 +149,7 @@ def estimate(
     realized=None,
     storage_options: dict | None = None,
     origin: str = "clock",
+    allow_unmatched: bool = False,
 ):
     """Estimate liquidation levels (model v2 by default, or v1) for one or more series.
 
@@ -191,6 +192,9 @@ def estimate(
     origin : {'clock', 'start'}
         ``clock`` (default): output buckets start on the clock (1h on the hour, 30m on :00/:30,
         aligned to the Unix epoch, UTC), the first one partial; ``start``: at the first bar.
+    allow_unmatched : bool
+        Leave out (with a warning) realized events of no series of the store or outside its
+        time range; by default they are an error.
 
     Returns
     -------
@@ -217,7 +221,7 @@ def estimate(
         with staged(str(out), overwrite=overwrite, storage_options=storage_options,
                     progress=progress) as local:
             estimate(series, params=params, model=model, grid=grid, every=every, backend=backend,
-                     out=local, origin=origin,
+                     out=local, origin=origin, allow_unmatched=allow_unmatched,
                      chunk_buckets=chunk_buckets, memory_budget=memory_budget,
                      progress=progress, dtype=dtype, realized=realized)
         return open_store(str(out), storage_options=storage_options)
@@ -258,6 +262,11 @@ def estimate(
              inputs.n_steps, n_every, params.model, g.n_bins, params.n_tiers, params.n_out, name,
              cb)
 
+    if events is not None:
+        from .realized import check_matched
+
+        check_matched(events, series_names=inputs.names, start=btime[0],
+                      end=btime[-1] + inputs.step * n_every, allow_unmatched=allow_unmatched)
     binner = _RealizedBinner(events, inputs.names, btime, inputs.step * n_every, g.edges) \
         if events is not None else None
 

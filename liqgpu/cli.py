@@ -120,6 +120,9 @@ def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, clo
 @click.option("--realized", "realized", multiple=True, type=click.Path(dir_okay=False),
               help="Normalized liquidation events (liqgpu ingest) to bin into 'realized'; "
                    "repeatable.")
+@click.option("--allow-unmatched", is_flag=True,
+              help="Leave out realized events of no series or outside the time range "
+                   "[default: an error].")
 @click.option("--exchange", default=None, help="Exchange name [default: from the file].")
 @click.option("--symbol", default=None, help="Symbol [default: from the file or its name].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
@@ -137,7 +140,8 @@ def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, clo
 @series_limit_options
 @model_options
 @user_errors
-def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overwrite, workers,
+def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchange, symbol,
+             overwrite, workers,
              scheduler, origin, resume, max_bars, max_gap, model, leverages, weights, bands, churn,
              mmr, entry, side_split,
              closure, max_age, grid, step, every, backend):
@@ -168,11 +172,13 @@ def estimate(inputs, out, kind, contract_size, realized, exchange, symbol, overw
                                   scheduler=scheduler,
                                   cluster="cuda" if backend == "cupy" else "local",
                                   overwrite=overwrite, resume=resume, origin=origin,
+                                  allow_unmatched=allow_unmatched,
                                   progress=_progress_enabled())
         how = f" ({len(series)} Dask task(s))"
     else:
         ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
-                 overwrite=overwrite, origin=origin, progress=_progress_enabled(),
+                 overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
+                 progress=_progress_enabled(),
                  realized=list(realized) or None)
         how = ""
     status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")

@@ -93,6 +93,7 @@ def estimate_distributed(
     timeout: float | None = None,
     storage_options: dict | None = None,
     origin: str = "clock",
+    allow_unmatched: bool = False,
     _on_series: Callable[[int, str], None] | None = None,  # test seam: runs first in each task
 ):
     """Estimate liquidation levels for many series on a Dask cluster, one task per series.
@@ -201,7 +202,8 @@ def estimate_distributed(
                                  realized=realized, workers=workers, cluster=cluster,
                                  retries=retries, progress=progress, chunk_buckets=chunk_buckets,
                                  memory_budget=memory_budget, timeout=timeout,
-                                 origin=origin, _on_series=_on_series)
+                                 origin=origin, allow_unmatched=allow_unmatched,
+                                 _on_series=_on_series)
         from .store import open_store
 
         return open_store(str(out), storage_options=storage_options)
@@ -221,6 +223,12 @@ def estimate_distributed(
     n_every = resolve_every(every, inputs.step)
     time = inputs.time
     step = inputs.step
+    if events is not None:
+        from .realized import check_matched
+
+        btime = time[::n_every]
+        check_matched(events, series_names=inputs.names, start=btime[0],
+                      end=btime[-1] + step * n_every, allow_unmatched=allow_unmatched)
     del inputs  # the tasks prepare their own series
     n_buckets = -(-time.size // n_every)
     tc, pc = chunking(g.n_bins, params.n_out, n_buckets)

@@ -208,9 +208,10 @@ class Realized:
     #: names no symbol
     series: object = None
 
-    def for_store(self, ds) -> "Realized":
-        """Only the events of the store's series; a file of another symbol is an InputError
-        (never scored against the wrong market without a word)."""
+    def for_store(self, ds, *, allow_unmatched: bool = False) -> "Realized":
+        """Only the events of the store's series; events of another series are an InputError
+        unless ``allow_unmatched`` (then left out with a warning), and a file with none of the
+        store's series always is (never scored against the wrong market without a word)."""
         if self.series is None:
             return self
         names = [str(x).lower() for x in ds["series"].values]
@@ -223,6 +224,10 @@ class Realized:
                              f"store's {', '.join(names)}; give the events of the store's series")
         if keep.all():
             return self
+        if not allow_unmatched:
+            raise InputError(f"{self.source}: {int((~keep).sum())} of {keep.size} events belong "
+                             f"to no series of the store; pass --allow-unmatched to leave them "
+                             f"out")
         log.warning("%s: %d of %d events belong to other series and are left out",
                     self.source, int((~keep).sum()), keep.size)
         frame = self.frame.iloc[np.flatnonzero(keep)].reset_index(drop=True)

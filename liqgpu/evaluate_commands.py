@@ -94,9 +94,11 @@ bootstrap_options = [
 @click.argument("store", type=click.Path())
 @_add(realized_options)
 @_add(bootstrap_options)
+@click.option("--allow-unmatched", is_flag=True,
+              help="Leave out events of series the store does not hold [default: an error].")
 @user_errors
 def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path, report_dir,
-                 draws, seed):
+                 draws, seed, allow_unmatched):
     """Accuracy of a store's estimate against realized liquidations, next to baselines.
 
     The store may hold model v2 (the default) or v1; its parameters are reported. Timing: per
@@ -115,7 +117,8 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     _check_out_dir(report_dir, "--report")
     windows = _windows(train, test)
     ds = open_store(store)
-    realized = load_realized(realized_path, realized_columns).for_store(ds)
+    realized = load_realized(realized_path, realized_columns).for_store(
+        ds, allow_unmatched=allow_unmatched)
     table = build_table(ds, realized)
     result = evaluate(ds, realized, windows or None, table=table, draws=draws, seed=seed)
     result["store"] = str(store)

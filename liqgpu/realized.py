@@ -140,3 +140,37 @@ def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np
         log.warning("realized: %d of %d events not binned (%s)", n - summary["binned"], n,
                     ", ".join(f"{k} {v}" for k, v in left.items()))
     return (out, summary) if return_summary else out
+
+
+def check_matched(events, *, series_names: list[str], start, end,
+                  allow_unmatched: bool = False, source: str = "--realized") -> None:
+    """The one rule for realized events in every command: each event must belong to a series of
+    the store (``exchange:symbol``, case-insensitive) and fall in its time range ``[start,
+    end)``. Otherwise an :class:`InputError` naming how many and which, unless
+    ``allow_unmatched`` (then a warning, and those events are left out)."""
+    if events is None or len(events) == 0:
+        return
+    names = {n.lower() for n in series_names}
+    key = (events["exchange"].astype(str) + ":" + events["symbol"].astype(str)).str.lower()
+    other = ~key.isin(names).to_numpy()
+    from .io.tables import time_ns
+
+    t = time_ns(events["time"])
+    lo = int(np.datetime64(start, "ns").astype(np.int64))
+    hi = int(np.datetime64(end, "ns").astype(np.int64))
+    outside = ~other & ((t < lo) | (t >= hi))
+    if not (other.any() or outside.any()):
+        return
+    parts = []
+    if other.any():
+        held = sorted(set(key[other]))[:3]
+        parts.append(f"{int(other.sum())} of {len(events)} events belong to no series of the "
+                     f"store ({', '.join(held)}{', ...' if len(set(key[other])) > 3 else ''})")
+    if outside.any():
+        parts.append(f"{int(outside.sum())} fall outside its time range "
+                     f"{np.datetime_as_string(np.datetime64(start, 's'))}Z .. "
+                     f"{np.datetime_as_string(np.datetime64(end, 's'))}Z")
+    msg = f"{source}: " + "; ".join(parts)
+    if not allow_unmatched:
+        raise InputError(msg + "; pass --allow-unmatched to leave them out")
+    log.warning("%s (left out: --allow-unmatched)", msg)

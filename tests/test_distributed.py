@@ -297,9 +297,10 @@ def test_realized_events_are_binned_as_in_one_process(fleet, cluster, tmp_path):
     ev = pd.concat(rows, ignore_index=True).sort_values("time", ignore_index=True)
     ref, out = tmp_path / "ref.zarr", tmp_path / "d.zarr"
     liqgpu.estimate(fleet, every=EVERY, chunk_buckets=CHUNK, backend="numpy", out=ref,
-                    realized=ev)
+                    realized=ev, allow_unmatched=True)
     estimate_distributed(fleet, out=out, every=EVERY, chunk_buckets=CHUNK, realized=ev,
-                         scheduler=cluster.scheduler_address, timeout=WAIT)
+                         scheduler=cluster.scheduler_address, timeout=WAIT,
+                         allow_unmatched=True)
     assert_same_store(out, ref)
     got = open_store(out, chunks=None)
     summary = got.attrs["realized_summary"]

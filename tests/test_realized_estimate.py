@@ -33,8 +33,14 @@ def okx_store(real_data, tmp_path_factory):
         "time=ts_ms,exchange=venue,symbol=coin,side=liquidated_position,notional=notional_usd,"
         "qty=size_base", "--exchange", "okx", "--price-kind", "bankruptcy",
         "--out", d / "events.parquet")
+    r = CliRunner().invoke(main, ["estimate", str(d / "btc.parquet"), "--realized",
+                                  str(d / "events.parquet"), "--out", str(d / "refused.zarr")])
+    # the file holds other coins' events too: an error, unless --allow-unmatched
+    assert r.exit_code == 2 and "belong to no series of the store" in r.output, r.output
+    assert "--allow-unmatched" in r.output and not (d / "refused.zarr").exists()
     out = cli("estimate", d / "btc.parquet", "--realized", d / "events.parquet",
-              "--out", d / "btc.zarr", "--every", "1h", "--backend", "numpy")
+              "--out", d / "btc.zarr", "--every", "1h", "--backend", "numpy",
+              "--allow-unmatched")
     return d, out
 
 
@@ -76,3 +82,23 @@ def test_realized_and_estimate_on_the_same_grid(okx_store):
     close = day["close"].values[0]
     below = sum(r[o, price < close[o] * 1.002, 0].sum() for o in range(len(close)))
     assert below > 0.9 * r[:, :, 0].sum()
+
+
+def test_events_outside_the_time_range_are_an_error_unless_allowed(tmp_path):
+    s = liqgpu.synthetic_series(days=1, seed=2, exchange="binance", symbol="BTCUSDT")
+    t = pd.to_datetime(s.time, utc=True)
+    ev = pd.DataFrame({"time": [t[10], t[-1] + pd.Timedelta("2h"), t[20]],
+                       "exchange": "binance", "symbol": "BTCUSDT",
+                       "side": ["long", "short", "short"],
+                       "price": [s["close"][10], s["close"][-1], s["close"][20]],
+                       "notional": [1e5, 2e5, 3e5]})
+    with pytest.raises(liqgpu.InputError, match="1 fall outside its time range"):
+        liqgpu.estimate(s, every="1h", backend="numpy", realized=ev)
+    ds = liqgpu.estimate(s, every="1h", backend="numpy", realized=ev, allow_unmatched=True)
+    assert float(ds["realized"].sum()) == pytest.approx(4e5)
+    # epoch seconds, milliseconds and microseconds read the same
+    for unit, scale in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        e2 = ev.iloc[[0, 2]].copy()
+        e2["time"] = (e2["time"].astype("datetime64[ns, UTC]").astype("int64") // scale)
+        got = liqgpu.estimate(s, every="1h", backend="numpy", realized=e2)
+        np.testing.assert_array_equal(got["realized"].values, ds["realized"].values, unit)

@@ -443,6 +443,17 @@ def test_evaluate_refuses_another_symbols_events_and_reads_seconds(tmp_path, sto
     drop = ("realized", "store", "source")
     clean = {u: {k: v for k, v in d.items() if k not in drop} for u, d in res.items()}
     assert clean["s"] == clean["ms"]
+    # a file with the store's events and another series' is refused unless --allow-unmatched
+    mixed = pd.concat([pd.read_csv(events_file(tmp_path / "a.csv", ds)),
+                       pd.read_csv(events_file(tmp_path / "b.csv", ds, symbol="ETHUSDT"))])
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    r = CliRunner().invoke(main, ["evaluate", str(out), "--realized", str(tmp_path / "mixed.csv")])
+    assert_one_sentence(r, "mixed.csv", "5 of 10 events", "--allow-unmatched")
+    r = CliRunner().invoke(main, ["evaluate", str(out), "--realized", str(tmp_path / "mixed.csv"),
+                                  "--allow-unmatched", "--json", str(tmp_path / "mixed.json")])
+    assert r.exit_code == 0, r.output
+    got = json_load(tmp_path / "mixed.json")
+    assert {k: v for k, v in got.items() if k not in drop} == clean["ms"]
 
 
 def test_update_after_a_200_year_gap_is_refused(tmp_path, store):
