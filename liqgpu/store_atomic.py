@@ -199,11 +199,14 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def commit(new, target) -> Path:
+def commit(new, target, *, defer_cleanup: bool = False) -> Path:
     """Put the complete store ``new`` at ``target`` (the caller holds :func:`store_lock`).
 
     Readers see the old store or the new one, never none (where ``RENAME_EXCHANGE`` exists);
     a crash at any point leaves the old or the new store at ``target`` once :func:`recover` ran.
+    ``defer_cleanup``: the replaced store is deleted on a background thread (the process waits
+    for it before exiting), so the caller goes on as soon as the new store is in place (a live
+    loop); a kill before it finishes leaves a temporary that the next run removes.
     """
     new, target = Path(new), Path(target)
     crash_point("before-commit")
@@ -213,7 +216,12 @@ def commit(new, target) -> Path:
         return target
     if _exchange(new, target):
         crash_point("after-exchange")  # the old store now sits at `new`
-        _rmtree(new)
+        if defer_cleanup:
+            import threading
+
+            threading.Thread(target=_rmtree, args=(new,), name="liqgpu-cleanup").start()
+        else:
+            _rmtree(new)
         return target
     old = temp_path(target, "old")
     os.replace(target, old)

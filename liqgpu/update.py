@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def update(store, series, *, allow_outside: bool = False, progress: bool = False,
-           max_gap=None):
+           max_gap=None, defer_cleanup: bool = False, reopen: bool = True, realized=None):
     """Append new bars to a store, exactly as if the whole history had been estimated at once.
 
     Parameters
@@ -49,10 +49,20 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
         default 90d; ``'none'``: any).
     progress : bool
         Show a progress bar (on a terminal).
+    realized : path, DataFrame, or a list of them, optional
+        Normalized liquidation events binned (as ``estimate --realized`` does) into the buckets
+        this update rewrites and appends, replacing what they held; events before the first
+        rewritten bucket or of other series are left out. Without it those buckets keep what
+        was binned there and new buckets start empty.
+    defer_cleanup : bool
+        Delete the replaced copy on a background thread (``liqgpu live``: the next minute need
+        not wait for it).
+    reopen : bool
+        Open and return the updated store (``False``: return None).
 
     Returns
     -------
-    xarray.Dataset
+    xarray.Dataset or None
         The updated store, opened lazily.
 
     Examples
@@ -63,11 +73,17 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
 
     path = _check_store(store)
     with store_lock(path):  # read, compute and swap as the store's only writer
-        return _update(path, series, allow_outside=allow_outside, progress=progress,
-                       max_gap=max_gap)
+        _update(path, series, allow_outside=allow_outside, progress=progress,
+                max_gap=max_gap, defer_cleanup=defer_cleanup, realized=realized)
+    if reopen:
+        from .store import open_store
+
+        return open_store(path)
+    return None
 
 
-def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None):
+def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None,
+            defer_cleanup: bool = False, realized=None) -> None:
     from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
@@ -125,7 +141,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     _check_gap_after(path, given, t_end, max_gap)
     if new_end <= t_end:
         log.info("%s: no bars after the stored end; nothing to do", path)
-        return ds
+        return
     T_new = (new_end - t0) // step_ns + 1
     resumed = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, R, T, T_new)
                for i, n in enumerate(names)]
@@ -151,6 +167,13 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     attrs["sources"] = list(attrs.get("sources", [])) + [s.source for s in new]
     meta = {k: ds[k].values for k in ("exchange", "symbol", "kind", "contract_size")}
     old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
+    binner = None
+    if realized is not None and "realized" in ds:
+        from .api import _load_realized, _RealizedBinner
+
+        events = _load_realized(realized)
+        if events is not None:
+            binner = _RealizedBinner(events, names, btime, inputs.step * n_every, grid.edges)
 
     state = {}
     last = engine.n_buckets - 1
@@ -163,7 +186,9 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
         for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
             part = make_dataset(chunk, names=names, time=btime, grid=grid, params=params,
                                 prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
-            if old_realized is not None:  # events are not re-read: kept where they were binned
+            if binner is not None:  # the events given, binned into these buckets
+                part = binner.add_to(part, chunk.b0, chunk.b1)
+            elif old_realized is not None:  # events not given: kept where they were binned
                 r = np.zeros((len(names), chunk.b1 - chunk.b0, grid.n_bins, 2), np.float32)
                 if chunk.b0 == 0:
                     r[:, 0] = old_realized
@@ -171,6 +196,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
             yield part
 
     clone = _clone(path)
+    committed = False
     crash_point("update-cloned")
     try:
         def write(part):
@@ -183,11 +209,12 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
         arrays, rattrs = resume_group(full, inputs.step, st, last * n_every + R)
         write_group(clone, "resume", arrays, rattrs)
         _finish(clone, attrs)
-        commit(clone, path)
+        commit(clone, path, defer_cleanup=defer_cleanup)
+        committed = True
     finally:
-        shutil.rmtree(clone, ignore_errors=True)
+        if not committed:
+            shutil.rmtree(clone, ignore_errors=True)
     log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
-    return open_store(path)
 
 
 def _check_gap_after(path: Path, given: dict, t_end: int, max_gap) -> None:

@@ -189,9 +189,13 @@ class LiveStore:
         first = self.t_end + MINUTE_NS
         series = [self._series(k, first, end) for k in self.keys]
         old_bucket = self.bucket0
-        update(self.store, series, allow_outside=self.allow_outside)
+        # the events of the buckets the update rewrites and appends go through it: the store
+        # holds its new bars and their events together, swapped in at once
+        ev = self._events_frame(old_bucket)
+        update(self.store, series, allow_outside=self.allow_outside, defer_cleanup=True,
+               reopen=False, realized=ev if len(ev) else None)
         n = (end - first) // MINUTE_NS + 1
-        self._realized(old_bucket)
+        self.bucket0 = self._last_bucket()
         self._set_mark()
         self._done(end)
         return n
@@ -208,7 +212,7 @@ class LiveStore:
         ev = self._events_frame(start)
         kw = {"params": self.params} if self.params is not None else {}
         ds = liqgpu.estimate(series, every=self.every, grid=grid, out=self.store, realized=ev,
-                             backend="numpy", **kw)
+                             backend="numpy", allow_unmatched=True, **kw)
         self.bucket0 = int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64))
         self._set_mark()
         log.info("%s: created from %d bars of %d series (grid %s, every %s)", self.store,
@@ -275,6 +279,13 @@ class LiveStore:
         df["time"] = pd.to_datetime(df["time"].astype(np.int64), unit="ns", utc=True)
         return df
 
+    def _last_bucket(self) -> int:
+        """Open time (ns) of the store's last bucket."""
+        import zarr
+
+        g = zarr.open_group(str(self.store), mode="r")
+        return int(np.asarray(g["time"][-1:], dtype=np.int64)[0]) * 1_000_000
+
     def _realized(self, old_bucket: int, force: bool = False) -> None:
         """Bin the events of the buckets from ``old_bucket`` (the one ``update`` rewrote, keeping
         what was binned there before) on; ``update`` leaves the new buckets at zero."""
@@ -300,9 +311,12 @@ class LiveStore:
         cube = bin_realized(ev, series_names=[str(x) for x in g["series"][:]],
                             time=t_ns[b0:].view("datetime64[ns]"), every=every,
                             edges=np.asarray(g["price_edges"][:]), log_left_out=False)
-        with _lock(self.store), _quiet_zarr():
+        from ..integrity import write_manifest
+
+        with _lock(self.store), _quiet_zarr():  # a repair after a kill (see startup)
             arr = zarr.open_group(str(self.store), mode="r+")["realized"]
             arr[:, b0:] = cube.astype(np.float32)
+            write_manifest(self.store)  # the chunks it rewrote, with their new sizes
 
     @staticmethod
     def _every_ns(g) -> int:
