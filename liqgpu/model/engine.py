@@ -43,6 +43,7 @@ ALIVE, LIQUIDATED, EXPIRED, ZEROED = 0, 1, 2, 3
 RETIRE = 1e-14  # v2: a position below this fraction of its opening amount is retired (churned)
 BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks retire positions)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
+CROSS_WINDOW = 32  # v2 numpy: steps after opening searched by binary lifting (_cross_new)
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
 
 
@@ -244,6 +245,9 @@ class Engine:
         self.weights = d(inputs.weights)
         self.state = State.empty(xp)
         self.peak_live = 0
+        # numpy, one series, model v2: the specialised block (_block_np1); v1 keeps _block so
+        # its stores stay bit-identical
+        self._fast = xp is np and self.S == 1 and self.churn
 
     # ------------------------------------------------------------------------------------------
     def run(self, chunk_buckets: int, *, on_bucket=None):
@@ -296,9 +300,13 @@ class Engine:
         }
         if self.churn:
             acc["churned"] = xp.zeros((nb, nkd))
-        tables = _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
+        fast = self._fast
+        tables = None if fast else _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
         for a, b in self._blocks(t0, t1):
-            self._block(a, b, t0, b0, tables, acc)
+            if fast:
+                self._block_np1(a, b, b0, acc)
+            else:
+                self._block(a, b, t0, b0, tables, acc)
         return self._finish(b0, b1, acc)
 
     def _blocks(self, t0: int, t1: int):
@@ -481,6 +489,200 @@ class Engine:
         )
         self.peak_live = max(self.peak_live, len(self.state))
 
+    def _block_np1(self, a: int, b: int, b0: int, acc) -> None:
+        """:meth:`_block` for numpy, one series and model v2: the same model, fewer passes.
+
+        Carried and new positions are handled as two groups (no concatenation of all fields),
+        new positions are built on their (step, point, tier, side) grid, the liquidation step of
+        new positions comes from a short binary lifting plus a search in a shared running minimum
+        (:func:`_cross_new`), and every scatter is a bincount over the block's own rows.
+        """
+        n, A, B, K = self.n, self.A, self.B, self.K
+        m = b - a
+        width = self.ncell
+        nkd = 2 * B
+        row_a = a // n - b0
+        zero_a = bool(self.zero[0, a])
+        logc = self.logc[0, a:b]
+        if zero_a:
+            logc = logc.copy()
+            logc[0] = 0.0
+        logp = self.logp[0, a:b]
+        Lc = np.cumsum(logc + logp)
+        Lc_prev = np.empty(m)
+        Lc_prev[0] = 0.0
+        Lc_prev[1:] = Lc[:-1]
+        f_liq = np.exp(Lc - logp)  # liquidated at t: after t's closure, before its churn
+        f_exp = np.exp(Lc_prev)  # expired at t: before t's closure
+        vals = (self.lo[0, a:b], -self.hi[0, a:b])  # liquidation when vals[side][t] <= thr
+
+        st = self.state
+        if self.retire and len(st):  # v2: what churn has shrunk to nothing counts as churned
+            old = st.amount < RETIRE * st.opened
+            if bool(old.any()):
+                acc["churned"][row_a] += _bincount(st.kd[old], weights=st.amount[old],
+                                                     minlength=nkd)
+                st = self.state = st.take(~old)
+        nc = len(st)
+
+        # --- carried positions: death (block-local step; m: none in this block) -------------
+        c_W = st.amount
+        if nc:
+            c_d = np.empty(nc, dtype=np.int64)
+            for w in (0, 1):
+                sel = st.side == w
+                run = -np.minimum.accumulate(vals[w])  # non-decreasing
+                q = st.level[sel]
+                c_d[sel] = np.searchsorted(run, q if w else -q, side="left")
+            c_liq = c_d < m  # for now: liquidated in this block
+            if A is not None:
+                c_te = st.birth + (A - a)  # >= 0
+                c_exp = (c_te < m) & (c_te <= c_d)
+                np.minimum(c_d, c_te, out=c_d)
+                c_liq &= ~c_exp
+            else:
+                c_exp = np.zeros(nc, dtype=bool)
+            if zero_a:  # closed to zero at the block's first step, unless expiring there
+                c_zero = ~(c_exp & (c_d == 0))
+                c_liq &= ~c_zero
+                c_exp &= ~c_zero
+                c_d[c_zero] = 0
+                acc["closed"][row_a] += _bincount(st.kd[c_zero], weights=c_W[c_zero],
+                                                    minlength=nkd)
+            else:
+                c_zero = None
+        # --- new positions on the (step, entry point, tier, side) grid ----------------------
+        addb = self.add[0, a:b]
+        i_new = np.flatnonzero(addb > 0)  # block-local steps
+        t_new = i_new + a
+        N0 = int(i_new.shape[0])
+        Np = int(self.entry.shape[2])
+        Q = Np * K
+        base = (addb[i_new][:, None, None, None]
+                * self.omega[0, t_new][:, :, None, None]
+                * self.weights[None, None, :, None])
+        amt = base * self.share[0, t_new][:, None, None, :]  # (N0, Np, K, 2)
+        lev = self.entry[0, t_new][:, :, None, None] * self.factors[0][None, None, :, :]
+        n_d = np.empty((N0, Np, K, 2), dtype=np.int64)
+        for w in (0, 1):
+            q = lev[..., w].reshape(N0, Q)
+            n_d[..., w] = _cross_new(vals[w], i_new, -q if w else q).reshape(N0, Np, K)
+        band = self.band_of
+        kd4 = np.broadcast_to((band[:, None] * 2 + np.arange(2)[None, :])[None, None], amt.shape)
+        side4 = np.broadcast_to(np.arange(2)[None, None, None, :], amt.shape)
+        i4 = np.broadcast_to(i_new[:, None, None, None], amt.shape)
+        amt = amt.reshape(-1)
+        lev = lev.reshape(-1)
+        n_d = n_d.reshape(-1)
+        keep = amt > 0
+        if bool(keep.all()):
+            n_kd, n_side, n_i = kd4.reshape(-1), side4.reshape(-1), i4.reshape(-1)
+        else:
+            amt, lev, n_d = amt[keep], lev[keep], n_d[keep]
+            n_kd, n_side, n_i = kd4.reshape(-1)[keep], side4.reshape(-1)[keep], i4.reshape(-1)[keep]
+        n_bin = self.grid.bin_index(lev, xp=np, edges=self.edges)
+        n_cell = (n_bin * B + (n_kd >> 1)) * 2 + n_side
+        n_W = amt * np.exp(-Lc)[n_i]
+        n_liq = n_d < m
+        if A is not None:
+            n_te = n_i + A
+            n_exp = (n_te < m) & (n_te <= n_d)
+            np.minimum(n_d, n_te, out=n_d)
+            n_liq &= ~n_exp
+        else:
+            n_exp = np.zeros(n_d.shape, dtype=bool)
+
+        # --- flows ----------------------------------------------------------------------------
+        groups = [(n_W, n_d, n_liq, n_exp, n_cell, n_kd)]
+        if nc:
+            groups.insert(0, (c_W, c_d, c_liq, c_exp, st.cell, st.kd))
+        liq_flat = acc["liquidated"].reshape(-1)
+        rows_of = np.arange(a, b) // n - b0  # output row of each block step
+        Lq = np.zeros(m * nkd)
+        for W, d, liq, exp, cell, kd in groups:
+            if bool(liq.any()):
+                dl = d[liq]
+                _scatter(liq_flat, rows_of[dl] * width + cell[liq], W[liq] * f_liq[dl], np)
+                Lq += _bincount(dl * nkd + kd[liq], weights=W[liq], minlength=m * nkd)
+            if bool(exp.any()):
+                de = d[exp]
+                _scatter(acc["expired"].reshape(-1), rows_of[de] * nkd + kd[exp],
+                         W[exp] * f_exp[de], np)
+        _scatter(acc["added"].reshape(-1), rows_of[n_i] * nkd + n_kd, amt, np)
+
+        # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
+        # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
+        E = _bincount((n_i + 1) * nkd + n_kd, weights=n_W, minlength=(m + 1) * nkd)
+        if nc:
+            cw = c_W if c_zero is None else np.where(c_zero, 0.0, c_W)
+            E[:nkd] += _bincount(st.kd, weights=cw, minlength=nkd)
+        for W, d, liq, exp, cell, kd in groups:
+            dead = d < m
+            if W is c_W and c_zero is not None:
+                dead &= ~c_zero
+            E -= _bincount(d[dead] * nkd + kd[dead], weights=W[dead],
+                             minlength=(m + 1) * nkd)
+        live_post = np.cumsum(E[: m * nkd].reshape(m, nkd), axis=0)
+        live_pre = live_post + Lq.reshape(m, nkd)
+        closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
+        _add_sorted_rows(acc["closed"], rows_of, closed_step)
+        churn_step = (self.phi[0, a:b] * f_liq)[:, None] * live_post
+        _add_sorted_rows(acc["churned"], rows_of, churn_step)
+
+        # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
+        snaps = _snapshot_steps(a, b, n, self.T, np) - a  # block-local
+        ns = int(snaps.shape[0])
+        if ns:
+            nb_ob = np.searchsorted(snaps, np.arange(m), side="left")  # per block step
+            idx, val, neg = [], [], []
+            for W, d, liq, exp, cell, kd in groups:
+                od = np.searchsorted(snaps, d, side="left")  # ns: alive at every snapshot
+                if W is n_W:
+                    ob = nb_ob[n_i]
+                    span = ob < od
+                    idx.append(ob[span] * width + cell[span])
+                    val.append(W[span])
+                else:
+                    span = od > 0
+                    if c_zero is not None:
+                        span &= ~c_zero
+                    ob = None
+                    r0 = _bincount(cell[span], weights=W[span], minlength=width)
+                sel = span & (od < ns)
+                idx.append(od[sel] * width + cell[sel])
+                val.append(-W[sel])
+            D = _bincount(np.concatenate(idx), weights=np.concatenate(val),
+                            minlength=ns * width)
+            if nc:
+                D[:width] += r0
+            r = int(snaps[0] + a) // n - b0
+            G = acc["intensity"][r: r + ns]
+            np.cumsum(D.reshape(ns, width), axis=0, out=G)
+            G *= np.exp(Lc[snaps])[:, None]
+            # +W and -W of a dead position cancel to rounding, not to zero: snap such residues
+            # (far below MODEL.md's 1e-9 tolerance) so empty cells are exactly empty.
+            top = max(float(G.max()), -float(G.min()))
+            np.copyto(G, 0.0, where=G <= top * RESIDUE)
+
+        # survivors carry on with their current amount
+        last = math.exp(float(Lc[m - 1]))
+        na = n_d >= m
+        parts = []
+        if nc:
+            ca = c_d >= m
+            if c_zero is not None:
+                ca &= ~c_zero
+            parts.append((st.level[ca], st.side[ca], st.cell[ca], st.kd[ca], st.birth[ca],
+                          c_W[ca] * last, st.opened[ca]))
+        parts.append((lev[na], n_side[na].astype(np.int64), n_cell[na], n_kd[na].astype(np.int64),
+                      n_i[na] + a, n_W[na] * last, amt[na]))
+        cat = [np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts)]
+        level, side, cell, kd, birth, amount, opened = cat
+        self.state = State(level=level, side=side, cell=cell, kd=kd,
+                           series=np.zeros(level.shape[0], dtype=np.int64), birth=birth,
+                           amount=amount, opened=opened)
+        self.peak_live = max(self.peak_live, len(self.state))
+
     def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
         xp, S, K, P = self.xp, self.S, self.B, self.P
         nb = b1 - b0
@@ -558,6 +760,59 @@ def _add_sorted_rows(target, rows, values) -> None:
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     sums = np.add.reduceat(values, starts, axis=0)
     target[rows[starts]] += sums
+
+
+def _bincount(idx, weights, minlength):
+    """np.bincount with weights, always float64 (numpy returns int64 for empty input)."""
+    if idx.shape[0] == 0:
+        return np.zeros(minlength)
+    return np.bincount(idx, weights=weights, minlength=minlength)
+
+
+def _cross_new(vals, steps, thr, h: int = CROSS_WINDOW):
+    """First block-local step ``t > steps[r]`` with ``vals[t] <= thr[r, j]`` (``m`` if none).
+
+    ``vals`` (m,) are one block's lows (or minus highs), ``steps`` (R,) sorted opening steps
+    and ``thr`` (R, Q) thresholds. A binary lifting of log2(h) levels looks at the ``h - 1``
+    steps after the opening; what survives them shares, with every position opened in the same
+    window of ``h`` steps, the start of the next window, from where a search in the running
+    minimum finds the rest (as for carried positions).
+    """
+    m = vals.shape[0]
+    R, Qn = thr.shape
+    J = h.bit_length() - 1
+    pad = np.full(m + h + 1, np.inf)
+    pad[:m] = vals
+    levels = [pad]
+    for j in range(1, J):
+        prev, s = levels[-1], 1 << (j - 1)
+        nxt = prev.copy()
+        np.minimum(prev[:-s], prev[s:], out=nxt[:-s])
+        levels.append(nxt)
+    pos = np.repeat(steps + 1, Qn).reshape(R, Qn)
+    v = np.empty((R, Qn))
+    for j in range(J - 1, -1, -1):
+        np.take(levels[j], pos, out=v)
+        np.add(pos, 1 << j, out=pos, where=v > thr)
+    # pos == steps + h: no crossing in the h - 1 steps after opening
+    surv = np.flatnonzero(pos.reshape(-1) == np.repeat(steps + h, Qn))
+    if surv.size:
+        srow = surv // Qn
+        start = (steps[srow] // h + 1) * h  # non-decreasing
+        q = -thr.reshape(-1)[surv]
+        res = np.full(surv.size, m, dtype=np.int64)
+        cuts = np.flatnonzero(np.diff(start)) + 1
+        lo_ = np.concatenate([[0], cuts])
+        hi_ = np.concatenate([cuts, [surv.size]])
+        for i0, i1 in zip(lo_.tolist(), hi_.tolist()):
+            s0 = int(start[i0])
+            if s0 >= m:
+                break
+            run = -np.minimum.accumulate(vals[s0:])
+            res[i0:i1] = np.searchsorted(run, q[i0:i1], side="left") + s0
+        pos.reshape(-1)[surv] = res
+    np.minimum(pos, m, out=pos)
+    return pos
 
 
 def _snapshot_steps(a: int, b: int, n: int, T: int, xp):
