@@ -43,7 +43,7 @@ ALIVE, LIQUIDATED, EXPIRED, ZEROED = 0, 1, 2, 3
 RETIRE = 1e-14  # v2: a position below this fraction of its opening amount is retired (churned)
 BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks retire positions)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
-CROSS_WINDOW = 32  # v2 numpy: steps after opening searched by binary lifting (_cross_new)
+CROSS_WINDOW = 256  # v2 numpy: steps after opening searched by binary lifting (_cross_new)
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
 
 
@@ -632,33 +632,34 @@ class Engine:
         # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
         snaps = _snapshot_steps(a, b, n, self.T, np) - a  # block-local
         ns = int(snaps.shape[0])
-        if ns:
-            nb_ob = np.searchsorted(snaps, np.arange(m), side="left")  # per block step
-            idx, val, neg = [], [], []
+        if ns and any(g[4].shape[0] for g in groups):  # else: rows stay zero
+            o_of = np.searchsorted(snaps, np.arange(m + 1), side="left")  # step -> snapshot
+            cmin = min(int(g[4].min()) for g in groups if g[4].shape[0])
+            cmax = max(int(g[4].max()) for g in groups if g[4].shape[0]) + 1
+            wd = cmax - cmin  # the columns (cells) this block touches
+            D = self._zeros(ns * wd)
             for W, d, liq, exp, cell, kd in groups:
-                od = np.searchsorted(snaps, d, side="left")  # ns: alive at every snapshot
+                od = o_of[d]  # ns: alive at every snapshot
                 if W is n_W:
-                    ob = nb_ob[n_i]
+                    ob = o_of[n_i]
                     span = ob < od
-                    idx.append(ob[span] * width + cell[span])
-                    val.append(W[span])
-                else:
+                    np.add.at(D, ob[span] * wd + (cell[span] - cmin), W[span])
+                else:  # carried: born before the first snapshot
                     span = od > 0
                     if c_zero is not None:
                         span &= ~c_zero
-                    ob = None
-                    r0 = _bincount(cell[span], weights=W[span], minlength=width)
+                    D[:wd] += _bincount(cell[span] - cmin, weights=W[span], minlength=wd)
                 sel = span & (od < ns)
-                idx.append(od[sel] * width + cell[sel])
-                val.append(-W[sel])
-            D = _bincount(np.concatenate(idx), weights=np.concatenate(val),
-                            minlength=ns * width)
-            if nc:
-                D[:width] += r0
+                np.subtract.at(D, od[sel] * wd + (cell[sel] - cmin), W[sel])
             r = int(snaps[0] + a) // n - b0
-            G = acc["intensity"][r: r + ns]
-            np.cumsum(D.reshape(ns, width), axis=0, out=G)
-            G *= np.exp(Lc[snaps])[:, None]
+            G = acc["intensity"][r: r + ns, cmin:cmax]
+            Dr = D.reshape(ns, wd)
+            fac = np.exp(Lc[snaps])
+            np.multiply(Dr[0], fac[0], out=G[0])
+            for i in range(1, ns):  # cumsum over rows, row by row (cumsum(axis=0) is slow)
+                np.add(Dr[i - 1], Dr[i], out=Dr[i])
+                np.multiply(Dr[i], fac[i], out=G[i])
+            D.fill(0.0)
             # +W and -W of a dead position cancel to rounding, not to zero: snap such residues
             # (far below MODEL.md's 1e-9 tolerance) so empty cells are exactly empty.
             top = max(float(G.max()), -float(G.min()))
@@ -682,6 +683,14 @@ class Engine:
                            series=np.zeros(level.shape[0], dtype=np.int64), birth=birth,
                            amount=amount, opened=opened)
         self.peak_live = max(self.peak_live, len(self.state))
+
+    def _zeros(self, size: int):
+        """A zeroed float64 scratch vector, reused between blocks (the caller zeroes it after
+        use): a fresh np.zeros of tens of MB per block costs its page faults every time."""
+        buf = getattr(self, "_scratch", None)
+        if buf is None or buf.shape[0] < size:
+            buf = self._scratch = np.zeros(size)
+        return buf[:size]
 
     def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
         xp, S, K, P = self.xp, self.S, self.B, self.P
@@ -795,21 +804,25 @@ def _cross_new(vals, steps, thr, h: int = CROSS_WINDOW):
         np.take(levels[j], pos, out=v)
         np.add(pos, 1 << j, out=pos, where=v > thr)
     # pos == steps + h: no crossing in the h - 1 steps after opening
-    surv = np.flatnonzero(pos.reshape(-1) == np.repeat(steps + h, Qn))
+    surv = np.flatnonzero(pos == (steps + h)[:, None])
     if surv.size:
-        srow = surv // Qn
-        start = (steps[srow] // h + 1) * h  # non-decreasing
-        q = -thr.reshape(-1)[surv]
+        # rows (opening steps) by window; each window's survivors search from the next one
+        gid = steps // h
+        rlo = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+        start = ((gid[rlo] + 1) * h).tolist()
+        sb = np.searchsorted(surv, rlo * Qn).tolist() + [surv.size]
+        q = thr.reshape(-1)[surv]
         res = np.full(surv.size, m, dtype=np.int64)
-        cuts = np.flatnonzero(np.diff(start)) + 1
-        lo_ = np.concatenate([[0], cuts])
-        hi_ = np.concatenate([cuts, [surv.size]])
-        for i0, i1 in zip(lo_.tolist(), hi_.tolist()):
-            s0 = int(start[i0])
+        for k, s0 in enumerate(start):
+            i0, i1 = sb[k], sb[k + 1]
             if s0 >= m:
                 break
-            run = -np.minimum.accumulate(vals[s0:])
-            res[i0:i1] = np.searchsorted(run, q[i0:i1], side="left") + s0
+            if i0 == i1:
+                continue
+            # running minimum from s0, reversed (non-decreasing): the count of its entries
+            # <= thr is the number of steps from the first crossing to the block's end
+            rev = np.minimum.accumulate(vals[s0:])[::-1].copy()
+            res[i0:i1] -= np.searchsorted(rev, q[i0:i1], side="right")
         pos.reshape(-1)[surv] = res
     np.minimum(pos, m, out=pos)
     return pos
