@@ -248,6 +248,7 @@ class Engine:
         # numpy, one series, model v2: the specialised block (_block_np1); v1 keeps _block so
         # its stores stay bit-identical
         self._fast = xp is np and self.S == 1 and self.churn
+        self._loggrid = _geometric(grid.edges) if self._fast else None
 
     # ------------------------------------------------------------------------------------------
     def run(self, chunk_buckets: int, *, on_bucket=None):
@@ -517,12 +518,6 @@ class Engine:
         vals = (self.lo[0, a:b], -self.hi[0, a:b])  # liquidation when vals[side][t] <= thr
 
         st = self.state
-        if self.retire and len(st):  # v2: what churn has shrunk to nothing counts as churned
-            old = st.amount < RETIRE * st.opened
-            if bool(old.any()):
-                acc["churned"][row_a] += _bincount(st.kd[old], weights=st.amount[old],
-                                                     minlength=nkd)
-                st = self.state = st.take(~old)
         nc = len(st)
 
         # --- carried positions: death (block-local step; m: none in this block) -------------
@@ -542,15 +537,26 @@ class Engine:
                 c_liq &= ~c_exp
             else:
                 c_exp = np.zeros(nc, dtype=bool)
-            if zero_a:  # closed to zero at the block's first step, unless expiring there
+            # gone at the block's start: retired (v2: what churn has shrunk to nothing counts as
+            # churned), or closed to zero unless expiring there
+            c_gone = None
+            if self.retire:
+                ret = c_W < RETIRE * st.opened
+                if bool(ret.any()):
+                    acc["churned"][row_a] += _bincount(st.kd[ret], weights=c_W[ret],
+                                                       minlength=nkd)
+                    c_gone = ret
+            if zero_a:
                 c_zero = ~(c_exp & (c_d == 0))
-                c_liq &= ~c_zero
-                c_exp &= ~c_zero
-                c_d[c_zero] = 0
+                if c_gone is not None:
+                    c_zero &= ~c_gone
                 acc["closed"][row_a] += _bincount(st.kd[c_zero], weights=c_W[c_zero],
                                                     minlength=nkd)
-            else:
-                c_zero = None
+                c_gone = c_zero if c_gone is None else (c_gone | c_zero)
+            if c_gone is not None:
+                c_liq &= ~c_gone
+                c_exp &= ~c_gone
+                c_d[c_gone] = 0
         # --- new positions on the (step, entry point, tier, side) grid ----------------------
         addb = self.add[0, a:b]
         i_new = np.flatnonzero(addb > 0)  # block-local steps
@@ -572,15 +578,17 @@ class Engine:
         side4 = np.broadcast_to(np.arange(2)[None, None, None, :], amt.shape)
         i4 = np.broadcast_to(i_new[:, None, None, None], amt.shape)
         amt = amt.reshape(-1)
+        lev4 = lev
         lev = lev.reshape(-1)
         n_d = n_d.reshape(-1)
         keep = amt > 0
         if bool(keep.all()):
+            keep = None
             n_kd, n_side, n_i = kd4.reshape(-1), side4.reshape(-1), i4.reshape(-1)
         else:
             amt, lev, n_d = amt[keep], lev[keep], n_d[keep]
             n_kd, n_side, n_i = kd4.reshape(-1)[keep], side4.reshape(-1)[keep], i4.reshape(-1)[keep]
-        n_bin = self.grid.bin_index(lev, xp=np, edges=self.edges)
+        n_bin = self._bins(lev, t_new, keep)
         n_cell = (n_bin * B + (n_kd >> 1)) * 2 + n_side
         n_W = amt * np.exp(-Lc)[n_i]
         n_liq = n_d < m
@@ -614,12 +622,12 @@ class Engine:
         # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
         E = _bincount((n_i + 1) * nkd + n_kd, weights=n_W, minlength=(m + 1) * nkd)
         if nc:
-            cw = c_W if c_zero is None else np.where(c_zero, 0.0, c_W)
+            cw = c_W if c_gone is None else np.where(c_gone, 0.0, c_W)
             E[:nkd] += _bincount(st.kd, weights=cw, minlength=nkd)
         for W, d, liq, exp, cell, kd in groups:
             dead = d < m
-            if W is c_W and c_zero is not None:
-                dead &= ~c_zero
+            if W is c_W and c_gone is not None:
+                dead &= ~c_gone
             E -= _bincount(d[dead] * nkd + kd[dead], weights=W[dead],
                              minlength=(m + 1) * nkd)
         live_post = np.cumsum(E[: m * nkd].reshape(m, nkd), axis=0)
@@ -646,8 +654,8 @@ class Engine:
                     np.add.at(D, ob[span] * wd + (cell[span] - cmin), W[span])
                 else:  # carried: born before the first snapshot
                     span = od > 0
-                    if c_zero is not None:
-                        span &= ~c_zero
+                    if c_gone is not None:
+                        span &= ~c_gone
                     D[:wd] += _bincount(cell[span] - cmin, weights=W[span], minlength=wd)
                 sel = span & (od < ns)
                 np.subtract.at(D, od[sel] * wd + (cell[sel] - cmin), W[sel])
@@ -671,8 +679,8 @@ class Engine:
         parts = []
         if nc:
             ca = c_d >= m
-            if c_zero is not None:
-                ca &= ~c_zero
+            if c_gone is not None:
+                ca &= ~c_gone
             parts.append((st.level[ca], st.side[ca], st.cell[ca], st.kd[ca], st.birth[ca],
                           c_W[ca] * last, st.opened[ca]))
         parts.append((lev[na], n_side[na].astype(np.int64), n_cell[na], n_kd[na].astype(np.int64),
@@ -683,6 +691,32 @@ class Engine:
                            series=np.zeros(level.shape[0], dtype=np.int64), birth=birth,
                            amount=amount, opened=opened)
         self.peak_live = max(self.peak_live, len(self.state))
+
+    def _bins(self, lev, t_new, keep):
+        """Price bins of the new levels ``lev`` (kept ones, flat) built on the
+        (step, point, tier, side) grid as entry x factor: on a geometric grid, from
+        log(entry) + log(factor) and one correction step against the edges (the same bins as
+        :meth:`Grid.bin_index`); else by a search in the edges."""
+        g = self._loggrid
+        if g is None:
+            return self.grid.bin_index(lev, xp=np, edges=self.edges)
+        x0, inv = g
+        P = self.P
+        with np.errstate(invalid="ignore", divide="ignore"):
+            le = (np.log(self.entry[0, t_new]) - x0) * inv  # (N0, Np)
+            lf = np.log(self.factors[0]) * inv  # (K, 2)
+        u = le[:, :, None, None] + lf[None, None]
+        u = u.reshape(-1) if keep is None else u.reshape(-1)[keep]
+        np.floor(u, out=u)
+        np.clip(u, 0, P - 1, out=u)
+        j = u.astype(np.int64)  # NaN: any value; caught below
+        np.clip(j, 0, P - 1, out=j)
+        e = self.grid.edges
+        np.subtract(j, 1, out=j, where=lev < e[j])
+        np.add(j, 1, out=j, where=lev >= e[1:][np.maximum(j, 0)])
+        # outside the grid (or NaN): bin P; inside, the estimate was within one bin
+        j[~((lev >= e[0]) & (lev < e[P]))] = P
+        return j
 
     def _zeros(self, size: int):
         """A zeroed float64 scratch vector, reused between blocks (the caller zeroes it after
@@ -769,6 +803,20 @@ def _add_sorted_rows(target, rows, values) -> None:
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     sums = np.add.reduceat(values, starts, axis=0)
     target[rows[starts]] += sums
+
+
+def _geometric(edges):
+    """(log x_0, 1 / log r) when the edges are x_0 r^j to well within a bin (a log grid), so
+    that floor((log q - log x_0) / log r) is a level's bin or a neighbour of it; else None."""
+    P = edges.size - 1
+    if P < 1 or edges[0] <= 0:
+        return None
+    lx = np.log(edges)
+    lr = (lx[-1] - lx[0]) / P
+    if not lr > 0:
+        return None
+    off = (lx - lx[0]) / lr - np.arange(P + 1)
+    return (float(lx[0]), 1.0 / lr) if float(np.abs(off).max()) < 0.25 else None
 
 
 def _bincount(idx, weights, minlength):
