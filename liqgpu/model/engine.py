@@ -268,7 +268,10 @@ class Engine:
         to_host = (lambda x: x) if self.xp is np else self.xp.asnumpy
         st = self.state
         keys = STATE_KEYS if self.retire else STATE_KEYS[:-1]
-        return {k: np.asarray(to_host(getattr(st, k))) for k in keys}
+        out = {k: np.asarray(to_host(getattr(st, k))) for k in keys}
+        for k in ("side", "cell", "kd", "series", "birth"):  # the numpy v2 path keeps int8 ones
+            out[k] = out[k].astype(np.int64, copy=False)
+        return out
 
     def load_state(self, arrays: dict, *, step_offset: int = 0) -> None:
         """Start from saved live positions; ``step_offset`` is subtracted from their births (the
@@ -293,8 +296,8 @@ class Engine:
         width = S * self.ncell
         nkd = S * 2 * self.B
         acc = {
-            "intensity": xp.zeros((nb, width)),
-            "liquidated": xp.zeros((nb, width)),
+            "intensity": self._cube("intensity", nb, width),
+            "liquidated": self._cube("liquidated", nb, width),
             "added": xp.zeros((nb, nkd)),
             "closed": xp.zeros((nb, nkd)),
             "expired": xp.zeros((nb, nkd)),
@@ -525,10 +528,17 @@ class Engine:
         if nc:
             c_d = np.empty(nc, dtype=np.int64)
             for w in (0, 1):
-                sel = st.side == w
-                run = -np.minimum.accumulate(vals[w])  # non-decreasing
+                sel = np.flatnonzero(st.side == w)
+                run = np.minimum.accumulate(vals[w])  # non-increasing
                 q = st.level[sel]
-                c_d[sel] = np.searchsorted(run, q if w else -q, side="left")
+                if w:
+                    q = -q
+                # most carried positions do not cross in this block: search only the others
+                # (first t with run[t] <= q: m minus the count of such t)
+                hit = np.flatnonzero(q >= run[-1])
+                c_d[sel] = m
+                if hit.size:
+                    c_d[sel[hit]] = m - np.searchsorted(run[::-1].copy(), q[hit], side="right")
             c_liq = c_d < m  # for now: liquidated in this block
             if A is not None:
                 c_te = st.birth + (A - a)  # >= 0
@@ -574,8 +584,10 @@ class Engine:
             q = lev[..., w].reshape(N0, Q)
             n_d[..., w] = _cross_new(vals[w], i_new, -q if w else q).reshape(N0, Np, K)
         band = self.band_of
-        kd4 = np.broadcast_to((band[:, None] * 2 + np.arange(2)[None, :])[None, None], amt.shape)
-        side4 = np.broadcast_to(np.arange(2)[None, None, None, :], amt.shape)
+        small = np.int8 if nkd <= 127 else np.int64  # kd and side as carried in the state
+        kd4 = np.broadcast_to((band[:, None] * 2 + np.arange(2)[None, :]).astype(small)[None, None],
+                              amt.shape)
+        side4 = np.broadcast_to(np.arange(2, dtype=np.int8)[None, None, None, :], amt.shape)
         i4 = np.broadcast_to(i_new[:, None, None, None], amt.shape)
         amt = amt.reshape(-1)
         lev4 = lev
@@ -683,7 +695,7 @@ class Engine:
                 ca &= ~c_gone
             parts.append((st.level[ca], st.side[ca], st.cell[ca], st.kd[ca], st.birth[ca],
                           c_W[ca] * last, st.opened[ca]))
-        parts.append((lev[na], n_side[na].astype(np.int64), n_cell[na], n_kd[na].astype(np.int64),
+        parts.append((lev[na], n_side[na], n_cell[na], n_kd[na],
                       n_i[na] + a, n_W[na] * last, amt[na]))
         cat = [np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts)]
         level, side, cell, kd, birth, amount, opened = cat
@@ -717,6 +729,21 @@ class Engine:
         # outside the grid (or NaN): bin P; inside, the estimate was within one bin
         j[~((lev >= e[0]) & (lev < e[P]))] = P
         return j
+
+    def _cube(self, name: str, nb: int, width: int):
+        """A zeroed (nb, width) float64 accumulator. On the numpy v2 path the chunk's two big
+        cubes are reused from chunk to chunk (``_finish`` copies out of them): first touches of
+        fresh pages cost more than zeroing pages already mapped."""
+        if not self._fast:
+            return self.xp.zeros((nb, width))
+        bufs = self.__dict__.setdefault("_cubes", {})
+        buf = bufs.get(name)
+        if buf is None or buf.size < nb * width:
+            buf = bufs[name] = np.zeros(nb * width)
+            return buf[: nb * width].reshape(nb, width)
+        out = buf[: nb * width]
+        out.fill(0.0)
+        return out.reshape(nb, width)
 
     def _zeros(self, size: int):
         """A zeroed float64 scratch vector, reused between blocks (the caller zeroes it after
@@ -870,7 +897,12 @@ def _cross_new(vals, steps, thr, h: int = CROSS_WINDOW):
             # running minimum from s0, reversed (non-decreasing): the count of its entries
             # <= thr is the number of steps from the first crossing to the block's end
             rev = np.minimum.accumulate(vals[s0:])[::-1].copy()
-            res[i0:i1] -= np.searchsorted(rev, q[i0:i1], side="right")
+            qq = q[i0:i1]
+            hit = np.flatnonzero(qq >= rev[0])  # the others never cross in this block
+            if hit.size == i1 - i0:
+                res[i0:i1] -= np.searchsorted(rev, qq, side="right")
+            elif hit.size:
+                res[i0 + hit] -= np.searchsorted(rev, qq[hit], side="right")
         pos.reshape(-1)[surv] = res
     np.minimum(pos, m, out=pos)
     return pos
