@@ -43,6 +43,7 @@ ALIVE, LIQUIDATED, EXPIRED, ZEROED = 0, 1, 2, 3
 RETIRE = 1e-14  # v2: a position below this fraction of its opening amount is retired (churned)
 BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks retire positions)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
+CROSS_WINDOW = 256  # v2 numpy: steps after opening searched by binary lifting (_cross_new)
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
 
 
@@ -244,6 +245,10 @@ class Engine:
         self.weights = d(inputs.weights)
         self.state = State.empty(xp)
         self.peak_live = 0
+        # numpy, one series, model v2: the specialised block (_block_np1); v1 keeps _block so
+        # its stores stay bit-identical
+        self._fast = xp is np and self.S == 1 and self.churn
+        self._loggrid = _geometric(grid.edges) if self._fast else None
 
     # ------------------------------------------------------------------------------------------
     def run(self, chunk_buckets: int, *, on_bucket=None):
@@ -263,7 +268,10 @@ class Engine:
         to_host = (lambda x: x) if self.xp is np else self.xp.asnumpy
         st = self.state
         keys = STATE_KEYS if self.retire else STATE_KEYS[:-1]
-        return {k: np.asarray(to_host(getattr(st, k))) for k in keys}
+        out = {k: np.asarray(to_host(getattr(st, k))) for k in keys}
+        for k in ("side", "cell", "kd", "series", "birth"):  # the numpy v2 path keeps int8 ones
+            out[k] = out[k].astype(np.int64, copy=False)
+        return out
 
     def load_state(self, arrays: dict, *, step_offset: int = 0) -> None:
         """Start from saved live positions; ``step_offset`` is subtracted from their births (the
@@ -288,17 +296,21 @@ class Engine:
         width = S * self.ncell
         nkd = S * 2 * self.B
         acc = {
-            "intensity": xp.zeros((nb, width)),
-            "liquidated": xp.zeros((nb, width)),
+            "intensity": self._cube("intensity", nb, width),
+            "liquidated": self._cube("liquidated", nb, width),
             "added": xp.zeros((nb, nkd)),
             "closed": xp.zeros((nb, nkd)),
             "expired": xp.zeros((nb, nkd)),
         }
         if self.churn:
             acc["churned"] = xp.zeros((nb, nkd))
-        tables = _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
+        fast = self._fast
+        tables = None if fast else _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
         for a, b in self._blocks(t0, t1):
-            self._block(a, b, t0, b0, tables, acc)
+            if fast:
+                self._block_np1(a, b, b0, acc)
+            else:
+                self._block(a, b, t0, b0, tables, acc)
         return self._finish(b0, b1, acc)
 
     def _blocks(self, t0: int, t1: int):
@@ -481,6 +493,269 @@ class Engine:
         )
         self.peak_live = max(self.peak_live, len(self.state))
 
+    def _block_np1(self, a: int, b: int, b0: int, acc) -> None:
+        """:meth:`_block` for numpy, one series and model v2: the same model, fewer passes.
+
+        Carried and new positions are handled as two groups (no concatenation of all fields;
+        retired and zeroed carried positions are masked, not copied out), new positions are built
+        on their (step, point, tier, side) grid with bins from logs on geometric grids
+        (:meth:`_bins`), the liquidation step of new positions comes from a short binary
+        lifting plus a search in a shared running minimum (:func:`_cross_new`), the intensity
+        difference array covers only the block's columns in a reused buffer and is summed row
+        by row, and the chunk's cubes are reused. Results equal :meth:`_block`'s up to the order
+        of floating-point sums (relative 1e-15); v1 keeps :meth:`_block` (bit-identical stores).
+        """
+        n, A, B, K = self.n, self.A, self.B, self.K
+        m = b - a
+        width = self.ncell
+        nkd = 2 * B
+        row_a = a // n - b0
+        zero_a = bool(self.zero[0, a])
+        logc = self.logc[0, a:b]
+        if zero_a:
+            logc = logc.copy()
+            logc[0] = 0.0
+        logp = self.logp[0, a:b]
+        Lc = np.cumsum(logc + logp)
+        Lc_prev = np.empty(m)
+        Lc_prev[0] = 0.0
+        Lc_prev[1:] = Lc[:-1]
+        f_liq = np.exp(Lc - logp)  # liquidated at t: after t's closure, before its churn
+        f_exp = np.exp(Lc_prev)  # expired at t: before t's closure
+        vals = (self.lo[0, a:b], -self.hi[0, a:b])  # liquidation when vals[side][t] <= thr
+
+        st = self.state
+        nc = len(st)
+
+        # --- carried positions: death (block-local step; m: none in this block) -------------
+        c_W = st.amount
+        if nc:
+            c_d = np.empty(nc, dtype=np.int64)
+            for w in (0, 1):
+                sel = np.flatnonzero(st.side == w)
+                run = np.minimum.accumulate(vals[w])  # non-increasing
+                q = st.level[sel]
+                if w:
+                    q = -q
+                # most carried positions do not cross in this block: search only the others
+                # (first t with run[t] <= q: m minus the count of such t)
+                hit = np.flatnonzero(q >= run[-1])
+                c_d[sel] = m
+                if hit.size:
+                    c_d[sel[hit]] = m - np.searchsorted(run[::-1].copy(), q[hit], side="right")
+            c_liq = c_d < m  # for now: liquidated in this block
+            if A is not None:
+                c_te = st.birth + (A - a)  # >= 0
+                c_exp = (c_te < m) & (c_te <= c_d)
+                np.minimum(c_d, c_te, out=c_d)
+                c_liq &= ~c_exp
+            else:
+                c_exp = np.zeros(nc, dtype=bool)
+            # gone at the block's start: retired (v2: what churn has shrunk to nothing counts as
+            # churned), or closed to zero unless expiring there
+            c_gone = None
+            if self.retire:
+                ret = c_W < RETIRE * st.opened
+                if bool(ret.any()):
+                    acc["churned"][row_a] += _bincount(st.kd[ret], weights=c_W[ret],
+                                                       minlength=nkd)
+                    c_gone = ret
+            if zero_a:
+                c_zero = ~(c_exp & (c_d == 0))
+                if c_gone is not None:
+                    c_zero &= ~c_gone
+                acc["closed"][row_a] += _bincount(st.kd[c_zero], weights=c_W[c_zero],
+                                                    minlength=nkd)
+                c_gone = c_zero if c_gone is None else (c_gone | c_zero)
+            if c_gone is not None:
+                c_liq &= ~c_gone
+                c_exp &= ~c_gone
+                c_d[c_gone] = 0
+        # --- new positions on the (step, entry point, tier, side) grid ----------------------
+        addb = self.add[0, a:b]
+        i_new = np.flatnonzero(addb > 0)  # block-local steps
+        t_new = i_new + a
+        N0 = int(i_new.shape[0])
+        Np = int(self.entry.shape[2])
+        Q = Np * K
+        base = (addb[i_new][:, None, None, None]
+                * self.omega[0, t_new][:, :, None, None]
+                * self.weights[None, None, :, None])
+        amt = base * self.share[0, t_new][:, None, None, :]  # (N0, Np, K, 2)
+        lev = self.entry[0, t_new][:, :, None, None] * self.factors[0][None, None, :, :]
+        n_d = np.empty((N0, Np, K, 2), dtype=np.int64)
+        for w in (0, 1):
+            q = lev[..., w].reshape(N0, Q)
+            n_d[..., w] = _cross_new(vals[w], i_new, -q if w else q).reshape(N0, Np, K)
+        band = self.band_of
+        small = np.int8 if nkd <= 127 else np.int64  # kd and side as carried in the state
+        kd4 = np.broadcast_to((band[:, None] * 2 + np.arange(2)[None, :]).astype(small)[None, None],
+                              amt.shape)
+        side4 = np.broadcast_to(np.arange(2, dtype=np.int8)[None, None, None, :], amt.shape)
+        i4 = np.broadcast_to(i_new[:, None, None, None], amt.shape)
+        amt = amt.reshape(-1)
+        lev = lev.reshape(-1)
+        n_d = n_d.reshape(-1)
+        keep = amt > 0
+        if bool(keep.all()):
+            keep = None
+            n_kd, n_side, n_i = kd4.reshape(-1), side4.reshape(-1), i4.reshape(-1)
+        else:
+            amt, lev, n_d = amt[keep], lev[keep], n_d[keep]
+            n_kd, n_side, n_i = kd4.reshape(-1)[keep], side4.reshape(-1)[keep], i4.reshape(-1)[keep]
+        n_bin = self._bins(lev, t_new, keep)
+        n_cell = (n_bin * B + (n_kd >> 1)) * 2 + n_side
+        n_W = amt * np.exp(-Lc)[n_i]
+        n_liq = n_d < m
+        if A is not None:
+            n_te = n_i + A
+            n_exp = (n_te < m) & (n_te <= n_d)
+            np.minimum(n_d, n_te, out=n_d)
+            n_liq &= ~n_exp
+        else:
+            n_exp = np.zeros(n_d.shape, dtype=bool)
+
+        # --- flows ----------------------------------------------------------------------------
+        groups = [(n_W, n_d, n_liq, n_exp, n_cell, n_kd)]
+        if nc:
+            groups.insert(0, (c_W, c_d, c_liq, c_exp, st.cell, st.kd))
+        liq_flat = acc["liquidated"].reshape(-1)
+        rows_of = np.arange(a, b) // n - b0  # output row of each block step
+        Lq = np.zeros(m * nkd)
+        for W, d, liq, exp, cell, kd in groups:
+            if bool(liq.any()):
+                dl = d[liq]
+                _scatter(liq_flat, rows_of[dl] * width + cell[liq], W[liq] * f_liq[dl], np)
+                Lq += _bincount(dl * nkd + kd[liq], weights=W[liq], minlength=m * nkd)
+            if bool(exp.any()):
+                de = d[exp]
+                _scatter(acc["expired"].reshape(-1), rows_of[de] * nkd + kd[exp],
+                         W[exp] * f_exp[de], np)
+        _scatter(acc["added"].reshape(-1), rows_of[n_i] * nkd + n_kd, amt, np)
+
+        # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
+        # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
+        E = _bincount((n_i + 1) * nkd + n_kd, weights=n_W, minlength=(m + 1) * nkd)
+        if nc:
+            cw = c_W if c_gone is None else np.where(c_gone, 0.0, c_W)
+            E[:nkd] += _bincount(st.kd, weights=cw, minlength=nkd)
+        for W, d, liq, exp, cell, kd in groups:
+            dead = d < m
+            if W is c_W and c_gone is not None:
+                dead &= ~c_gone
+            E -= _bincount(d[dead] * nkd + kd[dead], weights=W[dead],
+                             minlength=(m + 1) * nkd)
+        live_post = np.cumsum(E[: m * nkd].reshape(m, nkd), axis=0)
+        live_pre = live_post + Lq.reshape(m, nkd)
+        closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
+        _add_sorted_rows(acc["closed"], rows_of, closed_step)
+        churn_step = (self.phi[0, a:b] * f_liq)[:, None] * live_post
+        _add_sorted_rows(acc["churned"], rows_of, churn_step)
+
+        # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
+        snaps = _snapshot_steps(a, b, n, self.T, np) - a  # block-local
+        ns = int(snaps.shape[0])
+        if ns and any(g[4].shape[0] for g in groups):  # else: rows stay zero
+            o_of = np.searchsorted(snaps, np.arange(m + 1), side="left")  # step -> snapshot
+            cmin = min(int(g[4].min()) for g in groups if g[4].shape[0])
+            cmax = max(int(g[4].max()) for g in groups if g[4].shape[0]) + 1
+            wd = cmax - cmin  # the columns (cells) this block touches
+            D = self._zeros(ns * wd)
+            for W, d, liq, exp, cell, kd in groups:
+                od = o_of[d]  # ns: alive at every snapshot
+                if W is n_W:
+                    ob = o_of[n_i]
+                    span = ob < od
+                    np.add.at(D, ob[span] * wd + (cell[span] - cmin), W[span])
+                else:  # carried: born before the first snapshot
+                    span = od > 0
+                    if c_gone is not None:
+                        span &= ~c_gone
+                    D[:wd] += _bincount(cell[span] - cmin, weights=W[span], minlength=wd)
+                sel = span & (od < ns)
+                np.subtract.at(D, od[sel] * wd + (cell[sel] - cmin), W[sel])
+            r = int(snaps[0] + a) // n - b0
+            G = acc["intensity"][r: r + ns, cmin:cmax]
+            Dr = D.reshape(ns, wd)
+            fac = np.exp(Lc[snaps])
+            np.multiply(Dr[0], fac[0], out=G[0])
+            for i in range(1, ns):  # cumsum over rows, row by row (cumsum(axis=0) is slow)
+                np.add(Dr[i - 1], Dr[i], out=Dr[i])
+                np.multiply(Dr[i], fac[i], out=G[i])
+            D.fill(0.0)
+            # +W and -W of a dead position cancel to rounding, not to zero: snap such residues
+            # (far below MODEL.md's 1e-9 tolerance) so empty cells are exactly empty.
+            top = max(float(G.max()), -float(G.min()))
+            np.copyto(G, 0.0, where=G <= top * RESIDUE)
+
+        # survivors carry on with their current amount
+        last = math.exp(float(Lc[m - 1]))
+        na = n_d >= m
+        parts = []
+        if nc:
+            ca = c_d >= m
+            if c_gone is not None:
+                ca &= ~c_gone
+            parts.append((st.level[ca], st.side[ca], st.cell[ca], st.kd[ca], st.birth[ca],
+                          c_W[ca] * last, st.opened[ca]))
+        parts.append((lev[na], n_side[na], n_cell[na], n_kd[na],
+                      n_i[na] + a, n_W[na] * last, amt[na]))
+        cat = [np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts)]
+        level, side, cell, kd, birth, amount, opened = cat
+        self.state = State(level=level, side=side, cell=cell, kd=kd,
+                           series=np.zeros(level.shape[0], dtype=np.int64), birth=birth,
+                           amount=amount, opened=opened)
+        self.peak_live = max(self.peak_live, len(self.state))
+
+    def _bins(self, lev, t_new, keep):
+        """Price bins of the new levels ``lev`` (kept ones, flat) built on the
+        (step, point, tier, side) grid as entry x factor: on a geometric grid, from
+        log(entry) + log(factor) and one correction step against the edges (the same bins as
+        :meth:`Grid.bin_index`); else by a search in the edges."""
+        g = self._loggrid
+        if g is None:
+            return self.grid.bin_index(lev, xp=np, edges=self.edges)
+        x0, inv = g
+        P = self.P
+        with np.errstate(invalid="ignore", divide="ignore"):
+            le = (np.log(self.entry[0, t_new]) - x0) * inv  # (N0, Np)
+            lf = np.log(self.factors[0]) * inv  # (K, 2)
+        u = le[:, :, None, None] + lf[None, None]
+        u = u.reshape(-1) if keep is None else u.reshape(-1)[keep]
+        np.floor(u, out=u)
+        np.clip(u, 0, P - 1, out=u)
+        j = u.astype(np.int64)  # NaN: any value; caught below
+        np.clip(j, 0, P - 1, out=j)
+        e = self.grid.edges
+        np.subtract(j, 1, out=j, where=lev < e[j])
+        np.add(j, 1, out=j, where=lev >= e[1:][np.maximum(j, 0)])
+        # outside the grid (or NaN): bin P; inside, the estimate was within one bin
+        j[~((lev >= e[0]) & (lev < e[P]))] = P
+        return j
+
+    def _cube(self, name: str, nb: int, width: int):
+        """A zeroed (nb, width) float64 accumulator. On the numpy v2 path the chunk's two big
+        cubes are reused from chunk to chunk (``_finish`` copies out of them): first touches of
+        fresh pages cost more than zeroing pages already mapped."""
+        if not self._fast:
+            return self.xp.zeros((nb, width))
+        bufs = self.__dict__.setdefault("_cubes", {})
+        buf = bufs.get(name)
+        if buf is None or buf.size < nb * width:
+            buf = bufs[name] = np.zeros(nb * width)
+            return buf[: nb * width].reshape(nb, width)
+        out = buf[: nb * width]
+        out.fill(0.0)
+        return out.reshape(nb, width)
+
+    def _zeros(self, size: int):
+        """A zeroed float64 scratch vector, reused between blocks (the caller zeroes it after
+        use): a fresh np.zeros of tens of MB per block costs its page faults every time."""
+        buf = getattr(self, "_scratch", None)
+        if buf is None or buf.shape[0] < size:
+            buf = self._scratch = np.zeros(size)
+        return buf[:size]
+
     def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
         xp, S, K, P = self.xp, self.S, self.B, self.P
         nb = b1 - b0
@@ -558,6 +833,82 @@ def _add_sorted_rows(target, rows, values) -> None:
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     sums = np.add.reduceat(values, starts, axis=0)
     target[rows[starts]] += sums
+
+
+def _geometric(edges):
+    """(log x_0, 1 / log r) when the edges are x_0 r^j to well within a bin (a log grid), so
+    that floor((log q - log x_0) / log r) is a level's bin or a neighbour of it; else None."""
+    P = edges.size - 1
+    if P < 1 or edges[0] <= 0:
+        return None
+    lx = np.log(edges)
+    lr = (lx[-1] - lx[0]) / P
+    if not lr > 0:
+        return None
+    off = (lx - lx[0]) / lr - np.arange(P + 1)
+    return (float(lx[0]), 1.0 / lr) if float(np.abs(off).max()) < 0.25 else None
+
+
+def _bincount(idx, weights, minlength):
+    """np.bincount with weights, always float64 (numpy returns int64 for empty input)."""
+    if idx.shape[0] == 0:
+        return np.zeros(minlength)
+    return np.bincount(idx, weights=weights, minlength=minlength)
+
+
+def _cross_new(vals, steps, thr, h: int = CROSS_WINDOW):
+    """First block-local step ``t > steps[r]`` with ``vals[t] <= thr[r, j]`` (``m`` if none).
+
+    ``vals`` (m,) are one block's lows (or minus highs), ``steps`` (R,) sorted opening steps
+    and ``thr`` (R, Q) thresholds. A binary lifting of log2(h) levels looks at the ``h - 1``
+    steps after the opening; what survives them shares, with every position opened in the same
+    window of ``h`` steps, the start of the next window, from where a search in the running
+    minimum finds the rest (as for carried positions).
+    """
+    m = vals.shape[0]
+    R, Qn = thr.shape
+    J = h.bit_length() - 1
+    pad = np.full(m + h + 1, np.inf)
+    pad[:m] = vals
+    levels = [pad]
+    for j in range(1, J):
+        prev, s = levels[-1], 1 << (j - 1)
+        nxt = prev.copy()
+        np.minimum(prev[:-s], prev[s:], out=nxt[:-s])
+        levels.append(nxt)
+    pos = np.repeat(steps + 1, Qn).reshape(R, Qn)
+    v = np.empty((R, Qn))
+    for j in range(J - 1, -1, -1):
+        np.take(levels[j], pos, out=v)
+        np.add(pos, 1 << j, out=pos, where=v > thr)
+    # pos == steps + h: no crossing in the h - 1 steps after opening
+    surv = np.flatnonzero(pos == (steps + h)[:, None])
+    if surv.size:
+        # rows (opening steps) by window; each window's survivors search from the next one
+        gid = steps // h
+        rlo = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+        start = ((gid[rlo] + 1) * h).tolist()
+        sb = np.searchsorted(surv, rlo * Qn).tolist() + [surv.size]
+        q = thr.reshape(-1)[surv]
+        res = np.full(surv.size, m, dtype=np.int64)
+        for k, s0 in enumerate(start):
+            i0, i1 = sb[k], sb[k + 1]
+            if s0 >= m:
+                break
+            if i0 == i1:
+                continue
+            # running minimum from s0, reversed (non-decreasing): the count of its entries
+            # <= thr is the number of steps from the first crossing to the block's end
+            rev = np.minimum.accumulate(vals[s0:])[::-1].copy()
+            qq = q[i0:i1]
+            hit = np.flatnonzero(qq >= rev[0])  # the others never cross in this block
+            if hit.size == i1 - i0:
+                res[i0:i1] -= np.searchsorted(rev, qq, side="right")
+            elif hit.size:
+                res[i0 + hit] -= np.searchsorted(rev, qq[hit], side="right")
+        pos.reshape(-1)[surv] = res
+    np.minimum(pos, m, out=pos)
+    return pos
 
 
 def _snapshot_steps(a: int, b: int, n: int, T: int, xp):

@@ -1,0 +1,74 @@
+"""The numpy v2 block (Engine._block_np1) against the generic block (Engine._block) on markets
+long enough to reach its every branch: liquidations past the binary lifting's window, many
+blocks (retirement, carried positions), expiry, closures to zero, range entries, chunking."""
+
+import numpy as np
+import pytest
+
+import liqgpu.model.engine as engine_mod
+from liqgpu.model.engine import CHUNK_FIELDS, Engine, _cross_new
+from liqgpu.model.grid import Grid
+from liqgpu.model.inputs import prepare
+from liqgpu.model.v2 import ParamsV2
+
+from helpers import make_series, random_market
+
+
+def _run(inputs, grid, every, chunk, fast):
+    e = Engine(inputs, grid, every, dtype=np.float64)
+    assert e._fast  # numpy, one series, v2
+    e._fast = fast
+    parts = list(e.run(chunk))
+    out = {f: np.concatenate([getattr(p, f) for p in parts], axis=1) for f in CHUNK_FIELDS}
+    return out, e.state_arrays()
+
+
+CASES = [
+    # n, churn, entry, max_age, closure, grid, every, chunk, block positions
+    (3000, 0.3, "close", None, "proportional", "cover", 60, 7, 1 << 20),
+    (2500, 3.0, "range:3", "17h", "proportional", "cover", 13, 11, 1 << 14),
+    (2000, 30.0, "close", "2h", "none", "narrow", 7, 40, 1 << 12),
+    (2200, 0.3, "close", None, "proportional", "linear", 30, 5, 1 << 13),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fast_block_equals_generic_block(case, monkeypatch):
+    n, churn, entry, max_age, closure, gk, every, chunk, bp = case
+    monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
+    data, extra = random_market(n, n, nan_rows=0.05, oi_mode="mixed")
+    s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
+                    open_=data["open_"], extra=extra)
+    p = ParamsV2(leverages="log:2:150:12", churn=churn, entry=entry, max_age=max_age,
+                 closure=closure)
+    grid = {"cover": lambda: Grid.covering(*prepare([s], p).level_range()),
+            "narrow": lambda: Grid.log(85, 115, 10),
+            "linear": lambda: Grid.linear(20, 400, 0.5)}[gk]()
+    fast, st_f = _run(prepare([s], p), grid, every, chunk, True)
+    slow, st_s = _run(prepare([s], p), grid, every, chunk, False)
+    scale = max(np.abs(slow["added"]).max(), 1e-300)
+    for f in CHUNK_FIELDS:
+        err = np.abs(fast[f] - slow[f]).max() / max(np.abs(slow[f]).max(), scale)
+        assert err < 1e-12, f"{f}: {err:.3g}"
+    # the same live positions (in another order)
+    kf = np.lexsort((st_f["level"], st_f["cell"], st_f["birth"]))
+    ks = np.lexsort((st_s["level"], st_s["cell"], st_s["birth"]))
+    assert set(st_f) == set(st_s)
+    for k in st_s:
+        assert st_f[k].dtype == st_s[k].dtype
+        np.testing.assert_allclose(st_f[k][kf], st_s[k][ks], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("h", [2, 16, 256])
+def test_cross_new_equals_brute_force(h):
+    rng = np.random.default_rng(h)
+    m = 700
+    vals = 100 + np.cumsum(rng.normal(0, 1, m))
+    vals[rng.random(m) < 0.05] = np.inf  # bars without a range
+    steps = np.sort(rng.choice(m, 300, replace=False))
+    thr = vals.min() + rng.uniform(-5, 40, (300, 6))
+    got = _cross_new(vals, steps, thr, h)
+    for r, i in enumerate(steps):
+        for j in range(thr.shape[1]):
+            hit = np.flatnonzero(vals[i + 1:] <= thr[r, j])
+            assert got[r, j] == (i + 1 + hit[0] if hit.size else m)
