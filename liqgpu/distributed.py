@@ -433,6 +433,7 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
         # the per-tier and price variables are small: one write covering the whole time axis
         data = {v: (("series", "time", "leverage", "side"), a) for v, a in small.items()}
         data.update({v: (("series", "time"), a) for v, a in prices.items()})
+        data.update({f"bar_{v}": (("series", "time"), a) for v, a in prices.items()})
         xr.Dataset(data).to_zarr(plan.store, region={"series": row, "time": slice(None)},
                                  zarr_format=3, consolidated=False)
     seconds = _time.perf_counter() - t0

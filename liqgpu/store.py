@@ -26,6 +26,9 @@ CUBE_VARS = ("intensity", "liquidated")
 TIER_VARS = ("added", "closed", "expired", "outside", "outside_liquidated")
 V2_TIER_VARS = ("churned",)  # model v2 only
 PRICE_VARS = ("open", "high", "low", "close", "oi")
+# the same bucket bars under names no Dataset method shadows (``ds.close`` is a method;
+# ``ds.bar_close`` is the data); format-1 stores have only PRICE_VARS
+BAR_VARS = tuple(f"bar_{v}" for v in PRICE_VARS)
 FORMAT_NAME = "liqgpu"
 FORMAT_VERSION = 2  # 2: CF attributes, price_bounds, snapshot_time, base/quote (readers take 1)
 CONVENTIONS = "CF-1.10"
@@ -79,6 +82,7 @@ def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: di
         data[v] = (("series", "time"), prices[v][:, b0:b1],
                    {"units": "contracts or base units" if v == "oi" else "quote per base",
                     "long_name": f"{v} of the bucket"})
+        data[f"bar_{v}"] = data[v]
     ds = xr.Dataset(data, coords=coords, attrs=attrs or {})
     if series_meta:
         for k, v in series_meta.items():
@@ -115,13 +119,14 @@ def describe(ds, *, grid=None) -> None:
             ds[v].attrs.update(units=quote, long_name=LONG_NAMES[v],
                                description=f"quote notional ({quote}) of positions; "
                                            + LONG_NAMES[v])
-    for v in PRICE_VARS:
+    for v in PRICE_VARS + BAR_VARS:
+        v0 = v.removeprefix("bar_")
         if v in ds:
-            ds[v].attrs.update(units="contracts or base units" if v == "oi" else quote,
-                               long_name=f"{v} of the bucket",
+            ds[v].attrs.update(units="contracts or base units" if v0 == "oi" else quote,
+                               long_name=f"{v0} of the bucket",
                                description="open interest at the bucket's last valid bar "
-                                           "(the contract's native unit)" if v == "oi" else
-                               f"bucket {v} price ({quote} per base unit)")
+                                           "(the contract's native unit)" if v0 == "oi" else
+                               f"bucket {v0} price ({quote} per base unit)")
     if grid is not None:
         e = np.asarray(grid.edges, dtype=np.float64)
         ds.coords["price_bounds"] = (("price", "bnds"), np.stack([e[:-1], e[1:]], axis=1))
@@ -186,8 +191,9 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
     for v in TIER_VARS + V2_TIER_VARS:
         if v in ds:
             enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": comp}
-    for v in PRICE_VARS:
-        enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": comp}
+    for v in PRICE_VARS + BAR_VARS:
+        if v in ds:
+            enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": comp}
     enc["time"] = {"units": "milliseconds since 1970-01-01", "dtype": "int64",
                    "calendar": "proleptic_gregorian", "chunks": (max(tc, 1024),),
                    "compressors": compressors("zstd")}

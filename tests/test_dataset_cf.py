@@ -34,6 +34,10 @@ def test_every_variable_and_coordinate_is_described(series, tmp_path):
     np.testing.assert_array_equal(ds["snapshot_time"].values,
                                   ds["time"].values + np.timedelta64(1, "h"))
     assert ds["base"].values.tolist() == ["BTC"] and ds["quote"].values.tolist() == ["USDT"]
+    # bucket bars under names no Dataset method shadows: ds.close is a method, ds.bar_close data
+    assert callable(ds.close)
+    for v in ("open", "high", "low", "close", "oi"):
+        np.testing.assert_array_equal(getattr(ds, f"bar_{v}").values, ds[v].values)
     # a lookup by snapshot time never looks ahead
     t = pd.Timestamp(ds["time"].values[5]) + pd.Timedelta("90min")
     i = int(np.searchsorted(ds["snapshot_time"].values, np.datetime64(t.tz_localize(None)),
@@ -48,13 +52,25 @@ def test_a_previous_format_store_reads_and_updates(series, tmp_path, monkeypatch
     with monkeypatch.context() as m:  # what format 1 wrote: no CF extras
         m.setattr(store_mod, "describe", lambda ds, grid=None: None)
         m.setattr(store_mod, "FORMAT_VERSION", 1)
+        make = store_mod.make_dataset
+        m.setattr(store_mod, "make_dataset",
+                  lambda *a, **k: make(*a, **k).drop_vars(list(store_mod.BAR_VARS)))
         liqgpu.estimate(head, every="1h", backend="numpy", out=out, grid="log:20000:200000:10")
     old = liqgpu.open_store(out)
     assert "snapshot_time" not in old.coords and old.attrs["format_version"] == 1
     got = update(out, tail, allow_outside=True)
     whole = liqgpu.estimate(series, every="1h", backend="numpy", grid="log:20000:200000:10")
-    assert "snapshot_time" not in got.coords
+    assert "snapshot_time" not in got.coords and "bar_close" not in got
     np.testing.assert_array_equal(got["time"].values, whole["time"].values)
     np.testing.assert_allclose(got["intensity"].values, whole["intensity"].values, rtol=1e-5,
                                atol=1e-6 * float(whole["intensity"].max()))
     assert liqgpu.levels(out, top=3).shape[0] == 3
+
+
+def test_bar_variables_follow_updates(series, tmp_path):
+    out = tmp_path / "u.zarr"
+    liqgpu.estimate(series.slice(0, 2000), every="1h", backend="numpy", out=out,
+                    grid="log:20000:200000:10")
+    got = update(out, series.slice(1900, len(series)), allow_outside=True)
+    np.testing.assert_array_equal(got["bar_close"].values, got["close"].values)
+    assert np.isfinite(got["bar_close"].values[0, -1])
