@@ -423,7 +423,8 @@ class _RealizedBinner:
                                   return_summary=True, log_left_out=False)
         self._merge(summ)
         ds["realized"] = (("series", "time", "price", "side"), cube.astype(np.float32),
-                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]})
+                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
+                          if "intensity" in ds else dict(REALIZED_ATTRS))
         return ds
 
     def _merge(self, summ: dict) -> None:

@@ -98,7 +98,7 @@ def test_failure_mid_write_leaves_no_store(tmp_path, small, monkeypatch):
 
     monkeypatch.setattr(engine.Engine, "chunk", failing)
     with pytest.raises(RuntimeError):
-        liqgpu.estimate(small, every="10min", backend="numpy", out=out, chunk_buckets=8)
+        liqgpu.estimate(small, every="1min", backend="numpy", out=out, chunk_buckets=8)
     assert calls["n"] == 3
     assert list(tmp_path.iterdir()) == []  # nothing at the target, no temp folder
 
