@@ -96,9 +96,12 @@ bootstrap_options = [
 @_add(bootstrap_options)
 @click.option("--allow-unmatched", is_flag=True,
               help="Leave out events of series the store does not hold [default: an error].")
+@click.option("--asset", default=None,
+              help="Evaluate the series of this base asset (e.g. BTC), summed across venues "
+                   "[default: every series of the store].")
 @user_errors
 def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path, report_dir,
-                 draws, seed, allow_unmatched):
+                 draws, seed, allow_unmatched, asset):
     """Accuracy of a store's estimate against realized liquidations, next to baselines.
 
     The store may hold model v2 (the default) or v1; its parameters are reported. Timing: per
@@ -117,6 +120,10 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     _check_out_dir(report_dir, "--report")
     windows = _windows(train, test)
     ds = open_store(store)
+    if asset:
+        from .render.select import select
+
+        ds = ds.sel(series=select(ds, asset=asset, name=str(store)).series)
     realized = load_realized(realized_path, realized_columns).for_store(
         ds, allow_unmatched=allow_unmatched)
     table = build_table(ds, realized)

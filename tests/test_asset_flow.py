@@ -47,13 +47,18 @@ def test_two_venues_of_btc_from_fetch_to_csv(exchange, tmp_path):  # noqa: F811
     run("render", store, "--asset", "BTC", "--out", png, "--width", "1200", "--height", "675")
     assert png.stat().st_size > 20_000
     # evaluated on the store's clock-aligned buckets against OKX's events
-    out = run("evaluate", store, "--realized", events[0], "--json", tmp_path / "ev.json")
+    out = run("evaluate", store, "--asset", "BTC", "--realized", events[0], "--json",
+              tmp_path / "ev.json")
     res = json.loads((tmp_path / "ev.json").read_text())
     timing = res["windows"][0]["timing"]
     for side in ("long", "short"):
         assert timing[side]["realized_notional"] == pytest.approx(
             float(ev.loc[ev["side"] == side, "notional"].sum()), rel=1e-6)
     assert "timing" in out and "range" in out
+    # an asset the store does not hold
+    r = CliRunner().invoke(main, ["evaluate", str(store), "--asset", "ETH", "--realized",
+                                  str(events[0])])
+    assert r.exit_code == 2 and "--asset ETH" in r.output
     # the top levels of the asset as CSV, the same as the API gives
     run("levels", store, "--asset", "BTC", "--top", "5", "--csv", tmp_path / "top.csv")
     top = pd.read_csv(tmp_path / "top.csv")
