@@ -36,15 +36,19 @@ def _chunk_files(root: Path) -> dict[str, int]:
         for f in files:
             p = Path(dirpath) / f
             rel = p.relative_to(root).as_posix()
-            if "/c/" in f"/{rel}" or rel.startswith("c/"):  # chunk keys (metadata changes later)
+            # chunk keys, nested (c/0/1) or flat (c.0.1); metadata changes later
+            if "/c/" in f"/{rel}" or f == "c" or f.startswith("c."):
                 out[rel] = p.stat().st_size
     return out
 
 
 def _array_of(rel: str) -> str:
-    """'resume/pack_float64/c/0' -> 'resume/pack_float64'."""
+    """'resume/pack_float64/c/0' or 'intensity/c.0.1' -> the array's path."""
     parts = rel.split("/")
-    return "/".join(parts[:parts.index("c")]) if "c" in parts else rel
+    for i, p in enumerate(parts):
+        if p == "c" or p.startswith("c."):
+            return "/".join(parts[:i])
+    return rel
 
 
 def write_manifest(root) -> None:

@@ -32,6 +32,7 @@ BAR_VARS = tuple(f"bar_{v}" for v in PRICE_VARS)
 FORMAT_NAME = "liqgpu"
 FORMAT_VERSION = 2  # 2: CF attributes, price_bounds, snapshot_time, base/quote (readers take 1)
 CONVENTIONS = "CF-1.10"
+FLAT_KEYS = {"name": "default", "separator": "."}
 
 LONG_NAMES = {
     "intensity": "live liquidation-level notional at the bucket's last step",
@@ -201,6 +202,8 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
         enc["snapshot_time"] = dict(enc["time"])
     for v in ds.variables:  # coordinates and anything else: checksummed too
         enc.setdefault(v, {"compressors": compressors("zstd")})
+    for e in enc.values():  # flat chunk files (c.0.1.2): no folder per chunk row, so cloning a
+        e["chunk_key_encoding"] = FLAT_KEYS  # store for `update` makes no directories
     return enc
 
 
@@ -369,7 +372,8 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
         for dt, parts in packs.items():
             flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
             a = sub.create_array(f"pack_{np.dtype(dt).name}", shape=flat.shape, dtype=flat.dtype,
-                                 chunks=(max(flat.size, 1),), compressors=comp)
+                                 chunks=(max(flat.size, 1),), compressors=comp,
+                                 chunk_key_encoding=FLAT_KEYS)
             if flat.size:
                 a[...] = flat
         sub.attrs.update({**attrs, "layout": layout})
