@@ -200,12 +200,15 @@ def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchan
 @click.option("--interval", default="10s", show_default=True, help="Polling interval of --follow.")
 @click.option("--max-polls", type=int, default=None,
               help="Stop --follow after this many polls [default: run until interrupted].")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
+              show_default=True, help="Array backend of the engine.")
 @series_limit_options
 @user_errors
-def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls, max_bars,
-           max_gap):
+def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max_polls, backend,
+           max_bars, max_gap):
     """Append new bars to STORE without recomputing its history (exactly as a full estimate)."""
-    from .api import store_info
+    import numpy as np
+
     from .series import load_series
     from .update import follow as follow_folder
     from .update import update as run
@@ -216,14 +219,16 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
         series = [load_series(p, exchange=exchange, symbol=symbol, max_bars=max_bars,
                               max_gap=max_gap) for p in inputs]
         t = time.perf_counter()
-        run(store, series, allow_outside=allow_outside, progress=_progress_enabled(),
-            max_gap=max_gap)
-        d = store_info(store)
-        status(f"updated {store}: now {d['time_start']} .. {d['time_end']} "
-                   f"({d['dims']['time']} buckets) in {time.perf_counter() - t:.2f}s")
+        ds = run(store, series, allow_outside=allow_outside, progress=_progress_enabled(),
+                 max_gap=max_gap, backend=backend)
+        times = ds["time"].values  # the time axis only: no need to read the cubes for one line
+        span = " .. ".join(str(np.datetime_as_string(x, unit="s")) + "Z"
+                           for x in (times[0], times[-1]))
+        status(f"updated {store}: now {span} ({times.size} buckets) in "
+               f"{time.perf_counter() - t:.2f}s")
     if follow is not None:
         n = follow_folder(store, follow, interval=interval, max_polls=max_polls,
-                          allow_outside=allow_outside,
+                          allow_outside=allow_outside, backend=backend,
                           on_update=lambda f: status(f"applied {f}"))
         status(f"follow: {n} file(s) applied")
 

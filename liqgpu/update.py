@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def update(store, series, *, allow_outside: bool = False, progress: bool = False,
-           max_gap=None, defer_cleanup: bool = False, reopen: bool = True, realized=None):
+           max_gap=None, defer_cleanup: bool = False, reopen: bool = True, realized=None,
+           backend: str = "auto"):
     """Append new bars to a store, exactly as if the whole history had been estimated at once.
 
     Parameters
@@ -54,6 +55,9 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
         this update rewrites and appends, replacing what they held; events before the first
         rewritten bucket or of other series are left out. Without it those buckets keep what
         was binned there and new buckets start empty.
+    backend : {'auto', 'numpy', 'cupy'}
+        Array backend of the engine, as in :func:`liqgpu.estimate` (the store's numbers agree
+        to float rounding whichever backend estimated it).
     defer_cleanup : bool
         Delete the replaced copy on a background thread (``liqgpu live``: the next minute need
         not wait for it).
@@ -74,7 +78,8 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     path = _check_store(store)
     with store_lock(path):  # read, compute and swap as the store's only writer
         _update(path, series, allow_outside=allow_outside, progress=progress,
-                max_gap=max_gap, defer_cleanup=defer_cleanup, realized=realized)
+                max_gap=max_gap, defer_cleanup=defer_cleanup, realized=realized,
+                backend=backend)
     if reopen:
         from .store import open_store
 
@@ -83,7 +88,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
 
 
 def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None,
-            defer_cleanup: bool = False, realized=None) -> None:
+            defer_cleanup: bool = False, realized=None, backend: str = "auto") -> None:
     from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
@@ -150,7 +155,10 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     if not allow_outside:
         _check_grid(inputs, grid, T - R)
 
-    engine = make_engine(inputs, grid, n_every)
+    from .model.backend import resolve
+
+    _, xp = resolve(backend)
+    engine = make_engine(inputs, grid, n_every, xp=xp)
     engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
                       step_offset=R)
     tc, pc = chunking(grid.n_bins, params.n_out, engine.n_buckets)
@@ -379,7 +387,7 @@ def _clone(path: Path) -> Path:
 
 
 def follow(store, folder, *, interval="10s", max_polls: int | None = None,
-           allow_outside: bool = False, on_update=None) -> int:
+           allow_outside: bool = False, on_update=None, backend: str = "auto") -> int:
     """Watch ``folder`` and apply each new series file (Parquet or CSV, in name order) to
     ``store``. Files already applied are remembered in the store (``applied_files``), so a
     restarted follower skips them. Returns how many files were applied.
@@ -409,7 +417,7 @@ def follow(store, folder, *, interval="10s", max_polls: int | None = None,
             if f.name in done or f.name.startswith(".") or f.suffix.lower() not in (
                     ".parquet", ".pq", ".csv", ".gz"):
                 continue
-            update(store, [load_series(f)], allow_outside=allow_outside)
+            update(store, [load_series(f)], allow_outside=allow_outside, backend=backend)
             _remember(store, f.name)
             applied_n += 1
             if on_update:

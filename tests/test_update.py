@@ -244,3 +244,23 @@ def test_series_ending_earlier_than_the_others_is_refused_clearly(tmp_path):
     with pytest.raises(InputError, match="ends at .* in the store while others go on"):
         update(out, [a.slice(190, len(a)), b.slice(170, len(b))])
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_update_takes_the_backend_and_says_what_it_did(tmp_path):
+    s = market(8, 240, nan_rows=0.0)
+    df = pd.DataFrame({"time": s.time, **{k: v for k, v in s.columns.items()}})
+    df.iloc[:200].assign(exchange="ex", symbol="BTC").to_parquet(tmp_path / "a.parquet")
+    df.iloc[190:].assign(exchange="ex", symbol="BTC").to_parquet(tmp_path / "b.parquet")
+    out = tmp_path / "s.zarr"
+    r = CliRunner().invoke(main, ["estimate", str(tmp_path / "a.parquet"), "-o", str(out),
+                                  "--every", "20m", "--grid", "log:10:500:10"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / "b.parquet"), "--backend",
+                                  "numpy"])
+    assert r.exit_code == 0, r.output
+    ds = liqgpu.open_store(out)
+    t = pd.DatetimeIndex(ds["time"].values)
+    assert f"now {t[0].isoformat()}Z .. {t[-1].isoformat()}Z ({len(t)} buckets)" in r.output
+    r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / "b.parquet"), "--backend",
+                                  "tpu"])
+    assert r.exit_code == 2 and "--backend" in r.output
