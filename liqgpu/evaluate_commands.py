@@ -184,10 +184,12 @@ SWEEP_DEFAULTS = {
 @click.option("--top", type=int, default=10, show_default=True, help="Settings to list.")
 @click.option("--keep-best", default=None, type=click.Path(),
               help="Also write the best setting's store here.")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="numpy",
+              show_default=True, help="Array backend of the engine runs.")
 @user_errors
 def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, report_dir, model,
               every, kind, contract_size, exchange, symbol, churns, powers, tier_counts, tiers,
-              mmrs, entries, splits, ages, draws, seed, top, keep_best):
+              mmrs, entries, splits, ages, draws, seed, top, keep_best, backend):
     """Tune model parameters on --train windows, report default and best on --test windows.
 
     INPUTS are series files (or one store whose output step equals its model step). The
@@ -248,7 +250,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
                            max_age=lst("ages", _age))
     t0 = time.perf_counter()
     res = run_sweep(series, realized, train_w, space=space, every=every,
-                    check=windows)
+                    check=windows, backend=backend)
     click.echo(f"model {model}: swept {res.n_settings} settings ({res.n_engine_runs} engine runs) "
                f"in {res.seconds:.1f}s; objective: mean over sides of train Spearman")
     rows = ranking_rows(res, top)
@@ -256,9 +258,10 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
         click.echo(row_text(r))
     defaults = default_params(model)
     default_res, _ = evaluate_params(series, defaults, realized, windows, every=every,
-                                     draws=draws, seed=seed)
+                                     draws=draws, seed=seed, backend=backend)
     best_res, best_ds = evaluate_params(series, res.best, realized, windows, every=every,
-                                        keep=keep_best, draws=draws, seed=seed)
+                                        keep=keep_best, draws=draws, seed=seed,
+                                        backend=backend)
     click.echo("\n== default parameters")
     click.echo(format_text(default_res))
     click.echo("\n== best parameters: " + json.dumps(res.best.to_attrs()))
@@ -286,7 +289,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
                 if label == "best" and best_ds is not None:
                     ds = best_ds
                 else:
-                    estimate(series, params=params, every=every, backend="numpy",
+                    estimate(series, params=params, every=every, backend=backend,
                              out=Path(tmp) / f"{label}.zarr")
                     ds = open_store(Path(tmp) / f"{label}.zarr")
                 write_report(folder / label, ds, realized, result, windows,

@@ -185,13 +185,14 @@ def params_for(weights: dict, mmr, entry, side_split, max_age, closure="proporti
                   entry=entry, side_split=side_split, closure=closure, max_age=max_age)
 
 
-def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS):
+def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS,
+                    backend: str = "numpy"):
     """Liquidated notional per output bucket, tier and side, summed over series and price.
 
     ``params``: v1 :class:`Params`, or v2 parameters with one band per tier
     (:func:`per_tier_params`).
 
-    Runs the numpy engine chunk by chunk on a coarse grid and keeps only the sums (liquidated
+    Runs the engine (``backend``) chunk by chunk on a coarse grid and keeps only the sums (liquidated
     outside the grid included), so memory stays small.
 
     Returns
@@ -210,7 +211,9 @@ def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS):
     lo, hi = inputs.level_range()
     g = Grid.covering(lo, hi, bps=bps)
     n = resolve_every(every, inputs.step)
-    eng = Engine(inputs, g, n, xp=np, dtype=np.float64)
+    from .model.backend import resolve
+
+    eng = Engine(inputs, g, n, xp=resolve(backend)[1], dtype=np.float64)
     cb = chunk_buckets_for(inputs.n_series, eng.ncell, n, budget_bytes=64 * 2**20, multiple=8)
     if eng.B != params.n_tiers:
         raise InputError("tier_liquidated: the output has bands, not tiers; give one band per "
@@ -255,7 +258,8 @@ class SweepResult:
 
 
 def run_sweep(series, realized: Realized, train: list[Window], *, space: SweepSpace | None = None,
-              every=None, check: list[Window] | None = None) -> SweepResult:
+              every=None, check: list[Window] | None = None,
+              backend: str = "numpy") -> SweepResult:
     """Evaluate every setting of ``space`` on the ``train`` windows; rank by the objective.
 
     Parameters
@@ -278,7 +282,7 @@ def run_sweep(series, realized: Realized, train: list[Window], *, space: SweepSp
         raise InputError("--train: give at least one training window; the sweep tunes on it")
     space = space or SweepSpaceV2()
     if isinstance(space, SweepSpaceV2):
-        return _run_sweep_v2(series, realized, train, space, every, check)
+        return _run_sweep_v2(series, realized, train, space, every, check, backend)
     started = _time.perf_counter()
     tiers = space.tiers
     K = len(tiers)
@@ -293,7 +297,7 @@ def run_sweep(series, realized: Realized, train: list[Window], *, space: SweepSp
     for r, (mmr, entry, split, age, closure) in enumerate(settings):
         p = Params(leverages=tiers, weights=(1.0 / K,) * K, mmr=mmr, entry=entry,
                    side_split=split, closure=closure, max_age=age)
-        t, ev, liq, prices = tier_liquidated(series, p, every)
+        t, ev, liq, prices = tier_liquidated(series, p, every, backend=backend)
         # scale: liq was made with weight 1/K per tier
         inp = {"estimate": liq * K, **prices}
         table = table_from_arrays(t, ev, inp, realized)
@@ -331,7 +335,8 @@ def _checked_table(t, ev, inp, realized, r, train, check):
     return table
 
 
-def _run_sweep_v2(series, realized, train, space: SweepSpaceV2, every, check) -> SweepResult:
+def _run_sweep_v2(series, realized, train, space: SweepSpaceV2, every, check,
+                  backend: str = "numpy") -> SweepResult:
     """:func:`run_sweep` for model v2: one engine run per (K, churn, entry, mmr, split, age)
     with one band per tier; ``power:α`` weight sets are matrix products."""
     from .model.v2.params import ParamsV2, parse_leverages
@@ -342,7 +347,8 @@ def _run_sweep_v2(series, realized, train, space: SweepSpaceV2, every, check) ->
     for r, (k, churn, entry, mmr, split, age, closure) in enumerate(settings):
         p = per_tier_params(k, churn, entry, mmr, split, age, closure, lev_min=space.lev_min,
                             lev_max=space.lev_max)
-        t, ev, liq, prices = tier_liquidated(series, p, every, bps=SWEEP_GRID_BPS_V2)
+        t, ev, liq, prices = tier_liquidated(series, p, every, bps=SWEEP_GRID_BPS_V2,
+                                             backend=backend)
         table = _checked_table(t, ev, {"estimate": liq * p.n_tiers, **prices}, realized, r,
                                train, check)
         tiers = np.asarray(parse_leverages(space.tiers_spec(k)))
@@ -362,7 +368,7 @@ def _run_sweep_v2(series, realized, train, space: SweepSpaceV2, every, check) ->
 
 
 def evaluate_params(series, params, realized: Realized, windows: list[Window], *,
-                    every=None, keep: str | Path | None = None, **kw):
+                    every=None, keep: str | Path | None = None, backend: str = "numpy", **kw):
     """Estimate with ``params`` on the default grid (to a temporary store) and evaluate
     (``kw``: :func:`liqgpu.evaluate.evaluate`'s ``draws`` and ``seed``).
 
@@ -376,12 +382,12 @@ def evaluate_params(series, params, realized: Realized, windows: list[Window], *
     from .store import open_store
 
     if keep is not None:
-        estimate(series, params=params, every=every, backend="numpy", out=keep, overwrite=True)
+        estimate(series, params=params, every=every, backend=backend, out=keep, overwrite=True)
         ds = open_store(keep)
         return evaluate(ds, realized, windows, **kw), ds
     with tempfile.TemporaryDirectory(prefix="liqgpu-sweep-") as tmp:
         out = Path(tmp) / "est.zarr"
-        estimate(series, params=params, every=every, backend="numpy", out=out)
+        estimate(series, params=params, every=every, backend=backend, out=out)
         ds = open_store(out)
         res = evaluate(ds, realized, windows, **kw)
         ds.close()

@@ -271,7 +271,8 @@ def test_cli_sweep_small_grid(market, tmp_path):
                                        "--test", "2026-01-12:", "--model", "v1",
                                        "--tiers", "5,10,25,50,100",
                                        "--mmr", "0.004", "--entry", "hlc3", "--max-age",
-                                       "none,24h", "--json", str(out)])
+                                       "none,24h", "--json", str(out), "--backend",
+                                       "numpy"])
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())
     # the realized amounts are the default model's own: it is among the best (objective 1)
@@ -478,3 +479,14 @@ def test_evaluate_reports_a_v2_store_as_v2(market, tmp_path):
     res = evaluate(ds, load_realized(market["agg"]), draws=0)
     assert res["params"]["model"] == "v2" and res["params"]["churn"] == 0.3
     assert len(res["params"]["leverages"]) == 8
+
+
+def test_cli_sweep_backend_cupy_without_a_gpu_is_one_line(market, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market["agg"]), "--train", ":2026-01-12",
+                                       "--test", "2026-01-12:", "--backend", "cupy"])
+    assert r.exit_code == 2 and "cupy" in r.output.lower(), r.output
+    assert len(r.output.strip().splitlines()) == 1
