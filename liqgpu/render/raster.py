@@ -146,19 +146,8 @@ def columns(sel: Selection, n_cols: int, variable: str | None = None, *,
     """
     if xp is not np:
         return columns_device(sel, n_cols, variable, block_bytes=block_bytes, xp=xp)
-    t_lo, t_hi = (to_ms(t) for t in sel.time_range)
-    n_t, n_p, n_s = sel.n_time, sel.n_price, len(sel.sides)
-    merged = n_t > n_cols
-    if merged:
-        dx = (t_hi - t_lo) / n_cols
-        centres = to_ms(sel.times) + (sel.every / np.timedelta64(1, "ms")) / 2
-        col_of = np.clip(((centres - t_lo) // dx).astype(np.int64), 0, n_cols - 1)
-        sums = np.zeros((n_cols, n_p, n_s), dtype=np.float32)
-        counts = np.zeros(n_cols)
-        np.add.at(counts, col_of, 1)
-    else:
-        dx = (t_hi - t_lo) / n_t
-        sums = np.zeros((n_t, n_p, n_s), dtype=np.float32)
+    t_lo, dx, merged, col_of, counts, n_out = _column_plan(sel, n_cols)
+    sums = np.zeros((n_out, sel.n_price, len(sel.sides)), dtype=np.float32)
     for i0, i1, arr in iter_blocks(sel, variable, block_bytes=block_bytes):
         if not merged:
             sums[i0:i1] = arr
@@ -175,23 +164,28 @@ def columns(sel: Selection, n_cols: int, variable: str | None = None, *,
     return Columns(data=data, sums=sums, x0=t_lo, dx=dx, merged=merged)
 
 
+def _column_plan(sel: Selection, n_cols: int):
+    """``(x0, dx, merged, col_of, counts, n_out)``: buckets merged into ``n_cols`` columns (the
+    column of each bucket and how many buckets each holds) when there are more buckets than
+    columns, else one column per bucket."""
+    t_lo, t_hi = (to_ms(t) for t in sel.time_range)
+    n_t = sel.n_time
+    if n_t <= n_cols:
+        return t_lo, (t_hi - t_lo) / n_t, False, None, None, n_t
+    dx = (t_hi - t_lo) / n_cols
+    centres = to_ms(sel.times) + (sel.every / np.timedelta64(1, "ms")) / 2
+    col_of = np.clip(((centres - t_lo) // dx).astype(np.int64), 0, n_cols - 1)
+    counts = np.zeros(n_cols)
+    np.add.at(counts, col_of, 1)
+    return t_lo, dx, True, col_of, counts, n_cols
+
+
 def columns_device(sel: Selection, n_cols: int, variable: str | None = None, *,
                    block_bytes: int = BLOCK_BYTES, xp) -> Columns:
     """:func:`columns` on a device array namespace (CuPy): the blocks are summed over series and
     tiers on the device and scattered into their columns there (float64 accumulators)."""
-    t_lo, t_hi = (to_ms(t) for t in sel.time_range)
-    n_t, n_p, n_s = sel.n_time, sel.n_price, len(sel.sides)
-    merged = n_t > n_cols
-    if merged:
-        dx = (t_hi - t_lo) / n_cols
-        centres = to_ms(sel.times) + (sel.every / np.timedelta64(1, "ms")) / 2
-        col_of = np.clip(((centres - t_lo) // dx).astype(np.int64), 0, n_cols - 1)
-        sums = xp.zeros((n_cols, n_p, n_s), dtype=xp.float64)
-        counts = np.zeros(n_cols)
-        np.add.at(counts, col_of, 1)
-    else:
-        dx = (t_hi - t_lo) / n_t
-        sums = xp.zeros((n_t, n_p, n_s), dtype=xp.float64)
+    t_lo, dx, merged, col_of, counts, n_out = _column_plan(sel, n_cols)
+    sums = xp.zeros((n_out, sel.n_price, len(sel.sides)), dtype=xp.float64)
     for i0, i1, arr in iter_blocks(sel, variable, block_bytes=block_bytes, xp=xp):
         if not merged:
             sums[i0:i1] = arr
@@ -316,13 +310,18 @@ def marks(sel: Selection, variable: str, *, n_cols: int, n_rows: int,
     ``max_marks`` largest kept.
     """
     cols = columns(sel, n_cols, variable)
-    sums = cols.sums  # (n_col, n_p, n_s)
+    return cell_marks(cols.sums, sel.centres, cols.centres, n_rows=n_rows, max_marks=max_marks)
+
+
+def cell_marks(sums: np.ndarray, price_centres: np.ndarray, col_centres: np.ndarray, *,
+               n_rows: int, max_marks: int) -> Marks:
+    """Marks from column sums ``(n_col, n_price, n_side)``: bins grouped into about ``n_rows``
+    rows, each mark at its cell's notional-weighted price, the ``max_marks`` largest kept."""
     n_p = sums.shape[1]
     k = max(1, int(np.ceil(n_p / max(n_rows, 1))))
     pad = (-n_p) % k
-    c = sel.centres
     s = np.pad(sums, ((0, 0), (0, pad), (0, 0)))
-    w = np.pad(sums * c[None, :, None], ((0, 0), (0, pad), (0, 0)))
+    w = np.pad(sums * price_centres[None, :, None], ((0, 0), (0, pad), (0, 0)))
     s = s.reshape(s.shape[0], -1, k, s.shape[2]).sum(axis=2)
     w = w.reshape(w.shape[0], -1, k, w.shape[2]).sum(axis=2)
     ci, pi, si = np.nonzero(s > 0)
@@ -330,4 +329,4 @@ def marks(sel: Selection, variable: str, *, n_cols: int, n_rows: int,
     if val.size > max_marks:
         keep = np.argpartition(val, -max_marks)[-max_marks:]
         ci, pi, si, val = ci[keep], pi[keep], si[keep], val[keep]
-    return Marks(time_ms=cols.centres[ci], price=w[ci, pi, si] / val, notional=val, side=si)
+    return Marks(time_ms=col_centres[ci], price=w[ci, pi, si] / val, notional=val, side=si)

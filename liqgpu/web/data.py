@@ -471,28 +471,14 @@ def marks(planes: Planes, sel, *, width: int, height: int, max_marks: int = 4000
     """Liquidations in the view as dots (placed as :func:`liqgpu.render.raster.marks` places
     them): summed into cells of about 4 px by 5 px, at the notional-weighted price of the cell,
     the ``max_marks`` largest kept; ``None`` when there are none."""
-    from ..render.raster import Marks
+    from ..render.raster import cell_marks
 
     cuts = [view_cut(planes, sel, max(1, width // 4), s) for s in sel.sides]
     f = 2 ** cuts[0].level
     sums = np.stack([c.data.T * f for c in cuts], axis=2)  # (n_col, n_p, n_s)
-    n_p = sums.shape[1]
-    k = max(1, int(np.ceil(n_p / max(height // 5, 1))))
-    pad = (-n_p) % k
-    c = sel.centres
-    s = np.pad(sums, ((0, 0), (0, pad), (0, 0)))
-    w = np.pad(sums * c[None, :, None], ((0, 0), (0, pad), (0, 0)))
-    s = s.reshape(s.shape[0], -1, k, s.shape[2]).sum(axis=2)
-    w = w.reshape(w.shape[0], -1, k, w.shape[2]).sum(axis=2)
-    ci, pi, si = np.nonzero(s > 0)
-    val = s[ci, pi, si]
-    if val.size == 0:
-        return None
-    if val.size > max_marks:
-        keep = np.argpartition(val, -max_marks)[-max_marks:]
-        ci, pi, si, val = ci[keep], pi[keep], si[keep], val[keep]
     centres = cuts[0].x0 + (np.arange(sums.shape[0]) + 0.5) * cuts[0].dx
-    return Marks(time_ms=centres[ci], price=w[ci, pi, si] / val, notional=val, side=si)
+    m = cell_marks(sums, sel.centres, centres, n_rows=height // 5, max_marks=max_marks)
+    return m if m.notional.size else None
 
 
 def readout(ds, view: View, t_ms: float, price: float) -> dict | None:
