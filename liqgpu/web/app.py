@@ -377,7 +377,8 @@ class Session:
             f"({hm['bin_label']}) at {hm['width']}x{hm['height']} px, "
             f"rows_per_bin={hm['rows_per_bin']:.3g}, price {hm['y_range'][0]:,.2f} .. "
             f"{hm['y_range'][1]:,.2f}; colour {scale} {hm['quote']} per bin; "
-            f"store {self.store.name} v{self.store.version}: {len(t)} buckets to "
+            f"store {self.store.name} (model {ds.attrs.get('model', 'v1')}, "
+            f"load {self.store.version}): {len(t)} buckets to "
             f"{np.datetime_as_string(t[-1] + D.every_of(ds), unit='m')}Z; "
             f"rendered in {hm['elapsed'] * 1000:.0f} ms</span>")
 
