@@ -300,15 +300,7 @@ def run_sweep(series, realized: Realized, train: list[Window], *, space: SweepSp
         t, ev, liq, prices = tier_liquidated(series, p, every, backend=backend)
         # scale: liq was made with weight 1/K per tier
         inp = {"estimate": liq * K, **prices}
-        table = table_from_arrays(t, ev, inp, realized)
-        if table.time.size == 0:
-            raise InputError(f"{realized.source}: the series and the realized liquidations share "
-                             "no complete bucket")
-        if r == 0:
-            for w in list(train) + list(check or []):
-                if not w.contains(table.time).any():
-                    raise InputError(f"--{w.role} {w.name.split(' ', 1)[1]}: no bucket with both "
-                                     "an estimate and realized liquidations")
+        table = _checked_table(t, ev, inp, realized, r, train, check)
         est_all = np.einsum("nkc,wk->wnc", table.estimate, wmat)
         for i, (wname, ws) in enumerate(space.weight_sets):
             sp, pl = _score(est_all[i], table, train)
