@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
+from pathlib import Path
 
 import click
 
@@ -96,3 +98,18 @@ def series_limit_options(fn):
     return click.option(
         "--max-bars", type=click.IntRange(min=2), default=None,
         help="Refuse a series file that fills to more bars than this [default: 10000000].")(fn)
+
+
+def check_out_file(path, option: str) -> None:
+    """An output file's folder exists and is writable, and the path is not a folder: checked
+    before any work, so a bad path is one sentence (exit 2) with nothing written."""
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file name")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: the folder {parent} is not writable")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import contract_options, user_errors
+from .cli_common import check_out_file, contract_options, user_errors
 from .errors import InputError
 
 
@@ -21,19 +21,6 @@ def _windows(train, test):
     from .evaluate import parse_window
 
     return [parse_window(x, "train") for x in train] + [parse_window(x, "test") for x in test]
-
-
-def _check_out_file(path, option: str) -> None:
-    if path is None:
-        return
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if p.is_dir():
-        raise InputError(f"{option} {path}: is a folder; give a file name")
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: the folder {parent} is not writable")
 
 
 def _check_out_dir(path, option: str) -> None:
@@ -116,7 +103,7 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     from .evaluate import build_table, evaluate, format_text, load_realized, write_report
     from .store import open_store
 
-    _check_out_file(json_path, "--json")
+    check_out_file(json_path, "--json")
     _check_out_dir(report_dir, "--report")
     windows = _windows(train, test)
     ds = open_store(store)
@@ -223,7 +210,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
         except ValueError:
             raise InputError(f"{vals[name]!r}: cannot read the comma-separated list") from None
 
-    _check_out_file(json_path, "--json")
+    check_out_file(json_path, "--json")
     _check_out_dir(report_dir, "--report")
     if keep_best:
         check_target(keep_best, overwrite=False)

@@ -117,3 +117,14 @@ def test_snapshot_at_never_looks_ahead(venues):
     exact = liqgpu.snapshot_at(venues, (t[5] + pd.Timedelta("1h")).isoformat())
     assert pd.Timestamp(exact["time"].values) == t[5]  # at the end of bucket 5: its snapshot
     assert liqgpu.snapshot_at(ds, (t[0] + pd.Timedelta("30min")).isoformat()) is None
+
+
+@pytest.mark.parametrize("cmd", ["levels", "map"])
+def test_csv_into_a_missing_folder_is_one_sentence_and_writes_nothing(venues, tmp_path, cmd):
+    png = tmp_path / "m.png"
+    args = [cmd, str(venues), "--asset", "BTC", "--csv", str(tmp_path / "no" / "x.csv")]
+    if cmd == "map":
+        args += ["-o", str(png), "--width", "800", "--height", "450"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "the folder" in r.output and "does not exist" in r.output
+    assert isinstance(r.exception, SystemExit) and list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ import math
 
 import click
 
-from ..cli_common import status, user_errors
+from ..cli_common import check_out_file, status, user_errors
 from ..jsonsafe import json_safe
 
 
@@ -103,6 +103,8 @@ def map_cmd(store, out, at, width, height, series, asset, leverage, price_min, p
     """Render the liquidation map at one time: levels per price, stacked by leverage."""
     from .liqmap import render_map
 
+    check_out_file(csv_path, "--csv")  # before anything is drawn or written
+
     render_map(store, out=out, at=at, width=width, height=height, series=series, asset=asset,
                leverage=leverage, price_min=price_min, price_max=price_max, lookback=lookback,
                cumulative=not no_cumulative)
@@ -135,6 +137,7 @@ def levels_cmd(store, at, top, side, threshold, series, asset, leverage, price_m
     """List the strongest clusters of liquidation levels at one time."""
     from .levels import find_levels
 
+    check_out_file(csv_path, "--csv")
     sel = dict(series=series, asset=asset, side=side, leverage=leverage, threshold=threshold,
                lookback=lookback, price_min=price_min, price_max=price_max)
     if csv_path:
