@@ -261,6 +261,7 @@ def demo(out, days, seed, every, width, height, backend, model, max_age):
     check_size(width, height)  # bad options fail before anything is computed or written
     params = params_from_options(model, max_age=max_age)
     series = synthetic_series(days=days, seed=seed)
+    params.max_age_steps(series.step)  # a --max-age shorter than a bar fails before any write
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")

@@ -195,6 +195,8 @@ def test_import_is_light():
     (["--width", "100"], "100"),
     (["--days", "0"], "--days 0: too short"),
     (["--days", "-1"], "--days -1: too short"),
+    (["--max-age", "10s"], "max_age: 10s is shorter than the model step"),
+    (["--model", "v1", "--max-age", "soon"], "max_age"),
 ])
 def test_demo_bad_options_write_nothing(tmp_path, args, message):
     from liqgpu.cli import main
