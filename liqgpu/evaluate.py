@@ -33,23 +33,22 @@ import logging
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._time import iso, parse_time, td64_str
 from .errors import InputError
+from .events import Realized, load_realized, parse_columns  # noqa: F401 - re-exported
 from .jsonsafe import json_safe
+from .schema import SIDES
 
 log = logging.getLogger(__name__)
 
-from .series import MAX_VALUE  # noqa: E402 - finite-value bound shared with series files
-
-SIDES = ("long", "short")
 TIMING_SIDES = ("long", "short", "total")
 TOP = 0.10
 TIMING_BASELINES = ("range_oi", "absret_oi")
-TIME_COLUMNS = ("time", "open_time_ms", "ts_ms", "timestamp", "time_utc", "open_time_utc", "t")
 NS = np.timedelta64(1, "ns")
 DAY = np.timedelta64(1, "D")
 BOOTSTRAP_DRAWS = 2000
@@ -181,230 +180,6 @@ def profile_figures(profile, event_bin, notional, frac: float = TOP) -> tuple[fl
 
 # ---------------------------------------------------------------------------------------------
 # realized liquidations
-@dataclass
-class Realized:
-    """Realized liquidations read by :func:`load_realized`.
-
-    Attributes
-    ----------
-    kind : {'events', 'aggregates'}
-    frame : pandas.DataFrame
-        events: ``time`` (datetime64[ns], UTC), ``side`` ('long', 'short' or 'unknown'),
-        ``price`` (NaN where unknown), ``notional``; aggregates: ``time, long, short``.
-    step : numpy.timedelta64 or None
-        Bar length of aggregates.
-    source : str
-    price_kind : str
-        Price convention of events ('bankruptcy', 'order', 'mixed', 'unknown').
-    """
-
-    kind: str
-    frame: object
-    step: np.timedelta64 | None = None
-    source: str = "<memory>"
-    price_kind: str = "unknown"
-    columns: dict = field(default_factory=dict)
-    #: events: each row's ``symbol`` (or ``exchange:symbol``), lower case; None when the file
-    #: names no symbol
-    series: object = None
-
-    def for_store(self, ds, *, allow_unmatched: bool = False) -> "Realized":
-        """Only the events of the store's series; events of another series are an InputError
-        unless ``allow_unmatched`` (then left out with a warning), and a file with none of the
-        store's series always is (never scored against the wrong market without a word)."""
-        if self.series is None:
-            return self
-        names = [str(x).lower() for x in ds["series"].values]
-        syms = [n.split(":", 1)[-1] for n in names]
-        ser = np.asarray(self.series, dtype=object)
-        keep = np.array([(x in names) if ":" in x else (x in syms) for x in ser], dtype=bool)
-        if not keep.any():
-            held = sorted({str(x) for x in ser})[:3]
-            raise InputError(f"{self.source}: holds events of {', '.join(held)}, not of the "
-                             f"store's {', '.join(names)}; give the events of the store's series")
-        if keep.all():
-            return self
-        if not allow_unmatched:
-            raise InputError(f"{self.source}: {int((~keep).sum())} of {keep.size} events belong "
-                             f"to no series of the store; pass --allow-unmatched to leave them "
-                             f"out")
-        log.warning("%s: %d of %d events belong to other series and are left out",
-                    self.source, int((~keep).sum()), keep.size)
-        frame = self.frame.iloc[np.flatnonzero(keep)].reset_index(drop=True)
-        return Realized(self.kind, frame, self.step, self.source, self.price_kind, self.columns,
-                        ser[keep])
-
-    @property
-    def start(self) -> np.datetime64:
-        return self.frame["time"].to_numpy()[0]
-
-    @property
-    def end(self) -> np.datetime64:
-        t = self.frame["time"].to_numpy()[-1]
-        return t + (self.step if self.step is not None else np.timedelta64(1, "ns"))
-
-
-def parse_columns(text: str | None) -> dict:
-    """``'long=a,short=b[,time=c]'`` -> ``{'long': 'a', 'short': 'b', 'time': 'c'}``."""
-    if not text:
-        return {}
-    out = {}
-    for part in str(text).split(","):
-        if not part.strip():
-            continue
-        key, sep, val = part.partition("=")
-        key = key.strip().lower()
-        if not sep or key not in ("long", "short", "time") or not val.strip():
-            raise InputError(f"--realized-columns: cannot read {part.strip()!r}; use "
-                             "long=COLUMN,short=COLUMN (and optionally time=COLUMN)")
-        out[key] = val.strip()
-    return out
-
-
-def _read_table(path: Path):
-    import pandas as pd
-
-    name = str(path)
-    if not path.exists():
-        raise InputError(f"{name}: no such file")
-    if path.is_dir():
-        raise InputError(f"{name}: is a folder, not a file of realized liquidations")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if "".join(path.suffixes[-2:]).lower().endswith((".csv", ".csv.gz", ".txt")):
-            if path.stat().st_size == 0:
-                raise InputError(f"{name}: the file is empty")
-            return pd.read_csv(path)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - parser errors become one sentence
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{name}: cannot read the file ({msg})") from None
-    raise InputError(f"{name}: unknown file type; use .parquet or .csv")
-
-
-def _times(values, name: str, col: str) -> np.ndarray:
-    import pandas as pd
-
-    s = pd.Series(values)
-    if not pd.api.types.is_numeric_dtype(s.dtype) and len(s):
-        num = pd.to_numeric(s.astype(str).str.strip(), errors="coerce")
-        if num.notna().all():  # epoch numbers read as text (CSV)
-            s = num
-    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        from .io.tables import epoch_to_ns  # s, ms, us or ns by magnitude, as estimate reads
-
-        return epoch_to_ns(s, name, col).view("datetime64[ns]")
-    try:
-        t = pd.to_datetime(s.astype(str), utc=True, format="ISO8601")
-    except (ValueError, TypeError, OverflowError):
-        raise InputError(f"{name}: column '{col}' holds values that are not UTC times or "
-                         "epoch milliseconds") from None
-    if t.isna().any():
-        raise InputError(f"{name}: column '{col}' has a missing time in row "
-                         f"{int(np.flatnonzero(t.isna().to_numpy())[0]) + 1}")
-    return t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
-
-
-def load_realized(path, columns: dict | str | None = None) -> Realized:
-    """Read realized liquidations: normalized events or per-bar aggregates (Parquet or CSV).
-
-    Parameters
-    ----------
-    path : str or Path
-        Events: columns ``time`` (UTC or epoch ms), ``side`` ('long'/'short'; anything else
-        counts as unknown), ``notional`` (quote), ``price`` (optional) and ``price_kind``
-        (optional). Aggregates: a time column and a long and a short notional column.
-    columns : dict or str, optional
-        ``{'long': ..., 'short': ..., 'time': ...}`` (or the ``long=a,short=b`` text) naming the
-        aggregate columns; auto-detected when the file has one column containing ``long`` and
-        one containing ``short`` (``*_usd`` preferred).
-
-    Returns
-    -------
-    Realized
-    """
-    import pandas as pd
-
-    path = Path(path)
-    name = str(path)
-    cols = parse_columns(columns) if isinstance(columns, str) or columns is None else dict(columns)
-    df = _read_table(path)
-    if len(df) == 0:
-        raise InputError(f"{name}: no rows")
-    lower = {str(c).strip().lower(): c for c in df.columns}
-    is_events = not cols and {"side", "notional"} <= set(lower)
-    tcol = cols.get("time")
-    if tcol is None:
-        tcol = next((lower[c] for c in TIME_COLUMNS if c in lower), None)
-    if tcol is None or tcol not in df.columns:
-        raise InputError(f"{name}: no time column (looked for "
-                         f"{tcol!r})" if tcol else f"{name}: no time column; name it 'time' or "
-                         "pass --realized-columns time=COLUMN")
-    t = _times(df[tcol], name, str(tcol))
-    if is_events:
-        side_raw = df[lower["side"]].astype(str).str.strip().str.lower()
-        side = np.where(side_raw.isin(SIDES), side_raw, "unknown")
-        notional = pd.to_numeric(df[lower["notional"]], errors="coerce").to_numpy(np.float64)
-        price = (pd.to_numeric(df[lower["price"]], errors="coerce").to_numpy(np.float64)
-                 if "price" in lower else np.full(len(df), np.nan))
-        bad = np.flatnonzero(~np.isfinite(notional) | (notional < 0) | (notional > MAX_VALUE))
-        if bad.size:
-            raise InputError(f"{name}: row {int(bad[0]) + 1}, column 'notional': must be a "
-                             "number >= 0")
-        kinds = (sorted(set(df[lower["price_kind"]].astype(str))) if "price_kind" in lower
-                 else ["unknown"])
-        frame = pd.DataFrame({"time": t, "side": side, "price": price, "notional": notional})
-        series = None
-        if "symbol" in lower:
-            sym = df[lower["symbol"]].astype(str).str.strip().str.lower()
-            if "exchange" in lower:
-                ex = df[lower["exchange"]].astype(str).str.strip().str.lower()
-                sym = (ex + ":" + sym).where(ex != "", sym)
-            frame["_series"] = sym.to_numpy()
-        frame = frame.sort_values("time", kind="mergesort").reset_index(drop=True)
-        if "_series" in frame:
-            series = frame.pop("_series").to_numpy(dtype=object)
-        return Realized("events", frame, None, name,
-                        kinds[0] if len(kinds) == 1 else "mixed", series=series)
-    # aggregates
-    for s in SIDES:
-        if s not in cols:
-            cand = [c for c in df.columns if s in str(c).lower() and c != tcol]
-            usd = [c for c in cand if "usd" in str(c).lower()]
-            pick = usd if len(usd) == 1 else cand
-            if len(pick) != 1:
-                raise InputError(
-                    f"{name}: cannot tell which column holds {s} liquidations "
-                    f"({len(pick)} candidates); pass --realized-columns long=COLUMN,short=COLUMN"
-                    if pick else f"{name}: not normalized events (time, side, notional) and no "
-                    f"column with '{s}' in its name; pass --realized-columns long=COLUMN,"
-                    "short=COLUMN")
-            cols[s] = pick[0]
-        elif cols[s] not in df.columns:
-            raise InputError(f"{name}: no column {cols[s]!r} (--realized-columns {s}=); the file "
-                             f"has {', '.join(map(str, df.columns[:12]))}")
-    vals = {}
-    for s in SIDES:
-        v = pd.to_numeric(df[cols[s]], errors="coerce").to_numpy(np.float64)
-        bad = np.flatnonzero(~np.isfinite(v) | (v < 0) | (v > MAX_VALUE))
-        if bad.size:
-            raise InputError(f"{name}: row {int(bad[0]) + 1}, column {cols[s]!r}: must be a "
-                             "number >= 0")
-        vals[s] = v
-    frame = pd.DataFrame({"time": t, **vals}).sort_values("time", kind="mergesort")
-    frame = frame.drop_duplicates("time", keep="last").reset_index(drop=True)
-    if len(frame) < 2:
-        raise InputError(f"{name}: needs at least two bars to tell the bar length")
-    d = np.diff(frame["time"].to_numpy()).astype("timedelta64[ns]")
-    step = np.min(d)
-    if np.any(d % step):
-        raise InputError(f"{name}: bars are not on one step (gaps of {np.unique(d)[:3]} found)")
-    return Realized("aggregates", frame, step, name,
-                    columns={"time": str(tcol), **{s: str(cols[s]) for s in SIDES}})
-
-
 # ---------------------------------------------------------------------------------------------
 # windows
 @dataclass(frozen=True)
@@ -418,7 +193,7 @@ class Window:
     @property
     def name(self) -> str:
         def f(t):
-            return "" if t is None else _iso(t)
+            return "" if t is None else iso(t)
         return f"{self.role} {f(self.start)}..{f(self.end)}"
 
     def contains(self, t: np.ndarray) -> np.ndarray:
@@ -428,26 +203,6 @@ class Window:
         if self.end is not None:
             ok &= t < self.end
         return ok
-
-
-def _iso(t) -> str:
-    s = str(np.datetime_as_string(np.datetime64(t, "s"), unit="s"))
-    return (s[:10] if s.endswith("T00:00:00") else s) + ("" if s.endswith("T00:00:00") else "Z")
-
-
-def _parse_time(text: str, option: str):
-    import pandas as pd
-
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        t = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise InputError(f"{option}: cannot read {text!r} as a UTC date or time") from None
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return np.datetime64(t.to_datetime64(), "ns")
 
 
 def parse_window(text: str, role: str = "test") -> Window:
@@ -469,7 +224,7 @@ def parse_window(text: str, role: str = "test") -> Window:
     else:
         raise InputError(f"{option} {text}: write START:END with dates, or START..END when the "
                          "times contain ':'")
-    w = Window(role, _parse_time(a, option), _parse_time(b, option))
+    w = Window(role, parse_time(a, option), parse_time(b, option))
     if w.start is not None and w.end is not None and w.end <= w.start:
         raise InputError(f"{option} {text}: the end is not after the start")
     return w
@@ -490,7 +245,7 @@ class Table:
 
 
 def _every(ds) -> np.timedelta64:
-    from .model.params import parse_duration
+    from ._time import parse_duration
 
     ev = ds.attrs.get("every")
     if ev:
@@ -560,8 +315,8 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
     if realized.end <= t[0] or realized.start >= store_end:
         raise InputError(
             f"{realized.source}: no overlap between the realized liquidations "
-            f"({_iso(realized.start)} .. {_iso(realized.end)}) and the store "
-            f"({_iso(t[0])} .. {_iso(store_end)})")
+            f"({iso(realized.start)} .. {iso(realized.end)}) and the store "
+            f"({iso(t[0])} .. {iso(store_end)})")
     f = realized.frame
     rt = f["time"].to_numpy().astype("datetime64[ns]")
     if realized.kind == "aggregates":
@@ -570,8 +325,8 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
         small = min(every, r)
         if E % every or E % r or (t[0] - rt[0]) % small:
             raise InputError(
-                f"{realized.source}: its {_td(r)} bars from {_iso(rt[0])} do not line up with "
-                f"the store's {_td(every)} buckets from {_iso(t[0])}; estimate on buckets that "
+                f"{realized.source}: its {td64_str(r)} bars from {iso(rt[0])} do not line up with "
+                f"the store's {td64_str(every)} buckets from {iso(t[0])}; estimate on buckets that "
                 "start on the bars' boundaries")
         origin = t[0] if every >= r else rt[0]
         ib = ((t - origin) // E).astype(np.int64)
@@ -593,7 +348,7 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
         inside = (rt >= t[0]) & (rt < store_end)
         if not inside.any():
             raise InputError(f"{realized.source}: no event falls inside the store's time range "
-                             f"({_iso(t[0])} .. {_iso(store_end)})")
+                             f"({iso(t[0])} .. {iso(store_end)})")
         ir = ((rt[inside] - t[0]) // E).astype(np.int64)
         n = t.size
         side = f["side"].to_numpy()[inside]
@@ -607,14 +362,6 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
         est, bl, times = inp["estimate"], base, t
     return Table(time=times[ok], step=E, estimate=est[ok], realized=real3[ok],
                  baselines={k: v[ok] for k, v in bl.items()}, n_store_buckets=int(t.size))
-
-
-def _td(td) -> str:
-    from datetime import timedelta
-
-    from .model.params import format_duration
-
-    return format_duration(timedelta(seconds=float(td / np.timedelta64(1, "s"))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,12 +633,12 @@ def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, fra
         if not m.any():
             raise InputError(
                 f"--{w.role} {w.name.split(' ', 1)[1]}: no bucket with both an estimate and "
-                f"realized liquidations (they share {_iso(table.time[0])} .. "
-                f"{_iso(table.time[-1] + table.step)})")
+                f"realized liquidations (they share {iso(table.time[0])} .. "
+                f"{iso(table.time[-1] + table.step)})")
         res = {"name": w.name, "role": w.role,
-               "start": _iso(w.start) if w.start is not None else None,
-               "end": _iso(w.end) if w.end is not None else None,
-               "first_bucket": _iso(table.time[m][0]), "last_bucket": _iso(table.time[m][-1]),
+               "start": iso(w.start) if w.start is not None else None,
+               "end": iso(w.end) if w.end is not None else None,
+               "first_bucket": iso(table.time[m][0]), "last_bucket": iso(table.time[m][-1]),
                "timing": timing(table, w, frac, draws=draws, seed=seed),
                "levels": levels(ds, realized, w, frac)}
         results.append(res)
@@ -900,7 +647,7 @@ def evaluate(ds, realized: Realized, windows: list[Window] | None = None, *, fra
     except (KeyError, InputError, TypeError, ValueError):
         params = None
     return json_safe({
-        "every": _td(_every(ds)), "eval_step": _td(table.step), "params": params,
+        "every": td64_str(_every(ds)), "eval_step": td64_str(table.step), "params": params,
         "realized": {"source": realized.source, "kind": realized.kind,
                      "price_kind": realized.price_kind, "columns": realized.columns or None},
         "top_share": frac,
@@ -1052,7 +799,7 @@ def plot_window(ds, realized: Realized, table: Table, window: Window, folder: Pa
         ax2.plot(tt, table.estimate[m, j] / 1e6, lw=0.8, color="tab:blue", alpha=0.7,
                  label="estimated")
         ax2.set_ylabel(f"{side} estimated, M")
-        ax.set_title(f"{side}s liquidated per {_td(table.step)} bucket", fontsize=9)
+        ax.set_title(f"{side}s liquidated per {td64_str(table.step)} bucket", fontsize=9)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from liqgpu.errors import InputError
-from liqgpu.model.params import Params, entry_price, level_factor, parse_duration, side_shares
+from liqgpu._time import parse_duration
+from liqgpu.model.params import Params, entry_price, level_factor, side_shares
 
 
 def test_binance_worked_example():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from liqgpu.errors import InputError
-from liqgpu.realized import bin_realized
+from liqgpu.events import bin_realized
 
 TIME = np.array(["2024-01-01T00:00", "2024-01-01T01:00", "2024-01-01T02:00"],
                 dtype="datetime64[ns]")

@@ -53,7 +53,7 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
     >>> s, gaps = merge([binance.read_klines(["k/"]), binance.read_metrics(["m/"])],
     ...                 step="5m")  # doctest: +SKIP
     """
-    from ..model.params import parse_duration
+    from .._time import parse_duration
     from ..series import from_frame, resample
 
     if not tables:

@@ -145,7 +145,7 @@ def read_generic_events(inputs, *, mapping=None, side_means="position", price_ki
     >>> t = read_generic_events(["liqs.csv"], mapping="time=ts_ms,side=liquidated_position,"
     ...                         "notional=notional_usd", exchange="okx")  # doctest: +SKIP
     """
-    from .events import make_events, order_side_to_position
+    from ..events import make_events, order_side_to_position
     from .tables import where
 
     m = {}

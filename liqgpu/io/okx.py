@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from .archive import expand_inputs, read_members
-from .events import make_events, order_side_to_position
+from ..events import make_events, order_side_to_position
 from .tables import (alias, epoch_to_ns, files_symbol, looks_like_json, numeric, read_csv,
                      read_json_records, series_table, shift_snapshots, single_symbol)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from .archive import expand_inputs, read_members
-from .events import make_events, order_side_to_position
+from ..events import make_events, order_side_to_position
 from .tables import (epoch_to_ns, files_symbol, numeric, oi_in_model_units, read_csv, series_table,
                      single_symbol, where)
 
@@ -64,7 +64,7 @@ def read_derivative_ticker(inputs, *, symbol=None, step="1m", oi_unit="base", ki
     """
     import pandas as pd
 
-    from ..model.params import parse_duration
+    from .._time import parse_duration
 
     step_ns = int(round(parse_duration(step, option="--step").total_seconds() * 1e9))
     frames, n_in, syms, exch = [], 0, set(), set()

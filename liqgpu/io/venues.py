@@ -614,7 +614,7 @@ def fetch_venue(venue: str, symbol: str, *, start, end, out, interval: str = "1m
         cv = okx_mod.contract_value(sym, contract_value)
         cs = cv if kind == "inverse" else 1.0
     if step is not None:
-        from ..model.params import parse_duration
+        from .._time import parse_duration
 
         parse_duration(step, option="--step")
     out = Path(out)

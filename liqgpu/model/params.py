@@ -12,59 +12,18 @@ from datetime import timedelta
 
 import numpy as np
 
+from .._time import format_duration, parse_duration  # noqa: F401 - the model's options use them
 from ..errors import InputError
+from ..schema import KINDS, SIDES  # noqa: F401 - re-exported for the model modules
 
 MODEL_NAME = "v1"
 
 ENTRY_METHODS = ("hlc3", "close", "ohlc4", "vwap")
 SIDE_SPLITS = ("both", "taker")
 CLOSURES = ("proportional", "none")
-KINDS = ("linear", "inverse")
-SIDES = ("long", "short")
 
 DEFAULT_LEVERAGES = (5.0, 10.0, 25.0, 50.0, 100.0)
 DEFAULT_WEIGHTS = (0.15, 0.30, 0.25, 0.20, 0.10)
-
-
-def parse_duration(text: str | timedelta | None, *, option: str = "duration") -> timedelta | None:
-    """Parse ``'24h'``, ``'90m'``, ``'7d'``, ``'30s'``, ``'1w'`` (or a timedelta) into a timedelta.
-
-    ``None``, ``''`` and ``'none'`` give ``None``.
-
-    Examples
-    --------
-    >>> parse_duration("24h")
-    datetime.timedelta(days=1)
-    """
-    if text is None or isinstance(text, timedelta):
-        return text
-    s = str(text).strip().lower()
-    if s in ("", "none", "never"):
-        return None
-    units = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = s[len(num):] or None
-    try:
-        value = float(num)
-    except ValueError:
-        value = math.nan
-    if unit not in units or not math.isfinite(value) or value <= 0:
-        raise InputError(
-            f"{option}: cannot read {text!r} as a duration; use a number and a unit "
-            "such as 30s, 5m, 1h, 24h, 7d"
-        )
-    return timedelta(seconds=value * units[unit])
-
-
-def format_duration(td: timedelta | None) -> str:
-    """Inverse of :func:`parse_duration` for whole seconds (``timedelta(hours=24)`` -> ``'1d'``)."""
-    if td is None:
-        return "none"
-    secs = int(round(td.total_seconds()))
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if secs % size == 0:
-            return f"{secs // size}{unit}"
-    return f"{secs}s"
 
 
 @dataclass(frozen=True)

@@ -461,7 +461,7 @@ def title_lines(sel: Selection, how: str, merged: bool) -> list[str]:
     exch = ", ".join(sel.exchanges())
     what = WHAT[sel.variable]
     if sel.lookback is not None:
-        from ..model.params import format_duration
+        from .._time import format_duration
 
         what += f" of positions opened in the last {format_duration(sel.lookback)}"
     first = f"{syms}  ·  {exch}  —  {what}" if exch else f"{syms}  —  {what}"

@@ -147,7 +147,7 @@ def _title(ds, sel, i, longs, shorts) -> list[str]:
     exch = ", ".join(sel.exchanges())
     what = "liquidation map"
     if sel.lookback is not None:
-        from ..model.params import format_duration
+        from .._time import format_duration
 
         what += f" of positions opened in the last {format_duration(sel.lookback)}"
     quote = sel.quote()

@@ -329,7 +329,7 @@ def is_log_grid(ds) -> bool:
 
 def every_of(ds) -> np.timedelta64:
     """The bucket length: from the ``every`` attribute, else the time spacing, else 1h."""
-    from ..model.params import parse_duration
+    from .._time import parse_duration
 
     try:
         td = parse_duration(ds.attrs.get("every"), option="every")
@@ -492,7 +492,7 @@ def check_lookback(ds, lookback) -> timedelta:
         When the store's ``max_age`` differs: its intensity then holds positions of another age,
         and the window's levels need a new estimate.
     """
-    from ..model.params import format_duration, parse_duration
+    from .._time import format_duration, parse_duration
 
     lb = parse_duration(lookback, option="--lookback")
     if lb is None:
