@@ -387,7 +387,16 @@ def test_real_window2_and_okx_events(real_data, tmp_path):
     for side in ("long", "short"):  # the estimate carries timing information
         assert t[side]["estimate"]["spearman"] > 0.3
         assert t[side]["estimate"]["top10_share"] > 0.3
-        assert t[side]["range_oi"]["spearman"] is not None
+    # the baseline's figure is the Spearman of its own per-bucket scores, computed here apart
+    from liqgpu.evaluate import build_table, spearman
+
+    realized = load_realized(real_data / W2)
+    table = build_table(ds, realized)
+    m = parse_window(":2026-03-04", "train").contains(table.time)
+    for j, side in enumerate(("long", "short")):
+        want = spearman(table.baselines["range_oi"][m, j], table.realized[m, j])
+        assert -1 < want < 1 and t[side]["range_oi"]["spearman"] == pytest.approx(want, abs=1e-12)
+        assert t[side]["range_oi"]["spearman"] != pytest.approx(t[side]["estimate"]["spearman"])
     ev = pd.read_csv(real_data / OKX)
     ev = ev[(ev["venue"] == "okx") & (ev["coin"] == "BTC")]
     events = pd.DataFrame({"time": ev["ts_ms"], "side": ev["liquidated_position"],
