@@ -378,7 +378,7 @@ def _register_plugins() -> None:
         io_commands = []
     for cmd in io_commands:
         main.add_command(cmd)
-    from .evaluate_commands import COMMANDS as evaluate_commands
+    from .evaluate.commands import COMMANDS as evaluate_commands
 
     for cmd in evaluate_commands:
         main.add_command(cmd)

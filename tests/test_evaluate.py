@@ -15,7 +15,7 @@ from liqgpu.errors import InputError
 from liqgpu.evaluate import (Window, average_ranks, baseline_scores, evaluate, load_realized,
                              parse_window, pearson_log1p, profile_figures, spearman,
                              top_membership, top_share)
-from liqgpu.evaluate_commands import evaluate_cmd, sweep_cmd
+from liqgpu.evaluate.commands import evaluate_cmd, sweep_cmd
 from liqgpu.model.params import Params
 from liqgpu.series import from_frame
 

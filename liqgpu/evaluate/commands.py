@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from .cli_common import check_out_file, contract_options, user_errors
-from .errors import InputError
+from ..cli_common import check_out_file, contract_options, user_errors
+from ..errors import InputError
 
 
 def _windows(train, test):
-    from .evaluate import parse_window
+    from . import parse_window
 
     return [parse_window(x, "train") for x in train] + [parse_window(x, "test") for x in test]
 
@@ -100,15 +100,15 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     event, and lift over a uniform spread across the bucket's range. Baselines: price range x
     OI, |return| x OI, uniform.
     """
-    from .evaluate import build_table, evaluate, format_text, load_realized, write_report
-    from .store import open_store
+    from . import build_table, evaluate, format_text, load_realized, write_report
+    from ..store import open_store
 
     check_out_file(json_path, "--json")
     _check_out_dir(report_dir, "--report")
     windows = _windows(train, test)
     ds = open_store(store)
     if asset:
-        from .render.select import select
+        from ..render.select import select
 
         ds = ds.sel(series=select(ds, asset=asset, name=str(store)).series)
     realized = load_realized(realized_path, realized_columns).for_store(
@@ -121,7 +121,7 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
         _write_json(json_path, result)
         click.echo(f"wrote {json_path}")
     if report_dir:
-        from .evaluate import Window
+        from . import Window
 
         files = write_report(report_dir, ds, realized, result,
                              windows or [Window("all", None, None)], table,
@@ -185,11 +185,11 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
     realized liquidated notional. Model v2 (default) sweeps churn, weight power, tier count and
     entry; model v1 (--model v1) sweeps weight sets over --tiers, mmr, entry and max age.
     """
-    from .evaluate import format_text, load_realized, write_report
-    from .model.registry import default_params
-    from .series import load_series
-    from .store import check_target, is_store
-    from .sweep import (SweepSpace, SweepSpaceV2, evaluate_params, ranking_rows, row_text,
+    from . import format_text, load_realized, write_report
+    from ..model.registry import default_params
+    from ..series import load_series
+    from ..store import check_target, is_store
+    from ..sweep import (SweepSpace, SweepSpaceV2, evaluate_params, ranking_rows, row_text,
                         run_sweep, series_from_store)
 
     given = dict(churns=churns, powers=powers, tier_counts=tier_counts, tiers=tiers, mmrs=mmrs,
@@ -265,9 +265,9 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
     if report_dir:
         import tempfile
 
-        from .api import estimate
-        from .evaluate import build_table
-        from .store import open_store
+        from ..api import estimate
+        from . import build_table
+        from ..store import open_store
 
         folder = Path(report_dir)
         with tempfile.TemporaryDirectory(prefix="liqgpu-sweep-") as tmp:
