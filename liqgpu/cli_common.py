@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
-from pathlib import Path
 
 import click
 
@@ -100,16 +98,3 @@ def series_limit_options(fn):
         help="Refuse a series file that fills to more bars than this [default: 10000000].")(fn)
 
 
-def check_out_file(path, option: str) -> None:
-    """An output file's folder exists and is writable, and the path is not a folder: checked
-    before any work, so a bad path is one sentence (exit 2) with nothing written."""
-    if path is None:
-        return
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if p.is_dir():
-        raise InputError(f"{option} {path}: is a folder; give a file name")
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: the folder {parent} is not writable")

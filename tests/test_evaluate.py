@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -225,6 +226,21 @@ def test_cli_evaluate_writes_json_and_report(market, tmp_path):
     b = d["windows"][1]["timing"]["long"]["bootstrap"]
     assert b["draws"] == 50 and b["n_days"] == 11 and b["lo"] > 0
     assert "95% CI" in r.output and "95% CI" in (rep / "evaluation.md").read_text()
+
+
+def test_evaluate_store_is_what_the_command_runs(market, tmp_path):
+    """The library call gives the command's figures and writes the same files."""
+    from liqgpu.evaluate import evaluate_store
+
+    out, rep = tmp_path / "r.json", tmp_path / "rep"
+    res = evaluate_store(market["store"], market["agg"], train=[":2026-01-10"],
+                         test=["2026-01-10:"], draws=50, seed=2, json_path=out, report_dir=rep)
+    assert res["windows"][1]["timing"]["long"]["estimate"]["spearman"] == pytest.approx(1.0)
+    assert json.loads(out.read_text())["windows"] == json.loads(json.dumps(res["windows"]))
+    assert str(out) in res["files"] and str(rep / "evaluation.md") in res["files"]
+    assert all(Path(f).exists() for f in res["files"])
+    with pytest.raises(InputError, match="--report .*exists and is not a folder"):
+        evaluate_store(market["store"], market["agg"], report_dir=out)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -273,7 +273,7 @@ def test_temporary_of_a_killed_ingest_is_removed_by_the_next(tmp_path):
     import subprocess
     import sys
 
-    from liqgpu.io.archive import write_atomic
+    from liqgpu.outputs import write_atomic
 
     out = tmp_path / "x.parquet"
     p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

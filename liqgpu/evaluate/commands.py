@@ -7,38 +7,14 @@ Bad input is one sentence and exit code 2, with nothing written.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import click
 
-from ..cli_common import check_out_file, contract_options, user_errors
+from ..cli_common import contract_options, user_errors
 from ..errors import InputError
-
-
-def _windows(train, test):
-    from . import parse_window
-
-    return [parse_window(x, "train") for x in train] + [parse_window(x, "test") for x in test]
-
-
-def _check_out_dir(path, option: str) -> None:
-    if path is None:
-        return
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise InputError(f"{option} {path}: exists and is not a folder")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {parent} does not exist")
-
-
-def _write_json(path, data) -> None:
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, p)
+from ..outputs import check_out_dir, check_out_file, write_json
 
 
 realized_options = [
@@ -100,33 +76,17 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     event, and lift over a uniform spread across the bucket's range. Baselines: price range x
     OI, |return| x OI, uniform.
     """
-    from . import build_table, evaluate, format_text, load_realized, write_report
-    from ..store import open_store
+    from . import format_text
+    from .run import evaluate_store
 
-    check_out_file(json_path, "--json")
-    _check_out_dir(report_dir, "--report")
-    windows = _windows(train, test)
-    ds = open_store(store)
-    if asset:
-        from ..render.select import select
-
-        ds = ds.sel(series=select(ds, asset=asset, name=str(store)).series)
-    realized = load_realized(realized_path, realized_columns).for_store(
-        ds, allow_unmatched=allow_unmatched)
-    table = build_table(ds, realized)
-    result = evaluate(ds, realized, windows or None, table=table, draws=draws, seed=seed)
-    result["store"] = str(store)
+    result = evaluate_store(store, realized_path, columns=realized_columns, train=train,
+                            test=test, asset=asset, allow_unmatched=allow_unmatched, draws=draws,
+                            seed=seed, json_path=json_path, report_dir=report_dir)
     click.echo(format_text(result))
     if json_path:
-        _write_json(json_path, result)
         click.echo(f"wrote {json_path}")
     if report_dir:
-        from . import Window
-
-        files = write_report(report_dir, ds, realized, result,
-                             windows or [Window("all", None, None)], table,
-                             title=f"Evaluation of {store}")
-        click.echo(f"wrote {len(files)} files into {report_dir}")
+        click.echo(f"wrote {len(result['files']) - bool(json_path)} files into {report_dir}")
 
 
 def _age(x: str):
@@ -187,6 +147,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
     """
     from . import format_text, load_realized, write_report
     from ..model.registry import default_params
+    from .run import parse_windows
     from ..series import load_series
     from ..store import check_target, is_store
     from ..sweep import (SweepSpace, SweepSpaceV2, evaluate_params, ranking_rows, row_text,
@@ -211,10 +172,10 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
             raise InputError(f"{vals[name]!r}: cannot read the comma-separated list") from None
 
     check_out_file(json_path, "--json")
-    _check_out_dir(report_dir, "--report")
+    check_out_dir(report_dir, "--report")
     if keep_best:
         check_target(keep_best, overwrite=False)
-    windows = _windows(train, test)
+    windows = parse_windows(train, test)
     train_w = [w for w in windows if w.role == "train"]
     if not train_w:
         raise InputError("--train: give at least one training window; the sweep tunes on it")
@@ -260,7 +221,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
            "seconds": round(time.perf_counter() - t0, 2), "ranking": rows,
            "best_params": res.best.to_attrs(), "default": default_res, "best": best_res}
     if json_path:
-        _write_json(json_path, out)
+        write_json(json_path, out)
         click.echo(f"wrote {json_path}")
     if report_dir:
         import tempfile
@@ -281,7 +242,7 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
                     ds = open_store(Path(tmp) / f"{label}.zarr")
                 write_report(folder / label, ds, realized, result, windows,
                              build_table(ds, realized), title=f"Sweep: {label} parameters")
-        _write_json(folder / "sweep.json", out)
+        write_json(folder / "sweep.json", out)
         click.echo(f"wrote {report_dir}")
 
 

@@ -141,56 +141,8 @@ def read_members(path: str | Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
-    """Write ``out`` through a temporary file in the same folder, renamed at the end.
-
-    Parameters
-    ----------
-    out : str or Path
-        Final path.
-    write : callable
-        ``write(tmp_path)`` writes the whole file.
-    overwrite : bool
-        Replace an existing ``out``; otherwise an existing file is an InputError.
-
-    Returns
-    -------
-    Path
-        ``out``; nothing is left behind when ``write`` raises.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: exists; pass --overwrite to replace it")
-    if out.exists() and out.is_dir():
-        raise InputError(f"{out}: is a folder")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: no such folder for --out")
-    _remove_dead_temporaries(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
-def _remove_dead_temporaries(out: Path) -> None:
-    """``.NAME.PID.tmp`` files whose writer (PID) is gone: what a killed run left."""
-    for p in out.parent.glob(f".{out.name}.*.tmp"):
-        pid = p.name[len(out.name) + 2:-len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            log.info("%s: removing %s, left by an interrupted run", out, p.name)
-            p.unlink(missing_ok=True)
-        except PermissionError:  # alive, somebody else's
-            pass
-
-
 def write_parquet(df, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a DataFrame as Parquet atomically (see :func:`write_atomic`)."""
+    """Write a DataFrame as Parquet atomically (see :func:`liqgpu.outputs.write_atomic`)."""
+    from ..outputs import write_atomic
+
     return write_atomic(out, lambda p: df.to_parquet(p, index=False), overwrite=overwrite)

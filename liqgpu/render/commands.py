@@ -11,7 +11,8 @@ import math
 
 import click
 
-from ..cli_common import check_out_file, status, user_errors
+from ..cli_common import status, user_errors
+from ..outputs import check_out_file
 from ..jsonsafe import json_safe
 
 
