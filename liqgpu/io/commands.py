@@ -6,56 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 import click
 
 from ..cli_common import user_errors
-from ..errors import InputError
+from .ingest import FORMATS, merge_inputs, read_format, write_table
 
 log = logging.getLogger(__name__)
-
-#: format name -> (module, function, extra options, one-line help)
-FORMATS = {
-    "binance-klines": ("binance", "read_klines", ("market", "contract_value"),
-                       "Binance Vision klines (USDⓈ-M or COIN-M; with or without header) -> price part."),
-    "binance-mark-klines": ("binance", "read_mark_klines", ("market", "contract_value"),
-                            "Binance Vision markPriceKlines -> mark_high/mark_low part."),
-    "binance-metrics": ("binance", "read_metrics", ("market", "contract_value"),
-                        "Binance Vision metrics (5m sum_open_interest) -> OI part."),
-    "binance-liquidation-snapshot": ("binance", "read_liquidation_snapshot",
-                                     ("market", "contract_value"),
-                                     "Binance Vision liquidationSnapshot -> events."),
-    "binance-forceorder": ("binance", "read_forceorder", ("market", "contract_value"),
-                           "Binance forceOrder recordings (websocket JSON lines or CSV) -> events."),
-    "bybit-liquidations": ("bybit", "read_liquidations", ("contract_value",),
-                           "Bybit v5 liquidation stream recordings (JSON lines or CSV) -> events."),
-    "bybit-oi": ("bybit", "read_open_interest", ("contract_value",),
-                 "Bybit v5 open-interest history (JSON or CSV) -> OI part."),
-    "bybit-klines": ("venues", "read_bybit_klines", (),
-                     "Bybit v5 kline JSON (liqgpu fetch bybit cache or saved responses) -> price part."),
-    "bybit-mark-klines": ("venues", "read_bybit_mark_klines", (),
-                          "Bybit v5 mark-price-kline JSON -> mark_high/mark_low part."),
-    "okx-klines": ("venues", "read_okx_klines", ("contract_value",),
-                   "OKX history-candles JSON (liqgpu fetch okx cache or saved responses) -> price part."),
-    "okx-mark-klines": ("venues", "read_okx_mark_klines", ("contract_value",),
-                        "OKX history-mark-price-candles JSON -> mark_high/mark_low part."),
-    "okx-liquidations": ("okx", "read_liquidations", ("contract_value",),
-                         "OKX liquidation orders (JSON or CSV) -> events."),
-    "okx-oi": ("okx", "read_open_interest", ("contract_value",),
-               "OKX open-interest history (JSON or CSV) -> OI part."),
-    "tardis-derivative-ticker": ("tardis", "read_derivative_ticker",
-                                 ("step", "oi_unit", "kind", "contract_value"),
-                                 "Tardis.dev derivative_ticker CSV -> OI + mark range part."),
-    "tardis-liquidations": ("tardis", "read_liquidations", ("kind", "contract_value"),
-                            "Tardis.dev liquidations CSV -> events."),
-    "generic": ("generic", "read_generic",
-                ("mapping", "oi_unit", "kind", "contract_value", "exchange"),
-                "Any CSV/Parquet with --map FIELD=COLUMN,... -> series (or part)."),
-    "generic-events": ("generic", "read_generic_events",
-                       ("mapping", "side_means", "price_kind", "exchange"),
-                       "Any CSV/Parquet of liquidation events with --map FIELD=COLUMN,... -> events."),
-}
 
 _OPTIONS = {
     "market": click.option("--market", type=click.Choice(["um", "cm"]), default=None,
@@ -81,45 +38,10 @@ _OPTIONS = {
 }
 
 
-def read_format(fmt: str, inputs, **options):
-    """Run the reader of ``fmt`` on ``inputs`` (files or folders) and return its Table."""
-    import importlib
-
-    if fmt not in FORMATS:
-        raise InputError(f"{fmt!r} is not a format ({', '.join(FORMATS)})")
-    mod, fn, extra, _ = FORMATS[fmt]
-    reader = getattr(importlib.import_module(f"liqgpu.io.{mod}"), fn)
-    kw = {k: v for k, v in options.items() if k in extra or k == "symbol"}
-    return reader(list(inputs), **kw)
-
-
-def read_part(path: str | Path):
-    """A Parquet file written by ``liqgpu ingest`` read back as a Table."""
-    import pandas as pd
-
-    from .tables import Table
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise InputError(f"{path}: cannot read the Parquet file ({type(exc).__name__})") from None
-    if "time" not in df.columns:
-        raise InputError(f"{path}: no 'time' column; not a file written by liqgpu ingest")
-    kind = "events" if "side" in df.columns else "series"
-    return Table(df, kind, [str(path)], len(df))
-
-
 def _emit(table, out, fmt, as_json, overwrite, extra=None):
-    from .archive import write_parquet
-    from .tables import format_report, report
+    from .tables import format_report
 
-    write_parquet(table.frame, out, overwrite=overwrite)
-    d = report(table, out, fmt)
-    if extra:
-        d["gaps_by_column"] = extra
+    d = write_table(table, out, fmt, overwrite=overwrite, gaps=extra)
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
     else:
@@ -181,17 +103,8 @@ def merge_cmd(inputs, out, step, symbol, exchange, market, as_json, overwrite):
     Resampling: open=first, high=max, low=min, close=last, oi=last, volumes summed; missing or
     stale OI stays NaN (a gap), never carried forward.
     """
-    from .align import merge
-
-    tables = []
-    for item in inputs:
-        if "=" in item and item.split("=", 1)[0] in FORMATS:
-            fmt, path = item.split("=", 1)
-            opts = {"market": market} if fmt.startswith("binance") else {}
-            tables.append(read_format(fmt, [path], symbol=symbol, **opts))
-        else:
-            tables.append(read_part(item))
-    table, gaps = merge(tables, step=step, exchange=exchange, symbol=symbol)
+    table, gaps = merge_inputs(inputs, step=step, exchange=exchange, symbol=symbol,
+                               market=market)
     _emit(table, out, "merge", as_json, overwrite, extra=gaps)
 
 
