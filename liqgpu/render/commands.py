@@ -12,8 +12,8 @@ import math
 import click
 
 from ..cli_common import status, user_errors
-from ..outputs import check_out_file
 from ..jsonsafe import json_safe
+from ..outputs import check_out_file
 
 
 def selection_options(fn):
