@@ -42,7 +42,7 @@ from liqgpu.errors import BackendUnavailable
 from liqgpu.model.backend import resolve
 from liqgpu.model.engine import Engine, chunk_buckets_for
 from liqgpu.model.inputs import prepare
-from liqgpu.model.params import Params
+from liqgpu.model.v1 import Params
 from liqgpu.store import chunking
 
 

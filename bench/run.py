@@ -37,7 +37,7 @@ def one(workload: str, backend: str, repeat: int) -> dict:
 
     import liqgpu
     from liqgpu.model.inputs import prepare
-    from liqgpu.model.params import Params
+    from liqgpu.model.v1 import Params
     from liqgpu.synth import synthetic_series
 
     days = WORKLOADS[workload]
@@ -58,7 +58,7 @@ def one(workload: str, backend: str, repeat: int) -> dict:
                 times.append(time.perf_counter() - t)
         elif backend == "reference":
             from liqgpu.api import resolve_grid
-            from liqgpu.model.reference import reference_estimate
+            from liqgpu.model.v1 import reference_estimate
 
             grid = resolve_grid(None, prepare([s], params))
             t = time.perf_counter()

@@ -39,7 +39,7 @@ _LAZY = {
     "load_series": ("liqgpu.series", "load_series"),
     "Series": ("liqgpu.series", "Series"),
     "Grid": ("liqgpu.model.grid", "Grid"),
-    "Params": ("liqgpu.model.params", "Params"),
+    "Params": ("liqgpu.model.v1.params", "Params"),
     "InputError": ("liqgpu.errors", "InputError"),
     "synthetic_series": ("liqgpu.synth", "synthetic_series"),
     "render": ("liqgpu.render", "render"),

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 from liqgpu.model.engine import Engine
 from liqgpu.model.grid import Grid
 from liqgpu.model.inputs import prepare
-from liqgpu.model.params import Params
-from liqgpu.model.reference import reference_estimate
+from liqgpu.model.v1 import Params, reference_estimate
 
 from helpers import make_series, random_market
 

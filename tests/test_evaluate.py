@@ -17,7 +17,7 @@ from liqgpu.evaluate import (Window, average_ranks, baseline_scores, evaluate, l
                              parse_window, pearson_log1p, profile_figures, spearman,
                              top_membership, top_share)
 from liqgpu.evaluate.commands import evaluate_cmd, sweep_cmd
-from liqgpu.model.params import Params
+from liqgpu.model.v1.params import Params
 from liqgpu.series import from_frame
 
 H = 3_600_000

@@ -7,7 +7,8 @@ import pytest
 
 from liqgpu.errors import InputError
 from liqgpu._time import parse_duration
-from liqgpu.model.params import Params, entry_price, level_factor, side_shares
+from liqgpu.model.formulas import entry_price, level_factor, side_shares
+from liqgpu.model.v1.params import Params
 
 
 def test_binance_worked_example():

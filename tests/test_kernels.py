@@ -478,8 +478,7 @@ def test_engine_cupy_branch_emulated_equals_reference(emulated, monkeypatch):
     from liqgpu.model import engine
     from liqgpu.model.grid import Grid
     from liqgpu.model.inputs import prepare
-    from liqgpu.model.params import Params
-    from liqgpu.model.reference import reference_estimate
+    from liqgpu.model.v1 import Params, reference_estimate
 
     from helpers import make_series, random_market
 

@@ -10,7 +10,7 @@ from liqgpu.errors import InputError
 from liqgpu.model.engine import Engine, SeriesEngines
 from liqgpu.model.grid import Grid
 from liqgpu.model.inputs import prepare
-from liqgpu.model.params import level_factor
+from liqgpu.model.formulas import level_factor
 from liqgpu.model.registry import params_from_attrs, params_from_options
 from liqgpu.model.v2 import ParamsV2, entry_points
 from liqgpu.model.v2.reference import reference_estimate_v2
@@ -308,7 +308,7 @@ def test_v2_defaults_open_levels_near_the_price():
     got = run_engine([s], p, grid, 60, 4)
     near = (grid.centres > 99.4) & (grid.centres < 100.6)
     assert got["intensity"][0, -1, near].sum() > 0
-    from liqgpu.model.params import Params
+    from liqgpu.model.v1.params import Params
 
     v1 = run_engine([s], Params(), grid, 60, 4)
     assert v1["intensity"][0, -1, near].sum() == 0

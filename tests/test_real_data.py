@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import liqgpu
-from liqgpu.model.params import level_factor
+from liqgpu.model.formulas import level_factor
 from liqgpu.series import from_frame
 
 FILE = "coinglass_btc_agg/binance_btcusdt_perp_5m_price_oi_2026-05-25_2026-06-22.csv"

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from liqgpu.model.grid import Grid
-from liqgpu.model.params import Params
-from liqgpu.model.reference import reference_estimate
+from liqgpu.model.v1 import Params, reference_estimate
 
 from helpers import make_series
 

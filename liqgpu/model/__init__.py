@@ -1,6 +1,8 @@
-"""Model v1: parameters and formulas, the price grid, the reference and the fast engine."""
+"""The models: the price grid, the shared formulas, model v1 and v2 (each its parameters and
+reference) behind one registry, and the one fast engine both run on."""
 
 from .grid import Grid
-from .params import Params, level_factor
+from .formulas import level_factor
+from .v1.params import Params
 
 __all__ = ["Grid", "Params", "level_factor"]

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..series import Series
 from .grid import Grid
-from .params import entry_price, notional, side_shares
+from .formulas import entry_price, notional, side_shares
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ MODEL_NAMES = ("v1", "v2")
 def params_class(model: str):
     """The parameters class of a model name."""
     if model == "v1":
-        from .params import Params
+        from .v1.params import Params
 
         return Params
     if model == "v2":
@@ -42,7 +42,7 @@ def reference(params):
         from .v2.reference import reference_estimate_v2
 
         return reference_estimate_v2
-    from .reference import reference_estimate
+    from .v1.reference import reference_estimate
 
     return reference_estimate
 

@@ -14,9 +14,9 @@ from datetime import timedelta
 
 import numpy as np
 
+from ..._time import format_duration, parse_duration
 from ...errors import InputError
-from ..params import (SIDES, check_choices, check_tiers, format_duration,
-                      level_factor, max_age_steps, parse_duration)
+from ..formulas import SIDES, check_choices, check_tiers, level_factor, max_age_steps
 
 MODEL_NAME = "v2"
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...series import Series
 from ..grid import Grid
-from ..params import entry_price, liquidation_level, notional, side_shares
+from ..formulas import entry_price, liquidation_level, notional, side_shares
 from .params import ParamsV2, entry_points
 
 LONG, SHORT = 0, 1

@@ -3,16 +3,17 @@
 It walks the steps in order and keeps every live position (level, bin, tier, side, birth step,
 amount). It is slow on purpose and meant to be read side by side with MODEL.md; the fast
 backends are tested against it. Only the formulas (levels, entry, shares, notional) are shared
-with the other backends, from :mod:`liqgpu.model.params`.
+with the other backends, from :mod:`liqgpu.model.formulas`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..series import Series
-from .grid import Grid
-from .params import Params, entry_price, liquidation_level, notional, side_shares
+from ...series import Series
+from ..formulas import entry_price, liquidation_level, notional, side_shares
+from ..grid import Grid
+from .params import Params
 
 LONG, SHORT = 0, 1
 
