@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -250,32 +249,12 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
 @user_errors
 def demo(out, days, seed, every, width, height, backend, model, max_age):
     """Synthetic market -> estimate -> store -> heatmap PNG (no network, no files needed)."""
-    from .api import estimate as run
-    from .render import render
-    from .render.style import check_size
-    from .store import is_store
-    from .synth import synthetic_series
+    from .demo import demo as run
 
-    from .model.registry import params_from_options
-
-    check_size(width, height)  # bad options fail before anything is computed or written
-    params = params_from_options(model, max_age=max_age)
-    series = synthetic_series(days=days, seed=seed)
-    params.max_age_steps(series.step)  # a --max-age shorter than a bar fails before any write
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    store, png = folder / "demo.zarr", folder / "demo.png"
-    if store.exists() and not is_store(store):
-        raise InputError(f"{store}: exists and is not a liqgpu store; refusing to replace it")
-    t = time.perf_counter()
-    ds = run(series, params=params, every=every, backend=backend, out=store, overwrite=True,
-             progress=_progress_enabled())
-    t_est = time.perf_counter() - t
-    render(store, out=png, width=width, height=height)
-    status(f"wrote {store}: {_describe(ds)} (estimated in {t_est:.2f}s)")
-    status(f"wrote {png}: {width}x{height} heatmap ({time.perf_counter() - t:.2f}s in all)")
+    r = run(out, days=days, seed=seed, every=every, width=width, height=height, backend=backend,
+            model=model, max_age=max_age, progress=_progress_enabled())
+    status(f"wrote {r['store']}: {_describe(r['dataset'])} (estimated in {r['estimate_s']:.2f}s)")
+    status(f"wrote {r['png']}: {width}x{height} heatmap ({r['total_s']:.2f}s in all)")
 
 
 @main.command()
