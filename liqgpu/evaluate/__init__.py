@@ -33,15 +33,15 @@ from ..events import Realized, load_realized, parse_columns
 from .metrics import (TOP, average_ranks, pearson, pearson_log1p, profile_figures, spearman,
                       timing_figures, top_membership, top_share)
 from .report import format_markdown, format_text, plot_window, write_report
-from .run import evaluate_store, parse_windows
+from .run import SWEEP_DEFAULTS, evaluate_store, parse_windows, sweep_files, sweep_space
 from .scores import (bootstrap_days, bootstrap_vs_best, daily_figures, daily_sums, evaluate,
                      levels, timing)
 from .table import Table, baseline_scores, bucket_inputs, build_table, table_from_arrays
 from .windows import Window, parse_window
 
-__all__ = ["Realized", "TOP", "Table", "Window", "average_ranks", "baseline_scores",
+__all__ = ["Realized", "SWEEP_DEFAULTS", "TOP", "Table", "Window", "average_ranks", "baseline_scores",
            "bootstrap_days", "bootstrap_vs_best", "bucket_inputs", "build_table", "daily_figures",
            "daily_sums", "evaluate", "evaluate_store", "format_markdown", "format_text", "levels", "load_realized",
            "parse_columns", "parse_window", "parse_windows", "pearson", "pearson_log1p", "plot_window",
-           "profile_figures", "spearman", "table_from_arrays", "timing", "timing_figures",
+           "profile_figures", "spearman", "sweep_files", "sweep_space", "table_from_arrays", "timing", "timing_figures",
            "top_membership", "top_share", "write_report"]

@@ -7,15 +7,10 @@ Bad input is one sentence and exit code 2, with nothing written.
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 import click
 
 from ..cli_common import contract_options, user_errors
-from ..errors import InputError
-from ..outputs import check_out_dir, check_out_file, write_json
-
 
 realized_options = [
     click.option("--realized", "realized_path", required=True, type=click.Path(dir_okay=False),
@@ -89,18 +84,6 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
         click.echo(f"wrote {len(result['files']) - bool(json_path)} files into {report_dir}")
 
 
-def _age(x: str):
-    return None if x.lower() in ("none", "never") else x
-
-
-SWEEP_DEFAULTS = {
-    "v1": {"tiers": "3,5,10,20,25,50,75,100", "mmrs": "0.002,0.004,0.008",
-           "entries": "hlc3,close,ohlc4", "splits": "both", "ages": "none,12h,24h,7d,30d"},
-    "v2": {"churns": "0.1,0.3,1", "powers": "1,2,3", "tier_counts": "20,40",
-           "entries": "close,hlc3,range:3", "mmrs": "0.004", "splits": "both", "ages": "none"},
-}
-
-
 @click.command("sweep")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @_add(realized_options)
@@ -145,104 +128,27 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
     realized liquidated notional. Model v2 (default) sweeps churn, weight power, tier count and
     entry; model v1 (--model v1) sweeps weight sets over --tiers, mmr, entry and max age.
     """
-    from . import format_text, load_realized, write_report
-    from ..model.registry import default_params
-    from .run import parse_windows
-    from ..series import load_series
-    from ..store import check_target, is_store
-    from ..sweep import (SweepSpace, SweepSpaceV2, evaluate_params, ranking_rows, row_text,
-                        run_sweep, series_from_store)
+    from . import format_text
+    from .run import sweep_files
 
-    given = dict(churns=churns, powers=powers, tier_counts=tier_counts, tiers=tiers, mmrs=mmrs,
-                 entries=entries, splits=splits, ages=ages)
-    own = SWEEP_DEFAULTS[model]
-    for name, value in given.items():
-        if value is not None and name not in own:
-            opt = {"churns": "--churn", "powers": "--power", "tier_counts": "--tier-count",
-                   "tiers": "--tiers"}[name]
-            other = "v1" if model == "v2" else "v2"
-            raise InputError(f"{opt}: is an option of the model {other} sweep; use --model "
-                             f"{other}")
-    vals = {k: own[k] if given[k] is None else given[k] for k in own}
-
-    def lst(name, cast):
-        try:
-            return tuple(cast(x.strip()) for x in str(vals[name]).split(",") if x.strip())
-        except ValueError:
-            raise InputError(f"{vals[name]!r}: cannot read the comma-separated list") from None
-
-    check_out_file(json_path, "--json")
-    check_out_dir(report_dir, "--report")
-    if keep_best:
-        check_target(keep_best, overwrite=False)
-    windows = parse_windows(train, test)
-    train_w = [w for w in windows if w.role == "train"]
-    if not train_w:
-        raise InputError("--train: give at least one training window; the sweep tunes on it")
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        if not is_store(Path(inputs[0])):
-            raise InputError(f"{inputs[0]}: is a folder but not a liqgpu store")
-        series = series_from_store(inputs[0])
-    else:
-        series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
-                              contract_size=contract_size) for p in inputs]
-    realized = load_realized(realized_path, realized_columns)
-    if model == "v2":
-        space = SweepSpaceV2(churn=lst("churns", float), power=lst("powers", float),
-                             tier_count=lst("tier_counts", int), entry=lst("entries", str),
-                             mmr=lst("mmrs", float), side_split=lst("splits", str),
-                             max_age=lst("ages", _age))
-    else:
-        space = SweepSpace(tiers=lst("tiers", float), mmr=lst("mmrs", float),
-                           entry=lst("entries", str), side_split=lst("splits", str),
-                           max_age=lst("ages", _age))
-    t0 = time.perf_counter()
-    res = run_sweep(series, realized, train_w, space=space, every=every,
-                    check=windows, backend=backend)
-    click.echo(f"model {model}: swept {res.n_settings} settings ({res.n_engine_runs} engine runs) "
-               f"in {res.seconds:.1f}s; objective: mean over sides of train Spearman")
-    rows = ranking_rows(res, top)
-    for r in rows:
-        click.echo(row_text(r))
-    defaults = default_params(model)
-    default_res, _ = evaluate_params(series, defaults, realized, windows, every=every,
-                                     draws=draws, seed=seed, backend=backend)
-    best_res, best_ds = evaluate_params(series, res.best, realized, windows, every=every,
-                                        keep=keep_best, draws=draws, seed=seed,
-                                        backend=backend)
+    r = sweep_files(inputs, realized_path, columns=realized_columns, train=train, test=test,
+                    model=model, every=every, kind=kind, contract_size=contract_size,
+                    exchange=exchange, symbol=symbol, churns=churns, powers=powers,
+                    tier_counts=tier_counts, tiers=tiers, mmrs=mmrs, entries=entries,
+                    splits=splits, ages=ages, draws=draws, seed=seed, top=top,
+                    keep_best=keep_best, backend=backend, json_path=json_path,
+                    report_dir=report_dir)
+    click.echo(f"model {model}: swept {r['n_settings']} settings ({r['n_engine_runs']} engine "
+               f"runs) in {r['sweep_s']:.1f}s; objective: mean over sides of train Spearman")
+    for line in r["ranking_text"]:
+        click.echo(line)
     click.echo("\n== default parameters")
-    click.echo(format_text(default_res))
-    click.echo("\n== best parameters: " + json.dumps(res.best.to_attrs()))
-    click.echo(format_text(best_res))
-    out = {"model": model,
-           "objective": "mean over long and short of the per-bucket Spearman correlation of "
-                        "estimated vs realized liquidated notional on the train windows",
-           "n_settings": res.n_settings, "n_engine_runs": res.n_engine_runs,
-           "seconds": round(time.perf_counter() - t0, 2), "ranking": rows,
-           "best_params": res.best.to_attrs(), "default": default_res, "best": best_res}
+    click.echo(format_text(r["default"]))
+    click.echo("\n== best parameters: " + json.dumps(r["best_params"]))
+    click.echo(format_text(r["best"]))
     if json_path:
-        write_json(json_path, out)
         click.echo(f"wrote {json_path}")
     if report_dir:
-        import tempfile
-
-        from ..api import estimate
-        from . import build_table
-        from ..store import open_store
-
-        folder = Path(report_dir)
-        with tempfile.TemporaryDirectory(prefix="liqgpu-sweep-") as tmp:
-            for label, params, result in (("default", defaults, default_res),
-                                          ("best", res.best, best_res)):
-                if label == "best" and best_ds is not None:
-                    ds = best_ds
-                else:
-                    estimate(series, params=params, every=every, backend=backend,
-                             out=Path(tmp) / f"{label}.zarr")
-                    ds = open_store(Path(tmp) / f"{label}.zarr")
-                write_report(folder / label, ds, realized, result, windows,
-                             build_table(ds, realized), title=f"Sweep: {label} parameters")
-        write_json(folder / "sweep.json", out)
         click.echo(f"wrote {report_dir}")
 
 
