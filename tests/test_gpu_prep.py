@@ -19,7 +19,7 @@ GPU = REPO / "bench" / "gpu"
 def _dry_run(out: Path, parts: str) -> subprocess.Popen:
     env = {**os.environ, "LIQGPU_GPU_DRYRUN": "1", "OUT": str(out), "LIQGPU_GPU_PARTS": parts,
            "PYTHON": sys.executable, "LIQGPU_GPU_DEADLINE": "400",
-           "LIQGPU_GPU_PYTEST_PATHS": "tests/test_backend.py tests/test_render_backend.py"}
+           "LIQGPU_GPU_PYTEST_PATHS": "tests/model/test_backend.py tests/render/test_render_backend.py"}
     env.pop("PYTEST_CURRENT_TEST", None)
     return subprocess.Popen(["bash", str(GPU / "run.sh")], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

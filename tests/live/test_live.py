@@ -26,7 +26,7 @@ from liqgpu.live.venues import make_venue  # noqa: E402
 
 START = 1_750_712_400_000  # 2025-06-23T21:00Z
 MIN = 60_000
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _recorder(server, exchange, symbols, out, **kw):

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from liqgpu.model import kernels
 from liqgpu.model.engine import _SparseTables
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 ENTRY_POINTS = {
     "first_cross.cu": ["first_cross_f64"],
