@@ -126,29 +126,67 @@ def merge_states(parts: list[dict], *, ncell: int, K: int) -> dict:
 
 
 def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32):
-    """The engine for these inputs: on numpy, one :class:`Engine` per series run in lockstep
-    (:class:`SeriesEngines`); on CuPy, one batched :class:`Engine` (large launches)."""
-    if xp is np and inputs.n_series > 1:
+    """The engine for these inputs: on numpy, one :class:`Engine` per series, each on the bins
+    its own levels can reach, run in lockstep (:class:`SeriesEngines`); on CuPy, one batched
+    :class:`Engine` (large launches)."""
+    if xp is np:
         return SeriesEngines(inputs, grid, every, dtype=dtype)
     return Engine(inputs, grid, every, xp=xp, dtype=dtype)
+
+
+def own_bins(inputs: Inputs, grid: Grid, cells=None, n_out: int = 1) -> tuple[int, int]:
+    """The bins ``[j0, j1)`` of ``grid`` that the levels of these inputs (one series) can reach,
+    widened to hold the price bins of ``cells`` (saved positions, numbered on the whole grid with
+    ``n_out`` leverage cells). At least one bin; the whole grid when no level is known."""
+    P = grid.n_bins
+    lo, hi = inputs.level_range()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return 0, P
+    e = grid.edges
+    j0 = int(np.clip(np.searchsorted(e, lo, side="right") - 1, 0, P - 1))
+    j1 = int(np.clip(np.searchsorted(e, hi, side="right"), j0 + 1, P))
+    if cells is not None and len(cells):
+        bins = np.asarray(cells, dtype=np.int64) // (2 * n_out)
+        bins = bins[bins < P]  # bin P: outside the grid, wherever the span is
+        if bins.size:
+            j0, j1 = min(j0, int(bins.min())), max(j1, int(bins.max()) + 1)
+    return j0, j1
+
+
+def _sub_grid(grid: Grid, j0: int, j1: int) -> Grid:
+    if (j0, j1) == (0, grid.n_bins):
+        return grid
+    return Grid(edges=grid.edges[j0:j1 + 1], spec=f"{grid.spec}[{j0}:{j1}]")
 
 
 class SeriesEngines:
     """Several series, each in its own :class:`Engine`, advanced chunk by chunk together.
 
-    The series are independent in model v1. One batched engine makes every step's arrays
-    ``S`` times wider, and on a CPU those dense per-chunk cubes fall out of cache: 48 series of 30
-    days ran 3x slower batched than one by one. Each series' numbers are the same as in a run of
-    that series alone (and as in a distributed task), whatever other series share the store.
-    Offers what the callers use of :class:`Engine`: ``n_buckets``, ``ncell``, ``run``,
-    ``state_arrays``, ``load_state`` and ``peak_live``.
+    The series are independent. One batched engine makes every step's arrays ``S`` times wider,
+    and on a CPU those dense per-chunk cubes fall out of cache: 48 series of 30 days ran 3x
+    slower batched than one by one. Each series also runs on its own span of the grid, the bins
+    ``[j0, j1)`` its levels can reach (:func:`own_bins`): series at other prices on the same
+    grid add no work to it. Its cubes are placed back on the whole grid (zeros elsewhere), so
+    each series' numbers are the same as in a run of that series alone on the whole grid (and
+    as in a distributed task), whatever other series share the store. Offers what the callers
+    use of :class:`Engine`: ``n_buckets``, ``ncell``, ``run``, ``state_arrays``, ``load_state``
+    and ``peak_live``.
     """
 
     def __init__(self, inputs: Inputs, grid: Grid, every: int, *, dtype=np.float32):
-        self.engines = [Engine(inputs.select(i), grid, every, dtype=dtype)
-                        for i in range(inputs.n_series)]
+        self.inputs, self.grid, self.every, self.dtype = inputs, grid, int(every), dtype
+        self.P = grid.n_bins
+        self.engines, self.spans = [], []
+        for i in range(inputs.n_series):
+            self.spans.append(own_bins(inputs.select(i), grid))
+            self.engines.append(self._engine(i))
         e = self.engines[0]
-        self.n_buckets, self.ncell, self.K, self.B = e.n_buckets, e.ncell, e.K, e.B
+        self.n_buckets, self.K, self.B = e.n_buckets, e.K, e.B
+        self.ncell = (self.P + 1) * self.B * 2  # numbered on the whole grid, as one engine does
+
+    def _engine(self, i: int) -> "Engine":
+        return Engine(self.inputs.select(i), _sub_grid(self.grid, *self.spans[i]), self.every,
+                      dtype=self.dtype)
 
     @property
     def peak_live(self) -> int:
@@ -160,25 +198,61 @@ class SeriesEngines:
         for b0, b1 in chunk_edges(self.n_buckets, chunk_buckets, cut):
             if b0 == cut:
                 fn(self)
-            parts = [e.chunk(b0, b1) for e in self.engines]
-            yield ChunkResult(b0=b0, b1=b1, **{
-                f: np.concatenate([getattr(p, f) for p in parts], axis=0)
-                for f in CHUNK_FIELDS if getattr(parts[0], f) is not None})
+            yield self.chunk(b0, b1)
+
+    def chunk(self, b0: int, b1: int) -> ChunkResult:
+        """Buckets [b0, b1) of every series, on the whole grid; chunks in order."""
+        parts = [e.chunk(b0, b1) for e in self.engines]
+        return ChunkResult(b0=b0, b1=b1, **{f: self._stack(f, [getattr(p, f) for p in parts])
+                                            for f in CHUNK_FIELDS
+                                            if getattr(parts[0], f) is not None})
+
+    def _stack(self, field: str, parts: list) -> np.ndarray:
+        if field not in ("intensity", "liquidated"):
+            return np.concatenate(parts, axis=0)
+        first = parts[0]
+        out = np.zeros((len(parts), first.shape[1], self.P) + first.shape[3:], dtype=first.dtype)
+        for i, (x, (j0, j1)) in enumerate(zip(parts, self.spans)):
+            out[i, :, j0:j1] = x[0]
+        return out
+
+    def _cells(self, cell, i: int, to_global: bool):
+        """Cell numbers of series ``i``'s positions between its span and the whole grid."""
+        j0, j1 = self.spans[i]
+        w = 2 * self.B
+        b, rest = np.divmod(np.asarray(cell, dtype=np.int64), w)
+        if to_global:
+            b = np.where(b == j1 - j0, self.P, b + j0)
+        else:
+            b = np.where(b == self.P, j1 - j0, b - j0)
+        return b * w + rest
 
     def state_arrays(self) -> dict:
-        """Every engine's live positions, numbered as one batched engine numbers them."""
-        return merge_states([e.state_arrays() for e in self.engines], ncell=self.ncell, K=self.B)
+        """Every engine's live positions, numbered as one batched engine on the whole grid
+        numbers them."""
+        parts = []
+        for i, e in enumerate(self.engines):
+            a = e.state_arrays()
+            a["cell"] = self._cells(a["cell"], i, to_global=True)
+            parts.append(a)
+        return merge_states(parts, ncell=self.ncell, K=self.B)
 
     def load_state(self, arrays: dict, *, step_offset: int = 0) -> None:
-        """Split saved positions (numbered as by :meth:`state_arrays`) among the engines."""
+        """Split saved positions (numbered as by :meth:`state_arrays`) among the engines; a
+        series whose positions lie outside its span gets a span that holds them."""
         series = np.asarray(arrays["series"], dtype=np.int64)
-        for i, e in enumerate(self.engines):
+        for i in range(len(self.engines)):
             m = series == i
             sub = {k: np.asarray(v)[m] for k, v in arrays.items()}
             sub["cell"] = sub["cell"] - i * self.ncell
+            span = own_bins(self.inputs.select(i), self.grid, sub["cell"], self.B)
+            if span != self.spans[i]:
+                self.spans[i] = span
+                self.engines[i] = self._engine(i)
+            sub["cell"] = self._cells(sub["cell"], i, to_global=False)
             sub["kd"] = sub["kd"] - i * 2 * self.B
             sub["series"] = np.zeros(int(m.sum()), dtype=np.int64)
-            e.load_state(sub, step_offset=step_offset)
+            self.engines[i].load_state(sub, step_offset=step_offset)
 
 
 class Engine:

@@ -205,7 +205,61 @@ def _chunks_from(eng, b0):
     """Chunks [b0, end) of an engine whose state was loaded as it stood before bucket b0."""
     out = []
     for b in range(b0, eng.n_buckets, 4):
-        parts = [e.chunk(b, min(b + 4, eng.n_buckets)) for e in eng.engines]
-        out.append(type(parts[0])(b0=b, b1=min(b + 4, eng.n_buckets), **{
-            v: np.concatenate([getattr(q, v) for q in parts], axis=0) for v in VARS}))
+        out.append(eng.chunk(b, min(b + 4, eng.n_buckets)))
     return out
+
+
+@pytest.mark.parametrize("model", ["v1", "v2"])
+def test_each_series_runs_on_its_own_bins_and_resumes_past_them(model):
+    """Series far apart in price share one grid but each engine holds only the bins its levels
+    reach; the cubes are zero outside them, equal to a run on the whole grid, and a resumed
+    engine whose new bars reach other prices than its saved positions holds both."""
+    import dataclasses
+
+    from liqgpu.model.engine import SeriesEngines, own_bins
+
+    n = 400
+    up = np.linspace(0.0, np.log(3.0), n)  # a market that triples: its levels leave its start
+    d1, _ = random_market(7, n, oi_mode="rising")
+    d1 = {k: (v * np.exp(up) if k in ("close", "high", "low", "open_") else v)
+          for k, v in d1.items()}
+    d2, _ = random_market(8, n, oi_mode="rising", price=5000.0)
+    ss = [make_series(d["close"], d["oi"], high=d["high"], low=d["low"], open_=d["open_"],
+                      symbol=f"S{i}") for i, d in enumerate((d1, d2))]
+    from liqgpu.model.v2 import ParamsV2
+
+    p = Params() if model == "v1" else ParamsV2(leverages="log:2:100:8", entry="range:2")
+    names = VARS + (("churned",) if model == "v2" else ())
+    inp = prepare(ss, p)
+    g = Grid.covering(*inp.level_range())
+    eng = SeriesEngines(inp, g, 10, dtype=np.float64)
+    (a0, a1), (b0, b1) = eng.spans
+    assert a1 <= b0 and (a1 - a0) + (b1 - b0) < g.n_bins  # disjoint, and less than the grid
+    assert [e.P for e in eng.engines] == [a1 - a0, b1 - b0]
+    cut = 20
+    saved = {}
+    parts = list(eng.run(8, on_bucket=(cut, lambda e: saved.update(e.state_arrays()))))
+    got = {v: np.concatenate([getattr(q, v) for q in parts], axis=1) for v in names}
+    assert not got["intensity"][0, :, a1:].any() and not got["intensity"][1, :, :b0].any()
+    for i in range(2):
+        whole = Engine(inp.select(i), g, 10, dtype=np.float64)
+        alone = list(whole.run(8, on_bucket=(cut, lambda e: None)))  # the same chunks
+        for v in names:
+            np.testing.assert_array_equal(
+                got[v][i], np.concatenate([getattr(q, v) for q in alone], axis=1)[0], err_msg=v)
+    # resume at the cut with only the later bars: their levels are higher than the saved ones
+    t0 = cut * 10
+    time_fields = ("lo", "hi", "close_frac", "entry", "add", "share", "omega", "churn")
+    tail = dataclasses.replace(inp, time=inp.time[t0:], **{
+        f: getattr(inp, f)[:, t0:] for f in time_fields if getattr(inp, f) is not None})
+    later = own_bins(tail.select(0), g)
+    assert later[0] > a0  # the new bars alone would not hold the early positions
+    again = SeriesEngines(tail, g, 10, dtype=np.float64)
+    again.load_state(saved, step_offset=t0)
+    assert again.spans[0][0] <= a0 + 1 and again.spans[0][1] >= later[1]
+    rest = [again.chunk(b, min(b + 8, again.n_buckets)) for b in range(0, again.n_buckets, 8)]
+    for v in names:
+        np.testing.assert_allclose(np.concatenate([getattr(q, v) for q in rest], axis=1),
+                                   got[v][:, cut:], rtol=0, atol=1e-9 * np.abs(got[v]).max(),
+                                   err_msg=v)
+    assert float(np.abs(got["liquidated"]).max()) > 0
