@@ -7,6 +7,10 @@ of main). Columns:
 * ``estimate s``: ``liqgpu.estimate(s, model=..., every="1h", backend="numpy", out=<temp
   store>)`` in-process, after a 1-day warm-up run in the same process (imports, lazy modules);
 * ``peak RSS MB`` of that process (the synthetic market included);
+* ``engine s`` / ``engine CPU s``: the engine alone in another process (inputs prepared and a
+  1-day warm-up run first, then ``make_engine`` and every chunk of ``Engine.run`` as
+  ``estimate`` drives it, results dropped as a store writer would): wall and process CPU time,
+  the latter less sensitive to other work on a shared machine;
 * ``CLI s`` (mid only): the whole ``python -m liqgpu.cli estimate FILE --out X --backend numpy
   --every 1h [--model v1]`` process on the series written to parquet first, and its peak RSS.
 
@@ -16,6 +20,7 @@ and the table shows medians, so a noisy shared machine hits all of them alike.
     python bench/engine_v2.py                        # this tree: mid x3, year x1
     python bench/engine_v2.py --baseline /tmp/main   # and a baseline tree, same run
     python bench/engine_v2.py --append               # append the table to bench/RESULTS.md
+    python bench/engine_v2.py --no-estimate --no-cli # the engine alone
 """
 
 from __future__ import annotations
@@ -56,9 +61,44 @@ def child(days: int, model: str) -> None:
     print(json.dumps({"s": dt, "rss": rss}))
 
 
-def run_child(tree: Path, days: int, model: str) -> dict:
+def engine_child(days: int, model: str) -> None:
+    """In the subprocess: the engine alone, as ``estimate`` drives it; print JSON."""
+    import numpy as np
+
+    from liqgpu.api import (DEFAULT_MEMORY_BUDGET, clock_align, resolve_every, resolve_grid,
+                            resolve_params)
+    from liqgpu.model.engine import chunk_buckets_for, make_engine
+    from liqgpu.model.inputs import prepare
+    from liqgpu.store import chunking
+    from liqgpu.synth import synthetic_series
+
+    def setup(d):
+        params = resolve_params(None, model)
+        inputs = prepare(clock_align([synthetic_series(days=d, seed=11)], "1h", "clock"), params)
+        grid = resolve_grid(None, inputs)
+        return inputs, grid, resolve_every("1h", inputs.step), params
+
+    def run(inputs, grid, n, params):
+        eng = make_engine(inputs, grid, n, xp=np, dtype=np.float32)
+        tc, _ = chunking(grid.n_bins, params.n_out, eng.n_buckets)
+        cb = chunk_buckets_for(inputs.n_series, eng.ncell, n, budget_bytes=DEFAULT_MEMORY_BUDGET,
+                               multiple=tc)
+        cb = max(tc, -(-int(cb) // tc) * tc)
+        for _ in eng.run(cb, on_bucket=(eng.n_buckets - 1, lambda e: e.state_arrays())):
+            pass
+
+    run(*setup(1))
+    args = setup(days)
+    t, c = time.perf_counter(), time.process_time()
+    run(*args)
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"s": dt, "cpu": dc, "rss": rss}))
+
+
+def run_child(tree: Path, days: int, model: str, mode: str = "--child") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, __file__, "--child", str(days), model], env=env,
+    out = subprocess.run([sys.executable, __file__, mode, str(days), model], env=env,
                          capture_output=True, text=True, check=True, cwd=tree)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -114,16 +154,23 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", nargs=2, metavar=("DAYS", "MODEL"), help=argparse.SUPPRESS)
+    ap.add_argument("--engine-child", nargs=2, metavar=("DAYS", "MODEL"),
+                    help=argparse.SUPPRESS)
     ap.add_argument("--baseline", type=Path, help="a baseline source tree (e.g. main)")
     ap.add_argument("--label", default="baseline", help="name of the baseline in the table")
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the mid rows")
     ap.add_argument("--year-repeat", type=int, default=1, help="repeats of the year rows")
     ap.add_argument("--only", choices=sorted(DAYS), help="one workload")
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI process timing")
+    ap.add_argument("--no-engine", action="store_true", help="skip the engine-only timing")
+    ap.add_argument("--no-estimate", action="store_true", help="skip the estimate timing")
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     a = ap.parse_args()
     if a.child:
         child(int(a.child[0]), a.child[1])
+        return
+    if a.engine_child:
+        engine_child(int(a.engine_child[0]), a.engine_child[1])
         return
 
     trees = [("this", ROOT)] + ([(a.label, a.baseline.resolve())] if a.baseline else [])
@@ -142,6 +189,13 @@ def main() -> None:
             for r in range(reps):
                 for name, tree in trees:
                     for model in ("v1", "v2"):
+                        if not a.no_engine:
+                            x = run_child(tree, DAYS[wl], model, "--engine-child")
+                            res.setdefault((wl, name, model, "eng"), []).append(x)
+                            print(f"{wl} {name} {model} engine {x['s']:.2f} s, "
+                                  f"CPU {x['cpu']:.2f} s", flush=True)
+                        if a.no_estimate:
+                            continue
                         x = run_child(tree, DAYS[wl], model)
                         res.setdefault((wl, name, model, "est"), []).append(x)
                         print(f"{wl} {name} {model} estimate {x['s']:.2f} s, "
@@ -154,26 +208,46 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    lines = ["| workload | tree | model | estimate s (median) | runs | peak RSS MB | CLI s "
-             "(median) | CLI peak RSS MB | v2/v1 (estimate) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def med(key, field="s"):
+        xs = res.get(key)
+        return median([x[field] for x in xs]) if xs else None
+
+    def fmt(v, spec="%.2f"):
+        return "" if v is None else spec % v
+
+    lines = ["| workload | model | tree | engine s | engine CPU s | estimate s | runs (estimate) | "
+             "peak RSS MB | CLI s | CLI peak RSS MB | v2/v1 engine | v2/v1 estimate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for wl in ([a.only] if a.only else list(DAYS)):
-        for name, _ in trees:
-            for model in ("v1", "v2"):
-                e = res.get((wl, name, model, "est"))
-                if not e:
+        for model in ("v1", "v2"):
+            for name, _ in trees:
+                e, g, c = ((wl, name, model, k) for k in ("est", "eng", "cli"))
+                if not (res.get(e) or res.get(g)):
                     continue
-                c = res.get((wl, name, model, "cli"))
-                ratio = ""
-                if model == "v2" and res.get((wl, name, "v1", "est")):
-                    ratio = "%.2fx" % (median([x["s"] for x in e])
-                                       / median([x["s"] for x in res[(wl, name, "v1", "est")]]))
+                r_eng = r_est = None
+                if model == "v2":
+                    if med(g) and med((wl, name, "v1", "eng")):
+                        r_eng = med(g) / med((wl, name, "v1", "eng"))
+                    if med(e) and med((wl, name, "v1", "est")):
+                        r_est = med(e) / med((wl, name, "v1", "est"))
                 lines.append(
-                    f"| {wl} | {name} | {model} | {median([x['s'] for x in e]):.2f} | "
-                    f"{', '.join('%.2f' % x['s'] for x in e)} | "
-                    f"{max(x['rss'] for x in e):.0f} | "
-                    + (f"{median([x['s'] for x in c]):.2f} | {max(x['rss'] for x in c):.0f}"
-                       if c else " | ") + f" | {ratio} |")
+                    f"| {wl} | {model} | {name} | {fmt(med(g))} | {fmt(med(g, 'cpu'))} | "
+                    f"{fmt(med(e))} | {', '.join('%.2f' % x['s'] for x in res.get(e, []))} | "
+                    f"{fmt(max([x['rss'] for x in res.get(e, [])], default=None), '%.0f')} | "
+                    f"{fmt(med(c))} | "
+                    f"{fmt(max([x['rss'] for x in res.get(c, [])], default=None), '%.0f')} | "
+                    f"{fmt(r_eng, '%.2fx')} | {fmt(r_est, '%.2fx')} |")
+    if a.baseline:  # this tree against the baseline, same run
+        lines += ["", f"| workload | model | engine s: this / {a.label} | engine CPU s | "
+                  "estimate s |", "|---|---|---|---|---|"]
+        for wl in ([a.only] if a.only else list(DAYS)):
+            for model in ("v1", "v2"):
+                def ratio(kind, field="s"):
+                    x, y = med((wl, "this", model, kind), field), med((wl, a.label, model, kind),
+                                                                       field)
+                    return f"{x:.2f} / {y:.2f} = {x / y:.2f}x" if x and y else ""
+                lines.append(f"| {wl} | {model} | {ratio('eng')} | {ratio('eng', 'cpu')} | "
+                             f"{ratio('est')} |")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()
     head = [f"### {when} · commit {commit_of(ROOT)} · numpy engine, model v2 vs v1 "

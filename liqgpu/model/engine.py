@@ -42,8 +42,8 @@ NEVER = np.iinfo(np.int64).max // 4
 ALIVE, LIQUIDATED, EXPIRED, ZEROED = 0, 1, 2, 3
 RETIRE = 1e-14  # v2: a position below this fraction of its opening amount is retired (churned)
 BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks retire positions)
+TILE_POSITIONS = 1 << 17  # v2 numpy: new positions handled together (their passes stay in cache)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
-CROSS_WINDOW = 256  # v2 numpy: steps after opening searched by binary lifting (_cross_new)
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
 
 
@@ -342,7 +342,8 @@ class Engine:
         to_host = (lambda x: x) if self.xp is np else self.xp.asnumpy
         st = self.state
         keys = STATE_KEYS if self.retire else STATE_KEYS[:-1]
-        out = {k: np.asarray(to_host(getattr(st, k))) for k in keys}
+        # copies: the numpy v2 path writes its next states into the same buffers
+        out = {k: np.array(to_host(getattr(st, k))) for k in keys}
         for k in ("side", "cell", "kd", "series", "birth"):  # the numpy v2 path keeps int8 ones
             out[k] = out[k].astype(np.int64, copy=False)
         return out
@@ -364,21 +365,27 @@ class Engine:
 
     def chunk(self, b0: int, b1: int) -> ChunkResult:
         """Compute buckets [b0, b1); chunks must be requested in order."""
-        xp, S, K, n = self.xp, self.S, self.K, self.n
+        xp, S, n = self.xp, self.S, self.n
         nb = b1 - b0
         t0, t1 = b0 * n, min(b1 * n, self.T)
         width = S * self.ncell
         nkd = S * 2 * self.B
+        fast = self._fast
+        # numpy v2: the cubes in the output dtype, the outside bin (float64) apart
+        cube = (lambda: np.zeros((nb, self.P * 2 * self.B), dtype=self.dtype)) if fast else \
+            (lambda: xp.zeros((nb, width)))
         acc = {
-            "intensity": self._cube("intensity", nb, width),
-            "liquidated": self._cube("liquidated", nb, width),
+            "intensity": cube(),
+            "liquidated": cube(),
             "added": xp.zeros((nb, nkd)),
             "closed": xp.zeros((nb, nkd)),
             "expired": xp.zeros((nb, nkd)),
         }
         if self.churn:
             acc["churned"] = xp.zeros((nb, nkd))
-        fast = self._fast
+        if fast:
+            acc["outside"] = np.zeros((nb, nkd))
+            acc["outside_liquidated"] = np.zeros((nb, nkd))
         tables = None if fast else _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
         for a, b in self._blocks(t0, t1):
             if fast:
@@ -570,18 +577,22 @@ class Engine:
     def _block_np1(self, a: int, b: int, b0: int, acc) -> None:
         """:meth:`_block` for numpy, one series and model v2: the same model, fewer passes.
 
-        Carried and new positions are handled as two groups (no concatenation of all fields;
-        retired and zeroed carried positions are masked, not copied out), new positions are built
-        on their (step, point, tier, side) grid with bins from logs on geometric grids
-        (:meth:`_bins`), the liquidation step of new positions comes from a short binary
-        lifting plus a search in a shared running minimum (:func:`_cross_new`), the intensity
-        difference array covers only the block's columns in a reused buffer and is summed row
-        by row, and the chunk's cubes are reused. Results equal :meth:`_block`'s up to the order
-        of floating-point sums (relative 1e-15); v1 keeps :meth:`_block` (bit-identical stores).
+        The per-position work is memory-bound, so new positions are handled in tiles of
+        ``TILE_POSITIONS`` (one side, a run of opening steps: every pass over a tile stays in
+        cache) and never filtered (a zero amount adds nothing; only survivors with an amount are
+        carried). Each tile's levels, liquidation steps (:class:`_Crossing`), cells and weights
+        feed the intensity difference array directly; those that die are gathered for the
+        liquidated cube and the per-step live amounts, the survivors straight into the next
+        state's buffers (reused from block to block). Carried positions stay sorted by side
+        (longs first), so each side's are one slice. The added and born amounts per (step, band,
+        side) are dense sums. Masks are applied by ``flatnonzero`` + ``take`` or a multiply by
+        the boolean (boolean indexing and ``where=`` are several times slower), and intensity
+        rows are scaled into the output dtype in one pass. Results equal :meth:`_block`'s up to
+        the order of floating-point sums (relative 1e-15); v1 keeps :meth:`_block`
+        (bit-identical stores).
         """
-        n, A, B, K = self.n, self.A, self.B, self.K
+        n, A, B, K, P = self.n, self.A, self.B, self.K, self.P
         m = b - a
-        width = self.ncell
         nkd = 2 * B
         row_a = a // n - b0
         zero_a = bool(self.zero[0, a])
@@ -597,129 +608,164 @@ class Engine:
         f_liq = np.exp(Lc - logp)  # liquidated at t: after t's closure, before its churn
         f_exp = np.exp(Lc_prev)  # expired at t: before t's closure
         vals = (self.lo[0, a:b], -self.hi[0, a:b])  # liquidation when vals[side][t] <= thr
+        rows_of = np.arange(a, b) // n - b0  # output row of each block step
 
-        st = self.state
+        st, split = self._side_sorted()
         nc = len(st)
+        sides = ((0, slice(0, split)), (1, slice(split, nc)))
 
         # --- carried positions: death (block-local step; m: none in this block) -------------
-        c_W = st.amount
+        c_W = cw = st.amount  # cw: zero where gone at the block's start
+        c_d = c_liq = c_exp = None
         if nc:
-            c_d = np.empty(nc, dtype=np.int64)
-            for w in (0, 1):
-                sel = np.flatnonzero(st.side == w)
-                run = np.minimum.accumulate(vals[w])  # non-increasing
-                q = st.level[sel]
+            c_d = np.full(nc, m, dtype=np.int64)
+            for w, sl in sides:
+                q = st.level[sl]
                 if w:
                     q = -q
                 # most carried positions do not cross in this block: search only the others
                 # (first t with run[t] <= q: m minus the count of such t)
+                run = np.minimum.accumulate(vals[w])  # non-increasing
                 hit = np.flatnonzero(q >= run[-1])
-                c_d[sel] = m
                 if hit.size:
-                    c_d[sel[hit]] = m - np.searchsorted(run[::-1].copy(), q[hit], side="right")
+                    c_d[sl][hit] = m - np.searchsorted(run[::-1].copy(), q[hit], side="right")
             c_liq = c_d < m  # for now: liquidated in this block
             if A is not None:
                 c_te = st.birth + (A - a)  # >= 0
                 c_exp = (c_te < m) & (c_te <= c_d)
                 np.minimum(c_d, c_te, out=c_d)
                 c_liq &= ~c_exp
-            else:
-                c_exp = np.zeros(nc, dtype=bool)
             # gone at the block's start: retired (v2: what churn has shrunk to nothing counts as
             # churned), or closed to zero unless expiring there
             c_gone = None
             if self.retire:
                 ret = c_W < RETIRE * st.opened
                 if bool(ret.any()):
-                    acc["churned"][row_a] += _bincount(st.kd[ret], weights=c_W[ret],
-                                                       minlength=nkd)
+                    acc["churned"][row_a] += _bincount(np.compress(ret, st.kd),
+                                                       np.compress(ret, c_W), nkd)
                     c_gone = ret
             if zero_a:
-                c_zero = ~(c_exp & (c_d == 0))
+                c_zero = np.ones(nc, dtype=bool) if c_exp is None else ~(c_exp & (c_d == 0))
                 if c_gone is not None:
                     c_zero &= ~c_gone
-                acc["closed"][row_a] += _bincount(st.kd[c_zero], weights=c_W[c_zero],
-                                                    minlength=nkd)
+                acc["closed"][row_a] += _bincount(np.compress(c_zero, st.kd),
+                                                  np.compress(c_zero, c_W), nkd)
                 c_gone = c_zero if c_gone is None else (c_gone | c_zero)
             if c_gone is not None:
                 c_liq &= ~c_gone
-                c_exp &= ~c_gone
+                if c_exp is not None:
+                    c_exp &= ~c_gone
                 c_d[c_gone] = 0
-        # --- new positions on the (step, entry point, tier, side) grid ----------------------
+                cw = c_W * ~c_gone
+
+        # --- new positions: one per (step, entry point, tier, side) --------------------------
         addb = self.add[0, a:b]
         i_new = np.flatnonzero(addb > 0)  # block-local steps
         t_new = i_new + a
         N0 = int(i_new.shape[0])
         Np = int(self.entry.shape[2])
         Q = Np * K
-        base = (addb[i_new][:, None, None, None]
-                * self.omega[0, t_new][:, :, None, None]
-                * self.weights[None, None, :, None])
-        amt = base * self.share[0, t_new][:, None, None, :]  # (N0, Np, K, 2)
-        lev = self.entry[0, t_new][:, :, None, None] * self.factors[0][None, None, :, :]
-        n_d = np.empty((N0, Np, K, 2), dtype=np.int64)
-        for w in (0, 1):
-            q = lev[..., w].reshape(N0, Q)
-            n_d[..., w] = _cross_new(vals[w], i_new, -q if w else q).reshape(N0, Np, K)
-        band = self.band_of
-        small = np.int8 if nkd <= 127 else np.int64  # kd and side as carried in the state
-        kd4 = np.broadcast_to((band[:, None] * 2 + np.arange(2)[None, :]).astype(small)[None, None],
-                              amt.shape)
-        side4 = np.broadcast_to(np.arange(2, dtype=np.int8)[None, None, None, :], amt.shape)
-        i4 = np.broadcast_to(i_new[:, None, None, None], amt.shape)
-        amt = amt.reshape(-1)
-        lev = lev.reshape(-1)
-        n_d = n_d.reshape(-1)
-        keep = amt > 0
-        if bool(keep.all()):
-            keep = None
-            n_kd, n_side, n_i = kd4.reshape(-1), side4.reshape(-1), i4.reshape(-1)
-        else:
-            amt, lev, n_d = amt[keep], lev[keep], n_d[keep]
-            n_kd, n_side, n_i = kd4.reshape(-1)[keep], side4.reshape(-1)[keep], i4.reshape(-1)[keep]
-        n_bin = self._bins(lev, t_new, keep)
-        n_cell = (n_bin * B + (n_kd >> 1)) * 2 + n_side
-        n_W = amt * np.exp(-Lc)[n_i]
-        n_liq = n_d < m
-        if A is not None:
-            n_te = n_i + A
-            n_exp = (n_te < m) & (n_te <= n_d)
-            np.minimum(n_d, n_te, out=n_d)
-            n_liq &= ~n_exp
-        else:
-            n_exp = np.zeros(n_d.shape, dtype=bool)
+        base = ((addb[i_new][:, None] * self.omega[0, t_new])[:, :, None]
+                * self.weights).reshape(N0, Q)  # amount before the side's share
+        share = self.share[0, t_new]  # (N0, 2)
+        ent = self.entry[0, t_new]  # (N0, Np)
+        g = np.exp(-Lc)[i_new]  # normalized weight of a unit amount born at each step
+        last = math.exp(float(Lc[m - 1]))
+
+        # the columns (cells) this block touches, and its intensity difference array:
+        # a position is in snapshots [birth's, death's) (o_of: step -> the first snapshot at or
+        # after it, ns: none in this block): +W at the first, -W at the second (row ns: dropped)
+        cmin, wd = self._cell_range(st.cell, ent)
+        snaps = _snapshot_steps(a, b, n, self.T, np) - a  # block-local
+        ns = int(snaps.shape[0])
+        D = self._zeros((ns + 1) * wd, "D") if ns and wd else None
+        o_of = np.searchsorted(snaps, np.arange(m + 1), side="left")
+        ob = o_of[i_new] * wd - cmin
+
+        buf = self._state_buffers(nc + 2 * N0 * Q)
+        dying = {"liq": [], "exp": []}  # (step, cell, kd, W) of those that die in the block
+        opened = np.zeros((N0, nkd))  # amount opened per (step, kd)
+        cross = [_Crossing(v) for v in vals]
+        rows = max(1, TILE_POSITIONS // max(Q, 1))
+        o = n_long = 0
+        for w, sl in sides:
+            if nc:  # carried positions of this side
+                grp = (c_d[sl], st.cell[sl], st.kd[sl], c_W[sl])
+                for key, mask in (("liq", c_liq), ("exp", c_exp)):
+                    if mask is not None:
+                        idx = np.flatnonzero(mask[sl])
+                        dying[key].append(tuple(np.take(x, idx) for x in grp))
+                o = self._carry(buf, o, np.flatnonzero(c_d[sl] >= m), last,  # gone: c_d = 0
+                                st.level[sl], st.cell[sl], st.kd[sl], c_W[sl], st.opened[sl],
+                                st.birth[sl])
+            for i0 in range(0, N0, rows):  # new positions of this side, a tile at a time
+                i1 = min(N0, i0 + rows)
+                amt = base[i0:i1] * share[i0:i1, w, None]  # (r, Q)
+                lev = (ent[i0:i1, :, None] * self.factors[0, :, w]).reshape(i1 - i0, Q)
+                d = cross[w].first(i_new[i0:i1], -lev if w else lev)
+                cell, kd = self._cells(lev, ent[i0:i1], w)
+                W = amt * g[i0:i1, None]
+                liq = d < m
+                exp = None
+                if A is not None:
+                    te = (i_new[i0:i1] + A)[:, None]
+                    exp = (te < m) & (te <= d)
+                    np.minimum(d, te, out=d)
+                    liq &= ~exp
+                grp = (d.reshape(-1), cell.reshape(-1), kd.reshape(-1), W.reshape(-1))
+                for key, mask in (("liq", liq), ("exp", exp)):
+                    if mask is not None:
+                        idx = np.flatnonzero(mask)
+                        dying[key].append(tuple(np.take(x, idx) for x in grp))
+                if D is not None:  # rows in order: nearly sorted indices, where add.at is fast
+                    np.add.at(D, (cell + ob[i0:i1, None]).reshape(-1), grp[3])
+                s = amt if Np == 1 else amt.reshape(i1 - i0, Np, K).sum(axis=1)
+                opened[i0:i1, w::2] = self._band_sums(s)
+                keep = d >= m
+                keep &= amt > 0  # only positions with an amount are carried
+                idx = np.flatnonzero(keep)
+                births = np.repeat(t_new[i0:i1], np.count_nonzero(keep, axis=1))
+                o = self._carry(buf, o, idx, last, lev.reshape(-1), grp[1], grp[2], grp[3],
+                                amt.reshape(-1), births, gathered_births=True)
+            if w == 0:
+                n_long = o
 
         # --- flows ----------------------------------------------------------------------------
-        groups = [(n_W, n_d, n_liq, n_exp, n_cell, n_kd)]
-        if nc:
-            groups.insert(0, (c_W, c_d, c_liq, c_exp, st.cell, st.kd))
-        liq_flat = acc["liquidated"].reshape(-1)
-        rows_of = np.arange(a, b) // n - b0  # output row of each block step
-        Lq = np.zeros(m * nkd)
-        for W, d, liq, exp, cell, kd in groups:
-            if bool(liq.any()):
-                dl = d[liq]
-                _scatter(liq_flat, rows_of[dl] * width + cell[liq], W[liq] * f_liq[dl], np)
-                Lq += _bincount(dl * nkd + kd[liq], weights=W[liq], minlength=m * nkd)
-            if bool(exp.any()):
-                de = d[exp]
-                _scatter(acc["expired"].reshape(-1), rows_of[de] * nkd + kd[exp],
-                         W[exp] * f_exp[de], np)
-        _scatter(acc["added"].reshape(-1), rows_of[n_i] * nkd + n_kd, amt, np)
+        liq, exp = ([np.concatenate(x) for x in zip(*dying[k])] if dying[k] else None
+                    for k in ("liq", "exp"))
+        # in-grid cells go to the output cubes (output dtype), the outside bin (float64) apart
+        k = max(0, min(wd, P * nkd - cmin))  # columns of the block that are in the grid
+        o0 = max(cmin - P * nkd, 0)
+        Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
+        if liq is not None and liq[0].size:
+            dd, cc, kk, ww = liq
+            Lq = _bincount(dd * nkd + kk, ww, m * nkd)
+            # summed in float64 over the block, then added to the chunk's rows
+            r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
+            L = self._zeros((r1 - r0) * wd, "liquidated")
+            np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
+            L2 = L.reshape(r1 - r0, wd)
+            acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
+            if k < wd:
+                acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
+            L.fill(0.0)
+        if exp is not None and exp[0].size:
+            dd, _, kk, ww = exp
+            _scatter(acc["expired"].reshape(-1), rows_of[dd] * nkd + kk, ww * f_exp[dd], np)
+        if N0:
+            _add_sorted_rows(acc["added"], rows_of[i_new], opened)
 
         # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
         # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
-        E = _bincount((n_i + 1) * nkd + n_kd, weights=n_W, minlength=(m + 1) * nkd)
+        E = np.zeros((m + 1, nkd))
         if nc:
-            cw = c_W if c_gone is None else np.where(c_gone, 0.0, c_W)
-            E[:nkd] += _bincount(st.kd, weights=cw, minlength=nkd)
-        for W, d, liq, exp, cell, kd in groups:
-            dead = d < m
-            if W is c_W and c_gone is not None:
-                dead &= ~c_gone
-            E -= _bincount(d[dead] * nkd + kd[dead], weights=W[dead],
-                             minlength=(m + 1) * nkd)
-        live_post = np.cumsum(E[: m * nkd].reshape(m, nkd), axis=0)
+            E[0] += _bincount(st.kd, cw, nkd)
+        E[i_new + 1] += opened * g[:, None]
+        live_post = E[:m]
+        live_post -= Lq.reshape(m, nkd)
+        if exp is not None and exp[0].size:
+            live_post -= _bincount(exp[0] * nkd + exp[2], exp[3], m * nkd).reshape(m, nkd)
+        np.cumsum(live_post, axis=0, out=live_post)
         live_pre = live_post + Lq.reshape(m, nkd)
         closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
         _add_sorted_rows(acc["closed"], rows_of, closed_step)
@@ -727,107 +773,182 @@ class Engine:
         _add_sorted_rows(acc["churned"], rows_of, churn_step)
 
         # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
-        snaps = _snapshot_steps(a, b, n, self.T, np) - a  # block-local
-        ns = int(snaps.shape[0])
-        if ns and any(g[4].shape[0] for g in groups):  # else: rows stay zero
-            o_of = np.searchsorted(snaps, np.arange(m + 1), side="left")  # step -> snapshot
-            cmin = min(int(g[4].min()) for g in groups if g[4].shape[0])
-            cmax = max(int(g[4].max()) for g in groups if g[4].shape[0]) + 1
-            wd = cmax - cmin  # the columns (cells) this block touches
-            D = self._zeros(ns * wd)
-            for W, d, liq, exp, cell, kd in groups:
-                od = o_of[d]  # ns: alive at every snapshot
-                if W is n_W:
-                    ob = o_of[n_i]
-                    span = ob < od
-                    np.add.at(D, ob[span] * wd + (cell[span] - cmin), W[span])
-                else:  # carried: born before the first snapshot
-                    span = od > 0
-                    if c_gone is not None:
-                        span &= ~c_gone
-                    D[:wd] += _bincount(cell[span] - cmin, weights=W[span], minlength=wd)
-                sel = span & (od < ns)
-                np.subtract.at(D, od[sel] * wd + (cell[sel] - cmin), W[sel])
+        if D is not None:
+            if nc:
+                D[:wd] += _bincount(st.cell - cmin, cw, wd)
+            for dead in (liq, exp):
+                if dead is not None and dead[0].size:
+                    np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
             r = int(snaps[0] + a) // n - b0
-            G = acc["intensity"][r: r + ns, cmin:cmax]
-            Dr = D.reshape(ns, wd)
+            Dr = D[: ns * wd].reshape(ns, wd)
             fac = np.exp(Lc[snaps])
-            np.multiply(Dr[0], fac[0], out=G[0])
-            for i in range(1, ns):  # cumsum over rows, row by row (cumsum(axis=0) is slow)
-                np.add(Dr[i - 1], Dr[i], out=Dr[i])
-                np.multiply(Dr[i], fac[i], out=G[i])
+            G = acc["intensity"][r: r + ns, cmin:cmin + k]
+            Go = acc["outside"][r: r + ns, o0:o0 + wd - k] if k < wd else None
+            for i in range(ns):  # cumsum over rows, row by row (cumsum(axis=0) is slow)
+                if i:
+                    np.add(Dr[i - 1], Dr[i], out=Dr[i])
+                np.multiply(Dr[i, :k], fac[i], out=G[i])
+                if Go is not None:
+                    np.multiply(Dr[i, k:], fac[i], out=Go[i])
             D.fill(0.0)
             # +W and -W of a dead position cancel to rounding, not to zero: snap such residues
             # (far below MODEL.md's 1e-9 tolerance) so empty cells are exactly empty.
-            top = max(float(G.max()), -float(G.min()))
-            np.copyto(G, 0.0, where=G <= top * RESIDUE)
+            parts = [x for x in (G, Go) if x is not None and x.size]
+            top = max([max(float(x.max()), -float(x.min())) for x in parts], default=0.0)
+            for x in parts:
+                np.maximum(x, 0.0, out=x)
+                np.multiply(x, x > top * RESIDUE, out=x)
 
-        # survivors carry on with their current amount
-        last = math.exp(float(Lc[m - 1]))
-        na = n_d >= m
-        parts = []
-        if nc:
-            ca = c_d >= m
-            if c_gone is not None:
-                ca &= ~c_gone
-            parts.append((st.level[ca], st.side[ca], st.cell[ca], st.kd[ca], st.birth[ca],
-                          c_W[ca] * last, st.opened[ca]))
-        parts.append((lev[na], n_side[na], n_cell[na], n_kd[na],
-                      n_i[na] + a, n_W[na] * last, amt[na]))
-        cat = [np.concatenate(x) if len(parts) > 1 else x[0] for x in zip(*parts)]
-        level, side, cell, kd, birth, amount, opened = cat
-        self.state = State(level=level, side=side, cell=cell, kd=kd,
-                           series=np.zeros(level.shape[0], dtype=np.int64), birth=birth,
-                           amount=amount, opened=opened)
-        self.peak_live = max(self.peak_live, len(self.state))
+        # --- survivors carry on with their current amount, longs first ----------------------
+        side = buf["side"][:o]
+        side[:n_long] = 0
+        side[n_long:] = 1
+        self.state = State(level=buf["level"][:o], side=side, cell=buf["cell"][:o],
+                           kd=buf["kd"][:o], series=buf["series"][:o], birth=buf["birth"][:o],
+                           amount=buf["amount"][:o], opened=buf["opened"][:o])
+        self._sorted = (self.state, n_long)
+        self.peak_live = max(self.peak_live, o)
 
-    def _bins(self, lev, t_new, keep):
-        """Price bins of the new levels ``lev`` (kept ones, flat) built on the
-        (step, point, tier, side) grid as entry x factor: on a geometric grid, from
-        log(entry) + log(factor) and one correction step against the edges (the same bins as
-        :meth:`Grid.bin_index`); else by a search in the edges."""
+    @staticmethod
+    def _carry(buf, o, idx, last, level, cell, kd, W, opened, birth, gathered_births=False):
+        """Write the positions ``idx`` of these arrays into the state buffers from ``o``, with
+        their current amount (``W * last``); return the next free offset."""
+        c = int(idx.shape[0])
+        sl = slice(o, o + c)
+        for key, x in (("level", level), ("cell", cell), ("kd", kd), ("amount", W),
+                       ("opened", opened)):
+            np.take(x, idx, out=buf[key][sl], mode="clip")  # not "raise": that buffers out
+        buf["amount"][sl] *= last
+        if gathered_births:
+            buf["birth"][sl] = birth
+        else:
+            np.take(birth, idx, out=buf["birth"][sl], mode="clip")
+        return o + c
+
+    def _state_buffers(self, size: int) -> dict:
+        """Arrays for the next block's live positions (at most ``size``), reused from block to
+        block: two sets used in turn (one holds the current state while the other is written)."""
+        sets = self.__dict__.setdefault("_statebufs", [None, None])
+        self._turn = i = 1 - getattr(self, "_turn", 0)
+        buf = sets[i]
+        if buf is None or buf["level"].shape[0] < size:
+            sets[i] = None
+            cap = max(size, int(1.25 * (0 if buf is None else buf["level"].shape[0])))
+            buf = sets[i] = {"level": np.empty(cap), "cell": np.empty(cap, dtype=np.int32),
+                             "kd": np.empty(cap, dtype=self._kd_dtype), "amount": np.empty(cap),
+                             "opened": np.empty(cap), "birth": np.empty(cap, dtype=np.int32),
+                             "side": np.empty(cap, dtype=np.int8),
+                             "series": np.zeros(cap, dtype=np.int64)}
+        return buf
+
+    @property
+    def _kd_dtype(self):
+        return np.int8 if 2 * self.B <= 127 else np.int64
+
+    def _side_sorted(self):
+        """The live positions with the longs first (as :meth:`_block_np1` leaves them; a loaded
+        state is sorted once, stably, and given the block's dtypes), and the number of longs."""
+        st = self.state
+        s = getattr(self, "_sorted", None)
+        if s is not None and s[0] is st:
+            return s
+        side = st.side
+        if side.shape[0] > 1 and bool((side[1:] < side[:-1]).any()):
+            st = st.take(np.argsort(side, kind="stable"))
+        st.kd = st.kd.astype(self._kd_dtype)
+        st.side = st.side.astype(np.int8)
+        st.cell = st.cell.astype(np.int32)  # < 2^31 cells, steps (as the state buffers)
+        st.birth = st.birth.astype(np.int32)
+        self.state = st
+        self._sorted = (st, int(np.count_nonzero(st.side == 0)))
+        return self._sorted
+
+    def _cell_range(self, cells, ent):
+        """(first cell, number of cells) that carried positions (``cells``) and the new
+        positions of entries ``ent`` can have: a bound from the lowest and highest level."""
+        nkd = 2 * self.B
+        lo, hi = [], []
+        if cells.shape[0]:
+            lo.append(int(cells.min()))
+            hi.append(int(cells.max()) + 1)
+        ok = ent[np.isfinite(ent)]
+        if ok.size < ent.size:  # (step, point) without an entry: bin P
+            hi.append((self.P + 1) * nkd)
+        if ok.size:
+            f = self.factors[0]
+            q = np.array([ok.min() * f.min(), ok.max() * f.max()])  # factors > 0
+            j = self.grid.bin_index(q, xp=np, edges=self.edges)
+            # a level below or above the grid is in bin P (and below, the lowest in it is 0)
+            below = q[0] < self.grid.edges[0]
+            lo.append(0 if below else int(j[0]) * nkd)
+            hi.append((self.P if below or j[1] == self.P else int(j[1])) * nkd + nkd)
+        if not lo and not hi:
+            return 0, 0
+        cmin = min(lo) if lo else min(hi) - nkd
+        return cmin, max(hi) - cmin
+
+    def _cells(self, lev, ent, w):
+        """Cells and (band, side) indices of new levels ``lev`` (r, Np * K) of side ``w`` built
+        as entry x factor: on a geometric grid the bins come from log(entry) + log(factor) and
+        one correction step against the edges (the same bins as :meth:`Grid.bin_index`); else
+        by a search in the edges."""
+        B, P, K = self.B, self.P, self.K
+        nkd = 2 * B
+        r, Q = lev.shape
         g = self._loggrid
         if g is None:
-            return self.grid.bin_index(lev, xp=np, edges=self.edges)
-        x0, inv = g
-        P = self.P
-        with np.errstate(invalid="ignore", divide="ignore"):
-            le = (np.log(self.entry[0, t_new]) - x0) * inv  # (N0, Np)
-            lf = np.log(self.factors[0]) * inv  # (K, 2)
-        u = le[:, :, None, None] + lf[None, None]
-        u = u.reshape(-1) if keep is None else u.reshape(-1)[keep]
-        np.floor(u, out=u)
-        np.clip(u, 0, P - 1, out=u)
-        j = u.astype(np.int64)  # NaN: any value; caught below
-        np.clip(j, 0, P - 1, out=j)
-        e = self.grid.edges
-        np.subtract(j, 1, out=j, where=lev < e[j])
-        np.add(j, 1, out=j, where=lev >= e[1:][np.maximum(j, 0)])
-        # outside the grid (or NaN): bin P; inside, the estimate was within one bin
-        j[~((lev >= e[0]) & (lev < e[P]))] = P
-        return j
+            j = self.grid.bin_index(lev.reshape(-1), xp=np, edges=self.edges).reshape(r, Q)
+        else:
+            x0, inv = g
+            with np.errstate(invalid="ignore", divide="ignore"):
+                le = (np.log(ent) - x0) * inv  # (r, Np)
+                lf = np.log(self.factors[0, :, w]) * inv  # (K,)
+                u = (le[:, :, None] + lf).reshape(r, Q)
+                j = u.astype(np.int64)  # truncated; out of range or NaN: any value, clipped
+            del u
+            np.clip(j, 0, P - 1, out=j)
+            # one correction step each way: inside the grid the estimate is within one bin;
+            # below it j ends at -1, above it at P
+            e = self.grid.edges
+            np.subtract(j, lev < np.take(e, j), out=j)
+            np.add(j, lev >= np.take(e[1:], j), out=j)  # j = -1: e[P], no step
+            below = j < 0
+            if bool(below.any()):
+                j[below] = P
+            nan = np.isnan(le)  # (step, point) without an entry: outside
+            if bool(nan.any()):
+                j.reshape(r, -1, K)[nan] = P
+        kdw = np.tile(self.band_of * 2 + w, Q // K)  # (Q,): kd of each (point, tier)
+        j *= nkd
+        j += kdw
+        kd = np.empty((r, Q), dtype=self._kd_dtype)
+        kd[...] = kdw
+        return j, kd
 
-    def _cube(self, name: str, nb: int, width: int):
-        """A zeroed (nb, width) float64 accumulator. On the numpy v2 path the chunk's two big
-        cubes are reused from chunk to chunk (``_finish`` copies out of them): first touches of
-        fresh pages cost more than zeroing pages already mapped."""
-        if not self._fast:
-            return self.xp.zeros((nb, width))
-        bufs = self.__dict__.setdefault("_cubes", {})
-        buf = bufs.get(name)
-        if buf is None or buf.size < nb * width:
-            buf = bufs[name] = np.zeros(nb * width)
-            return buf[: nb * width].reshape(nb, width)
-        out = buf[: nb * width]
-        out.fill(0.0)
-        return out.reshape(nb, width)
+    def _band_sums(self, x):
+        """``x`` (..., K) summed over each band's tiers: (..., B)."""
+        bands = self.__dict__.get("_bands")
+        if bands is None:
+            bo = np.asarray(self.inp.band_of)
+            bands = self._bands = []
+            for bb in range(self.B):
+                idx = np.flatnonzero(bo == bb)
+                if idx.size:
+                    contiguous = idx[-1] - idx[0] + 1 == idx.size
+                    bands.append((bb, slice(idx[0], idx[-1] + 1) if contiguous else idx))
+        out = np.zeros(x.shape[:-1] + (self.B,))
+        for bb, sel in bands:
+            np.sum(x[..., sel], axis=-1, out=out[..., bb])
+        return out
 
-    def _zeros(self, size: int):
+    def _zeros(self, size: int, name: str):
         """A zeroed float64 scratch vector, reused between blocks (the caller zeroes it after
         use): a fresh np.zeros of tens of MB per block costs its page faults every time."""
-        buf = getattr(self, "_scratch", None)
+        bufs = self.__dict__.setdefault("_scratch", {})
+        buf = bufs.get(name)
         if buf is None or buf.shape[0] < size:
-            buf = self._scratch = np.zeros(size)
+            bufs[name] = None
+            buf = bufs[name] = np.zeros(size)
         return buf[:size]
 
     def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
@@ -839,8 +960,18 @@ class Engine:
             c = x.reshape(nb, S, P + 1, K, 2).transpose(1, 0, 2, 3, 4)
             return c
 
-        inten = cube(acc["intensity"])
-        liq = cube(acc["liquidated"])
+        if self._fast:  # already in the output dtype, the outside bin apart (S = 1)
+            intensity = acc["intensity"].reshape(1, nb, P, K, 2)
+            outside = acc["outside"].reshape(1, nb, K, 2)
+            liquidated = acc["liquidated"].reshape(1, nb, P, K, 2)
+            outside_liquidated = acc["outside_liquidated"].reshape(1, nb, K, 2)
+        else:
+            inten = cube(acc["intensity"])
+            intensity = to_host(inten[:, :, :P].astype(self.dtype))
+            outside = to_host(inten[:, :, P].copy())
+            liq = cube(acc["liquidated"])
+            liquidated = to_host(liq[:, :, :P].astype(self.dtype))
+            outside_liquidated = to_host(liq[:, :, P].copy())
 
         def small(x):
             return to_host(x.reshape(nb, S, K, 2).transpose(1, 0, 2, 3))
@@ -848,13 +979,13 @@ class Engine:
         return ChunkResult(
             b0=b0,
             b1=b1,
-            intensity=to_host(inten[:, :, :P].astype(self.dtype)),
-            liquidated=to_host(liq[:, :, :P].astype(self.dtype)),
+            intensity=intensity,
+            liquidated=liquidated,
             added=small(acc["added"]),
             closed=small(acc["closed"]),
             expired=small(acc["expired"]),
-            outside=to_host(inten[:, :, P].copy()),
-            outside_liquidated=to_host(liq[:, :, P].copy()),
+            outside=outside,
+            outside_liquidated=outside_liquidated,
             churned=small(acc["churned"]) if self.churn else None,
         )
 
@@ -930,59 +1061,71 @@ def _bincount(idx, weights, minlength):
     return np.bincount(idx, weights=weights, minlength=minlength)
 
 
-def _cross_new(vals, steps, thr, h: int = CROSS_WINDOW):
-    """First block-local step ``t > steps[r]`` with ``vals[t] <= thr[r, j]`` (``m`` if none).
+class _Crossing:
+    """First step after an opening at which a block's lows (or minus highs) ``vals`` reach a
+    level: :meth:`first`. Tables are built on first use and shared by every call."""
 
-    ``vals`` (m,) are one block's lows (or minus highs), ``steps`` (R,) sorted opening steps
-    and ``thr`` (R, Q) thresholds. A binary lifting of log2(h) levels looks at the ``h - 1``
-    steps after the opening; what survives them shares, with every position opened in the same
-    window of ``h`` steps, the start of the next window, from where a search in the running
-    minimum finds the rest (as for carried positions).
-    """
-    m = vals.shape[0]
-    R, Qn = thr.shape
-    J = h.bit_length() - 1
-    pad = np.full(m + h + 1, np.inf)
-    pad[:m] = vals
-    levels = [pad]
-    for j in range(1, J):
-        prev, s = levels[-1], 1 << (j - 1)
-        nxt = prev.copy()
-        np.minimum(prev[:-s], prev[s:], out=nxt[:-s])
-        levels.append(nxt)
-    pos = np.repeat(steps + 1, Qn).reshape(R, Qn)
-    v = np.empty((R, Qn))
-    for j in range(J - 1, -1, -1):
-        np.take(levels[j], pos, out=v)
-        np.add(pos, 1 << j, out=pos, where=v > thr)
-    # pos == steps + h: no crossing in the h - 1 steps after opening
-    surv = np.flatnonzero(pos == (steps + h)[:, None])
-    if surv.size:
-        # rows (opening steps) by window; each window's survivors search from the next one
-        gid = steps // h
-        rlo = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
-        start = ((gid[rlo] + 1) * h).tolist()
-        sb = np.searchsorted(surv, rlo * Qn).tolist() + [surv.size]
-        q = thr.reshape(-1)[surv]
-        res = np.full(surv.size, m, dtype=np.int64)
-        for k, s0 in enumerate(start):
-            i0, i1 = sb[k], sb[k + 1]
-            if s0 >= m:
-                break
-            if i0 == i1:
-                continue
-            # running minimum from s0, reversed (non-decreasing): the count of its entries
-            # <= thr is the number of steps from the first crossing to the block's end
-            rev = np.minimum.accumulate(vals[s0:])[::-1].copy()
-            qq = q[i0:i1]
-            hit = np.flatnonzero(qq >= rev[0])  # the others never cross in this block
-            if hit.size == i1 - i0:
-                res[i0:i1] -= np.searchsorted(rev, qq, side="right")
-            elif hit.size:
-                res[i0 + hit] -= np.searchsorted(rev, qq[hit], side="right")
-        pos.reshape(-1)[surv] = res
-    np.minimum(pos, m, out=pos)
-    return pos
+    def __init__(self, vals):
+        self.vals = vals
+        self.m = vals.shape[0]
+        self.suf = None
+        self.tabs = None
+
+    def _build(self):
+        m, vals = self.m, self.vals
+        suf = np.empty(m + 1)  # suf[t] = min(vals[t:])
+        suf[m] = np.inf
+        suf[:m] = np.minimum.accumulate(vals[::-1])[::-1]
+        # tabs[j][p] = min(vals[p : p + 2^j]) (to the block's end)
+        tabs = [vals]
+        for j in range(1, max(1, (m - 1).bit_length())):
+            prev, s = tabs[-1], 1 << (j - 1)
+            nxt = prev.copy()
+            np.minimum(prev[:-s], prev[s:], out=nxt[:-s])
+            tabs.append(nxt)
+        self.suf, self.tabs = suf, tabs
+
+    def first(self, steps, thr, out=None):
+        """First block-local step ``t > steps[r]`` with ``vals[t] <= thr[r, j]`` (``m`` if none).
+
+        A threshold below the minimum of ``vals`` after its step never crosses in the block (most
+        of them); the others are found by binary lifting over the tables of range minima
+        (log2(m) gathers from small, cached tables), which never leaves the block since a
+        crossing exists.
+        """
+        m = self.m
+        R, Qn = thr.shape
+        if out is None:
+            out = np.empty((R, Qn), dtype=np.int64)
+        out.fill(m)
+        if R == 0 or m < 2:
+            return out
+        if self.suf is None:
+            self._build()
+        cand = thr >= self.suf[steps + 1][:, None]  # crosses in the block (NaN: never)
+        flat = np.flatnonzero(cand)
+        if flat.size == 0:
+            return out
+        q = np.take(thr.reshape(-1), flat) if thr.flags.c_contiguous else thr[cand]
+        pos = np.repeat(steps + 1, np.count_nonzero(cand, axis=1))
+        nq = pos.shape[0]
+        v = np.empty(nq)
+        gt = np.empty(nq, dtype=bool)
+        inc = np.empty(nq, dtype=np.int64)
+        for j in range(len(self.tabs) - 1, -1, -1):
+            np.take(self.tabs[j], pos, out=v, mode="clip")
+            np.greater(v, q, out=gt)
+            np.multiply(gt, 1 << j, out=inc)
+            pos += inc
+        np.minimum(pos, m, out=pos)
+        out.reshape(-1)[flat] = pos
+        return out
+
+
+def _cross_new(vals, steps, thr, out=None):
+    """First block-local step ``t > steps[r]`` with ``vals[t] <= thr[r, j]`` (``m`` if none);
+    see :meth:`_Crossing.first`."""
+    return _Crossing(vals).first(steps, thr, out)
 
 
 def _snapshot_steps(a: int, b: int, n: int, T: int, xp):

@@ -24,18 +24,22 @@ def _run(inputs, grid, every, chunk, fast):
 
 
 CASES = [
-    # n, churn, entry, max_age, closure, grid, every, chunk, block positions
-    (3000, 0.3, "close", None, "proportional", "cover", 60, 7, 1 << 20),
-    (2500, 3.0, "range:3", "17h", "proportional", "cover", 13, 11, 1 << 14),
-    (2000, 30.0, "close", "2h", "none", "narrow", 7, 40, 1 << 12),
-    (2200, 0.3, "close", None, "proportional", "linear", 30, 5, 1 << 13),
+    # n, churn, entry, max_age, closure, grid, every, chunk, block positions, tile positions
+    (3000, 0.3, "close", None, "proportional", "cover", 60, 7, 1 << 20, 1 << 17),
+    (2500, 3.0, "range:3", "17h", "proportional", "cover", 13, 11, 1 << 14, 1 << 17),
+    (2000, 30.0, "close", "2h", "none", "narrow", 7, 40, 1 << 12, 1 << 17),
+    (2200, 0.3, "close", None, "proportional", "linear", 30, 5, 1 << 13, 1 << 17),
+    # tiles of a few steps (the last one partial), and of one step
+    (2500, 3.0, "range:3", "17h", "proportional", "cover", 13, 11, 1 << 14, 5 * 36 + 1),
+    (1500, 0.3, "close", "2h", "proportional", "narrow", 7, 40, 1 << 12, 1),
 ]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_fast_block_equals_generic_block(case, monkeypatch):
-    n, churn, entry, max_age, closure, gk, every, chunk, bp = case
+    n, churn, entry, max_age, closure, gk, every, chunk, bp, tile = case
     monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
+    monkeypatch.setattr(engine_mod, "TILE_POSITIONS", tile)
     data, extra = random_market(n, n, nan_rows=0.05, oi_mode="mixed")
     s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
                     open_=data["open_"], extra=extra)
@@ -59,16 +63,33 @@ def test_fast_block_equals_generic_block(case, monkeypatch):
         np.testing.assert_allclose(st_f[k][kf], st_s[k][ks], rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("h", [2, 16, 256])
-def test_cross_new_equals_brute_force(h):
-    rng = np.random.default_rng(h)
+@pytest.mark.parametrize("seed", [2, 16, 256])
+def test_cross_new_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
     m = 700
     vals = 100 + np.cumsum(rng.normal(0, 1, m))
     vals[rng.random(m) < 0.05] = np.inf  # bars without a range
     steps = np.sort(rng.choice(m, 300, replace=False))
+    steps[-1] = m - 1  # the block's last step: nothing after it
     thr = vals.min() + rng.uniform(-5, 40, (300, 6))
-    got = _cross_new(vals, steps, thr, h)
+    thr[rng.random(thr.shape) < 0.02] = np.nan  # no level: never crosses
+    got = _cross_new(vals, steps, thr)
     for r, i in enumerate(steps):
         for j in range(thr.shape[1]):
             hit = np.flatnonzero(vals[i + 1:] <= thr[r, j])
             assert got[r, j] == (i + 1 + hit[0] if hit.size else m)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 9, 17])
+def test_cross_new_short_blocks(m):
+    """Blocks of a few steps (block and chunk boundaries): every table size of the lifting."""
+    rng = np.random.default_rng(m)
+    for _ in range(20):
+        vals = rng.uniform(0, 10, m)
+        steps = np.arange(m)
+        thr = rng.uniform(-1, 11, (m, 5))
+        got = _cross_new(vals, steps, thr)
+        for r, i in enumerate(steps):
+            for j in range(5):
+                hit = np.flatnonzero(vals[i + 1:] <= thr[r, j])
+                assert got[r, j] == (i + 1 + hit[0] if hit.size else m)
