@@ -150,6 +150,7 @@ def estimate(
     storage_options: dict | None = None,
     origin: str = "clock",
     allow_unmatched: bool = False,
+    reopen: bool = True,
 ):
     """Estimate liquidation levels (model v2 by default, or v1) for one or more series.
 
@@ -195,6 +196,10 @@ def estimate(
     allow_unmatched : bool
         Leave out (with a warning) realized events of no series of the store or outside its
         time range; by default they are an error.
+    reopen : bool
+        With ``out``: open the written store and return it (``False``: return a
+        :class:`~liqgpu.store.StoreSummary` of its sizes and attributes, without importing
+        xarray; the command line uses it).
 
     Returns
     -------
@@ -215,15 +220,20 @@ def estimate(
     from .model.engine import chunk_buckets_for, make_engine
     from .model.inputs import bucket_prices, prepare
     from .remote import is_url, staged
-    from .store import StoreWriter, base_attrs, chunking, make_dataset, open_store
+    from .store import (CUBE_VARS, TIER_VARS, V2_TIER_VARS, Group, Part, StoreSummary, StoreWriter,
+                        _Lazy, base_attrs, chunking, make_dataset, make_layout, open_store)
 
     if out is not None and is_url(out):
         with staged(str(out), overwrite=overwrite, storage_options=storage_options,
                     progress=progress) as local:
-            estimate(series, params=params, model=model, grid=grid, every=every, backend=backend,
-                     out=local, origin=origin, allow_unmatched=allow_unmatched,
-                     chunk_buckets=chunk_buckets, memory_budget=memory_budget,
-                     progress=progress, dtype=dtype, realized=realized)
+            summary = estimate(series, params=params, model=model, grid=grid, every=every,
+                               backend=backend, out=local, origin=origin,
+                               allow_unmatched=allow_unmatched, chunk_buckets=chunk_buckets,
+                               memory_budget=memory_budget, progress=progress, dtype=dtype,
+                               realized=realized, reopen=False)
+        if not reopen:
+            summary.path = str(out)
+            return summary
         return open_store(str(out), storage_options=storage_options)
     series = _as_series_list(series)
     params = resolve_params(params, model)
@@ -275,22 +285,25 @@ def estimate(
 
     def capture(eng):  # the state before the last bucket, where `liqgpu update` resumes (the
         # cut is made with or without `out`, so both give bit-identical numbers)
-        resume["state"] = eng.state_arrays()
+        resume.setdefault("state", eng.state_arrays())
 
-    def pieces():
+    def chunks():
         run = engine.run(cb, on_bucket=(last, capture))
-        for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
-            ds = make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
-                              prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
-            if binner is not None:
-                ds = binner.add_to(ds, chunk.b0, chunk.b1)
-                if chunk.b1 == engine.n_buckets:
-                    attrs["realized_summary"] = binner.finish()
-                    ds.attrs.update(attrs)
-            yield ds
+        return _progress(run, -(-engine.n_buckets // cb), progress)
 
     if out is None:
         import xarray as xr
+
+        def pieces():
+            for chunk in chunks():
+                ds = make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
+                                  prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
+                if binner is not None:
+                    ds = binner.add_to(ds, chunk.b0, chunk.b1)
+                    if chunk.b1 == engine.n_buckets:
+                        attrs["realized_summary"] = binner.finish()
+                        ds.attrs.update(attrs)
+                yield ds
 
         parts = list(pieces())
         ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="minimal",
@@ -299,12 +312,44 @@ def estimate(
         ds.attrs.update(attrs)
         result = ds
     else:
+        S, K, nb = inputs.n_series, params.n_out, engine.n_buckets
+        shapes = {v: (S, nb, g.n_bins, K, 2) for v in CUBE_VARS}
+        shapes.update({v: (S, nb, K, 2) for v in TIER_VARS})
+        if params.model == "v2":
+            shapes.update({v: (S, nb, K, 2) for v in V2_TIER_VARS})
+        dtypes = {v: np.dtype(dtype) if v in CUBE_VARS else np.float64 for v in shapes}
+        layout = make_layout({v: _Lazy(shapes[v], dtypes[v]) for v in shapes},
+                             names=inputs.names, time=btime, grid=g, params=params,
+                             prices=prices, attrs=attrs, series_meta=meta)
+        if binner is not None:
+            layout["realized"] = (("series", "time", "price", "side"),
+                                  _Lazy((S, nb, g.n_bins, 2), np.float32),
+                                  {**REALIZED_ATTRS, "units": layout["intensity"].attrs["units"]})
+
+        def resume_part():
+            return Group("resume", *resume_group(series, inputs.step, resume["state"],
+                                                 last * n_every))
+
+        def parts():
+            for chunk in chunks():
+                arrays = {v: getattr(chunk, v) for v in shapes}
+                if binner is not None:
+                    arrays["realized"] = binner.cube(chunk.b0, chunk.b1)
+                    if chunk.b1 == nb:
+                        layout.attrs["realized_summary"] = binner.finish()
+                yield Part(chunk.b0, chunk.b1, arrays)
+                if chunk.b1 == last:  # the engine stands before the last bucket: the resume
+                    # state, written while the last bucket is computed
+                    capture(engine)
+                    yield resume_part()
+            if last == 0:
+                yield resume_part()
+
         with StoreWriter(out, overwrite=overwrite, tc=tc, pc=pc) as w:
-            _write_behind(pieces(), w.write)
-            arrays, rattrs = resume_group(series, inputs.step, resume["state"], last * n_every)
-            w.write_group("resume", arrays, rattrs)
+            w.start(layout)
+            _write_behind(parts(), w.write)
             w.commit()
-        result = open_store(out)
+        result = open_store(out) if reopen else StoreSummary(out, layout)
     log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
              engine.peak_live)
     return result
@@ -410,6 +455,13 @@ class _RealizedBinner:
         self.summary = None
 
     def add_to(self, ds, b0: int, b1: int):
+        ds["realized"] = (("series", "time", "price", "side"), self.cube(b0, b1),
+                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
+                          if "intensity" in ds else dict(REALIZED_ATTRS))
+        return ds
+
+    def cube(self, b0: int, b1: int) -> np.ndarray:
+        """Buckets [b0, b1) binned: (series, time, price, side) float32."""
         from .realized import bin_realized
 
         lo = self.btime[b0].astype("datetime64[ns]").view(np.int64)
@@ -422,10 +474,7 @@ class _RealizedBinner:
                                   time=self.btime[b0:b1], every=self.every, edges=self.edges,
                                   return_summary=True, log_left_out=False)
         self._merge(summ)
-        ds["realized"] = (("series", "time", "price", "side"), cube.astype(np.float32),
-                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
-                          if "intensity" in ds else dict(REALIZED_ATTRS))
-        return ds
+        return cube.astype(np.float32)
 
     def _merge(self, summ: dict) -> None:
         if self.summary is None:

@@ -57,38 +57,146 @@ def chunking(n_bins: int, n_tiers: int, n_buckets: int) -> tuple[int, int]:
     return tc, pc
 
 
-def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: dict | None = None,
-                 series_meta: dict | None = None):
-    """One time chunk of the dataset (xarray) from an engine :class:`ChunkResult`."""
-    import xarray as xr
+class _Lazy:
+    """The shape and dtype of a variable whose data the writer fills chunk by chunk."""
 
-    b1 = chunk.b1
-    t = time[b0:b1]
-    coords = {
-        "series": np.asarray(names, dtype=str),
-        "time": t,
-        "price": grid.centres,
-        **params.leverage_coords(),
-        "side": np.asarray(["long", "short"], dtype=str),
-    }
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+class _Var:
+    __slots__ = ("dims", "data", "attrs")
+
+    def __init__(self, dims, data, attrs=None):
+        self.dims, self.data, self.attrs = tuple(dims), data, dict(attrs or {})
+
+    @property
+    def values(self):
+        return self.data
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.data.dtype)
+
+
+class _Coords:
+    def __init__(self, layout: "Layout"):
+        self._l = layout
+
+    def __contains__(self, k) -> bool:
+        return k in self._l._coords
+
+    def __iter__(self):
+        return iter(list(self._l._coords))
+
+    def __setitem__(self, k, value) -> None:
+        self._l._set(k, value)
+        if k not in self._l._coords:
+            self._l._coords.append(k)
+
+
+class Layout:
+    """A dataset's variables, dims and attributes without xarray: what :func:`describe`
+    fills in and what :class:`StoreWriter` creates in zarr. ``to_xarray`` makes the Dataset.
+
+    Variables whose data is written chunk by chunk hold a placeholder with their full shape
+    and dtype; the others (coordinates, the bucket bars) hold their data.
+    """
+
+    def __init__(self, attrs: dict | None = None):
+        self.attrs = dict(attrs or {})
+        self.variables: dict[str, _Var] = {}
+        self._coords: list[str] = []
+        self.coords = _Coords(self)
+
+    def _set(self, k, value) -> None:
+        if isinstance(value, _Var):
+            self.variables[k] = value
+            return
+        dims, data, *rest = value
+        dims = (dims,) if isinstance(dims, str) else dims
+        self.variables[k] = _Var(dims, data, rest[0] if rest else None)
+
+    def __setitem__(self, k, value) -> None:
+        self._set(k, value)
+
+    def __getitem__(self, k) -> _Var:
+        return self.variables[k]
+
+    def __contains__(self, k) -> bool:
+        return k in self.variables
+
+    @property
+    def data_vars(self) -> list[str]:
+        return [k for k in self.variables if k not in self._coords]
+
+    @property
+    def sizes(self) -> dict:
+        out = {}
+        for v in self.variables.values():
+            out.update(zip(v.dims, v.shape))
+        return out
+
+    def to_xarray(self):
+        import xarray as xr
+
+        def item(k):
+            v = self.variables[k]
+            return (v.dims, v.data, v.attrs)
+
+        return xr.Dataset({k: item(k) for k in self.data_vars},
+                          coords={k: item(k) for k in self._coords}, attrs=self.attrs)
+
+
+def make_layout(arrays: dict, *, names, time, grid, params, prices, attrs: dict | None = None,
+                series_meta: dict | None = None, describe_it: bool = True) -> Layout:
+    """The dataset of buckets ``time`` as a :class:`Layout`: ``arrays`` maps the engine's
+    variables (``intensity``... ``churned``; None for absent ones) to data or a placeholder,
+    ``prices`` the bucket bars (``open``... ``oi``) to (series, time) arrays."""
+    ds = Layout(attrs)
     cube_dims = ("series", "time", "price", "leverage", "side")
     tier_dims = ("series", "time", "leverage", "side")
-    data = {}
     for v in CUBE_VARS:
-        data[v] = (cube_dims, getattr(chunk, v), _var_attrs(v))
+        ds[v] = (cube_dims, arrays[v], _var_attrs(v))
     for v in TIER_VARS + V2_TIER_VARS:
-        if getattr(chunk, v, None) is not None:
-            data[v] = (tier_dims, getattr(chunk, v), _var_attrs(v))
+        if arrays.get(v) is not None:
+            ds[v] = (tier_dims, arrays[v], _var_attrs(v))
     for v in PRICE_VARS:
-        data[v] = (("series", "time"), prices[v][:, b0:b1],
-                   {"units": "contracts or base units" if v == "oi" else "quote per base",
-                    "long_name": f"{v} of the bucket"})
-        data[f"bar_{v}"] = data[v]
-    ds = xr.Dataset(data, coords=coords, attrs=attrs or {})
+        for name in (v, f"bar_{v}"):
+            if name in PRICE_VARS or name in BAR_VARS:
+                ds[name] = (("series", "time"), prices[v],
+                            {"units": "contracts or base units" if v == "oi" else
+                             "quote per base", "long_name": f"{v} of the bucket"})
+    ds.coords["series"] = ("series", np.asarray(names, dtype=str))
+    ds.coords["time"] = ("time", time)
+    ds.coords["price"] = ("price", grid.centres)
+    for k, v in params.leverage_coords().items():
+        ds.coords[k] = v if isinstance(v, tuple) else (k, v)
+    ds.coords["side"] = ("side", np.asarray(["long", "short"], dtype=str))
     if series_meta:
         for k, v in series_meta.items():
             ds.coords[k] = ("series", np.asarray(v))
     ds.coords["price_edges"] = ("price_edge", grid.edges)
+    if describe_it:
+        describe(ds, grid=grid)
+    return ds
+
+
+def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: dict | None = None,
+                 series_meta: dict | None = None):
+    """One time chunk of the dataset (xarray) from an engine :class:`ChunkResult`."""
+    b1 = chunk.b1
+    ds = make_layout({v: getattr(chunk, v, None) for v in CUBE_VARS + TIER_VARS + V2_TIER_VARS},
+                     names=names, time=time[b0:b1], grid=grid, params=params,
+                     prices={v: prices[v][:, b0:b1] for v in PRICE_VARS}, attrs=attrs,
+                     series_meta=series_meta, describe_it=False)
+    ds = ds.to_xarray()
     describe(ds, grid=grid)
     return ds
 
@@ -257,17 +365,97 @@ def is_store(path: Path) -> bool:
     return attrs.get("format") == FORMAT_NAME
 
 
-class StoreWriter:
-    """Write a dataset chunk by chunk to a temporary store, then move it into place.
+#: the ``_FillValue`` attribute xarray writes for float variables in zarr v3 (NaN, base64)
+_NAN_FILL = "AAAAAAAA+H8="
+#: how xarray encodes times in liqgpu stores
+TIME_UNITS = {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
 
-    Use as a context manager; on an exception the temporary store is removed and the target is
-    untouched.
+
+def zarr_specs(ds: Layout, tc: int, pc: int) -> dict:
+    """Each variable of ``ds`` as the zarr array xarray's ``to_zarr`` makes of it with
+    :func:`encoding_for`: dtype (times as int64 milliseconds), chunks, codecs, fill value,
+    dimension names and attributes (``coordinates``, ``_FillValue``, time units)."""
+    enc = encoding_for(ds, tc, pc)
+    non_dim = [k for k in ds.coords if ds[k].dims != (k,)]
+    specs = {}
+    for k, v in ds.variables.items():
+        attrs = dict(v.attrs)
+        if k not in ds.coords:
+            near = sorted(c for c in non_dim if set(ds[c].dims) <= set(v.dims))
+            if near:
+                attrs["coordinates"] = " ".join(near)
+        dtype, fill = v.dtype, None
+        if dtype.kind == "M":
+            dtype = np.dtype(np.int64)
+            attrs.update(TIME_UNITS)
+        elif dtype.kind == "f":
+            fill = np.nan
+            attrs["_FillValue"] = _NAN_FILL
+        e = enc[k]
+        chunks = e.get("chunks") or tuple(max(n, 1) for n in v.shape)
+        specs[k] = {"shape": v.shape, "dtype": dtype, "chunks": tuple(chunks),
+                    "compressors": e["compressors"], "fill_value": fill, "attributes": attrs,
+                    "dimension_names": v.dims}
+    return specs
+
+
+def _encode(data):
+    """Data as zarr stores it (times: int64 milliseconds since the epoch)."""
+    data = np.asarray(data)
+    if data.dtype.kind == "M":
+        ns = data.astype("datetime64[ns]").view(np.int64)
+        return ns // 1_000_000
+    return data
+
+
+class Part:
+    """Buckets ``[b0, b1)`` of the time-chunked variables (name -> array, time on axis 1)."""
+
+    __slots__ = ("b0", "b1", "arrays")
+
+    def __init__(self, b0: int, b1: int, arrays: dict):
+        self.b0, self.b1, self.arrays = int(b0), int(b1), arrays
+
+
+class Group:
+    """A sub-group of plain arrays to write (see :func:`write_group`)."""
+
+    __slots__ = ("name", "arrays", "attrs")
+
+    def __init__(self, name: str, arrays: dict, attrs: dict):
+        self.name, self.arrays, self.attrs = name, arrays, attrs
+
+
+class StoreSummary:
+    """What a run wrote, without reopening the store: sizes, attributes, variable names."""
+
+    def __init__(self, path, layout: Layout):
+        self.path = path
+        self.sizes = {k: v for k, v in layout.sizes.items()}
+        self.attrs = layout.attrs
+        self.variables = list(layout.variables)
+
+    def __contains__(self, name) -> bool:
+        return name in self.variables
+
+
+class StoreWriter:
+    """Write a store with zarr directly into a temporary folder, then move it into place.
+
+    :meth:`start` gives the :class:`Layout` (every array's full shape, metadata and static
+    data); the arrays are created by the first :meth:`write` (on the write-behind thread, so
+    importing zarr and writing metadata overlap the engine), and each :class:`Part` is written
+    into its time region. Chunks split between parts (the small per-tier variables) are
+    assembled in memory and written once. Use as a context manager; on an exception the
+    temporary store is removed and the target is untouched.
 
     Examples
     --------
-    >>> with StoreWriter("out.zarr", overwrite=False) as w:  # doctest: +SKIP
-    ...     for ds in chunks:
-    ...         w.write(ds)
+    >>> with StoreWriter("out.zarr", overwrite=False, tc=24, pc=512) as w:  # doctest: +SKIP
+    ...     w.start(layout)
+    ...     for part in parts:
+    ...         w.write(part)
+    ...     w.commit()
     """
 
     def __init__(self, path, *, overwrite: bool = False, tc: int = 24, pc: int = 512):
@@ -285,25 +473,69 @@ class StoreWriter:
         self.overwrite = overwrite
         self.tmp = temp_path(self.path, "tmp")
         self.tc, self.pc = tc, pc
-        self._first = True
+        self.layout: Layout | None = None
+        self._arrays = None
+        self._rows: dict = {}
         self.bytes_written = 0
 
     def __enter__(self) -> "StoreWriter":
         return self
 
-    def write(self, ds) -> None:
+    @property
+    def attrs(self) -> dict:
+        return self.layout.attrs
+
+    def start(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def _create(self) -> None:
+        import zarr
+
+        self._specs = zarr_specs(self.layout, self.tc, self.pc)
+        root = zarr.create_group(str(self.tmp), zarr_format=3, attributes=self.layout.attrs)
+        arrays = {}
+        for k, spec in self._specs.items():
+            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS, **spec)
+            data = self.layout[k].data
+            if not isinstance(data, _Lazy):
+                a[...] = _encode(data)
+            arrays[k] = a
+        self._arrays = arrays
+
+    def write(self, part: "Part | Group") -> None:
+        """Write buckets ``[part.b0, part.b1)`` of the variables in a :class:`Part`, or a
+        :class:`Group` (the resume state)."""
         from .store_atomic import crash_point
 
         crash_point("estimate-writing")
-        self.attrs = dict(ds.attrs)
         with _quiet_zarr():
-            if self._first:
-                ds.to_zarr(self.tmp, mode="w-", zarr_format=3, consolidated=False,
-                           encoding=encoding_for(ds, self.tc, self.pc))
-                self._first = False
-            else:
-                ds.drop_vars(static_coords(ds), errors="ignore").to_zarr(self.tmp, append_dim="time",
-                                                      consolidated=False, zarr_format=3)
+            if self._arrays is None:
+                self._create()
+            if isinstance(part, Group):
+                write_group(self.tmp, part.name, part.arrays, part.attrs)
+                return
+            for k, data in part.arrays.items():
+                self._put(k, part.b0, part.b1, data)
+
+    def _put(self, k: str, b0: int, b1: int, data) -> None:
+        a = self._arrays[k]
+        c, n = self._specs[k]["chunks"][1], self._specs[k]["shape"][1]
+        for r in range(b0 // c, -(-b1 // c)):
+            r0, r1 = r * c, min((r + 1) * c, n)
+            lo, hi = max(b0, r0), min(b1, r1)
+            piece = data[:, lo - b0:hi - b0]
+            if lo == r0 and hi == r1:  # whole chunks: straight to zarr
+                a[:, lo:hi] = piece
+                continue
+            buf = self._rows.get((k, r))
+            if buf is None:
+                buf = self._rows[(k, r)] = [np.empty((data.shape[0], r1 - r0) + data.shape[2:],
+                                                     dtype=data.dtype), 0]
+            buf[0][:, lo - r0:hi - r0] = piece
+            buf[1] += hi - lo
+            if buf[1] == r1 - r0:  # the chunk row is complete
+                a[:, r0:r1] = buf[0]
+                del self._rows[(k, r)]
 
     def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
         """Plain zarr arrays in a sub-group (the resume state of an updatable store)."""
@@ -315,7 +547,10 @@ class StoreWriter:
         from .store_atomic import commit
 
         try:
-            finish(self.tmp, getattr(self, "attrs", None))
+            if self._rows:
+                raise RuntimeError(f"{self.path}: buckets missing from the store "
+                                   f"({sorted(k for k, _ in self._rows)})")
+            finish(self.tmp, self.layout.attrs if self.layout is not None else None)
             if self.path.exists() and not self.overwrite:
                 raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
             commit(self.tmp, self.path)
