@@ -391,7 +391,8 @@ def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:
 
     At most ``depth`` finished chunks wait in the queue, so memory stays bounded; compression
     (numcodecs releases the GIL) overlaps the engine. An error on either side stops both and is
-    raised here.
+    raised here; after an error (or Ctrl-C, SIGTERM) on the producer's side, chunks still queued
+    are not written.
     """
     import queue
     import threading
@@ -399,6 +400,7 @@ def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:
     q: queue.Queue = queue.Queue(maxsize=depth)
     failed: list[BaseException] = []
     done = object()
+    stop = threading.Event()  # the producer failed (or was interrupted): write no more
 
     def writer():
         try:
@@ -406,7 +408,8 @@ def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:
                 item = q.get()
                 if item is done:
                     return
-                write(item)
+                if not stop.is_set():
+                    write(item)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             failed.append(exc)
             while q.get() is not done:  # drain so the producer never blocks
@@ -419,6 +422,9 @@ def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:
             if failed:
                 break
             q.put(ds)
+    except BaseException:
+        stop.set()  # what is queued would be thrown away with the temporary store
+        raise
     finally:
         q.put(done)
         t.join()
