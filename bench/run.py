@@ -57,7 +57,7 @@ def one(workload: str, backend: str, repeat: int) -> dict:
                 render(store, out=tmp / "year16k.png", width=16384, height=8192)
                 times.append(time.perf_counter() - t)
         elif backend == "reference":
-            from liqgpu.api import resolve_grid
+            from liqgpu.pipeline import resolve_grid
             from liqgpu.model.reference import reference_estimate
 
             grid = resolve_grid(None, prepare([s], params))

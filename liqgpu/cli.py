@@ -307,8 +307,8 @@ def info(store, as_json, verify):
 
     checked = None
     if verify:
-        from .integrity import verify as verify_store
-        from .remote import is_url
+        from .store.integrity import verify as verify_store
+        from .store.remote import is_url
 
         if is_url(store):
             raise UserError(f"{store}: --verify checks local stores; verify the local copy "
@@ -366,7 +366,7 @@ def publish(store, url, overwrite):
 
     Every object goes up before the root metadata, so readers see the whole store or none.
     """
-    from .remote import is_url, publish as upload
+    from .store.remote import is_url, publish as upload
 
     if not is_url(url):
         raise InputError(f"URL {url}: not a URL (scheme://...); copy local stores with cp")

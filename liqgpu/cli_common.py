@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import InputError
-from .integrity import read_error
+from .store.integrity import read_error
 
 
 VERBOSITY_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")

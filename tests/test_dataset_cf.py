@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 import liqgpu
-import liqgpu.store as store_mod
+import liqgpu.store.layout as store_mod
 from liqgpu.update import update
 
 

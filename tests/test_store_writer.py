@@ -256,3 +256,38 @@ def test_estimate_command_imports_no_xarray_dask_pandas_scipy(tmp_path):
     assert liqgpu.open_store(tmp_path / "o.zarr").sizes["time"] == 24
     line, out = _run_cli("estimate", "--help")
     assert line == "HEAVY [] EXIT 0", out
+
+
+# -- the store package and the pipeline: names kept, arrows one way --------------------------------
+def test_public_names_and_one_way_imports():
+    import re
+
+    import liqgpu.remote
+    import liqgpu.store
+    import liqgpu.store.remote
+
+    assert liqgpu.open_store is liqgpu.store.open_store
+    assert liqgpu.remote.publish is liqgpu.store.remote.publish  # the documented name
+    pkg = Path(liqgpu.store.__file__).parent
+    for f in pkg.glob("*.py"):  # store never imports the API, the pipeline or update
+        assert not re.search(r"from \.\.(api|pipeline|update|distributed|sweep)\b",
+                             f.read_text()), f
+    assert not re.search(r"from \.api\b", (pkg.parent / "pipeline.py").read_text())
+    # callers use the pipeline; from the API only the events code (moved later) and estimate
+    allowed = {"_load_realized", "_RealizedBinner", "REALIZED_ATTRS", "estimate"}
+    for m in ("update.py", "distributed.py", "sweep.py", "store/remote.py"):
+        for names in re.findall(r"from \.+api import \(?([^)\n]+)", (pkg.parent / m).read_text()):
+            got = {n.strip().split(" ")[0] for n in names.split("#")[0].split(",") if n.strip()}
+            assert got <= allowed, (m, got)
+
+
+def test_importing_the_store_package_and_pipeline_is_light():
+    code = ("import sys, liqgpu.store, liqgpu.pipeline, liqgpu.api; "
+            "print(sorted(m for m in ('zarr', 'xarray', 'dask', 'pandas', 'scipy') "
+            "if m in sys.modules))")
+    env = dict(os.environ)
+    root = str(Path(liqgpu.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -1,38 +1,48 @@
-"""The dataset layout of MODEL.md and its zarr (v3) store: atomic writing, reading.
+"""The dataset layout of MODEL.md: dimensions, variables, CF attributes, and how each variable
+is encoded in zarr (v3): chunks, codecs, fill values.
 
-A store is written one time chunk at a time into a temporary folder beside the target and moved
-into place only when complete, so an interrupted or failed run never leaves a partial store
-where the user asked for one (and an existing store is left untouched unless ``overwrite``).
+A :class:`Layout` holds a dataset's variables without xarray; :func:`make_layout` builds it and
+:func:`describe` fills in the CF metadata. The direct writer (:mod:`liqgpu.store.writer`) creates
+zarr arrays from it (:func:`zarr_specs`, equal to what xarray's ``to_zarr`` makes of the same
+dataset with :func:`encoding_for`); :func:`make_dataset` turns it into an xarray ``Dataset``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import os
-import shutil
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-
-log = logging.getLogger(__name__)
+from ..errors import InputError
 
 CUBE_VARS = ("intensity", "liquidated")
+
+
 TIER_VARS = ("added", "closed", "expired", "outside", "outside_liquidated")
 V2_TIER_VARS = ("churned",)  # model v2 only
+
+
 PRICE_VARS = ("open", "high", "low", "close", "oi")
 # the same bucket bars under names no Dataset method shadows (``ds.close`` is a method;
 # ``ds.bar_close`` is the data); format-1 stores have only PRICE_VARS
+
+
 BAR_VARS = tuple(f"bar_{v}" for v in PRICE_VARS)
+
+
 FORMAT_NAME = "liqgpu"
+
+
 FORMAT_VERSION = 2  # 2: CF attributes, price_bounds, snapshot_time, base/quote (readers take 1)
+
+
 CONVENTIONS = "CF-1.10"
+
+
 FLAT_KEYS = {"name": "default", "separator": "."}
+
 
 LONG_NAMES = {
     "intensity": "live liquidation-level notional at the bucket's last step",
@@ -203,7 +213,7 @@ def make_dataset(chunk, *, names, time, grid, params, prices, b0: int, attrs: di
 
 def quote_currency(symbols) -> str:
     """The quote currency of the series (``USDT``), or ``USD`` for a mix of dollar quotes."""
-    from .assets import split_symbol
+    from ..assets import split_symbol
 
     quotes = {split_symbol(s)[1] for s in symbols}
     return quotes.pop() if len(quotes) == 1 else "USD"
@@ -214,8 +224,8 @@ def describe(ds, *, grid=None) -> None:
     currency, ``long_name`` and ``description``; the bin edges as the ``price`` bounds; each
     snapshot's exact time (``snapshot_time``: the end of its bucket, so a lookup by it never
     looks ahead); base asset and quote currency per series."""
-    from .assets import split_symbol
-    from .model.params import parse_duration
+    from ..assets import split_symbol
+    from ..model.params import parse_duration
 
     symbols = [str(s) for s in np.asarray(ds["symbol"].values)] if "symbol" in ds.coords \
         else [str(s).split(":", 1)[-1] for s in np.asarray(ds["series"].values)]
@@ -279,6 +289,35 @@ def _var_attrs(v: str) -> dict:
     return {"units": "quote notional", "long_name": LONG_NAMES[v]}
 
 
+def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str]) -> dict:
+    from .. import __version__
+
+    a = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "engine": "liqgpu",
+        "engine_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "step": _td_str(step),
+        "every": _td_str(every),
+        "fingerprint": fingerprint,
+        "sources": list(sources),
+        "time_zone": "UTC",
+    }
+    a.update(params.to_attrs())
+    a.update(grid.to_attrs())
+    return a
+
+
+def _td_str(td) -> str:
+    from datetime import timedelta
+
+    from ..model.params import format_duration
+
+    secs = float(np.timedelta64(td, "ns") / np.timedelta64(1, "s"))
+    return format_duration(timedelta(seconds=secs))
+
+
 def compressors(kind: str = "blosc") -> tuple:
     """The bytes-to-bytes codecs of every array liqgpu writes: a compressor, then a crc32c
     checksum (checked first on reading, so a damaged chunk never reaches the decompressor)."""
@@ -315,58 +354,10 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
     return enc
 
 
-@contextlib.contextmanager
-def _quiet_zarr():
-    """zarr warns that consolidated metadata and some dtypes are not in the v3 spec yet."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
-        warnings.filterwarnings("ignore", message=".*may not be supported by other zarr.*")
-        warnings.filterwarnings("ignore", category=FutureWarning, module="zarr")
-        try:
-            from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
-        except ImportError:  # older zarr
-            pass
-        else:
-            warnings.simplefilter("ignore", UnstableSpecificationWarning)
-            warnings.simplefilter("ignore", ZarrUserWarning)
-        yield
-
-
-def check_target(path: str | Path, *, overwrite: bool) -> Path:
-    """Validate an output store path (or object-storage URL) before any work starts."""
-    from .remote import check_remote_target, is_url
-
-    if is_url(path):
-        return check_remote_target(path, overwrite=overwrite)
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: exists and is not a store folder; refusing to replace it")
-    if path.exists() and overwrite and not is_store(path):
-        raise InputError(f"{path}: exists and is not a liqgpu store; refusing to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"{path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: the folder {parent} is not writable")
-    return path
-
-
-def is_store(path: Path) -> bool:
-    meta = Path(path) / "zarr.json"
-    if not meta.exists():
-        return False
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return False
-    return attrs.get("format") == FORMAT_NAME
-
-
 #: the ``_FillValue`` attribute xarray writes for float variables in zarr v3 (NaN, base64)
 _NAN_FILL = "AAAAAAAA+H8="
+
+
 #: how xarray encodes times in liqgpu stores
 TIME_UNITS = {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
 
@@ -399,307 +390,22 @@ def zarr_specs(ds: Layout, tc: int, pc: int) -> dict:
     return specs
 
 
-def _encode(data):
-    """Data as zarr stores it (times: int64 milliseconds since the epoch)."""
-    data = np.asarray(data)
-    if data.dtype.kind == "M":
-        ns = data.astype("datetime64[ns]").view(np.int64)
-        return ns // 1_000_000
-    return data
-
-
-class Part:
-    """Buckets ``[b0, b1)`` of the time-chunked variables (name -> array, time on axis 1)."""
-
-    __slots__ = ("b0", "b1", "arrays")
-
-    def __init__(self, b0: int, b1: int, arrays: dict):
-        self.b0, self.b1, self.arrays = int(b0), int(b1), arrays
-
-
-class Group:
-    """A sub-group of plain arrays to write (see :func:`write_group`)."""
-
-    __slots__ = ("name", "arrays", "attrs")
-
-    def __init__(self, name: str, arrays: dict, attrs: dict):
-        self.name, self.arrays, self.attrs = name, arrays, attrs
-
-
-class StoreSummary:
-    """What a run wrote, without reopening the store: sizes, attributes, variable names."""
-
-    def __init__(self, path, layout: Layout):
-        self.path = path
-        self.sizes = {k: v for k, v in layout.sizes.items()}
-        self.attrs = layout.attrs
-        self.variables = list(layout.variables)
-
-    def __contains__(self, name) -> bool:
-        return name in self.variables
-
-
-class StoreWriter:
-    """Write a store with zarr directly into a temporary folder, then move it into place.
-
-    :meth:`start` gives the :class:`Layout` (every array's full shape, metadata and static
-    data); the arrays are created by the first :meth:`write` (on the write-behind thread, so
-    importing zarr and writing metadata overlap the engine), and each :class:`Part` is written
-    into its time region. Chunks split between parts (the small per-tier variables) are
-    assembled in memory and written once. Use as a context manager; on an exception the
-    temporary store is removed and the target is untouched.
-
-    Examples
-    --------
-    >>> with StoreWriter("out.zarr", overwrite=False, tc=24, pc=512) as w:  # doctest: +SKIP
-    ...     w.start(layout)
-    ...     for part in parts:
-    ...         w.write(part)
-    ...     w.commit()
-    """
-
-    def __init__(self, path, *, overwrite: bool = False, tc: int = 24, pc: int = 512):
-        from .remote import is_url
-        from .store_atomic import store_lock, temp_path
-
-        self._lock = contextlib.ExitStack()
-        if not is_url(path):  # one writer per store, from the check to the commit
-            self._lock.enter_context(store_lock(Path(path)))
+@contextlib.contextmanager
+def _quiet_zarr():
+    """zarr warns that consolidated metadata and some dtypes are not in the v3 spec yet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
+        warnings.filterwarnings("ignore", message=".*may not be supported by other zarr.*")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="zarr")
         try:
-            self.path = check_target(path, overwrite=overwrite)
-        except BaseException:
-            self._lock.close()
-            raise
-        self.overwrite = overwrite
-        self.tmp = temp_path(self.path, "tmp")
-        self.tc, self.pc = tc, pc
-        self.layout: Layout | None = None
-        self._arrays = None
-        self._rows: dict = {}
-        self.bytes_written = 0
-
-    def __enter__(self) -> "StoreWriter":
-        return self
-
-    @property
-    def attrs(self) -> dict:
-        return self.layout.attrs
-
-    def start(self, layout: Layout) -> None:
-        self.layout = layout
-
-    def _create(self) -> None:
-        import zarr
-
-        self._specs = zarr_specs(self.layout, self.tc, self.pc)
-        root = zarr.create_group(str(self.tmp), zarr_format=3, attributes=self.layout.attrs)
-        arrays = {}
-        for k, spec in self._specs.items():
-            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS, **spec)
-            data = self.layout[k].data
-            if not isinstance(data, _Lazy):
-                a[...] = _encode(data)
-            arrays[k] = a
-        self._arrays = arrays
-
-    def write(self, part: "Part | Group") -> None:
-        """Write buckets ``[part.b0, part.b1)`` of the variables in a :class:`Part`, or a
-        :class:`Group` (the resume state)."""
-        from .store_atomic import crash_point
-
-        crash_point("estimate-writing")
-        with _quiet_zarr():
-            if self._arrays is None:
-                self._create()
-            if isinstance(part, Group):
-                write_group(self.tmp, part.name, part.arrays, part.attrs)
-                return
-            for k, data in part.arrays.items():
-                self._put(k, part.b0, part.b1, data)
-
-    def _put(self, k: str, b0: int, b1: int, data) -> None:
-        a = self._arrays[k]
-        c, n = self._specs[k]["chunks"][1], self._specs[k]["shape"][1]
-        for r in range(b0 // c, -(-b1 // c)):
-            r0, r1 = r * c, min((r + 1) * c, n)
-            lo, hi = max(b0, r0), min(b1, r1)
-            piece = data[:, lo - b0:hi - b0]
-            if lo == r0 and hi == r1:  # whole chunks: straight to zarr
-                a[:, lo:hi] = piece
-                continue
-            buf = self._rows.get((k, r))
-            if buf is None:
-                buf = self._rows[(k, r)] = [np.empty((data.shape[0], r1 - r0) + data.shape[2:],
-                                                     dtype=data.dtype), 0]
-            buf[0][:, lo - r0:hi - r0] = piece
-            buf[1] += hi - lo
-            if buf[1] == r1 - r0:  # the chunk row is complete
-                a[:, r0:r1] = buf[0]
-                del self._rows[(k, r)]
-
-    def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
-        """Plain zarr arrays in a sub-group (the resume state of an updatable store)."""
-        write_group(self.tmp, name, arrays, attrs)
-
-    def commit(self) -> Path:
-        """Finish the store (attributes, consolidated metadata, manifest) and move it into
-        place atomically (:func:`liqgpu.store_atomic.commit`)."""
-        from .store_atomic import commit
-
-        try:
-            if self._rows:
-                raise RuntimeError(f"{self.path}: buckets missing from the store "
-                                   f"({sorted(k for k, _ in self._rows)})")
-            finish(self.tmp, self.layout.attrs if self.layout is not None else None)
-            if self.path.exists() and not self.overwrite:
-                raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
-            commit(self.tmp, self.path)
-        finally:
-            self._lock.close()
-        return self.path
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self._lock.close()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        self._lock.close()
-
-
-def finish(root, attrs: dict | None = None) -> None:
-    """Complete a store written under a temporary name: its attributes, the consolidated
-    metadata and the manifest of its chunks (:mod:`liqgpu.integrity`)."""
-    import zarr
-
-    from .integrity import write_manifest
-
-    with _quiet_zarr():
-        if attrs:  # the last chunk's attrs are the complete ones
-            zarr.open_group(str(root), mode="r+").attrs.update(attrs)
-        zarr.consolidate_metadata(str(root), zarr_format=3)
-    write_manifest(root)
-
-
-def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
-    """Write (or replace) a sub-group holding named arrays and attributes.
-
-    The arrays are packed, one flat zarr array per dtype (``pack_<dtype>``), with their names,
-    shapes and offsets in the group's ``layout`` attribute: a store's resume state has a dozen
-    small arrays, and one zarr array each cost more than the data. :func:`read_group` unpacks.
-    """
-    import zarr
-
-    comp = compressors()
-    layout, packs = [], {}
-    for k, v in arrays.items():
-        v = np.asarray(v)
-        parts = packs.setdefault(v.dtype.str, [])
-        offset = sum(p.size for p in parts)
-        layout.append([k, v.dtype.str, list(v.shape), int(offset)])
-        parts.append(v.ravel())
-    with _quiet_zarr():
-        g = zarr.open_group(str(root), mode="r+")
-        if name in g:
-            del g[name]
-        sub = g.create_group(name)
-        for dt, parts in packs.items():
-            flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
-            a = sub.create_array(f"pack_{np.dtype(dt).name}", shape=flat.shape, dtype=flat.dtype,
-                                 chunks=(max(flat.size, 1),), compressors=comp,
-                                 chunk_key_encoding=FLAT_KEYS)
-            if flat.size:
-                a[...] = flat
-        sub.attrs.update({**attrs, "layout": layout})
-
-
-def read_group(root, name: str):
-    """(arrays, attrs) of a sub-group written by :func:`write_group`, or None."""
-    import zarr
-
-    from .integrity import read_error
-
-    with _quiet_zarr():
-        g = zarr.open_group(str(root), mode="r")
-        if name not in g:
-            return None
-        sub = g[name]
-        attrs = dict(sub.attrs)
-        layout = attrs.pop("layout", None)
-        if layout is None:
-            raise InputError(f"{root}: its {name!r} group was written by an older liqgpu; "
-                             f"estimate the store again")
-        packs = {}
-        for dt in {d for _, d, _, _ in layout}:
-            key = f"pack_{np.dtype(dt).name}"
-            if key not in sub:
-                raise InputError(f"{root}: array {name}/{key} is damaged (missing); estimate "
-                                 f"the store again")
-            try:
-                packs[np.dtype(dt).str] = sub[key][...]
-            except Exception as exc:  # noqa: BLE001 - a damaged chunk is one sentence
-                err = read_error(exc)
-                if err is None:
-                    raise
-                raise err from None
-    out = {}
-    for k, dt, shape, offset in layout:
-        n = int(np.prod(shape, dtype=np.int64))
-        out[k] = packs[np.dtype(dt).str][offset:offset + n].reshape(shape)
-    return out, attrs
-
-
-def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None = None):
-    """Open a liqgpu store lazily with xarray.
-
-    Parameters
-    ----------
-    path : str or Path
-        A store written by :func:`liqgpu.estimate`: a local path, or the URL of one published to
-        object storage (``s3://bucket/btc.zarr``; see :mod:`liqgpu.remote`).
-    chunks : passed to :func:`xarray.open_zarr` (``None`` loads numpy arrays lazily without dask).
-    storage_options : dict, optional
-        For URLs: passed to fsspec (credentials, endpoint).
-
-    Returns
-    -------
-    xarray.Dataset
-
-    Examples
-    --------
-    >>> ds = open_store("demo.zarr")  # doctest: +SKIP
-    >>> ds.intensity.sum(["leverage", "side"])  # doctest: +SKIP
-    """
-    import xarray as xr
-
-    from .remote import is_url, open_remote
-
-    if is_url(path):
-        return open_remote(path, chunks=chunks, storage_options=storage_options)
-    from .integrity import check_manifest
-    from .store_atomic import try_recover
-
-    path = Path(path)
-    try_recover(path)  # what a killed writer left beside it (a store moved aside comes back)
-    if not path.exists():
-        raise InputError(f"{path}: no such store")
-    if not is_store(path):
-        raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
-    check_manifest(path)
-    with _quiet_zarr():
-        try:
-            ds = xr.open_zarr(path, consolidated=True, chunks=chunks)
-        except Exception as exc:  # noqa: BLE001 - a corrupt store is a user-facing error
-            from .integrity import read_error
-
-            damaged = read_error(exc)
-            if damaged is not None:
-                raise damaged from None
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path}: cannot open the store ({msg})") from None
-    check_layout(ds, path)
-    return ds
+            from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
+        except ImportError:  # older zarr
+            pass
+        else:
+            warnings.simplefilter("ignore", UnstableSpecificationWarning)
+            warnings.simplefilter("ignore", ZarrUserWarning)
+        yield
 
 
 #: what every liqgpu store holds (a plain xarray store carrying format=liqgpu does not)
@@ -722,32 +428,3 @@ def check_layout(ds, where) -> None:
         raise InputError(f"{where}: array {missing[0]} is missing "
                          f"({'damaged or not a liqgpu store' if len(missing) < 5 else 'not a liqgpu store'}"
                          f"; missing: {', '.join(missing[:6])})")
-
-
-def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str]) -> dict:
-    from . import __version__
-
-    a = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "engine": "liqgpu",
-        "engine_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "step": _td_str(step),
-        "every": _td_str(every),
-        "fingerprint": fingerprint,
-        "sources": list(sources),
-        "time_zone": "UTC",
-    }
-    a.update(params.to_attrs())
-    a.update(grid.to_attrs())
-    return a
-
-
-def _td_str(td) -> str:
-    from datetime import timedelta
-
-    from .model.params import format_duration
-
-    secs = float(np.timedelta64(td, "ns") / np.timedelta64(1, "s"))
-    return format_duration(timedelta(seconds=secs))
