@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import liqgpu
-from liqgpu.api import DEFAULT_MEMORY_BUDGET, resolve_every, resolve_grid
+from liqgpu.pipeline import DEFAULT_MEMORY_BUDGET, resolve_every, resolve_grid
 from liqgpu.errors import BackendUnavailable
 from liqgpu.model.backend import resolve
 from liqgpu.model.engine import Engine, chunk_buckets_for

@@ -57,8 +57,8 @@ def one(workload: str, backend: str, repeat: int) -> dict:
                 render(store, out=tmp / "year16k.png", width=16384, height=8192)
                 times.append(time.perf_counter() - t)
         elif backend == "reference":
-            from liqgpu.api import resolve_grid
             from liqgpu.model.v1 import reference_estimate
+            from liqgpu.pipeline import resolve_grid
 
             grid = resolve_grid(None, prepare([s], params))
             t = time.perf_counter()

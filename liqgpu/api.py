@@ -1,135 +1,28 @@
-"""The public API: series in, dataset (and store) out. The CLI calls only these functions."""
+"""The public API: series in, dataset (and store) out. The CLI calls only these functions.
+
+The work is done by :mod:`liqgpu.pipeline` (series -> model -> store); this module resolves the
+options, loads realized events, and returns what the caller asked for.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time as _time
-from datetime import timedelta
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError  # noqa: F401 - re-exported
 from .model.grid import Grid
-from .model.params import parse_duration
-from .series import Series, load_series
+from .pipeline import (DEFAULT_MEMORY_BUDGET, ORIGINS, as_series_list, clock_align,  # noqa: F401
+                       fingerprint, resolve_every, resolve_grid, resolve_params)
+from .progress import progress as _progress  # noqa: F401 - older name
+from .store.resume import resume_group  # noqa: F401 - re-exported
+from .store.writer import write_behind as _write_behind  # noqa: F401 - older name
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-
-
-def _as_series_list(series) -> list[Series]:
-    if isinstance(series, (Series, str, Path)):
-        series = [series]
-    out = []
-    for s in series:
-        out.append(s if isinstance(s, Series) else load_series(s))
-    if not out:
-        raise InputError("no series given")
-    return out
-
-
-ORIGINS = ("clock", "start")
-
-
-def clock_align(series: list[Series], every, origin: str = "clock") -> list[Series]:
-    """The series with NaN bars (neutral in the model) before the earliest first bar, so the
-    first output bucket starts on the clock: a 1h bucket on the hour, 30m on :00 and :30, 1d at
-    midnight UTC (buckets are aligned to the Unix epoch). ``origin='start'`` keeps the first bar
-    as the first bucket's start.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from liqgpu.series import from_frame
-    >>> df = pd.DataFrame({"time": pd.date_range("2026-01-01T15:55Z", periods=3, freq="5min"),
-    ...                    "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "oi": 1.0})
-    >>> s = clock_align([from_frame(df)], "30m")[0]
-    >>> str(s.time[0]), len(s)
-    ('2026-01-01T15:30:00.000000000', 8)
-    """
-    import dataclasses
-
-    if origin not in ORIGINS:
-        raise InputError(f"--origin {origin!r}: is not one of {', '.join(ORIGINS)}")
-    if origin == "start" or not series:
-        return series
-    step = int(series[0].step / np.timedelta64(1, "ns"))
-    n = resolve_every(every, series[0].step)
-    bucket = step * n
-    t0 = min(int(s.time[0].astype("datetime64[ns]").view(np.int64)) for s in series)
-    lead = (t0 % bucket) // step if bucket else 0
-    if not lead or (t0 % bucket) % step:
-        return series
-    out = []
-    for s in series:
-        if int(s.time[0].astype("datetime64[ns]").view(np.int64)) != t0 or \
-                int(s.step / np.timedelta64(1, "ns")) != step:
-            out.append(s)  # align() checks the others against this grid
-            continue
-        pre = (t0 - step * np.arange(lead, 0, -1, dtype=np.int64)).view("datetime64[ns]")
-        cols = {k: np.concatenate([np.full(lead, np.nan), v]) for k, v in s.columns.items()}
-        out.append(dataclasses.replace(
-            s, time=np.concatenate([pre, s.time.astype("datetime64[ns]")]), columns=cols))
-    return out
-
-
-def resolve_params(params, model: str | None):
-    """The parameters to run: ``params``, or ``model``'s defaults (v2 when neither is given)."""
-    from .model.registry import DEFAULT_MODEL, default_params
-
-    if params is None:
-        return default_params(model or DEFAULT_MODEL)
-    if model is not None and model != params.model:
-        raise InputError(f"--model {model}: the parameters given are model {params.model}'s")
-    return params
-
-
-def resolve_every(every, step: np.timedelta64) -> int:
-    """Output step as a whole number of model steps (default: 1h, or the step if longer)."""
-    step_ns = int(step / np.timedelta64(1, "ns"))
-    if every is None:
-        every = timedelta(hours=1) if step_ns < 3600 * 10**9 else timedelta(seconds=step_ns / 1e9)
-    if isinstance(every, (int, np.integer)) and not isinstance(every, bool):
-        n = int(every)
-    else:
-        td = parse_duration(every, option="--every")
-        ns = int(round(td.total_seconds() * 1e9))
-        if ns % step_ns:
-            raise InputError(
-                f"--every {every}: must be a whole multiple of the model step "
-                f"({step_ns / 1e9:g}s)"
-            )
-        n = ns // step_ns
-    if n < 1:
-        raise InputError(f"--every {every}: must be at least one model step")
-    return n
-
-
-def resolve_grid(grid, inputs) -> Grid:
-    """The grid to use: a Grid, a spec string, or None for the default covering every level."""
-    lo, hi = inputs.level_range()
-    if not np.isfinite(lo):
-        raise InputError("the series has no bar with a valid entry price; nothing to estimate")
-    g = Grid.covering(lo, hi) if grid is None else (grid if isinstance(grid, Grid) else Grid.parse(grid))
-    if hi < g.edges[0] or lo >= g.edges[-1]:
-        raise InputError(
-            f"--grid {g.spec}: holds none of the levels, which range from {lo:.6g} to {hi:.6g}"
-        )
-    return g
-
-
-def fingerprint(series: list[Series], params, grid: Grid, every: int) -> str:
-    h = hashlib.sha256()
-    for s in series:
-        h.update(s.fingerprint().encode())
-    h.update(repr(sorted(params.to_attrs().items())).encode())
-    h.update(grid.edges.tobytes())
-    h.update(str(every).encode())
-    return "sha256:" + h.hexdigest()
+_as_series_list = as_series_list  # older name
 
 
 def estimate(
@@ -150,6 +43,7 @@ def estimate(
     storage_options: dict | None = None,
     origin: str = "clock",
     allow_unmatched: bool = False,
+    reopen: bool = True,
 ):
     """Estimate liquidation levels (model v2 by default, or v1) for one or more series.
 
@@ -173,7 +67,7 @@ def estimate(
     out : path or URL, optional
         Write a zarr store there (atomically) and return it opened lazily; without it the
         dataset is built in memory. A URL (``s3://bucket/btc.zarr``) is computed on local disk
-        and published there, root metadata last (:mod:`liqgpu.remote`).
+        and published there, root metadata last (:mod:`liqgpu.store.remote`).
     overwrite : bool
         Replace an existing store at ``out``.
     chunk_buckets : int, optional
@@ -195,6 +89,10 @@ def estimate(
     allow_unmatched : bool
         Leave out (with a warning) realized events of no series of the store or outside its
         time range; by default they are an error.
+    reopen : bool
+        With ``out``: open the written store and return it (``False``: return a
+        :class:`~liqgpu.store.StoreSummary` of its sizes and attributes, without importing
+        xarray; the command line uses it).
 
     Returns
     -------
@@ -212,173 +110,49 @@ def estimate(
     ['2-10', '10-25', '25-50', '50-100', '100-150']
     """
     from .model.backend import resolve
-    from .model.engine import chunk_buckets_for, make_engine
-    from .model.inputs import bucket_prices, prepare
-    from .remote import is_url, staged
-    from .store import StoreWriter, base_attrs, chunking, make_dataset, open_store
+    from .pipeline import plan, run_in_memory, run_to_store
+    from .store import StoreSummary, open_store
+    from .store.remote import is_url, staged
 
     if out is not None and is_url(out):
         with staged(str(out), overwrite=overwrite, storage_options=storage_options,
                     progress=progress) as local:
-            estimate(series, params=params, model=model, grid=grid, every=every, backend=backend,
-                     out=local, origin=origin, allow_unmatched=allow_unmatched,
-                     chunk_buckets=chunk_buckets, memory_budget=memory_budget,
-                     progress=progress, dtype=dtype, realized=realized)
+            summary = estimate(series, params=params, model=model, grid=grid, every=every,
+                               backend=backend, out=local, origin=origin,
+                               allow_unmatched=allow_unmatched, chunk_buckets=chunk_buckets,
+                               memory_budget=memory_budget, progress=progress, dtype=dtype,
+                               realized=realized, reopen=False)
+        if not reopen:
+            summary.path = str(out)
+            return summary
         return open_store(str(out), storage_options=storage_options)
-    series = _as_series_list(series)
+    series = as_series_list(series)
     params = resolve_params(params, model)
     if out is not None:  # fail on the target before any work
         from .store import check_target
 
         check_target(out, overwrite=overwrite)
-    name, xp = resolve(backend)
+    backend = resolve(backend)
     started = _time.perf_counter()
     events = _load_realized(realized)  # a bad events file fails before the expensive work
-    series = clock_align(series, every, origin)
-    inputs = prepare(series, params)
-    g = resolve_grid(grid, inputs)
-    n_every = resolve_every(every, inputs.step)
-    engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
-    tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets)
-    cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
-                                            budget_bytes=memory_budget, multiple=tc)
-    # whole zarr chunks, as distributed tasks use: v2's churn makes rounding follow the chunks,
-    # so both paths cut the time axis the same way and agree bit for bit
-    cb = max(tc, -(-int(cb) // tc) * tc)
-    prices = bucket_prices(series, inputs.time, n_every)
-    btime = inputs.time[:: n_every]
-    attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
-                       fingerprint=fingerprint(series, params, g, n_every),
-                       sources=[s.source for s in series])
-    attrs["backend"] = name
-    meta = {
-        "exchange": [s.exchange for s in series],
-        "symbol": [s.symbol for s in series],
-        "kind": [s.kind for s in series],
-        "contract_size": [s.contract_size for s in series],
-    }
-    log.info("estimating %d series x %d steps (every %d) with model %s on %d bins x %d tiers "
-             "(%d leverage cells) with %s, %d buckets per chunk", inputs.n_series,
-             inputs.n_steps, n_every, params.model, g.n_bins, params.n_tiers, params.n_out, name,
-             cb)
-
+    run = plan(series, params, grid=grid, every=every, origin=origin, backend=backend,
+               dtype=dtype, chunk_buckets=chunk_buckets, memory_budget=memory_budget)
+    binner = None
     if events is not None:
         from .realized import check_matched
 
-        check_matched(events, series_names=inputs.names, start=btime[0],
-                      end=btime[-1] + inputs.step * n_every, allow_unmatched=allow_unmatched)
-    binner = _RealizedBinner(events, inputs.names, btime, inputs.step * n_every, g.edges) \
-        if events is not None else None
-
-    resume = {}
-    last = engine.n_buckets - 1
-
-    def capture(eng):  # the state before the last bucket, where `liqgpu update` resumes (the
-        # cut is made with or without `out`, so both give bit-identical numbers)
-        resume["state"] = eng.state_arrays()
-
-    def pieces():
-        run = engine.run(cb, on_bucket=(last, capture))
-        for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
-            ds = make_dataset(chunk, names=inputs.names, time=btime, grid=g, params=params,
-                              prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
-            if binner is not None:
-                ds = binner.add_to(ds, chunk.b0, chunk.b1)
-                if chunk.b1 == engine.n_buckets:
-                    attrs["realized_summary"] = binner.finish()
-                    ds.attrs.update(attrs)
-            yield ds
-
+        check_matched(events, series_names=run.names, start=run.btime[0],
+                      end=run.btime[-1] + run.every, allow_unmatched=allow_unmatched)
+        binner = _RealizedBinner(events, run.names, run.btime, run.every, run.grid.edges)
     if out is None:
-        import xarray as xr
-
-        parts = list(pieces())
-        ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="minimal",
-                                                        coords="minimal", compat="override",
-                                                        join="override")
-        ds.attrs.update(attrs)
-        result = ds
+        result = run_in_memory(run, progress=progress, binner=binner)
     else:
-        with StoreWriter(out, overwrite=overwrite, tc=tc, pc=pc) as w:
-            _write_behind(pieces(), w.write)
-            arrays, rattrs = resume_group(series, inputs.step, resume["state"], last * n_every)
-            w.write_group("resume", arrays, rattrs)
-            w.commit()
-        result = open_store(out)
+        layout = run_to_store(run, out, overwrite=overwrite, progress=progress, binner=binner,
+                              realized_attrs=REALIZED_ATTRS)
+        result = open_store(out) if reopen else StoreSummary(out, layout)
     log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
-             engine.peak_live)
+             run.engine.peak_live)
     return result
-
-
-def resume_group(series: list[Series], step: np.timedelta64, state: dict, resume_step: int):
-    """What `liqgpu update` needs to continue a run exactly: the live positions before step
-    ``resume_step`` (the start of the last bucket), the last valid OI before it per series, and
-    every input bar on the common time axis (to check overlaps and recompute the last bucket)."""
-    from .model.inputs import align, last_valid_before
-    from .series import OPTIONAL, REQUIRED
-
-    time, offsets = align(series)
-    T = time.size
-    cols = [c for c in REQUIRED + OPTIONAL if any(c in s.columns for s in series)]
-    arrays = {f"state_{k}": v for k, v in state.items()}
-    arrays["bars_time"] = time.astype("datetime64[ns]").view(np.int64)
-    for c in cols:
-        a = np.full((len(series), T), np.nan)
-        for i, s in enumerate(series):
-            if c in s.columns:
-                a[i, offsets[i]] = s[c]
-        arrays[f"bars_{c}"] = a
-    oi_prev = []
-    for i in range(len(series)):
-        oi_prev.append(last_valid_before(arrays["bars_oi"][i], resume_step))
-    attrs = {
-        "resume_step": int(resume_step),
-        "n_steps": int(T),
-        "step_ns": int(step / np.timedelta64(1, "ns")),
-        "oi_prev": [None if not np.isfinite(x) else x for x in oi_prev],
-        "columns": [[c for c in cols if c in s.columns] for s in series],
-    }
-    return arrays, attrs
-
-
-def _write_behind(chunks: Iterable, write, depth: int = 1) -> None:
-    """Write each chunk on a second thread while the next one is computed.
-
-    At most ``depth`` finished chunks wait in the queue, so memory stays bounded; compression
-    (numcodecs releases the GIL) overlaps the engine. An error on either side stops both and is
-    raised here.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    failed: list[BaseException] = []
-    done = object()
-
-    def writer():
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    return
-                write(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failed.append(exc)
-            while q.get() is not done:  # drain so the producer never blocks
-                pass
-
-    t = threading.Thread(target=writer, name="liqgpu-writer", daemon=True)
-    t.start()
-    try:
-        for ds in chunks:
-            if failed:
-                break
-            q.put(ds)
-    finally:
-        q.put(done)
-        t.join()
-    if failed:
-        raise failed[0]
 
 
 def _load_realized(realized):
@@ -410,6 +184,13 @@ class _RealizedBinner:
         self.summary = None
 
     def add_to(self, ds, b0: int, b1: int):
+        ds["realized"] = (("series", "time", "price", "side"), self.cube(b0, b1),
+                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
+                          if "intensity" in ds else dict(REALIZED_ATTRS))
+        return ds
+
+    def cube(self, b0: int, b1: int) -> np.ndarray:
+        """Buckets [b0, b1) binned: (series, time, price, side) float32."""
         from .realized import bin_realized
 
         lo = self.btime[b0].astype("datetime64[ns]").view(np.int64)
@@ -422,10 +203,7 @@ class _RealizedBinner:
                                   time=self.btime[b0:b1], every=self.every, edges=self.edges,
                                   return_summary=True, log_left_out=False)
         self._merge(summ)
-        ds["realized"] = (("series", "time", "price", "side"), cube.astype(np.float32),
-                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
-                          if "intensity" in ds else dict(REALIZED_ATTRS))
-        return ds
+        return cube.astype(np.float32)
 
     def _merge(self, summ: dict) -> None:
         if self.summary is None:
@@ -446,20 +224,6 @@ class _RealizedBinner:
             log.warning("realized: %d of %d events not binned (%s)", s["events"] - s["binned"],
                         s["events"], ", ".join(f"{k} {v}" for k, v in left.items()))
         return s
-
-
-def _progress(it: Iterable, total: int, enabled: bool):
-    if not enabled or total <= 1:
-        yield from it
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("estimating"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("chunks", total=total)
-        for x in it:
-            yield x
-            bar.advance(task)
 
 
 def store_info(path) -> dict:

@@ -33,7 +33,23 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(level)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(Group):
+    """The group, with the commands that live beside their modules (rendering, exchange data,
+    evaluation, live recording, the viewer) registered on first need: ``liqgpu estimate``
+    starts without importing them."""
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and _register_plugins():
+            cmd = super().get_command(ctx, name)
+        return cmd
+
+    def list_commands(self, ctx):
+        _register_plugins()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
 @click.version_option(package_name="liqgpu")
@@ -178,7 +194,7 @@ def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchan
         ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
                  overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
                  progress=_progress_enabled(),
-                 realized=list(realized) or None)
+                 realized=list(realized) or None, reopen=False)
         how = ""
     status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
     if "realized" in ds:
@@ -270,8 +286,8 @@ def info(store, as_json, verify):
 
     checked = None
     if verify:
-        from .integrity import verify as verify_store
-        from .remote import is_url
+        from .store.integrity import verify as verify_store
+        from .store.remote import is_url
 
         if is_url(store):
             raise UserError(f"{store}: --verify checks local stores; verify the local copy "
@@ -329,7 +345,7 @@ def publish(store, url, overwrite):
 
     Every object goes up before the root metadata, so readers see the whole store or none.
     """
-    from .remote import is_url, publish as upload
+    from .store.remote import is_url, publish as upload
 
     if not is_url(url):
         raise InputError(f"URL {url}: not a URL (scheme://...); copy local stores with cp")
@@ -345,8 +361,15 @@ def _describe(ds) -> str:
             f"{s['leverage']} {what} x 2 sides")
 
 
-def _register_plugins() -> None:
-    """Commands that live beside their module (rendering, exchange data)."""
+_PLUGINS_DONE = []
+
+
+def _register_plugins() -> bool:
+    """Add the commands that live beside their module (rendering, exchange data, evaluation,
+    live recording, the viewer); False when already done."""
+    if _PLUGINS_DONE:
+        return False
+    _PLUGINS_DONE.append(True)
     from .render.commands import COMMANDS as render_commands
 
     for cmd in render_commands:
@@ -361,17 +384,15 @@ def _register_plugins() -> None:
 
     for cmd in evaluate_commands:
         main.add_command(cmd)
+    from .live.commands import COMMANDS as live_commands  # record, live
 
+    for cmd in live_commands:
+        main.add_command(cmd)
+    from .web.commands import serve  # the browser viewer
 
-_register_plugins()
+    main.add_command(serve)
+    return True
 
-from .live.commands import COMMANDS as _live_commands  # noqa: E402  (record, live)
-
-for _cmd in _live_commands:
-    main.add_command(_cmd)
-from .web.commands import serve as _serve_command  # noqa: E402 - the browser viewer
-
-main.add_command(_serve_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,7 +8,7 @@ import functools
 import click
 
 from .errors import InputError
-from .integrity import read_error
+from .store.integrity import read_error
 
 
 VERBOSITY_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")

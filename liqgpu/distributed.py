@@ -172,13 +172,14 @@ def estimate_distributed(
     >>> estimate_distributed(fleet, out="fleet.zarr", scheduler="tcp://10.0.0.5:8786",
     ...                      overwrite=True)  # doctest: +SKIP
     """
-    from .api import (DEFAULT_MEMORY_BUDGET, _as_series_list, _load_realized, fingerprint,
-                      resolve_every, resolve_grid)
+    from .api import _load_realized  # events code: stays in the API for now
+    from .pipeline import (DEFAULT_MEMORY_BUDGET, as_series_list, clock_align, fingerprint,
+                           resolve_every, resolve_grid, resolve_params)
     from .model.engine import chunk_buckets_for
     from .model.inputs import prepare
     from .store import base_attrs, check_target, chunking
 
-    series = _as_series_list(series)
+    series = as_series_list(series)
     names = [s.name for s in series]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -189,9 +190,9 @@ def estimate_distributed(
     except ImportError:
         raise InputError("--workers/--scheduler need Dask's distributed scheduler: "
                          "pip install 'liqgpu[dist]'") from None
-    from .remote import is_url, staged
+    from .store.remote import is_url, staged
 
-    if is_url(out):  # computed in a local staging folder, then published (liqgpu.remote)
+    if is_url(out):  # computed in a local staging folder, then published (liqgpu.store.remote)
         if scheduler is not None or resume:
             raise InputError(f"{out}: an object-storage --out works with local --workers only "
                              f"(no --scheduler, no --resume); write to a shared filesystem path "
@@ -208,15 +209,11 @@ def estimate_distributed(
 
         return open_store(str(out), storage_options=storage_options)
     out = check_target(out, overwrite=overwrite).resolve()  # workers may run elsewhere
-    from .api import resolve_params
-
     params = resolve_params(params, None)
     started = _time.perf_counter()
     events = _load_realized(realized)  # bad event files fail before anything is started
 
     # -- what the series share, resolved once on the client ------------------------------------
-    from .api import clock_align
-
     series = clock_align(series, every, origin)
     inputs = prepare(series, params)
     g = resolve_grid(grid, inputs)
@@ -362,7 +359,7 @@ def _run_tasks(client, series, todo, plan, *, retries, progress, timeout, hook) 
     """Submit one task per series in ``todo`` and wait for all of them."""
     from distributed import as_completed
 
-    from .api import _progress
+    from .progress import progress as _progress
 
     token = uuid.uuid4().hex[:8]
     futures, meta = [], {}
@@ -547,8 +544,7 @@ def _write_json(path: Path, obj: dict) -> None:
 def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: int) -> None:
     """The store's ``resume`` group from the tasks' saved states (each computed one series, so
     its cells, tiers and series index are shifted to the store's)."""
-    from .api import resume_group
-    from .store import write_group
+    from .store import resume_group, write_group
 
     from .model.engine import merge_states
 
@@ -590,9 +586,9 @@ def _write_realized(store: Path, events, names, btime, every, edges, *, tc: int,
 
 def _commit(partial: Path, out: Path) -> None:
     """Consolidate the metadata and move the store into place (replacing an old one) atomically,
-    as the target's only writer (:mod:`liqgpu.store_atomic`)."""
+    as the target's only writer (:mod:`liqgpu.store.atomic`)."""
     from .store import finish
-    from .store_atomic import commit, store_lock
+    from .store.atomic import commit, store_lock
 
     store = partial / "store.zarr"
     finish(store)

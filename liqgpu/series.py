@@ -161,8 +161,6 @@ def load_series(
     --------
     >>> s = load_series("btc.parquet", exchange="binance", symbol="BTCUSDT")  # doctest: +SKIP
     """
-    import pandas as pd
-
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -172,10 +170,12 @@ def load_series(
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
+            df = _read_parquet(path)
         elif suffixes.endswith((".csv", ".csv.gz", ".txt")):
             if path.stat().st_size == 0:
                 raise InputError(f"{name}: the file is empty")
+            import pandas as pd
+
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
         else:
             raise InputError(f"{name}: unknown file type; use .parquet or .csv")
@@ -212,6 +212,80 @@ def load_series(
     )
 
 
+def _read_parquet(path: Path):
+    """The columns of a Parquet file: read with pyarrow alone (no pandas import) into an
+    :class:`_ArrowColumns` when the file is plain, else with ``pandas.read_parquet`` (a pandas
+    index stored in the file, or a file pyarrow alone cannot read), as before."""
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path).read()
+        meta = table.schema.pandas_metadata or {}
+        plain = all(isinstance(ix, dict) for ix in meta.get("index_columns", []))
+    except Exception:  # noqa: BLE001 - pandas reads it (or says why it cannot)
+        plain = False
+    if plain:
+        return _ArrowColumns(table)
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+class _ArrowColumns:
+    """A pyarrow table with the little of the DataFrame interface :func:`from_frame` uses.
+
+    Columns are pyarrow ChunkedArrays; :func:`parse_times`, :func:`_parse_numeric` and
+    :func:`_single_value` read the plain types (timestamps, int64, float64, strings) with
+    numpy and hand any other to pandas (``to_pandas``), so messages stay the same.
+    """
+
+    def __init__(self, table, names=None):
+        self._table = table
+        self.columns = list(table.column_names if names is None else names)
+
+    def __len__(self) -> int:
+        return int(self._table.num_rows)
+
+    def rename(self, columns: dict) -> "_ArrowColumns":
+        return _ArrowColumns(self._table, [columns.get(c, c) for c in self.columns])
+
+    def __getitem__(self, col):
+        return self._table.column(self.columns.index(col))
+
+
+def _is_arrow(values) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
+def _arrow_numbers(values) -> np.ndarray | None:
+    """An int64/float64 column without nulls (float NaN allowed) as float64, else None."""
+    import pyarrow as pa
+
+    t = values.type
+    if t == pa.float64():
+        return _arrow_to_numpy(values, np.float64)
+    if t == pa.int64() and not values.null_count:
+        return _arrow_to_numpy(values, np.int64).astype(np.float64)
+    return None
+
+
+def _arrow_to_numpy(values, dtype) -> np.ndarray:
+    """A fixed-width ChunkedArray as numpy, from its buffers (pyarrow's ``to_numpy`` imports
+    pandas, its compute functions take 0.1 s to import); nulls become NaN (floats only)."""
+    dtype = np.dtype(dtype)
+    parts = []
+    for c in values.chunks:
+        validity, data = c.buffers()[:2]
+        a = np.frombuffer(data, dtype=dtype, count=len(c), offset=c.offset * dtype.itemsize)
+        if c.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+            a = np.where(bits[c.offset:c.offset + len(c)].astype(bool), a, np.nan)
+        parts.append(a)
+    if not parts:
+        return np.zeros(0, dtype)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+
+
 def _name_from_file(path: Path) -> str:
     """The default symbol: the file name up to its first dot, with anything but letters,
     digits and _.-/ (spaces, non-ASCII letters) replaced by '_'."""
@@ -223,7 +297,19 @@ def _name_from_file(path: Path) -> str:
 def _single_value(df, col: str, name: str) -> str | None:
     if col not in df.columns:
         return None
-    vals = [v for v in df[col].astype(str).unique() if v not in ("", "nan", "None")]
+    raw = df[col]
+    if _is_arrow(raw):
+        import pyarrow as pa
+
+        if raw.type in (pa.string(), pa.large_string(), pa.int64(), pa.float64()):
+            uniq = dict.fromkeys(raw.to_pylist())  # in order of appearance, as pandas
+            vals = [v for v in dict.fromkeys(str(u) for u in uniq)
+                    if v not in ("", "nan", "None")]
+        else:
+            vals = [v for v in raw.to_pandas().astype(str).unique()
+                    if v not in ("", "nan", "None")]
+    else:
+        vals = [v for v in raw.astype(str).unique() if v not in ("", "nan", "None")]
     if len(vals) > 1:
         raise InputError(f"{name}: column '{col}' holds several values ({', '.join(vals[:3])}); "
                          "one file must hold one series")
@@ -239,6 +325,11 @@ def _where(source: str, row: int, header_lines: int) -> str:
 
 def parse_times(values, source: str = "<memory>", header_lines: int = 0) -> np.ndarray:
     """Parse a time column (epoch milliseconds or timestamps) to UTC datetime64[ns]."""
+    if _is_arrow(values):
+        out = _arrow_times(values, source, header_lines)
+        if out is not None:
+            return out
+        values = values.to_pandas()
     import pandas as pd
 
     s = pd.Series(values)
@@ -277,31 +368,59 @@ def parse_times(values, source: str = "<memory>", header_lines: int = 0) -> np.n
             raise InputError(f"{_where(source, int(bad[0]), header_lines)}, column 'time': missing time")
         return out
     if pd.api.types.is_numeric_dtype(s.dtype):
-        arr = s.to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr != np.round(arr)))
-        if bad.size:
-            i = int(bad[0])
-            raise InputError(
-                f"{_where(source, i, header_lines)}, column 'time': {arr[i]!r} is not an epoch "
-                "time in whole milliseconds"
-            )
-        if arr.size and arr.max() > 1e14:
-            raise InputError(
-                f"{source}: column 'time' looks like microseconds or nanoseconds "
-                f"(largest {arr.max():.0f}); epoch times must be milliseconds"
-            )
-        if arr.size and arr.min() >= 1e9 and arr.max() < 1e11:
-            # as milliseconds these would be Jan 1970 .. Mar 1973; as seconds, 2001 .. 5138
-            log.info("%s: column 'time' holds epoch seconds (read as such)", source)
-            return (arr.astype(np.int64) * 1_000_000_000).astype("datetime64[ns]")
-        return (arr.astype(np.int64) * 1_000_000).astype("datetime64[ns]")
+        return _epoch_times(s.to_numpy(dtype=np.float64), source, header_lines)
     raise InputError(f"{source}: column 'time' has unsupported type {s.dtype}")
 
 
+def _arrow_times(values, source: str, header_lines: int) -> np.ndarray | None:
+    """A pyarrow time column without nulls (timestamps, or int64/float64 epoch numbers) as
+    UTC datetime64[ns]; None for any other (pandas reads those)."""
+    import pyarrow as pa
+
+    t = values.type
+    if pa.types.is_timestamp(t) and not values.null_count:
+        per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[t.unit]
+        raw = _arrow_to_numpy(values, np.int64)  # timestamps are int64 since the epoch
+        if per > 1 and raw.size and max(abs(int(raw.min())), abs(int(raw.max()))) \
+                >= np.iinfo(np.int64).max // per:
+            return None  # beyond datetime64[ns]: as pandas handles it
+        return (raw * per).view("datetime64[ns]")
+    arr = _arrow_numbers(values)
+    if arr is None:
+        return None
+    return _epoch_times(arr, source, header_lines)
+
+
+def _epoch_times(arr: np.ndarray, source: str, header_lines: int) -> np.ndarray:
+    """Epoch milliseconds (or seconds, recognized by their range) as datetime64[ns]."""
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr != np.round(arr)))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"{_where(source, i, header_lines)}, column 'time': {arr[i]!r} is not an epoch "
+            "time in whole milliseconds"
+        )
+    if arr.size and arr.max() > 1e14:
+        raise InputError(
+            f"{source}: column 'time' looks like microseconds or nanoseconds "
+            f"(largest {arr.max():.0f}); epoch times must be milliseconds"
+        )
+    if arr.size and arr.min() >= 1e9 and arr.max() < 1e11:
+        # as milliseconds these would be Jan 1970 .. Mar 1973; as seconds, 2001 .. 5138
+        log.info("%s: column 'time' holds epoch seconds (read as such)", source)
+        return (arr.astype(np.int64) * 1_000_000_000).astype("datetime64[ns]")
+    return (arr.astype(np.int64) * 1_000_000).astype("datetime64[ns]")
+
+
 def _parse_numeric(df, col: str, source: str, header_lines: int) -> np.ndarray:
+    raw = df[col]
+    if _is_arrow(raw):
+        arr = _arrow_numbers(raw)
+        if arr is not None:
+            return _check_finite(arr, col, source, header_lines)
+        raw = raw.to_pandas()
     import pandas as pd
 
-    raw = df[col]
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         return _check_finite(raw.to_numpy(dtype=np.float64, na_value=np.nan), col, source,
                              header_lines)

@@ -201,7 +201,7 @@ def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS,
         the per-bucket price/OI dict of :func:`liqgpu.evaluate.bucket_inputs` (without
         ``estimate``).
     """
-    from .api import _as_series_list, resolve_every
+    from .pipeline import as_series_list as _as_series_list, resolve_every
     from .model.engine import Engine, chunk_buckets_for
     from .model.grid import Grid
     from .model.inputs import bucket_prices, prepare

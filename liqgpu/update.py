@@ -6,11 +6,11 @@ bar. An update checks the new bars against the stored ones where they overlap, r
 last bucket (it may have been partial) from the saved state and appends the new buckets: the
 result equals estimating the whole history at once, to float rounding.
 
-Crash safety: the update holds the store's lock (:mod:`liqgpu.store_atomic`) from its first read
+Crash safety: the update holds the store's lock (:mod:`liqgpu.store.atomic`) from its first read
 to its swap, so two updates run one after the other. It is applied to a hard-linked clone of the
 store (zarr replaces files by writing a new file and renaming it, so the original's files are
 never modified), and the clone is swapped into place atomically
-(:func:`liqgpu.store_atomic.commit`). A process killed at any point leaves the store at its
+(:func:`liqgpu.store.atomic.commit`). A process killed at any point leaves the store at its
 previous or at its new state.
 """
 
@@ -73,7 +73,7 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
     --------
     >>> liqgpu.update("btc.zarr", "btc_new_bars.parquet")  # doctest: +SKIP
     """
-    from .store_atomic import store_lock
+    from .store.atomic import store_lock
 
     path = _check_store(store)
     with store_lock(path):  # read, compute and swap as the store's only writer
@@ -89,15 +89,16 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
 
 def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None,
             defer_cleanup: bool = False, realized=None, backend: str = "auto") -> None:
-    from .api import _as_series_list, _progress, _write_behind, fingerprint, resume_group
+    from .pipeline import as_series_list, fingerprint
+    from .progress import progress as progress_bar
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
     from .model.inputs import bucket_prices, prepare
     from .model.params import parse_duration
     from .model.registry import params_from_attrs
     from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
-                        write_group)
-    from .store_atomic import commit, crash_point
+                        resume_group, write_behind, write_group)
+    from .store.atomic import commit, crash_point
 
     path = _check_store(path)  # again, under the lock (a writer may have just replaced it)
     ds = open_store(path, chunks=None)
@@ -116,7 +117,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     bars_t = saved["bars_time"]
     t0, t_end = int(bars_t[0]), int(bars_t[-1])
 
-    new = _as_series_list(series)
+    new = as_series_list(series)
     given = {}
     for s in new:
         if s.name in given:
@@ -177,7 +178,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
     binner = None
     if realized is not None and "realized" in ds:
-        from .api import _load_realized, _RealizedBinner
+        from .api import _load_realized, _RealizedBinner  # events code: in the API for now
 
         events = _load_realized(realized)
         if events is not None:
@@ -191,7 +192,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
 
     def pieces():
         run = engine.run(cb, on_bucket=(last, capture))
-        for chunk in _progress(run, -(-engine.n_buckets // cb), progress):
+        for chunk in progress_bar(run, -(-engine.n_buckets // cb), progress):
             part = make_dataset(chunk, names=names, time=btime, grid=grid, params=params,
                                 prices=prices, b0=chunk.b0, attrs=attrs, series_meta=meta)
             if binner is not None:  # the events given, binned into these buckets
@@ -211,7 +212,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
             _write_part(clone, part, b_first)
 
         with _quiet_zarr():
-            _write_behind(pieces(), write)
+            write_behind(pieces(), write)
         st = state["arrays"]
         st["birth"] = st["birth"] + R  # back to the store's global steps
         arrays, rattrs = resume_group(full, inputs.step, st, last * n_every + R)
@@ -351,7 +352,7 @@ def _store_time(root: Path, b: int):
 
 
 def _finish(root: Path, attrs: dict) -> None:
-    from .store import finish
+    from .store.writer import finish
 
     finish(root, attrs)
 
@@ -375,7 +376,7 @@ def _check_resume(path: Path, ds, saved: dict, ra: dict) -> None:
 # -- crash safety --------------------------------------------------------------------------------
 def _clone(path: Path) -> Path:
     """A copy of the store whose files are hard links to the original's."""
-    from .store_atomic import temp_path
+    from .store.atomic import temp_path
 
     dst = temp_path(path, "upd")
     for dirpath, dirnames, filenames in os.walk(path):
@@ -432,7 +433,7 @@ def _remember(store, name: str) -> None:
     import zarr
 
     from .store import _quiet_zarr
-    from .store_atomic import store_lock
+    from .store.atomic import store_lock
 
     with store_lock(Path(store)), _quiet_zarr():
         g = zarr.open_group(str(store), mode="r+")
@@ -442,7 +443,7 @@ def _remember(store, name: str) -> None:
 
 def _check_store(store) -> Path:
     """The local liqgpu store an update may change (a clear error otherwise)."""
-    from .remote import is_url
+    from .store.remote import is_url
     from .store import is_store
 
     if is_url(store):

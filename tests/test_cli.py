@@ -155,7 +155,7 @@ def test_bad_inputs_exit_2(tmp_path, bars):
 def test_unwritable_folder(tmp_path, bars, monkeypatch):
     import os
 
-    from liqgpu import store
+    from liqgpu.store import writer as store  # where check_target lives
 
     ro = tmp_path / "ro"
     ro.mkdir()

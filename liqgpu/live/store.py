@@ -311,7 +311,7 @@ class LiveStore:
         cube = bin_realized(ev, series_names=[str(x) for x in g["series"][:]],
                             time=t_ns[b0:].view("datetime64[ns]"), every=every,
                             edges=np.asarray(g["price_edges"][:]), log_left_out=False)
-        from ..integrity import write_manifest
+        from ..store.integrity import write_manifest
 
         with _lock(self.store), _quiet_zarr():  # a repair after a kill (see startup)
             arr = zarr.open_group(str(self.store), mode="r+")["realized"]

@@ -207,8 +207,8 @@ def test_killed_distributed_commit_leaves_old_or_new(tmp_path, bars, point):
 
 
 def test_publish_waits_for_the_store_lock(tmp_path, bars, monkeypatch):
-    from liqgpu.remote import publish
-    from liqgpu.store_atomic import store_lock
+    from liqgpu.store.remote import publish
+    from liqgpu.store.atomic import store_lock
 
     _, a, _, _ = bars
     out = tmp_path / "s.zarr"
@@ -224,7 +224,7 @@ def test_publish_waits_for_the_store_lock(tmp_path, bars, monkeypatch):
 # -- defect 10: disk full --------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["estimate", "update"])
 def test_disk_full_is_one_sentence_and_keeps_the_old_store(tmp_path, bars, monkeypatch, command):
-    import liqgpu.store as store
+    import liqgpu.store.writer as store  # estimate's and update's finish()
 
     _, a, b, _ = bars
     out = tmp_path / "s.zarr"
@@ -299,7 +299,7 @@ def garble(f: Path):
 
 
 def test_manifest_and_checksums_are_written(store):
-    from liqgpu.integrity import MANIFEST, verify
+    from liqgpu.store.integrity import MANIFEST, verify
 
     out, _ = store
     man = json_load(out / MANIFEST)
@@ -355,7 +355,7 @@ def test_update_on_a_damaged_store_is_one_sentence(store, array):
 
 def test_garbage_chunk_of_a_store_without_manifest_is_one_sentence(tmp_path, store):
     """Stores written before the manifest still read; their checksums still catch garbage."""
-    from liqgpu.integrity import MANIFEST
+    from liqgpu.store.integrity import MANIFEST
 
     out, b = store
     (out / MANIFEST).unlink()
@@ -375,7 +375,7 @@ def test_resume_group_that_does_not_match_the_store_is_refused(store):
     """Defect 7: a resume group read as zeros (1970) is refused, not recomputed from 1970."""
     import zarr
 
-    from liqgpu.integrity import MANIFEST
+    from liqgpu.store.integrity import MANIFEST
 
     out, b = store
     (out / MANIFEST).unlink()  # an older store: only the consistency check can tell
@@ -413,7 +413,7 @@ def test_store_missing_time_or_intensity_is_one_sentence(tmp_path, store):
     import zarr
 
     out, b = store
-    from liqgpu.integrity import MANIFEST
+    from liqgpu.store.integrity import MANIFEST
 
     (out / MANIFEST).unlink()
     for name in ("time", "intensity"):

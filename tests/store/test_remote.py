@@ -1,4 +1,4 @@
-"""Stores on object storage (liqgpu.remote), through fsspec's in-memory filesystem: publish with
+"""Stores on object storage (liqgpu.store.remote), through fsspec's in-memory filesystem: publish with
 the root metadata last, readers see the whole store or none, URLs work wherever stores are read."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import liqgpu
 from liqgpu.cli import main
 from liqgpu.distributed import estimate_distributed
 from liqgpu.errors import InputError
-from liqgpu.remote import publish
+from liqgpu.store.remote import publish
 from liqgpu.store import open_store
 
 

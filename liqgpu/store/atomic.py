@@ -37,7 +37,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 MANIFEST = "liqgpu_manifest.json"
 MANIFEST_VERSION = 1
@@ -108,7 +108,7 @@ def verify(root) -> dict:
     """
     import zarr
 
-    from .store import _quiet_zarr
+    from .layout import _quiet_zarr
 
     root = Path(root)
     check_manifest(root)

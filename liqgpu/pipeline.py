@@ -1,0 +1,341 @@
+"""The one estimate pipeline: series -> model -> store (or an in-memory dataset).
+
+Every way of estimating shares these steps: the series list, the parameters, aligning the first
+bucket on the clock, the output step and the grid, the fingerprint, the engine run in time
+chunks with a progress bar, and the write-behind store writer. :func:`liqgpu.estimate` is the
+public face; ``update``, the distributed tasks and ``sweep`` use the pieces they need.
+
+Arrows point one way: ``api -> pipeline -> (model, store)``; nothing here imports the API.
+
+Examples
+--------
+>>> import liqgpu
+>>> from liqgpu import pipeline
+>>> s = liqgpu.synthetic_series(days=1, seed=1)
+>>> run = pipeline.plan([s], pipeline.resolve_params(None, None), every="1h", backend="numpy")
+>>> run.n_buckets
+24
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .model.grid import Grid
+from .model.params import parse_duration
+from .progress import progress as progress_bar
+from .series import Series, load_series
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+
+def as_series_list(series) -> list[Series]:
+    """One series, a path or a list of them, as a non-empty list of :class:`Series`."""
+    if isinstance(series, (Series, str, Path)):
+        series = [series]
+    out = []
+    for s in series:
+        out.append(s if isinstance(s, Series) else load_series(s))
+    if not out:
+        raise InputError("no series given")
+    return out
+
+
+ORIGINS = ("clock", "start")
+
+
+def clock_align(series: list[Series], every, origin: str = "clock") -> list[Series]:
+    """The series with NaN bars (neutral in the model) before the earliest first bar, so the
+    first output bucket starts on the clock: a 1h bucket on the hour, 30m on :00 and :30, 1d at
+    midnight UTC (buckets are aligned to the Unix epoch). ``origin='start'`` keeps the first bar
+    as the first bucket's start.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from liqgpu.series import from_frame
+    >>> df = pd.DataFrame({"time": pd.date_range("2026-01-01T15:55Z", periods=3, freq="5min"),
+    ...                    "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "oi": 1.0})
+    >>> s = clock_align([from_frame(df)], "30m")[0]
+    >>> str(s.time[0]), len(s)
+    ('2026-01-01T15:30:00.000000000', 8)
+    """
+    import dataclasses
+
+    if origin not in ORIGINS:
+        raise InputError(f"--origin {origin!r}: is not one of {', '.join(ORIGINS)}")
+    if origin == "start" or not series:
+        return series
+    step = int(series[0].step / np.timedelta64(1, "ns"))
+    n = resolve_every(every, series[0].step)
+    bucket = step * n
+    t0 = min(int(s.time[0].astype("datetime64[ns]").view(np.int64)) for s in series)
+    lead = (t0 % bucket) // step if bucket else 0
+    if not lead or (t0 % bucket) % step:
+        return series
+    out = []
+    for s in series:
+        if int(s.time[0].astype("datetime64[ns]").view(np.int64)) != t0 or \
+                int(s.step / np.timedelta64(1, "ns")) != step:
+            out.append(s)  # align() checks the others against this grid
+            continue
+        pre = (t0 - step * np.arange(lead, 0, -1, dtype=np.int64)).view("datetime64[ns]")
+        cols = {k: np.concatenate([np.full(lead, np.nan), v]) for k, v in s.columns.items()}
+        out.append(dataclasses.replace(
+            s, time=np.concatenate([pre, s.time.astype("datetime64[ns]")]), columns=cols))
+    return out
+
+
+def resolve_params(params, model: str | None):
+    """The parameters to run: ``params``, or ``model``'s defaults (v2 when neither is given)."""
+    from .model.registry import DEFAULT_MODEL, default_params
+
+    if params is None:
+        return default_params(model or DEFAULT_MODEL)
+    if model is not None and model != params.model:
+        raise InputError(f"--model {model}: the parameters given are model {params.model}'s")
+    return params
+
+
+def resolve_every(every, step: np.timedelta64) -> int:
+    """Output step as a whole number of model steps (default: 1h, or the step if longer)."""
+    step_ns = int(step / np.timedelta64(1, "ns"))
+    if every is None:
+        every = timedelta(hours=1) if step_ns < 3600 * 10**9 else timedelta(seconds=step_ns / 1e9)
+    if isinstance(every, (int, np.integer)) and not isinstance(every, bool):
+        n = int(every)
+    else:
+        td = parse_duration(every, option="--every")
+        ns = int(round(td.total_seconds() * 1e9))
+        if ns % step_ns:
+            raise InputError(
+                f"--every {every}: must be a whole multiple of the model step "
+                f"({step_ns / 1e9:g}s)"
+            )
+        n = ns // step_ns
+    if n < 1:
+        raise InputError(f"--every {every}: must be at least one model step")
+    return n
+
+
+def resolve_grid(grid, inputs) -> Grid:
+    """The grid to use: a Grid, a spec string, or None for the default covering every level."""
+    lo, hi = inputs.level_range()
+    if not np.isfinite(lo):
+        raise InputError("the series has no bar with a valid entry price; nothing to estimate")
+    g = Grid.covering(lo, hi) if grid is None else (grid if isinstance(grid, Grid) else Grid.parse(grid))
+    if hi < g.edges[0] or lo >= g.edges[-1]:
+        raise InputError(
+            f"--grid {g.spec}: holds none of the levels, which range from {lo:.6g} to {hi:.6g}"
+        )
+    return g
+
+
+def fingerprint(series: list[Series], params, grid: Grid, every: int) -> str:
+    """The identity of a run: its bars, metadata, parameters, grid and output step."""
+    h = hashlib.sha256()
+    for s in series:
+        h.update(s.fingerprint().encode())
+    h.update(repr(sorted(params.to_attrs().items())).encode())
+    h.update(grid.edges.tobytes())
+    h.update(str(every).encode())
+    return "sha256:" + h.hexdigest()
+
+
+
+
+@dataclass(eq=False)
+class Plan:
+    """One resolved run: aligned series, prepared inputs, grid, output step, engine, chunking
+    and the store's attributes. Made by :func:`plan`; run by :func:`run_to_store` or
+    :func:`run_in_memory`."""
+
+    series: list
+    params: object
+    inputs: object
+    grid: Grid
+    n_every: int
+    engine: object
+    tc: int
+    pc: int
+    chunk_buckets: int
+    prices: dict
+    btime: np.ndarray
+    attrs: dict
+    meta: dict
+    dtype: object = np.float32
+    resume: dict = field(default_factory=dict)
+
+    @property
+    def n_buckets(self) -> int:
+        return self.engine.n_buckets
+
+    @property
+    def names(self) -> list[str]:
+        return self.inputs.names
+
+    @property
+    def every(self) -> np.timedelta64:
+        return self.inputs.step * self.n_every
+
+    @property
+    def last(self) -> int:
+        """The last bucket: the run is cut before it, where ``liqgpu update`` resumes."""
+        return self.engine.n_buckets - 1
+
+    def capture(self, eng) -> None:
+        """Keep the engine's state before the last bucket (the cut is made with or without a
+        store, so both give bit-identical numbers)."""
+        self.resume.setdefault("state", eng.state_arrays())
+
+    def chunks(self, progress: bool = False):
+        """The engine's :class:`~liqgpu.model.engine.ChunkResult` s, in time order."""
+        run = self.engine.run(self.chunk_buckets, on_bucket=(self.last, self.capture))
+        return progress_bar(run, -(-self.n_buckets // self.chunk_buckets), progress)
+
+
+def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "clock",
+         backend="auto", dtype=np.float32, chunk_buckets: int | None = None,
+         memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Plan:
+    """Resolve a run: clock alignment, inputs, grid, output step, engine and time chunks.
+
+    ``backend``: a name (resolved here) or an already resolved ``(name, xp)`` pair.
+    """
+    from .model.backend import resolve
+    from .model.engine import chunk_buckets_for, make_engine
+    from .model.inputs import bucket_prices, prepare
+    from .store.layout import base_attrs, chunking
+
+    name, xp = resolve(backend) if isinstance(backend, str) else backend
+    series = clock_align(series, every, origin)
+    inputs = prepare(series, params)
+    g = resolve_grid(grid, inputs)
+    n_every = resolve_every(every, inputs.step)
+    engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
+    tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets)
+    cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
+                                            budget_bytes=memory_budget, multiple=tc)
+    # whole zarr chunks, as distributed tasks use: v2's churn makes rounding follow the chunks,
+    # so both paths cut the time axis the same way and agree bit for bit
+    cb = max(tc, -(-int(cb) // tc) * tc)
+    prices = bucket_prices(series, inputs.time, n_every)
+    btime = inputs.time[:: n_every]
+    attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
+                       fingerprint=fingerprint(series, params, g, n_every),
+                       sources=[s.source for s in series])
+    attrs["backend"] = name
+    meta = {
+        "exchange": [s.exchange for s in series],
+        "symbol": [s.symbol for s in series],
+        "kind": [s.kind for s in series],
+        "contract_size": [s.contract_size for s in series],
+    }
+    log.info("estimating %d series x %d steps (every %d) with model %s on %d bins x %d tiers "
+             "(%d leverage cells) with %s, %d buckets per chunk", inputs.n_series,
+             inputs.n_steps, n_every, params.model, g.n_bins, params.n_tiers, params.n_out, name,
+             cb)
+    return Plan(series=series, params=params, inputs=inputs, grid=g, n_every=n_every,
+                engine=engine, tc=tc, pc=pc, chunk_buckets=cb, prices=prices, btime=btime,
+                attrs=attrs, meta=meta, dtype=dtype)
+
+
+def run_in_memory(p: Plan, *, progress: bool = False, binner=None, realized_attrs=None):
+    """Run ``p`` and return the whole dataset (xarray), chunks concatenated along time.
+
+    ``binner``: realized events binned per chunk (``add_to(ds, b0, b1)``, ``finish()``).
+    """
+    import xarray as xr
+
+    from .store.layout import make_dataset
+
+    def pieces():
+        for chunk in p.chunks(progress):
+            ds = make_dataset(chunk, names=p.names, time=p.btime, grid=p.grid, params=p.params,
+                              prices=p.prices, b0=chunk.b0, attrs=p.attrs, series_meta=p.meta)
+            if binner is not None:
+                ds = binner.add_to(ds, chunk.b0, chunk.b1)
+                if chunk.b1 == p.n_buckets:
+                    p.attrs["realized_summary"] = binner.finish()
+                    ds.attrs.update(p.attrs)
+            yield ds
+
+    parts = list(pieces())
+    ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="minimal",
+                                                    coords="minimal", compat="override",
+                                                    join="override")
+    ds.attrs.update(p.attrs)
+    return ds
+
+
+def store_layout(p: Plan, *, realized_attrs: dict | None = None):
+    """The :class:`~liqgpu.store.layout.Layout` of ``p``'s store: every variable at its full
+    shape (``realized`` too when ``realized_attrs`` is given)."""
+    from .store.layout import CUBE_VARS, TIER_VARS, V2_TIER_VARS, _Lazy, make_layout
+
+    S, K, nb, P = p.inputs.n_series, p.params.n_out, p.n_buckets, p.grid.n_bins
+    shapes = {v: (S, nb, P, K, 2) for v in CUBE_VARS}
+    shapes.update({v: (S, nb, K, 2) for v in TIER_VARS})
+    if p.params.model == "v2":
+        shapes.update({v: (S, nb, K, 2) for v in V2_TIER_VARS})
+    layout = make_layout({v: _Lazy(shapes[v], np.dtype(p.dtype) if v in CUBE_VARS
+                               else np.float64) for v in shapes},
+                         names=p.names, time=p.btime, grid=p.grid, params=p.params,
+                         prices=p.prices, attrs=p.attrs, series_meta=p.meta)
+    if realized_attrs is not None:
+        layout["realized"] = (("series", "time", "price", "side"), _Lazy((S, nb, P, 2), np.float32),
+                              {**realized_attrs, "units": layout["intensity"].attrs["units"]})
+    return layout
+
+
+def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = False, binner=None,
+                 realized_attrs: dict | None = None):
+    """Run ``p`` into a new store at ``out`` (atomically, under its lock) with the direct
+    writer; compression runs on the write-behind thread while the engine computes.
+
+    Returns the store's :class:`~liqgpu.store.layout.Layout` (sizes and attributes as written).
+    """
+    from .store.resume import resume_group
+    from .store.writer import Group, Part, StoreWriter, write_behind
+
+    layout = store_layout(p, realized_attrs=realized_attrs if binner is not None else None)
+    names = [v for v in layout.data_vars if v in CHUNK_VARS]
+    last, nb = p.last, p.n_buckets
+
+    def resume_part():
+        return Group("resume", *resume_group(p.series, p.inputs.step, p.resume["state"],
+                                             last * p.n_every))
+
+    def parts():
+        for chunk in p.chunks(progress):
+            arrays = {v: getattr(chunk, v) for v in names}
+            if binner is not None:
+                arrays["realized"] = binner.cube(chunk.b0, chunk.b1)
+                if chunk.b1 == nb:
+                    layout.attrs["realized_summary"] = binner.finish()
+            yield Part(chunk.b0, chunk.b1, arrays)
+            if chunk.b1 == last:  # the engine stands before the last bucket: the resume state,
+                # written while the last bucket is computed
+                p.capture(p.engine)
+                yield resume_part()
+        if last == 0:
+            yield resume_part()
+
+    with StoreWriter(out, overwrite=overwrite, tc=p.tc, pc=p.pc) as w:
+        w.start(layout)
+        write_behind(parts(), w.write)
+        w.commit()
+    return layout
+
+
+#: the engine's per-chunk variables, as named in stores
+CHUNK_VARS = ("intensity", "liquidated", "added", "closed", "expired", "outside",
+              "outside_liquidated", "churned")

@@ -1,0 +1,61 @@
+"""Reading a store: :func:`open_store` (local or object storage), with the checks that turn a
+damaged or foreign store into one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from .layout import _quiet_zarr, check_layout
+from .writer import is_store
+
+def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None = None):
+    """Open a liqgpu store lazily with xarray.
+
+    Parameters
+    ----------
+    path : str or Path
+        A store written by :func:`liqgpu.estimate`: a local path, or the URL of one published to
+        object storage (``s3://bucket/btc.zarr``; see :mod:`liqgpu.store.remote`).
+    chunks : passed to :func:`xarray.open_zarr` (``None`` loads numpy arrays lazily without dask).
+    storage_options : dict, optional
+        For URLs: passed to fsspec (credentials, endpoint).
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = open_store("demo.zarr")  # doctest: +SKIP
+    >>> ds.intensity.sum(["leverage", "side"])  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    from .remote import is_url, open_remote
+
+    if is_url(path):
+        return open_remote(path, chunks=chunks, storage_options=storage_options)
+    from .integrity import check_manifest
+    from .atomic import try_recover
+
+    path = Path(path)
+    try_recover(path)  # what a killed writer left beside it (a store moved aside comes back)
+    if not path.exists():
+        raise InputError(f"{path}: no such store")
+    if not is_store(path):
+        raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
+    check_manifest(path)
+    with _quiet_zarr():
+        try:
+            ds = xr.open_zarr(path, consolidated=True, chunks=chunks)
+        except Exception as exc:  # noqa: BLE001 - a corrupt store is a user-facing error
+            from .integrity import read_error
+
+            damaged = read_error(exc)
+            if damaged is not None:
+                raise damaged from None
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: cannot open the store ({msg})") from None
+    check_layout(ds, path)
+    return ds

@@ -1,0 +1,287 @@
+"""Writing a store: the direct zarr writer of ``liqgpu estimate`` and its write-behind thread.
+
+A store is written into a temporary folder beside the target and moved into place only when
+complete (:mod:`liqgpu.store.atomic`), so an interrupted or failed run never leaves a partial
+store where the user asked for one (and an existing store is left untouched unless
+``overwrite``). :class:`StoreWriter` creates every array once at its full shape, then writes
+each engine chunk into its time region; compression runs on the write-behind thread
+(:func:`write_behind`) while the engine computes the next chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import InputError
+from .layout import FLAT_KEYS, FORMAT_NAME, Layout, _Lazy, _quiet_zarr, zarr_specs
+from .resume import write_group
+
+log = logging.getLogger(__name__)
+
+def check_target(path: str | Path, *, overwrite: bool) -> Path:
+    """Validate an output store path (or object-storage URL) before any work starts."""
+    from .remote import check_remote_target, is_url
+
+    if is_url(path):
+        return check_remote_target(path, overwrite=overwrite)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a store folder; refusing to replace it")
+    if path.exists() and overwrite and not is_store(path):
+        raise InputError(f"{path}: exists and is not a liqgpu store; refusing to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"{path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: the folder {parent} is not writable")
+    return path
+
+
+def is_store(path: Path) -> bool:
+    meta = Path(path) / "zarr.json"
+    if not meta.exists():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    return attrs.get("format") == FORMAT_NAME
+
+
+def _encode(data):
+    """Data as zarr stores it (times: int64 milliseconds since the epoch)."""
+    data = np.asarray(data)
+    if data.dtype.kind == "M":
+        ns = data.astype("datetime64[ns]").view(np.int64)
+        return ns // 1_000_000
+    return data
+
+
+class Part:
+    """Buckets ``[b0, b1)`` of the time-chunked variables (name -> array, time on axis 1)."""
+
+    __slots__ = ("b0", "b1", "arrays")
+
+    def __init__(self, b0: int, b1: int, arrays: dict):
+        self.b0, self.b1, self.arrays = int(b0), int(b1), arrays
+
+
+class Group:
+    """A sub-group of plain arrays to write (see :func:`write_group`)."""
+
+    __slots__ = ("name", "arrays", "attrs")
+
+    def __init__(self, name: str, arrays: dict, attrs: dict):
+        self.name, self.arrays, self.attrs = name, arrays, attrs
+
+
+class StoreSummary:
+    """What a run wrote, without reopening the store: sizes, attributes, variable names."""
+
+    def __init__(self, path, layout: Layout):
+        self.path = path
+        self.sizes = {k: v for k, v in layout.sizes.items()}
+        self.attrs = layout.attrs
+        self.variables = list(layout.variables)
+
+    def __contains__(self, name) -> bool:
+        return name in self.variables
+
+
+class StoreWriter:
+    """Write a store with zarr directly into a temporary folder, then move it into place.
+
+    :meth:`start` gives the :class:`Layout` (every array's full shape, metadata and static
+    data); the arrays are created by the first :meth:`write` (on the write-behind thread, so
+    importing zarr and writing metadata overlap the engine), and each :class:`Part` is written
+    into its time region. Chunks split between parts (the small per-tier variables) are
+    assembled in memory and written once. Use as a context manager; on an exception the
+    temporary store is removed and the target is untouched.
+
+    Examples
+    --------
+    >>> with StoreWriter("out.zarr", overwrite=False, tc=24, pc=512) as w:  # doctest: +SKIP
+    ...     w.start(layout)
+    ...     for part in parts:
+    ...         w.write(part)
+    ...     w.commit()
+    """
+
+    def __init__(self, path, *, overwrite: bool = False, tc: int = 24, pc: int = 512):
+        from .remote import is_url
+        from .atomic import store_lock, temp_path
+
+        self._lock = contextlib.ExitStack()
+        if not is_url(path):  # one writer per store, from the check to the commit
+            self._lock.enter_context(store_lock(Path(path)))
+        try:
+            self.path = check_target(path, overwrite=overwrite)
+        except BaseException:
+            self._lock.close()
+            raise
+        self.overwrite = overwrite
+        self.tmp = temp_path(self.path, "tmp")
+        self.tc, self.pc = tc, pc
+        self.layout: Layout | None = None
+        self._arrays = None
+        self._rows: dict = {}
+        self.bytes_written = 0
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    @property
+    def attrs(self) -> dict:
+        return self.layout.attrs
+
+    def start(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def _create(self) -> None:
+        import zarr
+
+        self._specs = zarr_specs(self.layout, self.tc, self.pc)
+        root = zarr.create_group(str(self.tmp), zarr_format=3, attributes=self.layout.attrs)
+        arrays = {}
+        for k, spec in self._specs.items():
+            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS, **spec)
+            data = self.layout[k].data
+            if not isinstance(data, _Lazy):
+                a[...] = _encode(data)
+            arrays[k] = a
+        self._arrays = arrays
+
+    def write(self, part: "Part | Group") -> None:
+        """Write buckets ``[part.b0, part.b1)`` of the variables in a :class:`Part`, or a
+        :class:`Group` (the resume state)."""
+        from .atomic import crash_point
+
+        crash_point("estimate-writing")
+        with _quiet_zarr():
+            if self._arrays is None:
+                self._create()
+            if isinstance(part, Group):
+                write_group(self.tmp, part.name, part.arrays, part.attrs)
+                return
+            for k, data in part.arrays.items():
+                self._put(k, part.b0, part.b1, data)
+
+    def _put(self, k: str, b0: int, b1: int, data) -> None:
+        a = self._arrays[k]
+        c, n = self._specs[k]["chunks"][1], self._specs[k]["shape"][1]
+        for r in range(b0 // c, -(-b1 // c)):
+            r0, r1 = r * c, min((r + 1) * c, n)
+            lo, hi = max(b0, r0), min(b1, r1)
+            piece = data[:, lo - b0:hi - b0]
+            if lo == r0 and hi == r1:  # whole chunks: straight to zarr
+                a[:, lo:hi] = piece
+                continue
+            buf = self._rows.get((k, r))
+            if buf is None:
+                buf = self._rows[(k, r)] = [np.empty((data.shape[0], r1 - r0) + data.shape[2:],
+                                                     dtype=data.dtype), 0]
+            buf[0][:, lo - r0:hi - r0] = piece
+            buf[1] += hi - lo
+            if buf[1] == r1 - r0:  # the chunk row is complete
+                a[:, r0:r1] = buf[0]
+                del self._rows[(k, r)]
+
+    def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
+        """Plain zarr arrays in a sub-group (the resume state of an updatable store)."""
+        write_group(self.tmp, name, arrays, attrs)
+
+    def commit(self) -> Path:
+        """Finish the store (attributes, consolidated metadata, manifest) and move it into
+        place atomically (:func:`liqgpu.store.atomic.commit`)."""
+        from .atomic import commit
+
+        try:
+            if self._rows:
+                raise RuntimeError(f"{self.path}: buckets missing from the store "
+                                   f"({sorted(k for k, _ in self._rows)})")
+            finish(self.tmp, self.layout.attrs if self.layout is not None else None)
+            if self.path.exists() and not self.overwrite:
+                raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
+            commit(self.tmp, self.path)
+        finally:
+            self._lock.close()
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._lock.close()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        self._lock.close()
+
+
+def finish(root, attrs: dict | None = None) -> None:
+    """Complete a store written under a temporary name: its attributes, the consolidated
+    metadata and the manifest of its chunks (:mod:`liqgpu.store.integrity`)."""
+    import zarr
+
+    from .integrity import write_manifest
+
+    with _quiet_zarr():
+        if attrs:  # the last chunk's attrs are the complete ones
+            zarr.open_group(str(root), mode="r+").attrs.update(attrs)
+        zarr.consolidate_metadata(str(root), zarr_format=3)
+    write_manifest(root)
+
+
+def write_behind(chunks: Iterable, write, depth: int = 1) -> None:
+    """Write each chunk on a second thread while the next one is computed.
+
+    At most ``depth`` finished chunks wait in the queue, so memory stays bounded; compression
+    (numcodecs releases the GIL) overlaps the engine. An error on either side stops both and is
+    raised here; after an error (or Ctrl-C, SIGTERM) on the producer's side, chunks still queued
+    are not written.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    failed: list[BaseException] = []
+    done = object()
+    stop = threading.Event()  # the producer failed (or was interrupted): write no more
+
+    def writer():
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if not stop.is_set():
+                    write(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failed.append(exc)
+            while q.get() is not done:  # drain so the producer never blocks
+                pass
+
+    t = threading.Thread(target=writer, name="liqgpu-writer", daemon=True)
+    t.start()
+    try:
+        for ds in chunks:
+            if failed:
+                break
+            q.put(ds)
+    except BaseException:
+        stop.set()  # what is queued would be thrown away with the temporary store
+        raise
+    finally:
+        q.put(done)
+        t.join()
+    if failed:
+        raise failed[0]

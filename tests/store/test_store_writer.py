@@ -1,0 +1,293 @@
+"""The direct zarr writer of `liqgpu estimate`: the store it writes equals, array by array and
+bit for bit, the one xarray's ``to_zarr`` wrote before (kept here as the reference), and the
+command line's estimate path imports neither xarray, dask, pandas nor scipy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import liqgpu
+from liqgpu import store as store_mod
+from liqgpu.model.params import Params
+
+
+# -- the reference: the xarray writer liqgpu used before (first chunk, then appends) -------------
+def _xarray_store(path: Path, mem, *, tc: int, pc: int, cb: int) -> None:
+    """Write the in-memory run ``mem`` as liqgpu's xarray-based StoreWriter did: one dataset
+    per engine chunk from make_dataset, the first written with the encoding, the others
+    appended along time without their static coordinates, then finish(). (A one-bucket store,
+    never appended to, also kept xarray's global ``coordinates`` attribute; no longer.)"""
+    from types import SimpleNamespace
+
+    from liqgpu.api import REALIZED_ATTRS
+    from liqgpu.model.grid import Grid
+    from liqgpu.model.registry import params_from_attrs
+
+    attrs = {k: v for k, v in mem.attrs.items() if k != "Conventions"}
+    grid = Grid(mem["price_edges"].values, attrs["grid"])
+    params = params_from_attrs(attrs)
+    names = [str(x) for x in mem["series"].values]
+    meta = {k: mem[k].values for k in ("exchange", "symbol", "kind", "contract_size")}
+    prices = {v: mem[v].values for v in store_mod.PRICE_VARS}
+    fields = [v for v in store_mod.CUBE_VARS + store_mod.TIER_VARS + store_mod.V2_TIER_VARS
+              if v in mem]
+    from liqgpu.model.engine import chunk_edges
+
+    nb = mem.sizes["time"]
+    with store_mod._quiet_zarr():  # the engine's chunks, cut before the last bucket (resume)
+        for b0, b1 in chunk_edges(nb, cb, nb - 1):
+            chunk = SimpleNamespace(b0=b0, b1=b1, **{"churned": None, **{
+                v: mem[v].values[:, b0:b1] for v in fields}})
+            ds = store_mod.make_dataset(chunk, names=names, time=mem["time"].values, grid=grid,
+                                        params=params, prices=prices, b0=b0, attrs=attrs,
+                                        series_meta=meta)
+            if "realized" in mem:
+                ds["realized"] = (("series", "time", "price", "side"),
+                                  mem["realized"].values[:, b0:b1],
+                                  {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]})
+            if b0 == 0:
+                ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False,
+                           encoding=store_mod.encoding_for(ds, tc, pc))
+            else:
+                ds.drop_vars(store_mod.static_coords(ds), errors="ignore").to_zarr(
+                    path, append_dim="time", consolidated=False, zarr_format=3)
+    store_mod.finish(path, dict(ds.attrs))
+
+
+def _arrays(root: Path) -> dict:
+    """Every array's metadata (consolidated) and chunk files' bytes, outside the resume group."""
+    meta = json.loads((root / "zarr.json").read_text())
+    out = {}
+    for name, m in meta["consolidated_metadata"]["metadata"].items():
+        if name.startswith("resume") or m.get("node_type") != "array":
+            continue
+        files = {f: (root / name / f).read_bytes() for f in os.listdir(root / name)
+                 if f != "zarr.json"}
+        out[name] = (m, files)
+    return out
+
+
+def _root_attrs(root: Path) -> dict:
+    a = dict(json.loads((root / "zarr.json").read_text())["attributes"])
+    a.pop("created")
+    return a
+
+
+@pytest.fixture(scope="module")
+def market():
+    a = liqgpu.synthetic_series(days=2, seed=4, exchange="binance", symbol="BTCUSDT")
+    b = liqgpu.synthetic_series(days=2, seed=5, exchange="okx", symbol="ETH-USDT-SWAP")
+    rng = np.random.default_rng(3)
+    rows = []
+    for s in (a, b):
+        j = rng.integers(0, len(s), 30)
+        rows.append(pd.DataFrame({
+            "time": pd.to_datetime(s.time[j], utc=True), "exchange": s.exchange,
+            "symbol": s.symbol, "side": rng.choice(["long", "short"], j.size),
+            "price": s["close"][j] * rng.uniform(0.99, 1.01, j.size),
+            "notional": rng.uniform(1e3, 1e5, j.size)}))
+    ev = pd.concat(rows, ignore_index=True).sort_values("time", ignore_index=True)
+    return [a, b], ev
+
+
+@pytest.mark.parametrize("case", ["v2-realized", "v1", "v2-one-chunk"])
+def test_direct_writer_equals_the_xarray_store(tmp_path, market, case):
+    series, ev = market
+    kw = dict(every="30min", backend="numpy", chunk_buckets=16)
+    if case == "v2-realized":
+        kw.update(realized=ev)
+    elif case == "v1":
+        kw.update(params=Params(), every="1h", chunk_buckets=8)
+        series = series[:1]
+    else:
+        kw.update(every="2h", chunk_buckets=None)
+    new = tmp_path / "new.zarr"
+    summary = liqgpu.estimate(series, out=new, reopen=False, **kw)
+    mem = liqgpu.estimate(series, **kw)
+    # the same chunks as the store run: the whole-chunk rounding of api.estimate
+    P, K, nb = mem.sizes["price"], mem.sizes["leverage"], mem.sizes["time"]
+    tc, pc = store_mod.chunking(P, K, nb)
+    ref = tmp_path / "ref.zarr"
+    meta = json.loads((new / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    cb = meta["intensity"]["chunk_grid"]["configuration"]["chunk_shape"][1]
+    assert cb == tc
+    # (the in-memory run cuts its chunks where the store run does, so the numbers are equal)
+    _xarray_store(ref, mem, tc=tc, pc=pc, cb=kw['chunk_buckets'] or nb)
+    got, want = _arrays(new), _arrays(ref)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name][0] == want[name][0], name  # dims, dtype, chunks, codecs, fill, attrs
+        assert sorted(got[name][1]) == sorted(want[name][1]), name
+        for f, data in want[name][1].items():
+            assert got[name][1][f] == data, (name, f)  # bit for bit
+    assert _root_attrs(new) == _root_attrs(ref)
+    # the summary the command line prints from
+    assert summary.sizes["series"] == len(series) and summary.sizes["time"] == nb
+    assert ("realized" in summary) == (case == "v2-realized")
+    # readable as before
+    import xarray as xr
+
+    plain = xr.open_zarr(new)
+    assert plain["intensity"].dims == ("series", "time", "price", "leverage", "side")
+    assert set(plain.coords) == set(liqgpu.open_store(ref).coords)
+
+
+def test_writer_assembles_chunk_rows_split_between_parts(tmp_path, market):
+    """Chunk sizes that do not divide the engine's parts: the per-tier arrays (256-bucket chunks)
+    are assembled in memory and each chunk written once, complete."""
+    series, _ = market
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate(series[0], every="5min", backend="numpy", out=out, chunk_buckets=40)
+    whole = liqgpu.estimate(series[0], every="5min", backend="numpy", chunk_buckets=40)
+    ds = liqgpu.open_store(out, chunks=None)
+    for v in ("added", "closed", "churned", "close", "bar_oi"):
+        np.testing.assert_array_equal(ds[v].values, whole[v].values)
+    np.testing.assert_array_equal(ds["time"].values, whole["time"].values)
+
+
+# -- the parquet reader without pandas ------------------------------------------------------------
+def _frames():
+    t = pd.date_range("2026-03-01", periods=50, freq="1min", tz="UTC")
+    base = pd.DataFrame({"time": t, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5,
+                         "oi": np.linspace(1e3, 2e3, 50)})
+    yield "tz", base, {}
+    f = base.copy()
+    f["time"] = f["time"].astype("int64") // 10**6
+    f["exchange"], f["symbol"], f["contract_size"] = "okx", "BTC-USD-SWAP", 100.0
+    f["kind"] = "inverse"
+    f.loc[7, "close"] = np.nan
+    f = f.drop(index=[10, 11])
+    yield "epoch-ms-meta-gap", f, {}
+    f = base.copy()
+    f["time"] = (f["time"].astype("int64") // 10**9).astype(float)
+    f["volume"] = np.arange(50, dtype=np.int64)
+    yield "epoch-s-float", f, {}
+    f = base.copy().rename(columns={"close": "Close"})
+    f["time"] = f["time"].dt.tz_localize(None).astype("datetime64[ms]")
+    yield "naive-ms-upper", f, {}
+    f = base.copy()
+    f.loc[5, "high"] = 90.0
+    yield "bad-high", f, {}
+    f = base.copy()
+    f["time"] = f["time"].iloc[::-1].to_numpy()
+    yield "not-increasing", f, {}
+    f = base.copy()
+    f["exchange"] = ["a", "b"] * 25
+    yield "two-exchanges", f, {}
+    f = base.copy()
+    f["oi"] = f["oi"].astype(str)
+    f.loc[3, "oi"] = "x"
+    yield "string-oi", f, {}
+    f = base.copy().set_index("time")
+    yield "time-index", f, {}
+    f = base.copy()
+    f["time"] = f["time"].astype("int64") // 10**6
+    f.loc[4, "time"] = -5
+    yield "negative-epoch", f, {}
+
+
+@pytest.mark.parametrize("case", [c for c, _, _ in _frames()])
+def test_parquet_without_pandas_reads_as_pandas_did(tmp_path, case, monkeypatch):
+    from liqgpu import series as series_mod
+    from liqgpu.errors import InputError
+
+    _, df, kw = next(x for x in _frames() if x[0] == case)
+    p = tmp_path / "BTCUSDT.parquet"
+    df.to_parquet(p, index=case == "time-index")
+
+    def load():
+        try:
+            return series_mod.load_series(p, **kw)
+        except InputError as exc:
+            return str(exc)
+
+    got = load()
+    with monkeypatch.context() as m:
+        m.setattr(series_mod, "_read_parquet", lambda path: pd.read_parquet(path))
+        want = load()
+    if isinstance(want, str):
+        assert got == want
+        return
+    assert not isinstance(got, str), got
+    assert got.fingerprint() == want.fingerprint()
+    assert (got.exchange, got.symbol, got.kind, got.contract_size, got.n_gaps) == \
+        (want.exchange, want.symbol, want.kind, want.contract_size, want.n_gaps)
+
+
+# -- what the command line imports -----------------------------------------------------------------
+HEAVY = ("dask", "xarray", "pandas", "scipy")
+
+_PROBE = """
+import sys
+from liqgpu.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("HEAVY", sorted(m for m in {heavy!r} if m in sys.modules), "EXIT", code)
+"""
+
+
+def _run_cli(*args):
+    env = dict(os.environ)
+    root = str(Path(liqgpu.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *map(str, args)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = [x for x in r.stdout.splitlines() if x.startswith("HEAVY")][-1]
+    return line, r.stdout
+
+
+def test_estimate_command_imports_no_xarray_dask_pandas_scipy(tmp_path):
+    from liqgpu.synth import synthetic_frame
+
+    src = tmp_path / "btc.parquet"
+    synthetic_frame(days=1, seed=1).to_parquet(src, index=False)
+    line, out = _run_cli("estimate", src, "-o", tmp_path / "o.zarr", "--backend", "numpy")
+    assert line == "HEAVY [] EXIT 0", out
+    assert "wrote" in out and "1 series x 24 buckets" in out
+    assert liqgpu.open_store(tmp_path / "o.zarr").sizes["time"] == 24
+    line, out = _run_cli("estimate", "--help")
+    assert line == "HEAVY [] EXIT 0", out
+
+
+# -- the store package and the pipeline: names kept, arrows one way --------------------------------
+def test_public_names_and_one_way_imports():
+    import re
+
+    import liqgpu.remote
+    import liqgpu.store
+    import liqgpu.store.remote
+
+    assert liqgpu.open_store is liqgpu.store.open_store
+    assert liqgpu.remote.publish is liqgpu.store.remote.publish  # the documented name
+    pkg = Path(liqgpu.store.__file__).parent
+    for f in pkg.glob("*.py"):  # store never imports the API, the pipeline or update
+        assert not re.search(r"from \.\.(api|pipeline|update|distributed|sweep)\b",
+                             f.read_text()), f
+    assert not re.search(r"from \.api\b", (pkg.parent / "pipeline.py").read_text())
+    # callers use the pipeline; from the API only the events code (moved later) and estimate
+    allowed = {"_load_realized", "_RealizedBinner", "REALIZED_ATTRS", "estimate"}
+    for m in ("update.py", "distributed.py", "sweep.py", "store/remote.py"):
+        for names in re.findall(r"from \.+api import \(?([^)\n]+)", (pkg.parent / m).read_text()):
+            got = {n.strip().split(" ")[0] for n in names.split("#")[0].split(",") if n.strip()}
+            assert got <= allowed, (m, got)
+
+
+def test_importing_the_store_package_and_pipeline_is_light():
+    code = ("import sys, liqgpu.store, liqgpu.pipeline, liqgpu.api; "
+            "print(sorted(m for m in ('zarr', 'xarray', 'dask', 'pandas', 'scipy') "
+            "if m in sys.modules))")
+    env = dict(os.environ)
+    root = str(Path(liqgpu.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
