@@ -318,7 +318,17 @@ class Engine:
                 self._block_np1(a, b, b0, acc)
             else:
                 self._block(a, b, t0, b0, tables, acc)
+        if b1 >= self.n_buckets:
+            self._release()
         return self._finish(b0, b1, acc)
+
+    def _release(self) -> None:
+        """After the last chunk: free the numpy v2 path's scratch buffers and its spare set of
+        state buffers (the current state stays where it is)."""
+        self.__dict__.pop("_scratch", None)
+        sets = self.__dict__.get("_statebufs")
+        if sets is not None:
+            sets[1 - self._turn] = None
 
     def _blocks(self, t0: int, t1: int):
         """Split [t0, t1) at closures to zero and where cumulative log closure < -LOG_FLOOR."""
@@ -664,17 +674,7 @@ class Engine:
         o0 = max(cmin - P * nkd, 0)
         Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
         if liq is not None and liq[0].size:
-            dd, cc, kk, ww = liq
-            Lq = _bincount(dd * nkd + kk, ww, m * nkd)
-            # summed in float64 over the block, then added to the chunk's rows
-            r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
-            L = self._zeros((r1 - r0) * wd, "liquidated")
-            np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
-            L2 = L.reshape(r1 - r0, wd)
-            acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
-            if k < wd:
-                acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
-            L.fill(0.0)
+            Lq = _bincount(liq[0] * nkd + liq[2], liq[3], m * nkd)
         if exp is not None and exp[0].size:
             dd, _, kk, ww = exp
             _scatter(acc["expired"].reshape(-1), rows_of[dd] * nkd + kk, ww * f_exp[dd], np)
@@ -724,6 +724,19 @@ class Engine:
             for x in parts:
                 np.maximum(x, 0.0, out=x)
                 np.multiply(x, x > top * RESIDUE, out=x)
+
+        # --- liquidated amounts: summed in float64 over the block (in the difference array's
+        # buffer, free again), then added to the chunk's rows -----------------------------------
+        if liq is not None and liq[0].size:
+            dd, cc, _, ww = liq
+            r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
+            L = self._zeros((r1 - r0) * wd, "D")
+            np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
+            L2 = L.reshape(r1 - r0, wd)
+            acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
+            if k < wd:
+                acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
+            L.fill(0.0)
 
         # --- survivors carry on with their current amount, longs first ----------------------
         side = buf["side"][:o]
