@@ -617,6 +617,14 @@ class Engine:
         D = self._zeros((ns + 1) * wd, "D") if ns and wd else None
         o_of = np.searchsorted(snaps, np.arange(m + 1), side="left")
         ob = o_of[i_new] * wd - cmin
+        # carried positions' amounts per cell at the start (live from the first snapshot), and
+        # per (band, side) from those: cells are (bin, band, side) and cmin a multiple of 2B
+        live0 = np.zeros(nkd)
+        if nc:
+            cells0 = _bincount(st.cell - cmin, cw, wd)
+            live0 = cells0.reshape(-1, nkd).sum(axis=0)
+            if D is not None:
+                D[:wd] = cells0
 
         buf = self._state_buffers(nc + 2 * N0 * Q)
         dying = {"liq": [], "exp": []}  # (step, cell, kd, W) of those that die in the block
@@ -684,8 +692,7 @@ class Engine:
         # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
         # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
         E = np.zeros((m + 1, nkd))
-        if nc:
-            E[0] += _bincount(st.kd, cw, nkd)
+        E[0] = live0
         E[i_new + 1] += opened * g[:, None]
         live_post = E[:m]
         live_post -= Lq.reshape(m, nkd)
@@ -700,8 +707,6 @@ class Engine:
 
         # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
         if D is not None:
-            if nc:
-                D[:wd] += _bincount(st.cell - cmin, cw, wd)
             for dead in (liq, exp):
                 if dead is not None and dead[0].size:
                     np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
@@ -804,7 +809,8 @@ class Engine:
 
     def _cell_range(self, cells, ent):
         """(first cell, number of cells) that carried positions (``cells``) and the new
-        positions of entries ``ent`` can have: a bound from the lowest and highest level."""
+        positions of entries ``ent`` can have: a bound from the lowest and highest level, in
+        whole groups of ``2B`` cells (one bin)."""
         nkd = 2 * self.B
         lo, hi = [], []
         if cells.shape[0]:
@@ -824,7 +830,10 @@ class Engine:
         if not lo and not hi:
             return 0, 0
         cmin = min(lo) if lo else min(hi) - nkd
-        return cmin, max(hi) - cmin
+        cmax = max(hi)
+        cmin -= cmin % nkd  # whole (band, side) groups of cells
+        cmax += -cmax % nkd
+        return cmin, cmax - cmin
 
     def _cells(self, lev, ent, w):
         """Cells and (band, side) indices of new levels ``lev`` (r, Np * K) of side ``w`` built
