@@ -39,7 +39,7 @@ import numpy as np
 import liqgpu
 from liqgpu.pipeline import DEFAULT_MEMORY_BUDGET, resolve_every, resolve_grid
 from liqgpu.errors import BackendUnavailable
-from liqgpu.model.backend import resolve
+from liqgpu.backend import resolve
 from liqgpu.model.engine import Engine, chunk_buckets_for
 from liqgpu.model.inputs import prepare
 from liqgpu.model.v1 import Params

@@ -1,7 +1,7 @@
 // First-passage queries over range-minimum tables by binary lifting (liqgpu model v1).
 //
 // The CUDA counterpart of liqgpu.model.engine._SparseTables.first_at_or_below; the per-thread
-// logic is mirrored line by line by liqgpu.model.kernels.first_cross_emulate, which the CPU
+// logic is mirrored line by line by liqgpu.testing.kernels.first_cross_emulate, which the CPU
 // tests compare with the engine.
 //
 // Tables: for j = 0 .. J-1, level j holds, at flat index (w * S + s) * L + p, the minimum of

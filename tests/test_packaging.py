@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 PROBE = """
 import json, liqgpu
-from liqgpu.model import kernels as k
+from liqgpu.backend import kernels as k
 paths = k.kernel_paths()
 print(json.dumps({
     "liqgpu": liqgpu.__file__,
@@ -137,7 +137,7 @@ def test_wheel_carries_every_kernel(wheel):
         for k in KERNELS:
             assert f"liqgpu/kernels/{k}" in names
             assert z.read(f"liqgpu/kernels/{k}") == (REPO / "kernels" / k).read_bytes()
-    assert "liqgpu/model/kernels.py" in names
+    assert "liqgpu/backend/kernels.py" in names
     assert not any(n.startswith("kernels/") for n in names), "kernels/ must not be top-level"
 
 

@@ -1,5 +1,9 @@
 """The fast engine for model v1: array code that runs unchanged on numpy and CuPy (``xp``).
 
+Where the two need different code (scatter-adds, the first-passage search, copies to the host)
+the engine calls its backend's operations module, ``self.ops`` (:mod:`liqgpu.backend`: ``cpu``
+or ``cuda``, the same functions), chosen once when the engine is built.
+
 How it avoids looping over steps and positions
 ----------------------------------------------
 Proportional closure multiplies *every* live position by the same factor (1 - c_t), so within a
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend import ops_for
 from .grid import Grid
 from .inputs import Inputs
 
@@ -129,7 +134,7 @@ def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float
     """The engine for these inputs: on numpy, one :class:`Engine` per series, each on the bins
     its own levels can reach, run in lockstep (:class:`SeriesEngines`); on CuPy, one batched
     :class:`Engine` (large launches)."""
-    if xp is np:
+    if ops_for(xp).on_host:
         return SeriesEngines(inputs, grid, every, dtype=dtype)
     return Engine(inputs, grid, every, xp=xp, dtype=dtype)
 
@@ -271,7 +276,8 @@ class Engine:
     every : int
         Output step in model steps.
     xp : module
-        numpy or cupy.
+        numpy or cupy; its operations module (:func:`liqgpu.backend.ops_for`, ``self.ops``)
+        is chosen here once.
     dtype : numpy dtype
         Dtype of ``intensity`` and ``liquidated`` in the results (float32 in stores).
     """
@@ -281,6 +287,7 @@ class Engine:
         self.grid = grid
         self.n = int(every)
         self.xp = xp
+        self.ops = ops_for(xp)
         self.dtype = dtype
         self.S = inputs.n_series
         self.T = inputs.n_steps
@@ -321,7 +328,7 @@ class Engine:
         self.peak_live = 0
         # numpy, one series, model v2: the specialised block (_block_np1); v1 keeps _block so
         # its stores stay bit-identical
-        self._fast = xp is np and self.S == 1 and self.churn
+        self._fast = self.ops.on_host and self.S == 1 and self.churn
         self._loggrid = _geometric(grid.edges) if self._fast else None
 
     # ------------------------------------------------------------------------------------------
@@ -339,7 +346,7 @@ class Engine:
 
     def state_arrays(self) -> dict:
         """The live positions on the host (numpy), for saving."""
-        to_host = (lambda x: x) if self.xp is np else self.xp.asnumpy
+        to_host = self.ops.to_host
         st = self.state
         keys = STATE_KEYS if self.retire else STATE_KEYS[:-1]
         # copies: the numpy v2 path writes its next states into the same buffers
@@ -386,19 +393,29 @@ class Engine:
         if fast:
             acc["outside"] = np.zeros((nb, nkd))
             acc["outside_liquidated"] = np.zeros((nb, nkd))
-        tables = None if fast else _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp)
+        tables = None if fast else _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp,
+                                                 ops=self.ops)
         for a, b in self._blocks(t0, t1):
             if fast:
                 self._block_np1(a, b, b0, acc)
             else:
                 self._block(a, b, t0, b0, tables, acc)
+        if b1 >= self.n_buckets:
+            self._release()
         return self._finish(b0, b1, acc)
+
+    def _release(self) -> None:
+        """After the last chunk: free the numpy v2 path's scratch buffers and its spare set of
+        state buffers (the current state stays where it is)."""
+        self.__dict__.pop("_scratch", None)
+        sets = self.__dict__.get("_statebufs")
+        if sets is not None:
+            sets[1 - self._turn] = None
 
     def _blocks(self, t0: int, t1: int):
         """Split [t0, t1) at closures to zero and where cumulative log closure < -LOG_FLOOR."""
-        xp = self.xp
-        zero = xp.asnumpy(self.zero[:, t0:t1]) if xp is not np else self.zero[:, t0:t1]
-        logf = xp.asnumpy(self.logf[:, t0:t1]) if xp is not np else self.logf[:, t0:t1]
+        zero = self.ops.to_host(self.zero[:, t0:t1])
+        logf = self.ops.to_host(self.logf[:, t0:t1])
         cuts = set(np.flatnonzero(zero.any(axis=0)[1:]) + 1)
         a = 0
         m = t1 - t0
@@ -420,7 +437,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------
     def _block(self, a: int, b: int, t0: int, b0: int, tables, acc) -> None:
         """Advance the model over global steps [a, b) (no closure to zero after step a)."""
-        xp, S, K, B, n, A = self.xp, self.S, self.K, self.B, self.n, self.A
+        xp, ops, S, K, B, n, A = self.xp, self.ops, self.S, self.K, self.B, self.n, self.A
         m = b - a
         width = S * self.ncell
         nkd = S * 2 * B
@@ -437,7 +454,7 @@ class Engine:
         if self.retire and len(st):  # v2: what churn has shrunk to nothing counts as churned
             old = st.amount < RETIRE * st.opened
             if bool(old.any()):
-                _scatter(acc["churned"], bucket_of(a) * nkd + st.kd[old], st.amount[old], xp)
+                ops.scatter_add(acc["churned"], bucket_of(a) * nkd + st.kd[old], st.amount[old])
                 st = self.state = st.take(~old)
         # --- new positions opened in [a, b): (step, entry point, tier, side) ----------------
         s_new, i_new = xp.nonzero(self.add[:, a:b] > 0)
@@ -512,16 +529,16 @@ class Engine:
             val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]] - logp[ser[m_l], dloc[m_l]])
         else:
             val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]])
-        _scatter(acc["liquidated"], bucket_of(death[m_l]) * width + cell[m_l], val, xp)
+        ops.scatter_add(acc["liquidated"], bucket_of(death[m_l]) * width + cell[m_l], val)
         # expired: amount before that step's closure
         m_e = cause == EXPIRED
         val = W[m_e] * xp.exp(Lc_prev[ser[m_e], dloc[m_e]])
-        _scatter(acc["expired"], bucket_of(death[m_e]) * nkd + kd[m_e], val, xp)
+        ops.scatter_add(acc["expired"], bucket_of(death[m_e]) * nkd + kd[m_e], val)
         # closed to zero at the block's first step (carried positions only; Lc_prev = 0 there)
         m_z = cause == ZEROED
-        _scatter(acc["closed"], bucket_of(a) * nkd + kd[m_z], W[m_z], xp)
+        ops.scatter_add(acc["closed"], bucket_of(a) * nkd + kd[m_z], W[m_z])
         # added
-        _scatter(acc["added"], bucket_of(n_birth) * nkd + n_kd, amt, xp)
+        ops.scatter_add(acc["added"], bucket_of(n_birth) * nkd + n_kd, amt)
 
         # partial closures per step: c_t * (live amount before the closure at t)
         # alive before closure at t for t in [born+1, end): end = death+1 (liquidated),
@@ -529,22 +546,22 @@ class Engine:
         end = xp.where(cause == LIQUIDATED, dloc + 1, xp.where(cause == EXPIRED, dloc, m))
         live_w = xp.where(m_z, 0.0, W)
         E = xp.zeros((m + 1, nkd))
-        _diff_scatter(E, born - a + 1, end, kd, live_w, xp)
+        ops.diff_scatter(E, born - a + 1, end, kd, live_w)
         live_pre = xp.cumsum(E.reshape(m + 1, S, 2 * B)[:m], axis=0)  # (m, S, 2B)
         scale = xp.exp(Lc_prev).T[:, :, None]  # (m, S, 1)
         cf = self.cfrac[:, a:b].T[:, :, None]
         closed_step = (cf * live_pre * scale).reshape(m, nkd)
         steps_b = (xp.arange(a, b) // n - b0)
-        _scatter_rows(acc["closed"], steps_b, closed_step, xp)
+        ops.scatter_rows(acc["closed"], steps_b, closed_step)
         if self.churn:
             # churn at t: φ_t * (live after closure and liquidation at t); those liquidated at t
             # were alive before the closure, so take them out of live_pre
             Lq = xp.zeros(m * nkd)
-            _scatter(Lq, dloc[m_l] * nkd + kd[m_l], W[m_l], xp)
+            ops.scatter_add(Lq, dloc[m_l] * nkd + kd[m_l], W[m_l])
             live_post = live_pre - Lq.reshape(m, S, 2 * B)
             fac = xp.exp(Lc - logp).T[:, :, None]  # (m, S, 1): after closure, before churn
             churn_step = (self.phi[:, a:b].T[:, :, None] * live_post * fac).reshape(m, nkd)
-            _scatter_rows(acc["churned"], steps_b, churn_step, xp)
+            ops.scatter_rows(acc["churned"], steps_b, churn_step)
 
         # intensity snapshots at bucket ends inside [a, b)
         snaps = _snapshot_steps(a, b, n, self.T, xp)  # global steps
@@ -553,7 +570,7 @@ class Engine:
             o_birth = xp.searchsorted(snaps, born, side="left")
             o_death = xp.where(dead, xp.searchsorted(snaps, death, side="left"), ns)
             D = xp.zeros((ns + 1, width))
-            _diff_scatter(D, o_birth, o_death, cell, W, xp)
+            ops.diff_scatter(D, o_birth, o_death, cell, W)
             G = xp.cumsum(D[:ns], axis=0)
             fac = xp.exp(Lc[:, snaps - a]).T  # (ns, S)
             G = G.reshape(ns, S, self.ncell) * fac[:, :, None]
@@ -681,6 +698,14 @@ class Engine:
         D = self._zeros((ns + 1) * wd, "D") if ns and wd else None
         o_of = np.searchsorted(snaps, np.arange(m + 1), side="left")
         ob = o_of[i_new] * wd - cmin
+        # carried positions' amounts per cell at the start (live from the first snapshot), and
+        # per (band, side) from those: cells are (bin, band, side) and cmin a multiple of 2B
+        live0 = np.zeros(nkd)
+        if nc:
+            cells0 = _bincount(st.cell - cmin, cw, wd)
+            live0 = cells0.reshape(-1, nkd).sum(axis=0)
+            if D is not None:
+                D[:wd] = cells0
 
         buf = self._state_buffers(nc + 2 * N0 * Q)
         dying = {"liq": [], "exp": []}  # (step, cell, kd, W) of those that die in the block
@@ -738,28 +763,17 @@ class Engine:
         o0 = max(cmin - P * nkd, 0)
         Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
         if liq is not None and liq[0].size:
-            dd, cc, kk, ww = liq
-            Lq = _bincount(dd * nkd + kk, ww, m * nkd)
-            # summed in float64 over the block, then added to the chunk's rows
-            r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
-            L = self._zeros((r1 - r0) * wd, "liquidated")
-            np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
-            L2 = L.reshape(r1 - r0, wd)
-            acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
-            if k < wd:
-                acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
-            L.fill(0.0)
+            Lq = _bincount(liq[0] * nkd + liq[2], liq[3], m * nkd)
         if exp is not None and exp[0].size:
             dd, _, kk, ww = exp
-            _scatter(acc["expired"].reshape(-1), rows_of[dd] * nkd + kk, ww * f_exp[dd], np)
+            self.ops.scatter_add(acc["expired"], rows_of[dd] * nkd + kk, ww * f_exp[dd])
         if N0:
-            _add_sorted_rows(acc["added"], rows_of[i_new], opened)
+            self.ops.scatter_rows(acc["added"], rows_of[i_new], opened)
 
         # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
         # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
         E = np.zeros((m + 1, nkd))
-        if nc:
-            E[0] += _bincount(st.kd, cw, nkd)
+        E[0] = live0
         E[i_new + 1] += opened * g[:, None]
         live_post = E[:m]
         live_post -= Lq.reshape(m, nkd)
@@ -768,14 +782,12 @@ class Engine:
         np.cumsum(live_post, axis=0, out=live_post)
         live_pre = live_post + Lq.reshape(m, nkd)
         closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
-        _add_sorted_rows(acc["closed"], rows_of, closed_step)
+        self.ops.scatter_rows(acc["closed"], rows_of, closed_step)
         churn_step = (self.phi[0, a:b] * f_liq)[:, None] * live_post
-        _add_sorted_rows(acc["churned"], rows_of, churn_step)
+        self.ops.scatter_rows(acc["churned"], rows_of, churn_step)
 
         # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
         if D is not None:
-            if nc:
-                D[:wd] += _bincount(st.cell - cmin, cw, wd)
             for dead in (liq, exp):
                 if dead is not None and dead[0].size:
                     np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
@@ -798,6 +810,19 @@ class Engine:
             for x in parts:
                 np.maximum(x, 0.0, out=x)
                 np.multiply(x, x > top * RESIDUE, out=x)
+
+        # --- liquidated amounts: summed in float64 over the block (in the difference array's
+        # buffer, free again), then added to the chunk's rows -----------------------------------
+        if liq is not None and liq[0].size:
+            dd, cc, _, ww = liq
+            r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
+            L = self._zeros((r1 - r0) * wd, "D")
+            np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
+            L2 = L.reshape(r1 - r0, wd)
+            acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
+            if k < wd:
+                acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
+            L.fill(0.0)
 
         # --- survivors carry on with their current amount, longs first ----------------------
         side = buf["side"][:o]
@@ -865,7 +890,8 @@ class Engine:
 
     def _cell_range(self, cells, ent):
         """(first cell, number of cells) that carried positions (``cells``) and the new
-        positions of entries ``ent`` can have: a bound from the lowest and highest level."""
+        positions of entries ``ent`` can have: a bound from the lowest and highest level, in
+        whole groups of ``2B`` cells (one bin)."""
         nkd = 2 * self.B
         lo, hi = [], []
         if cells.shape[0]:
@@ -885,7 +911,10 @@ class Engine:
         if not lo and not hi:
             return 0, 0
         cmin = min(lo) if lo else min(hi) - nkd
-        return cmin, max(hi) - cmin
+        cmax = max(hi)
+        cmin -= cmin % nkd  # whole (band, side) groups of cells
+        cmax += -cmax % nkd
+        return cmin, cmax - cmin
 
     def _cells(self, lev, ent, w):
         """Cells and (band, side) indices of new levels ``lev`` (r, Np * K) of side ``w`` built
@@ -952,9 +981,9 @@ class Engine:
         return buf[:size]
 
     def _finish(self, b0: int, b1: int, acc) -> ChunkResult:
-        xp, S, K, P = self.xp, self.S, self.B, self.P
+        S, K, P = self.S, self.B, self.P
         nb = b1 - b0
-        to_host = (lambda x: x) if xp is np else xp.asnumpy
+        to_host = self.ops.to_host
 
         def cube(x):
             c = x.reshape(nb, S, P + 1, K, 2).transpose(1, 0, 2, 3, 4)
@@ -991,55 +1020,6 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------------------------
-def _scatter(target, index, values, xp) -> None:
-    """target.flat[index] += values (duplicates summed)."""
-    if values.shape[0] == 0:
-        return
-    if xp is np:
-        flat = target.reshape(-1)
-        if values.shape[0] * 2 < flat.size:  # numpy 2 add.at beats a full-size bincount here
-            np.add.at(flat, index, values)
-        else:
-            flat += np.bincount(index, weights=values, minlength=flat.size)
-    else:  # cupy: atomic scatter-add (kernels/scatter.cu)
-        from .kernels import scatter_add
-
-        scatter_add(target, index, values)
-
-
-def _diff_scatter(target, lo, hi, col, values, xp) -> None:
-    """A difference array over rows: target[lo, col] += v and target[hi, col] -= v where lo < hi
-    (a cumulative sum over rows then holds v on rows [lo, hi))."""
-    if values.shape[0] == 0:
-        return
-    if xp is np:
-        span = lo < hi
-        width = target.shape[1]
-        c = col[span]
-        idx = np.concatenate([lo[span] * width + c, hi[span] * width + c])
-        _scatter(target, idx, np.concatenate([values[span], -values[span]]), xp)
-    else:  # one fused kernel (kernels/scatter.cu)
-        from .kernels import diff_scatter
-
-        diff_scatter(target, lo, hi, col, values)
-
-
-def _scatter_rows(target, rows, values, xp) -> None:
-    """target[rows[i]] += values[i] for each row i (rows sorted, contiguous groups)."""
-    if xp is np:
-        _add_sorted_rows(target, rows, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(target, rows, values)
-
-
-def _add_sorted_rows(target, rows, values) -> None:
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    sums = np.add.reduceat(values, starts, axis=0)
-    target[rows[starts]] += sums
-
-
 def _geometric(edges):
     """(log x_0, 1 / log r) when the edges are x_0 r^j to well within a bin (a log grid), so
     that floor((log q - log x_0) / log r) is a level's bin or a neighbour of it; else None."""
@@ -1141,11 +1121,13 @@ class _SparseTables:
     """Range-minimum tables over a chunk for two value arrays (lows, and minus highs).
 
     ``first_at_or_below(which, series, start, thr)`` returns, per query, the first local index
-    >= start whose value is <= thr (the chunk length if none), by binary lifting.
+    >= start whose value is <= thr (the chunk length if none): the backend's
+    ``first_cross`` (:mod:`liqgpu.backend`), by binary lifting over these tables.
     """
 
-    def __init__(self, v0, v1, xp):
+    def __init__(self, v0, v1, xp, ops=None):
         self.xp = xp
+        self.ops = ops_for(xp) if ops is None else ops
         S, m = v0.shape
         self.m = m
         J = max(1, int(math.ceil(math.log2(m + 1))))
@@ -1164,17 +1146,15 @@ class _SparseTables:
             self.levels.append(nxt.reshape(-1))
             cur = nxt
         self.J = J
-        self._running = None
-        self._running_from = None
 
     def first_at_or_below(self, which, series, start, thr, sorted_from=None):
-        xp = self.xp
-        if xp is not np:  # kernels/first_cross.cu: the same loop, one thread per query
-            from .kernels import first_cross
+        """``sorted_from``: every query starts there (one series' carried positions)."""
+        return self.ops.first_cross(self, which, series, start, thr, sorted_from=sorted_from)
 
-            return first_cross(self, which, series, start, thr)
-        if sorted_from is not None and self.shape[1] == 1:
-            return self._from_running(which, start, thr, sorted_from)
+    def lift(self, which, series, start, thr):
+        """:meth:`first_at_or_below` in array code (numpy or CuPy): binary lifting, as the
+        ``first_cross`` kernel does it one thread per query."""
+        xp = self.xp
         S, L = self.shape[1], self.L
         base = (which * S + series) * L
         pos = start.astype(xp.int64)
@@ -1182,15 +1162,3 @@ class _SparseTables:
             v = self.levels[j][base + xp.minimum(pos, L - 1)]
             pos = xp.where(v > thr, pos + (1 << j), pos)
         return xp.minimum(pos, self.m)
-
-    def _from_running(self, which, start, thr, frm):
-        """Carried positions of a single series: search the running minimum from ``frm``."""
-        if self._running_from != frm:
-            v = self.levels[0].reshape(self.shape)[:, 0, frm: self.m]
-            self._running = -np.minimum.accumulate(v, axis=1)  # non-decreasing
-            self._running_from = frm
-        out = np.empty(thr.shape, dtype=np.int64)
-        for w in (0, 1):
-            sel = which == w
-            out[sel] = np.searchsorted(self._running[w], -thr[sel], side="left") + frm
-        return out

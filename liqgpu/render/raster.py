@@ -60,7 +60,7 @@ def render_backend(backend: str = "auto"):
         sentence; the CLI exits with code 2).
     """
     from ..errors import BackendUnavailable
-    from ..model.backend import BACKENDS, gpu_available, resolve
+    from ..backend import BACKENDS, gpu_available, resolve
 
     if backend not in BACKENDS:
         from ..errors import InputError

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from liqgpu.cli import main
 from liqgpu.errors import BackendUnavailable
-from liqgpu.model import backend
+from liqgpu import backend
 
 
 @pytest.fixture
@@ -92,6 +92,25 @@ def test_resolve(no_cupy):
         backend.resolve("cupy")
     with pytest.raises(ValueError, match="--backend"):
         backend.resolve("torch")
+
+
+def test_ops_chosen_by_namespace():
+    """One operations module per backend, with the same functions (the engine calls these)."""
+    from liqgpu.backend import cpu, cuda
+
+    assert backend.ops_for(np) is cpu
+    assert backend.ops_for(object()) is cuda  # any other namespace: CuPy
+    names = {"name", "on_host", "to_host", "scatter_add", "diff_scatter", "scatter_rows",
+             "first_cross"}
+    for ops in (cpu, cuda):
+        assert names <= set(vars(ops)), ops.__name__
+    assert (cpu.name, cpu.on_host, cuda.name, cuda.on_host) == ("numpy", True, "cupy", False)
+
+
+def test_model_backend_still_importable():
+    from liqgpu.model import backend as old
+
+    assert old.resolve is backend.resolve and old.BACKENDS == backend.BACKENDS
 
 
 def test_array_namespace_without_cupy_loaded(monkeypatch):

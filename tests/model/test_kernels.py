@@ -1,5 +1,6 @@
 """The raw CUDA kernels: sources found and compilable, the first_cross algorithm checked on the
-CPU by emulation against the engine, and (``gpu``) every wrapper and the CuPy engine on a device.
+CPU by emulation (liqgpu.testing.kernels) against the engine, and (``gpu``) every wrapper and the
+CuPy engine on a device.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liqgpu.model import kernels
+from liqgpu.backend import kernels
 from liqgpu.model.engine import _SparseTables
+from liqgpu.testing.kernels import (diff_scatter_emulate, first_cross_emulate,
+                                    scatter_add_emulate)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,8 +58,8 @@ def test_sources_are_nvrtc_friendly(fname):
 
 
 def test_importing_kernels_does_not_import_cupy():
-    code = ("import sys, liqgpu.model.kernels as k; k.kernel_paths(); k.kernel_source('scatter'); "
-            "print('cupy' in sys.modules)")
+    code = ("import sys, liqgpu.backend.kernels as k, liqgpu.backend.cuda, liqgpu.testing.kernels; "
+            "k.kernel_paths(); k.kernel_source('scatter'); print('cupy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=REPO)
     assert r.stdout.strip() == "False"
@@ -131,7 +134,7 @@ def test_first_cross_emulation_matches_engine(problem):
     S, m = v.shape[1], v.shape[2]
     tables = _SparseTables(v[0], v[1], np)
     want = tables.first_at_or_below(which, series, start, thr)
-    got = kernels.first_cross_emulate(tables.levels, which, series, start, thr, n_series=S,
+    got = first_cross_emulate(tables.levels, which, series, start, thr, n_series=S,
                                       length=tables.L, m=m, grid=grid, block=block)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, _brute(v, which, series, start, thr))
@@ -151,7 +154,7 @@ def test_first_cross_emulation_random_floats():
         thr[:5] = v[which[:5], series[:5], np.minimum(start[:5], m - 1)]  # ties: <= hits
         tables = _SparseTables(v[0], v[1], np)
         stacked = np.stack(tables.levels)  # the (J, 2*S*L) form works the same
-        got = kernels.first_cross_emulate(stacked, which, series, start, thr, n_series=S,
+        got = first_cross_emulate(stacked, which, series, start, thr, n_series=S,
                                           length=tables.L, m=m, grid=3)
         np.testing.assert_array_equal(got, tables.first_at_or_below(which, series, start, thr))
         np.testing.assert_array_equal(got, _brute(v, which, series, start, thr))
@@ -162,7 +165,7 @@ def test_first_cross_emulation_nan_threshold_stops_like_numpy():
     tables = _SparseTables(v[0], v[1], np)
     q = dict(which=np.array([0, 1]), series=np.array([0, 0]), start=np.array([0, 1]),
              thr=np.array([np.nan, np.nan]))
-    got = kernels.first_cross_emulate(tables.levels, **q, n_series=1, length=tables.L, m=3)
+    got = first_cross_emulate(tables.levels, **q, n_series=1, length=tables.L, m=3)
     np.testing.assert_array_equal(got, tables.first_at_or_below(**q))
 
 
@@ -174,7 +177,7 @@ def test_diff_scatter_emulation_matches_masked_scatters():
     col = rng.integers(0, width, n)
     w = rng.random(n)
     got = np.zeros((rows, width))
-    kernels.diff_scatter_emulate(got, lo, hi, col, w)
+    diff_scatter_emulate(got, lo, hi, col, w)
     span = lo < hi  # the engine's pair of masked scatters
     want = np.zeros(rows * width)
     np.add.at(want, lo[span] * width + col[span], w[span])
@@ -223,8 +226,9 @@ def test_first_cross_gpu_matches_numpy(cp, seed):
     got = kernels.first_cross(tables, *args, check=True)
     assert got.dtype == cp.int64
     np.testing.assert_array_equal(cp.asnumpy(got), want)
-    # the engine's own CuPy path (binary lifting in array code) agrees too
+    # the engine's path (the backend's kernel) and the binary lifting in array code agree too
     np.testing.assert_array_equal(cp.asnumpy(tables.first_at_or_below(*args)), want)
+    np.testing.assert_array_equal(cp.asnumpy(tables.lift(*args)), want)
     # one (J, 2*S*L) array instead of J arrays
     stacked = SimpleNamespace(levels=cp.stack(tables.levels), shape=tables.shape, L=tables.L,
                               m=tables.m)
@@ -281,7 +285,7 @@ def test_diff_scatter_gpu_matches_emulation(cp, seed):
     col = rng.integers(0, width, n)
     w = rng.random(n)
     want = np.zeros((rows, width))
-    kernels.diff_scatter_emulate(want, lo, hi, col, w)
+    diff_scatter_emulate(want, lo, hi, col, w)
     got = cp.zeros((rows, width))
     kernels.diff_scatter(got, *(cp.asarray(x) for x in (lo, hi, col, w)), check=True)
     np.testing.assert_allclose(cp.asnumpy(got), want, rtol=0,
@@ -349,6 +353,7 @@ def _fake_cupy():
         asarray=lambda x, dtype=None: _fake(np.asarray(x, dtype=dtype)),
         ascontiguousarray=lambda x, dtype=None: _fake(np.ascontiguousarray(x, dtype=dtype)),
         empty=lambda n, dtype=np.float64: _fake(np.empty(n, dtype=dtype)),
+        asnumpy=lambda x: np.asarray(x).view(np.ndarray),
         cuda=SimpleNamespace(Device=lambda: SimpleNamespace(
             id=0, attributes={"MultiProcessorCount": 1})),
     )
@@ -379,17 +384,16 @@ class _EmulatedKernel:
         levels = [self.arrays[int(p)] for p in ptrs]
         assert len(levels) == J and all(lv.size == 2 * S * L for lv in levels)
         assert which.size == series.size == start.size == thr.size == out.size == n
-        out[:] = kernels.first_cross_emulate(levels, which, series, start, thr, n_series=int(S),
+        out[:] = first_cross_emulate(levels, which, series, start, thr, n_series=int(S),
                                              length=int(L), m=int(m), grid=grid)
 
     def _scatter_add_f64(self, grid, target, size, index, values, n):
         assert target.size == size and index.size == values.size == n
-        ok = (index >= 0) & (index < size)
-        np.add.at(target.reshape(-1), index[ok], values[ok])
+        scatter_add_emulate(target, index, values)
 
     def _diff_scatter_f64(self, grid, target, rows, width, lo, hi, col, values, n):
         assert target.shape == (rows, width) and values.size == n
-        kernels.diff_scatter_emulate(target, lo, hi, col, values)
+        diff_scatter_emulate(target, lo, hi, col, values)
 
 
 @pytest.fixture
@@ -440,7 +444,7 @@ def test_scatter_wrappers_emulated(emulated):
     col = rng.integers(0, 3, 200)
     kernels.diff_scatter(d, _fake(lo), _fake(hi), _fake(col), _fake(val[:200]), check=True)
     want = np.zeros((8, 3))
-    kernels.diff_scatter_emulate(want, lo, hi, col, val[:200])
+    diff_scatter_emulate(want, lo, hi, col, val[:200])
     np.testing.assert_array_equal(np.asarray(d), want)
 
 
