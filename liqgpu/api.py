@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError  # noqa: F401 - re-exported
+from .events import REALIZED_ATTRS, EventBinner, check_matched, read_events
 from .model.grid import Grid
 from .pipeline import (DEFAULT_MEMORY_BUDGET, ORIGINS, as_series_list, clock_align,  # noqa: F401
                        fingerprint, resolve_every, resolve_grid, resolve_params)
@@ -109,7 +110,7 @@ def estimate(
     >>> [str(x) for x in ds.leverage.values]
     ['2-10', '10-25', '25-50', '50-100', '100-150']
     """
-    from .model.backend import resolve
+    from .backend import resolve
     from .pipeline import plan, run_in_memory, run_to_store
     from .store import StoreSummary, open_store
     from .store.remote import is_url, staged
@@ -134,16 +135,14 @@ def estimate(
         check_target(out, overwrite=overwrite)
     backend = resolve(backend)
     started = _time.perf_counter()
-    events = _load_realized(realized)  # a bad events file fails before the expensive work
+    events = read_events(realized)  # a bad events file fails before the expensive work
     run = plan(series, params, grid=grid, every=every, origin=origin, backend=backend,
                dtype=dtype, chunk_buckets=chunk_buckets, memory_budget=memory_budget)
     binner = None
     if events is not None:
-        from .realized import check_matched
-
         check_matched(events, series_names=run.names, start=run.btime[0],
                       end=run.btime[-1] + run.every, allow_unmatched=allow_unmatched)
-        binner = _RealizedBinner(events, run.names, run.btime, run.every, run.grid.edges)
+        binner = EventBinner(events, run.names, run.btime, run.every, run.grid.edges)
     if out is None:
         result = run_in_memory(run, progress=progress, binner=binner)
     else:
@@ -153,77 +152,6 @@ def estimate(
     log.info("done in %.2fs (peak live positions %d)", _time.perf_counter() - started,
              run.engine.peak_live)
     return result
-
-
-def _load_realized(realized):
-    """Normalized events from paths and/or DataFrames, sorted by time (or None)."""
-    if realized is None or (isinstance(realized, (list, tuple)) and not realized):
-        return None
-    import pandas as pd
-
-    from .io.events import load_events, validate_events
-
-    items = realized if isinstance(realized, (list, tuple)) else [realized]
-    frames = [validate_events(x) if isinstance(x, pd.DataFrame) else load_events(x) for x in items]
-    ev = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return ev.sort_values("time", kind="stable").reset_index(drop=True)
-
-
-REALIZED_ATTRS = {"units": "quote notional",
-                  "long_name": "liquidations published by the exchange, binned on the grid"}
-
-
-class _RealizedBinner:
-    """Bins events chunk by chunk (memory bounded like the engine), one summary at the end."""
-
-    def __init__(self, events, names, btime, every, edges):
-        from .io.tables import time_ns
-
-        self.ev, self.names, self.btime, self.every, self.edges = events, names, btime, every, edges
-        self.t = time_ns(events["time"])
-        self.summary = None
-
-    def add_to(self, ds, b0: int, b1: int):
-        ds["realized"] = (("series", "time", "price", "side"), self.cube(b0, b1),
-                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
-                          if "intensity" in ds else dict(REALIZED_ATTRS))
-        return ds
-
-    def cube(self, b0: int, b1: int) -> np.ndarray:
-        """Buckets [b0, b1) binned: (series, time, price, side) float32."""
-        from .realized import bin_realized
-
-        lo = self.btime[b0].astype("datetime64[ns]").view(np.int64)
-        hi = (self.btime[b1 - 1] + self.every).astype("datetime64[ns]").view(np.int64)
-        first = b0 == 0
-        last = b1 == self.btime.size
-        i0 = 0 if first else int(np.searchsorted(self.t, lo, side="left"))
-        i1 = self.t.size if last else int(np.searchsorted(self.t, hi, side="left"))
-        cube, summ = bin_realized(self.ev.iloc[i0:i1], series_names=self.names,
-                                  time=self.btime[b0:b1], every=self.every, edges=self.edges,
-                                  return_summary=True, log_left_out=False)
-        self._merge(summ)
-        return cube.astype(np.float32)
-
-    def _merge(self, summ: dict) -> None:
-        if self.summary is None:
-            self.summary = summ
-            return
-        for k, v in summ.items():
-            if isinstance(v, dict):
-                self.summary[k]["count"] += v["count"]
-                self.summary[k]["notional"] += v["notional"]
-            elif k != "events":
-                self.summary[k] += v
-        self.summary["events"] += summ["events"]
-
-    def finish(self) -> dict:
-        s = self.summary or {"events": 0, "binned": 0, "notional_binned": 0.0}
-        left = {k: v["count"] for k, v in s.items() if isinstance(v, dict) and v["count"]}
-        if left:
-            log.warning("realized: %d of %d events not binned (%s)", s["events"] - s["binned"],
-                        s["events"], ", ".join(f"{k} {v}" for k, v in left.items()))
-        return s
 
 
 def store_info(path) -> dict:

@@ -172,7 +172,7 @@ def estimate_distributed(
     >>> estimate_distributed(fleet, out="fleet.zarr", scheduler="tcp://10.0.0.5:8786",
     ...                      overwrite=True)  # doctest: +SKIP
     """
-    from .api import _load_realized  # events code: stays in the API for now
+    from .events import read_events
     from .pipeline import (DEFAULT_MEMORY_BUDGET, as_series_list, clock_align, fingerprint,
                            resolve_every, resolve_grid, resolve_params)
     from .model.engine import chunk_buckets_for
@@ -211,7 +211,7 @@ def estimate_distributed(
     out = check_target(out, overwrite=overwrite).resolve()  # workers may run elsewhere
     params = resolve_params(params, None)
     started = _time.perf_counter()
-    events = _load_realized(realized)  # bad event files fail before anything is started
+    events = read_events(realized)  # bad event files fail before anything is started
 
     # -- what the series share, resolved once on the client ------------------------------------
     series = clock_align(series, every, origin)
@@ -221,7 +221,7 @@ def estimate_distributed(
     time = inputs.time
     step = inputs.step
     if events is not None:
-        from .realized import check_matched
+        from .events import check_matched
 
         btime = time[::n_every]
         check_matched(events, series_names=inputs.names, start=btime[0],
@@ -398,7 +398,7 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     """Compute series ``i`` over the shared grid and time axis and write its regions."""
     import xarray as xr
 
-    from .model.backend import resolve
+    from .backend import resolve
     from .model.engine import Engine
     from .model.inputs import bucket_prices, prepare
     from .store import CUBE_VARS, TIER_VARS, V2_TIER_VARS, _quiet_zarr
@@ -464,7 +464,7 @@ def _write_template(partial: Path, series, *, time, n_every, grid, params, tc, p
     full shape (dask-backed, never computed: the tasks fill the data)."""
     import dask.array as da
 
-    from .api import REALIZED_ATTRS
+    from .events import REALIZED_ATTRS
     from .model.engine import ChunkResult
     from .store import TIER_VARS, V2_TIER_VARS, _quiet_zarr, encoding_for, make_dataset
 
@@ -566,14 +566,14 @@ def _write_realized(store: Path, events, names, btime, every, edges, *, tc: int,
     import xarray as xr
     import zarr
 
-    from .api import _RealizedBinner
+    from .events import EventBinner
     from .jsonsafe import json_safe
     from .store import _quiet_zarr
 
     nb = btime.size
     per_bucket = len(names) * (edges.size - 1) * 2 * 8 * 2  # float64 cube + float32 copy
     step = max(tc, budget // max(per_bucket, 1) // tc * tc)
-    binner = _RealizedBinner(events, names, btime, every, edges)
+    binner = EventBinner(events, names, btime, every, edges)
     with _quiet_zarr():
         for b0 in range(0, nb, step):
             b1 = min(nb, b0 + step)

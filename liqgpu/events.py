@@ -35,7 +35,8 @@ from .errors import InputError
 from .io.tables import Table, to_utc, where
 from .schema import EVENT_COLUMNS, EVENT_REQUIRED, EVENT_SIDES, PRICE_KINDS, SIDES, TIME_COLUMNS
 
-__all__ = ["EVENT_COLUMNS", "PRICE_KINDS", "Realized", "bin_realized", "check_matched",
+__all__ = ["EVENT_COLUMNS", "EventBinner", "PRICE_KINDS", "REALIZED_ATTRS", "Realized",
+           "bin_realized", "check_matched", "read_events",
            "load_events", "load_realized", "make_events", "order_side_to_position",
            "parse_columns", "read_table", "validate_events"]
 
@@ -312,6 +313,75 @@ def check_matched(events, *, series_names: list[str], start, end,
     if not allow_unmatched:
         raise InputError(msg + "; pass --allow-unmatched to leave them out")
     log.warning("%s (left out: --allow-unmatched)", msg)
+
+
+# -- reading and binning for a run (estimate, update, the Dask tasks) ----------------------------
+def read_events(realized):
+    """Normalized events from paths and/or DataFrames (``--realized``), sorted by time; None
+    when none are given. Every file is checked before anything else runs."""
+    if realized is None or (isinstance(realized, (list, tuple)) and not realized):
+        return None
+    import pandas as pd
+
+    items = realized if isinstance(realized, (list, tuple)) else [realized]
+    frames = [validate_events(x) if isinstance(x, pd.DataFrame) else load_events(x) for x in items]
+    ev = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return ev.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+REALIZED_ATTRS = {"units": "quote notional",
+                  "long_name": "liquidations published by the exchange, binned on the grid"}
+
+
+class EventBinner:
+    """Bins events chunk by chunk (memory bounded like the engine), one summary at the end."""
+
+    def __init__(self, events, names, btime, every, edges):
+        from .io.tables import time_ns
+
+        self.ev, self.names, self.btime, self.every, self.edges = events, names, btime, every, edges
+        self.t = time_ns(events["time"])
+        self.summary = None
+
+    def add_to(self, ds, b0: int, b1: int):
+        ds["realized"] = (("series", "time", "price", "side"), self.cube(b0, b1),
+                          {**REALIZED_ATTRS, "units": ds["intensity"].attrs["units"]}
+                          if "intensity" in ds else dict(REALIZED_ATTRS))
+        return ds
+
+    def cube(self, b0: int, b1: int) -> np.ndarray:
+        """Buckets [b0, b1) binned: (series, time, price, side) float32."""
+        lo = self.btime[b0].astype("datetime64[ns]").view(np.int64)
+        hi = (self.btime[b1 - 1] + self.every).astype("datetime64[ns]").view(np.int64)
+        first = b0 == 0
+        last = b1 == self.btime.size
+        i0 = 0 if first else int(np.searchsorted(self.t, lo, side="left"))
+        i1 = self.t.size if last else int(np.searchsorted(self.t, hi, side="left"))
+        cube, summ = bin_realized(self.ev.iloc[i0:i1], series_names=self.names,
+                                  time=self.btime[b0:b1], every=self.every, edges=self.edges,
+                                  return_summary=True, log_left_out=False)
+        self._merge(summ)
+        return cube.astype(np.float32)
+
+    def _merge(self, summ: dict) -> None:
+        if self.summary is None:
+            self.summary = summ
+            return
+        for k, v in summ.items():
+            if isinstance(v, dict):
+                self.summary[k]["count"] += v["count"]
+                self.summary[k]["notional"] += v["notional"]
+            elif k != "events":
+                self.summary[k] += v
+        self.summary["events"] += summ["events"]
+
+    def finish(self) -> dict:
+        s = self.summary or {"events": 0, "binned": 0, "notional_binned": 0.0}
+        left = {k: v["count"] for k, v in s.items() if isinstance(v, dict) and v["count"]}
+        if left:
+            log.warning("realized: %d of %d events not binned (%s)", s["events"] - s["binned"],
+                        s["events"], ", ".join(f"{k} {v}" for k, v in left.items()))
+        return s
 
 
 # -- realized liquidations for evaluation: events or per-bar aggregates ----------------------------

@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import InputError
 from .model.grid import Grid
-from .model.params import parse_duration
+from ._time import parse_duration
 from .progress import progress as progress_bar
 from .series import Series, load_series
 
@@ -210,7 +210,7 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
 
     ``backend``: a name (resolved here) or an already resolved ``(name, xp)`` pair.
     """
-    from .model.backend import resolve
+    from .backend import resolve
     from .model.engine import chunk_buckets_for, make_engine
     from .model.inputs import bucket_prices, prepare
     from .store.layout import base_attrs, chunking

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .model.params import KINDS
+from .schema import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +467,7 @@ def from_frame(
     Rows must be strictly increasing in time and on one step; missing bars become NaN rows.
     See :func:`load_series` for the columns.
     """
-    from .model.params import parse_duration
+    from ._time import parse_duration
 
     cols = {}
     for c in df.columns:
@@ -553,7 +553,7 @@ def from_frame(
 
 def max_gap_ns(max_gap=None) -> int | None:
     """``--max-gap`` in ns (None: no limit)."""
-    from .model.params import parse_duration
+    from ._time import parse_duration
 
     raw = DEFAULT_MAX_GAP if max_gap is None else max_gap
     if isinstance(raw, str) and raw.strip().lower() in ("none", "off", "0"):
@@ -579,7 +579,7 @@ def _check_gaps(time, diffs, own: int, source: str, header_lines: int, max_gap) 
 def _fmt_step(ns: int) -> str:
     from datetime import timedelta
 
-    from .model.params import format_duration
+    from ._time import format_duration
 
     return format_duration(timedelta(microseconds=ns / 1000))
 

@@ -37,7 +37,7 @@ import numpy as np
 from .errors import InputError
 from .evaluate import (Realized, Window, bucket_inputs, evaluate, pearson_log1p, spearman,
                        table_from_arrays)
-from .model.params import DEFAULT_LEVERAGES, DEFAULT_WEIGHTS, Params
+from .model.v1 import DEFAULT_LEVERAGES, DEFAULT_WEIGHTS, Params
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS,
     lo, hi = inputs.level_range()
     g = Grid.covering(lo, hi, bps=bps)
     n = resolve_every(every, inputs.step)
-    from .model.backend import resolve
+    from .backend import resolve
 
     eng = Engine(inputs, g, n, xp=resolve(backend)[1], dtype=np.float64)
     cb = chunk_buckets_for(inputs.n_series, eng.ncell, n, budget_bytes=64 * 2**20, multiple=8)
@@ -388,7 +388,7 @@ def evaluate_params(series, params, realized: Realized, windows: list[Window], *
 
 def series_from_store(path) -> list:
     """Rebuild the input series of a store whose output step equals its model step."""
-    from .model.params import parse_duration
+    from ._time import parse_duration
     from .series import Series
     from .store import open_store
 

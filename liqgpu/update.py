@@ -94,7 +94,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
     from .model.inputs import bucket_prices, prepare
-    from .model.params import parse_duration
+    from ._time import parse_duration
     from .model.registry import params_from_attrs
     from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
                         resume_group, write_behind, write_group)
@@ -156,7 +156,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     if not allow_outside:
         _check_grid(inputs, grid, T - R)
 
-    from .model.backend import resolve
+    from .backend import resolve
 
     _, xp = resolve(backend)
     engine = make_engine(inputs, grid, n_every, xp=xp)
@@ -178,11 +178,11 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
     binner = None
     if realized is not None and "realized" in ds:
-        from .api import _load_realized, _RealizedBinner  # events code: in the API for now
+        from .events import EventBinner, read_events
 
-        events = _load_realized(realized)
+        events = read_events(realized)
         if events is not None:
-            binner = _RealizedBinner(events, names, btime, inputs.step * n_every, grid.edges)
+            binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
 
     state = {}
     last = engine.n_buckets - 1
@@ -401,7 +401,7 @@ def follow(store, folder, *, interval="10s", max_polls: int | None = None,
 
     import zarr
 
-    from .model.params import parse_duration
+    from ._time import parse_duration
     from .series import load_series
 
     _check_store(store)

@@ -49,7 +49,7 @@ def test_outside_events_are_counted_not_dropped_silently(caplog):
         ("2024-01-01 00:10:00", "bybit", "BTCUSDT", "unknown", 105.0, 32.0),
         ("2024-01-01 00:10:00", "bybit", "BTCUSDT", "long", 105.0, 64.0),  # the one binned
     ])
-    with caplog.at_level("WARNING", logger="liqgpu.realized"):
+    with caplog.at_level("WARNING", logger="liqgpu.events"):
         out, s = bin_realized(ev, series_names=["bybit:BTCUSDT"], time=TIME, every=HOUR,
                               edges=EDGES, return_summary=True)
     assert out.sum() == 64.0 and out[0, 0, 0, 0] == 64.0

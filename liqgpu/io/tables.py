@@ -3,7 +3,7 @@
 A reader turns native files into a *table*: a pandas DataFrame with a ``time`` column (UTC,
 tz-aware) and either series columns (``open, high, low, close, oi, mark_high, ...``; a *part*
 when some are missing, e.g. only ``oi`` from an open-interest file) or the events columns of
-:mod:`liqgpu.io.events`. Series tables carry the constant columns ``exchange, symbol, kind,
+:mod:`liqgpu.events`. Series tables carry the constant columns ``exchange, symbol, kind,
 contract_size``; a part's ``time`` is the bar **open** time and ``oi`` the open interest at the
 bar's close (an open-interest snapshot taken at T belongs to the bar that closes at T).
 """
@@ -379,7 +379,7 @@ def gap_summary(ns: np.ndarray, step_ns: int | None = None) -> dict:
     """Step (smallest spacing unless given), number of gaps and of missing bars."""
     from datetime import timedelta
 
-    from ..model.params import format_duration
+    from .._time import format_duration
 
     if ns.size < 2:
         return {"step": None, "gaps": 0, "missing_bars": 0}

@@ -225,7 +225,7 @@ def describe(ds, *, grid=None) -> None:
     snapshot's exact time (``snapshot_time``: the end of its bucket, so a lookup by it never
     looks ahead); base asset and quote currency per series."""
     from ..assets import split_symbol
-    from ..model.params import parse_duration
+    from .._time import parse_duration
 
     symbols = [str(s) for s in np.asarray(ds["symbol"].values)] if "symbol" in ds.coords \
         else [str(s).split(":", 1)[-1] for s in np.asarray(ds["series"].values)]
@@ -312,7 +312,7 @@ def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str
 def _td_str(td) -> str:
     from datetime import timedelta
 
-    from ..model.params import format_duration
+    from .._time import format_duration
 
     secs = float(np.timedelta64(td, "ns") / np.timedelta64(1, "s"))
     return format_duration(timedelta(seconds=secs))

@@ -107,12 +107,6 @@ def test_ops_chosen_by_namespace():
     assert (cpu.name, cpu.on_host, cuda.name, cuda.on_host) == ("numpy", True, "cupy", False)
 
 
-def test_model_backend_still_importable():
-    from liqgpu.model import backend as old
-
-    assert old.resolve is backend.resolve and old.BACKENDS == backend.BACKENDS
-
-
 def test_array_namespace_without_cupy_loaded(monkeypatch):
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     assert backend.array_namespace(np.zeros(2), np.ones(3)) is np

@@ -8,7 +8,7 @@ import xarray as xr
 
 import liqgpu
 from liqgpu.errors import InputError
-from liqgpu.model.params import Params
+from liqgpu.model.v1 import Params
 
 from helpers import make_series, random_market
 

@@ -1,7 +1,7 @@
 """Model v2 ("churn") parameters and the formulas it adds to v1 (MODEL.md, "Model v2").
 
 v2 keeps v1's level formulas, entry prices, side shares and notional (imported from
-:mod:`liqgpu.model.params`, written once there) and adds: many log-spaced tiers with power-law
+:mod:`liqgpu.model.formulas`, written once there) and adds: many log-spaced tiers with power-law
 weights, leverage bands for the output, turnover (churn) at a rate per hour, and entries spread
 over the bar's range (``range:N``).
 """
