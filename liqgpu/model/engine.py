@@ -120,6 +120,8 @@ def chunk_edges(n_buckets: int, chunk_buckets: int, cut: int | None = None) -> l
 def merge_states(parts: list[dict], *, ncell: int, K: int) -> dict:
     """Live positions of single-series engines (series ``i`` = ``parts[i]``), renumbered as
     one batched engine over all of them numbers its cells, tier-sides and series."""
+    if len(parts) == 1:  # one engine: already numbered so, but for its series column
+        return {**parts[0], "series": np.zeros(parts[0]["level"].shape, dtype=np.int64)}
     out = []
     for i, a in enumerate(parts):
         a = dict(a)
@@ -213,6 +215,9 @@ class SeriesEngines:
                                             if getattr(parts[0], f) is not None})
 
     def _stack(self, field: str, parts: list) -> np.ndarray:
+        if len(parts) == 1 and (field not in ("intensity", "liquidated")
+                                or self.spans[0] == (0, self.P)):
+            return parts[0]  # one series on the whole grid: its own arrays, no copy
         if field not in ("intensity", "liquidated"):
             return np.concatenate(parts, axis=0)
         first = parts[0]
@@ -224,6 +229,8 @@ class SeriesEngines:
     def _cells(self, cell, i: int, to_global: bool):
         """Cell numbers of series ``i``'s positions between its span and the whole grid."""
         j0, j1 = self.spans[i]
+        if (j0, j1) == (0, self.P):
+            return cell
         w = 2 * self.B
         b, rest = np.divmod(np.asarray(cell, dtype=np.int64), w)
         if to_global:
