@@ -154,8 +154,61 @@ def estimate(
     return result
 
 
-def store_info(path) -> dict:
+def estimate_files(paths, out, *, params=None, model: str | None = None, exchange=None,
+                   symbol=None, kind=None, contract_size=None, step=None, max_bars=None,
+                   max_gap=None, grid=None, every=None, backend: str = "auto",
+                   overwrite: bool = False, origin: str = "clock", realized=None,
+                   allow_unmatched: bool = False, workers: int | None = None,
+                   scheduler: str | None = None, resume: bool = False,
+                   progress: bool = False):
+    """``liqgpu estimate``: series files to a store, in this process or as Dask tasks.
+
+    The series files are read and checked (:func:`liqgpu.load_series`) after the target is;
+    ``workers`` (a local cluster) or ``scheduler`` (a cluster's address) run one task per series
+    (:func:`liqgpu.distributed.estimate_distributed`, on CUDA workers with ``backend='cupy'``),
+    else :func:`estimate` runs here.
+
+    Returns
+    -------
+    summary, int
+        What was written (a :class:`~liqgpu.store.writer.StoreSummary` or, for Dask runs, the
+        store opened) and the number of Dask tasks (0 for a run in this process).
+    """
+    from .series import load_series
+    from .store import check_target
+
+    distributed = workers is not None or scheduler is not None
+    if resume and not distributed:
+        raise InputError("--resume: only with --workers or --scheduler")
+    if distributed and backend == "cupy" and scheduler is not None:
+        raise InputError("--backend cupy with --scheduler: not supported; start CUDA workers "
+                         "with dask-cuda and use --workers on a GPU machine, or drop --backend")
+    check_target(out, overwrite=overwrite)
+    params = resolve_params(params, model)
+    series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
+                          contract_size=contract_size, step=step, max_bars=max_bars,
+                          max_gap=max_gap) for p in paths]
+    realized = list(realized) if realized else None
+    if distributed:
+        from .distributed import estimate_distributed
+
+        ds = estimate_distributed(series, out=out, params=params, grid=grid, every=every,
+                                  realized=realized, workers=workers, scheduler=scheduler,
+                                  cluster="cuda" if backend == "cupy" else "local",
+                                  overwrite=overwrite, resume=resume, origin=origin,
+                                  allow_unmatched=allow_unmatched, progress=progress)
+        return ds, len(series)
+    return estimate(series, params=params, grid=grid, every=every, backend=backend, out=out,
+                    overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
+                    progress=progress, realized=realized, reopen=False), 0
+
+
+def store_info(path, *, verify: bool = False) -> dict:
     """Summary of a store: dims, series, time and price range, parameters, totals per side.
+
+    With ``verify``, the store's integrity is checked first (every chunk of its manifest present
+    with its size and decoding; :func:`liqgpu.store.integrity.verify`) and reported under
+    ``verified``; a damaged store is an :class:`InputError` naming the array. Local stores only.
 
     Examples
     --------
@@ -164,6 +217,16 @@ def store_info(path) -> dict:
     """
     from .store import open_store
 
+    checked = None
+    if verify:
+        from .store.integrity import verify as verify_store
+        from .store.remote import is_url
+
+        if is_url(path):
+            raise InputError(f"{path}: --verify checks local stores; verify the local copy "
+                             "before publishing it")
+        open_store(path, chunks=None)  # a liqgpu store at all (its errors are clearer)
+        checked = verify_store(path)
     ds = open_store(path, chunks=None)
     a = ds.attrs
     times = ds["time"].values
@@ -196,4 +259,5 @@ def store_info(path) -> dict:
         "engine_version": a.get("engine_version"),
         "fingerprint": a.get("fingerprint", ""),
         "created": a.get("created"),
+        **({"verified": checked} if checked is not None else {}),
     }

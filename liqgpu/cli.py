@@ -161,41 +161,19 @@ def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchan
              mmr, entry, side_split,
              closure, max_age, grid, step, every, backend):
     """Estimate liquidation levels from normalized series files into a zarr store."""
-    from .api import estimate as run
-    from .series import load_series
-    from .store import check_target
+    from .api import estimate_files
 
-    distributed = workers is not None or scheduler is not None
-    if resume and not distributed:
-        raise InputError("--resume: only with --workers or --scheduler")
-    check_target(out, overwrite=overwrite)
     params = _params(model, leverages, weights, bands, churn, mmr, entry, side_split, closure,
                      max_age)
-    series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
-                          contract_size=contract_size, step=step, max_bars=max_bars,
-                          max_gap=max_gap) for p in inputs]
     t = time.perf_counter()
-    if distributed:
-        from .distributed import estimate_distributed
-
-        if backend == "cupy" and scheduler is not None:
-            raise InputError("--backend cupy with --scheduler: not supported; start CUDA workers "
-                             "with dask-cuda and use --workers on a GPU machine, or drop "
-                             "--backend")
-        ds = estimate_distributed(series, out=out, params=params, grid=grid, every=every,
-                                  realized=list(realized) or None, workers=workers,
-                                  scheduler=scheduler,
-                                  cluster="cuda" if backend == "cupy" else "local",
-                                  overwrite=overwrite, resume=resume, origin=origin,
-                                  allow_unmatched=allow_unmatched,
-                                  progress=_progress_enabled())
-        how = f" ({len(series)} Dask task(s))"
-    else:
-        ds = run(series, params=params, grid=grid, every=every, backend=backend, out=out,
-                 overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
-                 progress=_progress_enabled(),
-                 realized=list(realized) or None, reopen=False)
-        how = ""
+    ds, tasks = estimate_files(inputs, out, params=params, exchange=exchange, symbol=symbol,
+                               kind=kind, contract_size=contract_size, step=step,
+                               max_bars=max_bars, max_gap=max_gap, grid=grid, every=every,
+                               backend=backend, overwrite=overwrite, origin=origin,
+                               realized=realized, allow_unmatched=allow_unmatched,
+                               workers=workers, scheduler=scheduler, resume=resume,
+                               progress=_progress_enabled())
+    how = f" ({tasks} Dask task(s))" if tasks else ""
     status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
     if "realized" in ds:
         r = ds.attrs.get("realized_summary", {})
@@ -284,19 +262,8 @@ def info(store, as_json, verify):
     """Dimensions, parameters, time and price range and totals of a store."""
     from .api import store_info
 
-    checked = None
-    if verify:
-        from .store.integrity import verify as verify_store
-        from .store.remote import is_url
-
-        if is_url(store):
-            raise UserError(f"{store}: --verify checks local stores; verify the local copy "
-                            f"before publishing it")
-        liqgpu_store_check(store)
-        checked = verify_store(store)
-    d = store_info(store)
-    if checked is not None:
-        d["verified"] = checked
+    d = store_info(store, verify=verify)
+    checked = d.get("verified")
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -328,13 +295,6 @@ def info(store, as_json, verify):
                    f"({how})")
 
 
-def liqgpu_store_check(store) -> None:
-    """A local path that is a liqgpu store (the errors open_store gives)."""
-    from .store import open_store
-
-    open_store(store, chunks=None)
-
-
 @main.command()
 @click.argument("store", type=click.Path())
 @click.argument("url")
@@ -345,10 +305,8 @@ def publish(store, url, overwrite):
 
     Every object goes up before the root metadata, so readers see the whole store or none.
     """
-    from .store.remote import is_url, publish as upload
+    from .store.remote import publish as upload
 
-    if not is_url(url):
-        raise InputError(f"URL {url}: not a URL (scheme://...); copy local stores with cp")
     t = time.perf_counter()
     upload(store, url, overwrite=overwrite, progress=_progress_enabled())
     status(f"published {store} to {url} in {time.perf_counter() - t:.2f}s")

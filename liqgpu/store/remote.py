@@ -99,6 +99,8 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
     --------
     >>> publish("btc.zarr", "s3://my-bucket/liq/btc.zarr")  # doctest: +SKIP
     """
+    if not is_url(url):
+        raise InputError(f"URL {url}: not a URL (scheme://...); copy local stores with cp")
     from ..progress import progress as _progress
     from .writer import is_store
 
