@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow  # local clusters: seconds each
 
 import liqgpu  # noqa: E402
 from liqgpu.distributed import RunIncomplete, estimate_distributed, partial_path  # noqa: E402
