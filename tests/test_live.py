@@ -535,15 +535,38 @@ def _zarr_tree(root):
     return out
 
 
-def test_warm_update_leaves_the_store_update_leaves(tmp_path):
+def _same_files(a, b, skip_attrs=("updated",)):
+    """The same files with the same bytes (the root zarr.json: the same JSON but for the
+    attributes ``skip_attrs``)."""
+    fa = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    assert fa == fb
+    for rel in fa:
+        x, y = (a / rel).read_bytes(), (b / rel).read_bytes()
+        if rel == "zarr.json":
+            x, y = json.loads(x), json.loads(y)
+            for k in skip_attrs:
+                x["attributes"].pop(k, None)
+                y["attributes"].pop(k, None)
+        assert x == y, rel
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["arrays", "dataset"])
+def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, direct):
     """`live`'s warm update against `liqgpu.update` on copies of one store, minute after minute
     (with and without realized events, several minutes at once, a foreign update in between):
-    the same arrays bit for bit, the same metadata, attributes and manifest."""
+    the same files, byte for byte (arrays, metadata, manifest, resume state). ``dataset``: the
+    buckets built through make_dataset (what the warm update does for a store it does not
+    know) instead of straight from the engine."""
     import shutil
 
+    import liqgpu.live.updater as warm_mod
     from liqgpu.live.store import LiveStore
     from liqgpu.live.updater import WarmUpdater
     from liqgpu.update import update
+
+    if not direct:
+        monkeypatch.setattr(warm_mod, "_bucket_arrays", lambda *a, **k: None)
 
     rp = Replay("bybit", ["BTCUSDT", "ETHUSDT"], 40, START, seed=5, event_rate=3.0)
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
@@ -579,7 +602,7 @@ def test_warm_update_leaves_the_store_update_leaves(tmp_path):
         assert ta[k][1] == tb[k][1], k
         if ta[k][0] is not None:
             np.testing.assert_array_equal(ta[k][0], tb[k][0], err_msg=k)
-    assert (a / "liqgpu_manifest.json").read_text() == (b / "liqgpu_manifest.json").read_text()
+    _same_files(a, b)
     ds = __import__("liqgpu").open_store(b).load()
     assert ds["time"].size == 15 and float(ds["realized"].sum()) > 0
     assert ds.attrs["sources"] == ["live:bybit:BTCUSDT", "live:bybit:ETHUSDT"]  # once each
@@ -610,15 +633,7 @@ def test_update_process_leaves_the_store_of_an_in_process_update(tmp_path, caplo
             assert a.bucket0 == b.bucket0 == _last(hi) * 10**6
         assert any("new bars" in r.getMessage() and r.name == "liqgpu.live.updater"
                    for r in caplog.records)  # logged in the update process, handled here
-        ta, tb = _zarr_tree(tmp_path / "a.zarr"), _zarr_tree(tmp_path / "b.zarr")
-        for t in (ta, tb):
-            t["attrs"] = (None, json.dumps({k: v for k, v in json.loads(t["attrs"][1]).items()
-                                            if k != "created"}))
-        assert sorted(ta) == sorted(tb)
-        for k in ta:
-            assert ta[k][1] == tb[k][1], k
-            if ta[k][0] is not None:
-                np.testing.assert_array_equal(ta[k][0], tb[k][0], err_msg=k)
+        _same_files(tmp_path / "a.zarr", tmp_path / "b.zarr", ("updated", "created"))
         s = a._series("bybit:BTCUSDT", a.t_end + MIN * 10**6, a.t_end + MIN * 10**6)
         bad = Series(s.time, s.step, {k: v for k, v in s.columns.items() if k != "oi"},
                      exchange="bybit", symbol="BTCUSDT")

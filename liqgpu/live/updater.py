@@ -148,7 +148,7 @@ class WarmUpdater:
         from ..model.engine import chunk_buckets_for, make_engine
         from ..model.inputs import bucket_prices, prepare
         from ..model.params import parse_duration
-        from ..store import chunking, write_group
+        from ..store import chunking
         from ..store_atomic import commit, crash_point
         from ..update import (_check_gap_after, _check_grid, _check_overlap, _clone,
                               _resumed_series, source_list)
@@ -238,12 +238,16 @@ class WarmUpdater:
         crash_point("update-cloned")
         try:
             for lo, hi, chunk in _merged(engine.run(cb, on_bucket=(last, capture)), cb):
-                part = self._part(c, chunk, lo, hi, btime, prices, attrs, binner, old_realized)
-                _write_region(clone, part, b_first + lo, c)
+                values = _bucket_arrays(c, chunk, lo, hi, btime, prices, attrs, binner,
+                                        old_realized)
+                if values is None:  # a store this module does not know: as update builds it
+                    values = _dataset_arrays(c, chunk, lo, hi, btime, prices, attrs, binner,
+                                             old_realized)
+                _write_region(clone, values, b_first + lo, hi - lo, c)
             st = state["arrays"]
             st["birth"] = st["birth"] + R  # back to the store's global steps
             arrays, rattrs = resume_group(full, inputs.step, st, last * n_every + R)
-            write_group(clone, "resume", arrays, rattrs)
+            _write_resume(clone, arrays, rattrs)
             _finish(clone, attrs)  # attributes, consolidated metadata, manifest
             new_attrs = json.loads((clone / "zarr.json").read_text()).get("attributes", {})
             commit(clone, path, defer_cleanup=defer_cleanup)
@@ -259,21 +263,6 @@ class WarmUpdater:
         c.key = _key(path)
         log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
         return int(c.time[-1].view(np.int64))
-
-    @staticmethod
-    def _part(c: _Cache, chunk, b0, b1, btime, prices, attrs, binner, old_realized):
-        from ..store import make_dataset
-
-        part = make_dataset(chunk, names=c.names, time=btime, grid=c.grid, params=c.params,
-                            prices=prices, b0=b0, attrs=attrs, series_meta=c.meta)
-        if binner is not None:
-            part = binner.add_to(part, b0, b1)
-        elif old_realized is not None:
-            r = np.zeros((len(c.names), b1 - b0, c.grid.n_bins, 2), np.float32)
-            if b0 == 0:
-                r[:, 0] = old_realized
-            part["realized"] = (("series", "time", "price", "side"), r)
-        return part
 
 
 def _finish(root: Path, attrs: dict) -> None:
@@ -346,27 +335,100 @@ def _encode(name: str, values: np.ndarray, dtype, units: str) -> np.ndarray:
     return np.asarray(values).astype(dtype, copy=False)
 
 
-def _write_region(root: Path, part, b0: int, c: _Cache) -> None:
-    """Write every time-dimensioned variable of ``part`` that the store holds into buckets
-    ``b0..`` of the store at ``root`` (growing its arrays first): what ``to_zarr`` with a region
-    and then ``append_dim`` writes, one resize and one write per array, all arrays at once."""
+def _realized_cube(c: _Cache, b0, b1, btime, binner, old_realized):
+    """The realized events of buckets [b0, b1), float32 (what update's ``_RealizedBinner`` adds
+    to a chunk; without events, the first rewritten bucket keeps what was binned there)."""
+    if binner is not None:
+        from ..realized import bin_realized
+
+        lo = btime[b0].astype("datetime64[ns]").view(np.int64)
+        hi = (btime[b1 - 1] + binner.every).astype("datetime64[ns]").view(np.int64)
+        i0 = 0 if b0 == 0 else int(np.searchsorted(binner.t, lo, side="left"))
+        i1 = binner.t.size if b1 == btime.size else int(np.searchsorted(binner.t, hi,
+                                                                          side="left"))
+        cube = bin_realized(binner.ev.iloc[i0:i1], series_names=c.names, time=btime[b0:b1],
+                            every=binner.every, edges=c.grid.edges, log_left_out=False)
+        return cube.astype(np.float32)
+    if old_realized is not None:
+        r = np.zeros((len(c.names), b1 - b0, c.grid.n_bins, 2), np.float32)
+        if b0 == 0:
+            r[:, 0] = old_realized
+        return r
+    return None
+
+
+#: the dims of what an update writes, as make_dataset lays them out
+_DIMS = {"cube": ("series", "time", "price", "leverage", "side"),
+         "tier": ("series", "time", "leverage", "side"), "bar": ("series", "time"),
+         "time": ("time",), "realized": ("series", "time", "price", "side")}
+
+
+def _bucket_arrays(c: _Cache, chunk, b0, b1, btime, prices, attrs, binner, old_realized):
+    """Buckets [b0, b1) of every array with a time dim that the store holds, straight from the
+    engine's chunk (the values :func:`liqgpu.store.make_dataset` puts in a dataset, without
+    building one); None when the store holds an array this does not know."""
+    from ..model.params import parse_duration
+    from ..store import CUBE_VARS, PRICE_VARS, TIER_VARS, V2_TIER_VARS
+
+    out, dims = {}, {}
+    for v in CUBE_VARS:
+        out[v], dims[v] = getattr(chunk, v), _DIMS["cube"]
+    for v in TIER_VARS + V2_TIER_VARS:
+        if getattr(chunk, v, None) is not None:
+            out[v], dims[v] = getattr(chunk, v), _DIMS["tier"]
+    for v in PRICE_VARS:
+        out[v] = out[f"bar_{v}"] = prices[v][:, b0:b1]
+        dims[v] = dims[f"bar_{v}"] = _DIMS["bar"]
+    t = btime[b0:b1]
+    out["time"], dims["time"] = t, _DIMS["time"]
+    if "every" in attrs:
+        every = parse_duration(attrs["every"])
+        out["snapshot_time"] = (t.astype("datetime64[ns]")
+                                + np.timedelta64(int(every.total_seconds() * 1e9), "ns"))
+        dims["snapshot_time"] = _DIMS["time"]
+    r = _realized_cube(c, b0, b1, btime, binner, old_realized)
+    if r is not None:
+        out["realized"], dims["realized"] = r, _DIMS["realized"]
+    timed = {n for n in c.held if "time" in c.dims[n]}
+    if not timed <= set(out) or any(c.dims[n] != dims[n] for n in timed):
+        return None
+    return {n: out[n] for n in timed}
+
+
+def _dataset_arrays(c: _Cache, chunk, b0, b1, btime, prices, attrs, binner, old_realized):
+    """The same through :func:`liqgpu.store.make_dataset`, as update builds its chunks."""
+    from ..store import make_dataset
+
+    part = make_dataset(chunk, names=c.names, time=btime, grid=c.grid, params=c.params,
+                        prices=prices, b0=b0, attrs=attrs, series_meta=c.meta)
+    r = _realized_cube(c, b0, b1, btime, binner, old_realized)
+    if r is not None:
+        part["realized"] = (("series", "time", "price", "side"), r)
+    out = {}
+    for name, var in part.variables.items():
+        if name not in c.held or "time" not in var.dims:
+            continue
+        if tuple(var.dims) != c.dims[name]:
+            raise InputError(f"{name}: the store has dims {c.dims[name]}, the update {var.dims}")
+        out[name] = var.values
+    return out
+
+
+def _write_region(root: Path, values: dict, b0: int, nb: int, c: _Cache) -> None:
+    """Write ``values`` (array name: buckets ``b0..b0+nb``) into the store at ``root``, growing
+    its arrays first: what ``to_zarr`` with a region and then ``append_dim`` writes, one resize
+    and one write per array, all arrays at once."""
     from zarr.api.asynchronous import open_array
     from zarr.core.sync import sync
 
     from ..store import _quiet_zarr
 
-    nb = int(part.sizes["time"])
-    jobs = []
-    for name, var in part.variables.items():
-        if name not in c.held or "time" not in var.dims:
-            continue
-        if tuple(var.dims) != c.dims[name]:
-            raise InputError(f"{root}: {name} has dims {c.dims[name]}, the update {var.dims}")
-        jobs.append((name, var.dims.index("time"), var.values))
-
-    async def one(name, ax, values):
+    async def one(name, data):
         arr = await open_array(store=str(root / name), mode="r+", zarr_format=3)
-        data = _encode(name, values, arr.dtype, c.units[name])
+        data = _encode(name, data, arr.dtype, c.units[name])
+        ax = c.dims[name].index("time")
+        if data.shape[ax] != nb:
+            raise InputError(f"{name}: {data.shape[ax]} buckets, {nb} expected")
         shape = list(arr.shape)
         if shape[ax] < b0 + nb:
             shape[ax] = b0 + nb
@@ -375,7 +437,46 @@ def _write_region(root: Path, part, b0: int, c: _Cache) -> None:
         await arr.setitem(sel, data)
 
     async def all_():
-        await asyncio.gather(*[one(*j) for j in jobs])
+        await asyncio.gather(*[one(n, v) for n, v in values.items()])
 
     with _quiet_zarr():
         sync(all_())
+
+
+def _write_resume(root: Path, arrays: dict, attrs: dict) -> None:
+    """:func:`liqgpu.store.write_group` (``resume``) in a store's clone: the group's files are
+    links to the original's, so it is removed and written again at its path, attributes in one
+    go and the packed arrays at once (write_group opens the whole store, deletes through zarr
+    and writes the attributes key by key)."""
+    from zarr.api.asynchronous import create_array, open_group
+    from zarr.core.sync import sync
+
+    from ..store import FLAT_KEYS, _quiet_zarr, compressors
+
+    layout, packs = [], {}
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        parts = packs.setdefault(v.dtype.str, [])
+        offset = sum(p.size for p in parts)
+        layout.append([k, v.dtype.str, list(v.shape), int(offset)])
+        parts.append(v.ravel())
+    sub = root / "resume"
+    shutil.rmtree(sub, ignore_errors=True)
+
+    async def write():
+        await open_group(store=str(sub), mode="w-", zarr_format=3,
+                         attributes={**attrs, "layout": layout})
+
+        async def one(dt, parts):
+            flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
+            a = await create_array(store=str(sub), name=f"pack_{np.dtype(dt).name}",
+                                   shape=flat.shape, dtype=flat.dtype,
+                                   chunks=(max(flat.size, 1),), compressors=compressors(),
+                                   chunk_key_encoding=FLAT_KEYS, zarr_format=3)
+            if flat.size:
+                await a.setitem(Ellipsis, flat)
+
+        await asyncio.gather(*[one(dt, parts) for dt, parts in packs.items()])
+
+    with _quiet_zarr():
+        sync(write())
