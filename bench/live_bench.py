@@ -73,6 +73,9 @@ def main(argv=None):
     import subprocess
 
     import liqgpu
+    import liqgpu.api  # noqa: F401 - imported here, not by three threads at once (--in-process)
+    import liqgpu.update  # noqa: F401
+    import zarr.codecs  # noqa: F401
     from liqgpu.live.recorder import Recorder
     from liqgpu.live.store import LiveStore
     from liqgpu.live.venues import make_venue

@@ -551,13 +551,14 @@ def _same_files(a, b, skip_attrs=("updated",)):
         assert x == y, rel
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["arrays", "dataset"])
-def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, direct):
+@pytest.mark.parametrize("way", ["chunks", "dataset", "zarr"])
+def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, way):
     """`live`'s warm update against `liqgpu.update` on copies of one store, minute after minute
     (with and without realized events, several minutes at once, a foreign update in between):
-    the same files, byte for byte (arrays, metadata, manifest, resume state). ``dataset``: the
-    buckets built through make_dataset (what the warm update does for a store it does not
-    know) instead of straight from the engine."""
+    the same files, byte for byte (arrays, metadata, manifest, resume state). ``chunks``: the
+    buckets straight from the engine, written chunk by chunk without zarr; ``dataset``: built
+    through make_dataset (what it does for a store holding arrays it does not know);
+    ``zarr``: written through zarr (for a layout it does not know)."""
     import shutil
 
     import liqgpu.live.updater as warm_mod
@@ -565,8 +566,19 @@ def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, direc
     from liqgpu.live.updater import WarmUpdater
     from liqgpu.update import update
 
-    if not direct:
+    def refuse(*a, **k):
+        raise AssertionError("not this way")
+
+    consolidated = []
+    if way == "chunks":  # and the consolidated metadata without zarr
+        monkeypatch.setattr(warm_mod, "_write_region", refuse)
+        real_consolidate = warm_mod._consolidate
+        monkeypatch.setattr(warm_mod, "_consolidate", lambda *a: consolidated.append(
+            real_consolidate(*a)) or consolidated[-1])
+    elif way == "dataset":
         monkeypatch.setattr(warm_mod, "_bucket_arrays", lambda *a, **k: None)
+    else:
+        monkeypatch.setattr(warm_mod, "_write_chunks", lambda *a, **k: False)
 
     rp = Replay("bybit", ["BTCUSDT", "ETHUSDT"], 40, START, seed=5, event_rate=3.0)
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
@@ -596,6 +608,7 @@ def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, direc
         ls.bucket0 = ls._last_bucket()
         ls._done(end)
     assert warm.reloads == 2  # the first update, and after the foreign one
+    assert consolidated == ([True] * 6 if way == "chunks" else [])
     ta, tb = _zarr_tree(a), _zarr_tree(b)
     assert sorted(ta) == sorted(tb)
     for k in ta:
