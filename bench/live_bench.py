@@ -8,9 +8,11 @@ and keeps the stores current, each through its own update process (``liqgpu live
 ``--in-process``: the update in the recorder's process, as before); ``--layout per-symbol``: one
 store per coin holding its three venues; ``one``: one store of the 9 series. Every minute's
 update is a real one (exact, atomic, realized events binned). Latency: from the closed bar's
-arrival at the recorder to the store updated (bars and realized) and opened again by a reader,
-one value per store and minute, from the minute's first bar (a store applies a minute once all
-its series have it). The first ``--warmup`` minutes (store creation) are left out.
+arrival at the recorder to the store updated (bars and realized) and opened again by a reader
+(``liqgpu.open_store`` in a process of its own, one per store), one value per store and minute, from the minute's first bar (a store applies a minute once all
+its series have it). The first ``--warmup`` minutes create the stores (and start the update
+processes); the exchanges hold after them until every store has applied them, then replay the
+measured minutes on time (``warmup_s``: how long that start took).
 
     python bench/live_bench.py --minutes 60 --minute-every 1.0
 """
@@ -38,18 +40,38 @@ VENUES = {"binance": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
 START = 1_750_712_400_000
 
 
+def reader(conn) -> None:
+    """A reader's process: open the store it is sent (as any reader would, liqgpu.open_store)
+    and answer with its last bucket's open time (ns)."""
+    import liqgpu
+    import liqgpu.store  # noqa: F401 - what open_store imports, before the first minute
+    import xarray  # noqa: F401
+
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:
+            return
+        if path is None:
+            return
+        ds = liqgpu.open_store(path, chunks=None)
+        conn.send(int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64)))
+
+
 def serve(a) -> None:
     """The exchanges' process: start the three servers, print their URLs (one JSON line), run
     until stdin closes (the measuring process ends) or the deadline."""
     from live_server import ExchangeServer, Replay
 
     servers = {v: ExchangeServer(Replay(v, s, a.minutes, START, seed=k + 1),
-                                 deadline=a.minutes * a.minute_every + 180, wait_connect=120,
-                                 minute_every=a.minute_every).start()
+                                 deadline=a.minutes * a.minute_every + 300, wait_connect=120,
+                                 minute_every=a.minute_every, hold_at=a.warmup - 1).start()
                for k, (v, s) in enumerate(VENUES.items())}
     print(json.dumps({v: [srv.ws_url, srv.rest_url] for v, srv in servers.items()}), flush=True)
-    sys.stdin.read()  # EOF: the measuring process is done (or gone)
-    for srv in servers.values():
+    for line in sys.stdin:  # "go": the stores are up, the measured minutes start
+        for srv in servers.values():
+            srv.release.set()
+    for srv in servers.values():  # EOF: the measuring process is done (or gone)
         srv.stop()
 
 
@@ -65,6 +87,8 @@ def main(argv=None):
                     help="apply the minutes in the recorder's process (no update process)")
     ap.add_argument("--dir", default=None, help="where the stores go [default: the system tmp]")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--trace", default=None,
+                    help="write each store-minute's times (JSON lines) to this file")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.serve:
@@ -92,8 +116,8 @@ def main(argv=None):
 
         def _done(self, end):
             t_upd = time.monotonic()
-            ds = liqgpu.open_store(self.store, chunks=None)  # a reader sees the new minute
-            assert ds["time"].values[-1] >= np.datetime64(int(self.bucket0), "ns")
+            self.reader.send(str(self.store))  # a reader (another process) sees the new minute
+            assert self.reader.recv() >= int(self.bucket0)
             now = time.monotonic()
             self.update_s.append(now - self.t_apply)
             for t in sorted(x for x in self.recv if x <= end):
@@ -111,7 +135,8 @@ def main(argv=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT / "tests")] + [p for p in sys.path if p and "site-packages" not in p]))
     exch = subprocess.Popen([sys.executable, __file__, "--serve", "--minutes", str(a.minutes),
-                             "--minute-every", str(a.minute_every)], stdin=subprocess.PIPE,
+                             "--minute-every", str(a.minute_every), "--warmup", str(a.warmup)],
+                            stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     urls = json.loads(exch.stdout.readline())
 
@@ -123,9 +148,16 @@ def main(argv=None):
         groups = {c: [(v, s) for v, s in series if s.startswith(c)] for c in ("BTC", "ETH", "SOL")}
     stores = {}
     kw = {} if a.in_process else {"worker": True}  # (the tree before the update process: none)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    readers = []
     for name, ser in groups.items():
         ls = Measured(tmp / f"{name}.zarr", tmp / "rec", ser, every=a.every, **kw)
         ls.update_s, ls.seg, ls.last_recv = [], [], {}
+        ls.reader, child = ctx.Pipe()
+        readers.append(ctx.Process(target=reader, args=(child,), daemon=True))
+        readers[-1].start()
         stores[name] = ls
     route = {f"{v}:{s}": ls for ls in stores.values() for v, s in ls.series}
 
@@ -143,6 +175,17 @@ def main(argv=None):
         stop = asyncio.Event()
 
         async def watch():
+            # the first --warmup minutes create the stores and start the update processes; the
+            # exchanges hold after them until every store has applied them (so no minute
+            # measured waits behind the creation), then replay the rest on time
+            held_ns = (START + (a.warmup - 1) * 60_000) * 10**6
+            end = time.monotonic() + 300
+            while (min(ls.t_end or 0 for ls in stores.values()) < held_ns
+                   and time.monotonic() < end):
+                await asyncio.sleep(0.05)
+            times["release"] = time.monotonic()
+            exch.stdin.write("go\n")
+            exch.stdin.flush()
             end = time.monotonic() + a.minutes * a.minute_every + 150
             while (min(ls.t_end or 0 for ls in stores.values()) < last_ns
                    and time.monotonic() < end):
@@ -153,12 +196,16 @@ def main(argv=None):
                              *[ls.run(stop) for ls in stores.values()], watch())
 
     t0 = time.monotonic()
+    times = {}
     try:
         asyncio.run(run())
     finally:
         wall = time.monotonic() - t0
         for ls in stores.values():
             getattr(ls, "close", lambda: None)()
+            ls.reader.send(None)
+        for r in readers:
+            r.join(10)
         exch.stdin.close()
         exch.wait(30)
     import shutil
@@ -177,6 +224,12 @@ def main(argv=None):
     # where a minute's latency goes (medians over store-minutes): the venues' bars of the minute
     # coming in (first -> last), waiting for the update of an earlier minute, the update (in its
     # process, with the pipe), and the reader opening the store
+    if a.trace:
+        with open(a.trace, "w") as fh:
+            for name, ls in stores.items():
+                for k, x in enumerate(ls.seg):
+                    fh.write(json.dumps({"store": name, "k": k, "t": [round(v - t0, 4)
+                                                                      for v in x]}) + "\n")
     seg = np.array([x for ls in stores.values() for x in ls.seg[a.warmup:]]).reshape(-1, 5)
     d = np.diff(seg, axis=1) if seg.size else np.zeros((0, 4))
     d[:, 1] = np.maximum(d[:, 1], 0.0)  # a minute whose bars came in during the update before
@@ -194,6 +247,7 @@ def main(argv=None):
            "queued_p50_s": pct(d[:, 1], 50), "queued_p99_s": pct(d[:, 1], 99),
            "applied_p50_s": pct(d[:, 2], 50), "applied_p99_s": pct(d[:, 2], 99),
            "read_p50_s": pct(d[:, 3], 50), "read_p99_s": pct(d[:, 3], 99),
+           "warmup_s": round(times.get("release", t0) - t0, 1),
            "dir": str(tmp.parent), "wall_s": round(wall, 1),
            "loadavg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
            "python": platform.python_version()}

@@ -455,6 +455,7 @@ class ExchangeServer:
             if i == self.hold_at:  # pause here until the test says so
                 while not self.release.is_set():
                     await asyncio.sleep(0.01)
+                t0 = time.monotonic() - i * self.minute_every  # the next minute comes on time
             i += 1
             if lost:
                 await self._wait_all_connected(self.wait_connect)
