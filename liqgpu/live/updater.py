@@ -151,8 +151,8 @@ class WarmUpdater:
         from ..model.params import parse_duration
         from ..store import chunking
         from ..store_atomic import commit, crash_point
-        from ..update import (_check_gap_after, _check_grid, _check_overlap, _clone,
-                              _resumed_series, source_list)
+        from ..update import (_check_gap_after, _check_grid, _check_overlap, _resumed_series,
+                              source_list)
 
         saved, ra, attrs_old = c.saved, c.ra, c.attrs
         names, grid, params = c.names, c.grid, c.params
@@ -305,6 +305,27 @@ def _consolidate(root: Path, attrs: dict) -> bool:
     doc["attributes"].update(json.loads(json.dumps(attrs, default=_json_default)))
     _put(root / "zarr.json", json.dumps(doc, indent=2, allow_nan=True).encode())
     return True
+
+
+def _clone(path: Path) -> Path:
+    """:func:`liqgpu.update._clone` (a copy of the store whose files are hard links to the
+    original's, at a fresh ``.NAME.upd-*``) through ``os.scandir``: about half the CPU of
+    walking with pathlib, on the ~1000 files a day-old 1-minute store holds."""
+    from ..store_atomic import temp_path
+
+    dst = temp_path(path, "upd")
+
+    def walk(src: str, to: str) -> None:
+        os.mkdir(to)
+        with os.scandir(src) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, os.path.join(to, e.name))
+                else:
+                    os.link(e.path, os.path.join(to, e.name))
+
+    walk(str(path), str(dst))
+    return dst
 
 
 def _join_cleanups() -> None:
