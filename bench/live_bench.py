@@ -9,10 +9,11 @@ and keeps the stores current, each through its own update process (``liqgpu live
 store per coin holding its three venues; ``one``: one store of the 9 series. Every minute's
 update is a real one (exact, atomic, realized events binned). Latency: from the closed bar's
 arrival at the recorder to the store updated (bars and realized) and opened again by a reader
-(``liqgpu.open_store`` in a process of its own, one per store), one value per store and minute, from the minute's first bar (a store applies a minute once all
-its series have it). The first ``--warmup`` minutes create the stores (and start the update
-processes); the exchanges hold after them until every store has applied them, then replay the
-measured minutes on time (``warmup_s``: how long that start took).
+(``liqgpu.open_store`` in a process of its own, one per store), one value per store and
+minute, from the minute's first bar (a store applies a minute once all its series have it).
+The first ``--warmup`` minutes create the stores (and start the update processes); the
+exchanges hold after them until every store has applied them, then replay the measured minutes
+on time (``warmup_s``: how long that start took).
 
     python bench/live_bench.py --minutes 60 --minute-every 1.0
 """
