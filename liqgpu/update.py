@@ -173,7 +173,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
             for i, n in enumerate(names)]
     attrs["fingerprint"] = fingerprint(full, params, grid, n_every)
     attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    attrs["sources"] = list(attrs.get("sources", [])) + [s.source for s in new]
+    attrs["sources"] = source_list(attrs.get("sources", []), new)
     meta = {k: ds[k].values for k in ("exchange", "symbol", "kind", "contract_size")}
     old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
     binner = None
@@ -224,6 +224,12 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
         if not committed:
             shutil.rmtree(clone, ignore_errors=True)
     log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
+
+
+def source_list(sources, new) -> list:
+    """The store's ``sources`` and those of the new series, each listed once (``liqgpu live``
+    updates a store every minute from the same sources: the list would grow without end)."""
+    return list(dict.fromkeys([*sources, *(s.source for s in new)]))
 
 
 def _check_gap_after(path: Path, given: dict, t_end: int, max_gap) -> None:

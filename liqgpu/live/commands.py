@@ -184,12 +184,17 @@ def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, st
     Path(out).mkdir(parents=True, exist_ok=True)
     _loud(ctx)
     series = [(v.name, s) for v in venues for s in v.symbols]
+    # the store's minutes are applied in a process of its own, warm between minutes: the
+    # recorders here never wait for an update's interpreter lock, nor an update for them
     ls = LiveStore(store, out, series, every=every or (cfg or {}).get("every") or "1m",
                    grid=grid or (cfg or {}).get("grid"), allow_outside=not strict_grid,
-                   warmup=warmup, max_wait=max_wait)
-    recs = _recorders(venues, out, rotate, status_every, timeout, idle_timeout,
-                      on_bars=ls.on_bars, on_events=ls.on_events)
-    _run(lambda stop: [r.run(stop) for r in recs] + [ls.run(stop)])
+                   warmup=warmup, max_wait=max_wait, worker=True)
+    try:
+        recs = _recorders(venues, out, rotate, status_every, timeout, idle_timeout,
+                          on_bars=ls.on_bars, on_events=ls.on_events)
+        _run(lambda stop: [r.run(stop) for r in recs] + [ls.run(stop)])
+    finally:
+        ls.close()
     log.info("live: %d updates; latency %s", ls.applied, ls.latency())
 
 

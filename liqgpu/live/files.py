@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,7 +60,9 @@ class RotatingWriter:
     current file: files are named by their first row, rows are sorted within a file).
 
     ``add`` takes rows (dicts with ``time`` in int64 ns and the columns); ``flush`` rewrites the
-    current period's file. Memory: the rows of the current period only.
+    current period's file. Memory: the rows of the current period only. ``add``, ``flush`` and
+    ``finalize`` hold the writer's lock: the recorder flushes on a thread while its event loop
+    goes on (and may add rows).
     """
 
     def __init__(self, out, kind: str, exchange: str, symbol: str, *, rotate_ns: int,
@@ -73,6 +76,7 @@ class RotatingWriter:
         self.rows: list[dict] = []
         self.name: str | None = None
         self.dirty = False
+        self.lock = threading.RLock()
         for p in self.folder.glob(f".{self.prefix}_*.tmp"):
             p.unlink(missing_ok=True)  # a write cut short by a kill
         partials = sorted(self.folder.glob(f".{self.prefix}_*.parquet.partial"))
@@ -117,14 +121,15 @@ class RotatingWriter:
         return ns // self.rotate_ns
 
     def add(self, rows: list[dict]) -> None:
-        for r in sorted(rows, key=lambda r: r["time"]):
-            if self.rows and self._period(r["time"]) > self._period(self.rows[0]["time"]) and (
-                    self.kind != "bars" or len(self.rows) >= 2):
-                self.finalize()
-            if not self.rows:
-                self.name = f"{self.prefix}_{_stamp(r['time'])}.parquet"
-            self.rows.append(r)
-            self.dirty = True
+        with self.lock:
+            for r in sorted(rows, key=lambda r: r["time"]):
+                if self.rows and self._period(r["time"]) > self._period(
+                        self.rows[0]["time"]) and (self.kind != "bars" or len(self.rows) >= 2):
+                    self.finalize()
+                if not self.rows:
+                    self.name = f"{self.prefix}_{_stamp(r['time'])}.parquet"
+                self.rows.append(r)
+                self.dirty = True
 
     # -- files -----------------------------------------------------------------------------------
     def frame(self):
@@ -150,20 +155,22 @@ class RotatingWriter:
 
     def flush(self) -> None:
         """Rewrite the current period's file (atomic) if rows were added since the last flush."""
-        if not self.dirty or not self.rows:
-            return
-        _write(self.frame(), self._partial())
-        self.dirty = False
+        with self.lock:
+            if not self.dirty or not self.rows:
+                return
+            _write(self.frame(), self._partial())
+            self.dirty = False
 
     def finalize(self) -> None:
         """Close the current period: its file gets its final name."""
-        if not self.rows:
-            return
-        if self.dirty:
-            _write(self.frame(), self._partial())
-            self.dirty = False
-        self._finalize_path(self._partial())
-        self.rows, self.name = [], None
+        with self.lock:
+            if not self.rows:
+                return
+            if self.dirty:
+                _write(self.frame(), self._partial())
+                self.dirty = False
+            self._finalize_path(self._partial())
+            self.rows, self.name = [], None
 
     def _finalize_path(self, p: Path) -> None:
         final = p.with_name(p.name[1:-len(".partial")])

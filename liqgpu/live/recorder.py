@@ -192,10 +192,12 @@ class Recorder:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            for st in self.state.values():
-                st.bars.flush()
-                st.events.flush()
+            await asyncio.to_thread(self._flush_all)
             await asyncio.sleep(self.flush_every)
+
+    def _flush_all(self) -> None:
+        for st in self.state.values():
+            _flush(st)
 
     async def _status_loop(self) -> None:
         while True:
@@ -286,8 +288,9 @@ class Recorder:
         self._dirty.set()
         if self.on_bars:
             if self.sync_files:  # the files first: a store never holds what they lack
-                st.bars.flush()
-                st.events.flush()
+                # on a thread: the other connections' messages go on meanwhile (this one's
+                # wait, in order)
+                await asyncio.to_thread(_flush, st)
             self.on_bars(self.venue.name, st.symbol, rows, t_recv)
 
     def _prune(self, st: _SeriesState) -> None:
@@ -400,6 +403,12 @@ class Recorder:
         parts = [f"{k} last {v['last_bar']} lag {v['lag_s']}s" for k, v in s["series"].items()]
         return (f"{s['exchange']}: " + "; ".join(parts) + f"; reconnects {s['reconnects']}, "
                 f"malformed {s['malformed']}, events/min {s['events_per_min']}")
+
+
+def _flush(st: _SeriesState) -> None:
+    """Write a series' bars and events files (each writer holds its own lock meanwhile)."""
+    st.bars.flush()
+    st.events.flush()
 
 
 async def _recv(ws, timeout: float):

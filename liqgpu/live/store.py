@@ -1,24 +1,23 @@
 """``liqgpu live``: keep a store current from recorders running in the same process.
 
-Each closed bar goes through :func:`liqgpu.update.update` (exact and atomic: the store is either
-at its previous or its new state, one writer at a time under the store's lock); a minute is
-applied once every series of the store has its bar. Realized events are then binned
-(:func:`liqgpu.realized.bin_realized`) into the buckets the update rewrote or appended. A store
-that does not exist yet is estimated from the first recorded bars. On a restart, bars recorded
-but not yet applied are read back from the files and applied first, and the realized events of
-the buckets that a kill may have left unbinned (from the mark ``.STORE.live.json``) are binned
-again from the files. The recorder writes a closed bar and its events to the files before the
-store applies it, so the store never holds what the files lack.
+A minute is applied once every series of the store has its bar, through
+:class:`~.updater.WarmUpdater` (``liqgpu.update``'s exact and atomic update, one writer at a time
+under the store's lock, with what it read of the store kept warm between minutes); the realized
+events of the buckets it rewrites and appends go through the same update. ``liqgpu live`` runs
+the updates in a process of their own (:class:`~.worker.UpdateWorker`), so the recorders never
+wait for them. A store that does not exist yet is estimated from the first recorded bars. On a
+restart, bars recorded but not yet applied are read back from the files and applied first, and
+the realized events of the buckets that a kill may have left unbinned (from the mark
+``.STORE.live.json``) are binned again from the files. The recorder writes a closed bar and its
+events to the files before the store applies it, so the store never holds what the files lack.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +26,6 @@ from ..errors import InputError
 from .files import MINUTE_NS, recorded_bars, recorded_events
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _lock(store: Path):
-    """The store's lock file ``.NAME.lock`` (flock), for writes beside ``update``'s own."""
-    fd = os.open(store.parent / f".{store.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def default_grid(closes) -> str:
@@ -52,7 +39,7 @@ class LiveStore:
     """Apply closed bars of ``series`` (``[(exchange, symbol)]``) recorded in ``out`` to ``store``."""
 
     def __init__(self, store, out, series, *, every="1m", grid=None, allow_outside=True,
-                 warmup: int = 2, params=None, max_wait: int = 5):
+                 warmup: int = 2, params=None, max_wait: int = 5, worker: bool = False):
         self.store, self.out = Path(store), Path(out)
         self.keys = [f"{e}:{s}" for e, s in series]
         self.series = list(series)
@@ -70,6 +57,10 @@ class LiveStore:
         self.t_end: int | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         self._load()
+        from .worker import Applier, UpdateWorker
+
+        #: applies the minutes: here, or in a process of its own that stays warm (``worker``)
+        self.applier = UpdateWorker(self.store) if worker else Applier(self.store)
 
     # -- start -----------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -166,6 +157,10 @@ class LiveStore:
             self._take(*self.queue.get_nowait())
         await asyncio.to_thread(self.apply)
 
+    def close(self) -> None:
+        """Stop the update process (if any) once it has finished its minute."""
+        self.applier.close()
+
     # -- applying --------------------------------------------------------------------------------
     def apply(self) -> int:
         """Apply every minute that all series have; returns how many minutes were applied."""
@@ -184,25 +179,20 @@ class LiveStore:
         if late:
             log.warning("%s: %s %d+ minutes behind; applied up to %s without it", self.store,
                         ", ".join(late), self.max_wait, np.datetime64(end, "ns"))
-        from ..update import update
-
         first = self.t_end + MINUTE_NS
         series = [self._series(k, first, end) for k in self.keys]
-        old_bucket = self.bucket0
         # the events of the buckets the update rewrites and appends go through it: the store
         # holds its new bars and their events together, swapped in at once
-        ev = self._events_frame(old_bucket)
-        update(self.store, series, allow_outside=self.allow_outside, defer_cleanup=True,
-               reopen=False, realized=ev if len(ev) else None)
+        ev = self._events_frame(self.bucket0)
+        last = self.applier.update(series, allow_outside=self.allow_outside,
+                                   realized=ev if len(ev) else None)
         n = (end - first) // MINUTE_NS + 1
-        self.bucket0 = self._last_bucket()
+        self.bucket0 = self._last_bucket() if last is None else last
         self._set_mark()
         self._done(end)
         return n
 
     def _create(self) -> int:
-        import liqgpu
-
         end = min(max(p) for p in self.pending.values())
         start = min(min(p) for p in self.pending.values())
         series = [self._series(k, start, end) for k in self.keys]
@@ -211,9 +201,8 @@ class LiveStore:
         self.grid = grid
         ev = self._events_frame(start)
         kw = {"params": self.params} if self.params is not None else {}
-        ds = liqgpu.estimate(series, every=self.every, grid=grid, out=self.store, realized=ev,
-                             backend="numpy", allow_unmatched=True, **kw)
-        self.bucket0 = int(ds["time"].values[-1].astype("datetime64[ns]").view(np.int64))
+        self.bucket0 = self.applier.create(series, every=self.every, grid=grid, realized=ev,
+                                           backend="numpy", allow_unmatched=True, **kw)
         self._set_mark()
         log.info("%s: created from %d bars of %d series (grid %s, every %s)", self.store,
                  (end - start) // MINUTE_NS + 1, len(series), grid, self.every)
@@ -293,6 +282,7 @@ class LiveStore:
 
         from ..realized import bin_realized
         from ..store import _quiet_zarr
+        from ..store_atomic import store_lock
 
         g = zarr.open_group(str(self.store), mode="r")
         units = str(g["time"].attrs.get("units", ""))
@@ -313,7 +303,7 @@ class LiveStore:
                             edges=np.asarray(g["price_edges"][:]), log_left_out=False)
         from ..store.integrity import write_manifest
 
-        with _lock(self.store), _quiet_zarr():  # a repair after a kill (see startup)
+        with store_lock(self.store), _quiet_zarr():  # a repair after a kill (see startup)
             arr = zarr.open_group(str(self.store), mode="r+")["realized"]
             arr[:, b0:] = cube.astype(np.float32)
             write_manifest(self.store)  # the chunks it rewrote, with their new sizes

@@ -430,12 +430,19 @@ class ExchangeServer:
                         if tag.startswith("close:") and i in self.swap:
                             held.setdefault(i + 1, []).append((p, tag, text))
                             continue
+                        sym = tag[6:] if tag.startswith("close:") else None
+                        before = self.closed.get(sym)
+                        if sym:  # before the send: the recorder's OI request may come (on the
+                            self.closed[sym] = i  # HTTP thread) before this coroutine resumes
                         ok = await self._send(p, text)
                         if i in self.dup:
                             await self._send(p, text)
-                        if tag.startswith("close:") and ok:
-                            sym = tag[6:]
-                            self.closed[sym] = i
+                        if sym and not ok:
+                            if before is None:
+                                self.closed.pop(sym, None)
+                            else:
+                                self.closed[sym] = before
+                        if sym and ok:
                             self.sent_closes += 1
                             self.send_times[(sym, i)] = time.monotonic()
                             await self._pace(sym, i)
@@ -448,6 +455,7 @@ class ExchangeServer:
             if i == self.hold_at:  # pause here until the test says so
                 while not self.release.is_set():
                     await asyncio.sleep(0.01)
+                t0 = time.monotonic() - i * self.minute_every  # the next minute comes on time
             i += 1
             if lost:
                 await self._wait_all_connected(self.wait_connect)

@@ -204,8 +204,11 @@ def _live(srv, exchange, symbols, store, out, n, **kw):
     from liqgpu.live.store import LiveStore
 
     ls = LiveStore(store, out, [(exchange, s) for s in symbols], **kw)
-    rec = _recorder(srv, exchange, symbols, out, on_bars=ls.on_bars, on_events=ls.on_events)
-    _run([rec], lambda: (ls.t_end or 0) >= _last(n) * 10**6, timeout=60, extra=[ls.run])
+    try:
+        rec = _recorder(srv, exchange, symbols, out, on_bars=ls.on_bars, on_events=ls.on_events)
+        _run([rec], lambda: (ls.t_end or 0) >= _last(n) * 10**6, timeout=60, extra=[ls.run])
+    finally:
+        ls.close()
     return ls, rec
 
 
@@ -497,3 +500,163 @@ def test_live_store_does_not_wait_forever_for_a_lagging_series(tmp_path):
     saved = __import__("liqgpu.store", fromlist=["read_group"]).read_group(
         tmp_path / "s.zarr", "resume")[0]
     assert np.isfinite(saved["bars_close"][1][9:12]).all()
+
+
+# -- the warm update of `live` -------------------------------------------------------------------
+def _bars(rp, sym, a, b):
+    return [{"time": r["t"] * 10**6, **{c: r[c] for c in (
+        "open", "high", "low", "close", "volume", "quote_volume", "oi", "mark_high", "mark_low")}}
+        for r in rp.bars[sym][a:b]]
+
+
+def _evs(rp, sym, a, b):
+    return [{"time": e["T"] * 10**6, "exchange": rp.venue, "symbol": sym,
+             "side": "long" if e["side"] == "SELL" else "short", "price": e["price"],
+             "price_kind": "average", "qty": e["qty"], "notional": e["qty"] * e["price"]}
+            for i in range(a, b) for e in rp.minute_events(sym, i)]
+
+
+def _zarr_tree(root):
+    """Every array's values and metadata, every group's attributes (but the update time)."""
+    import zarr
+
+    from liqgpu.store import _quiet_zarr
+
+    out = {}
+    with _quiet_zarr():
+        g = zarr.open_group(str(root), mode="r")
+        for prefix, grp in [("", g)] + [(n + "/", sub) for n, sub in g.groups()]:
+            for name, arr in grp.arrays():
+                out[prefix + name] = (arr[...], json.dumps(arr.metadata.to_dict(),
+                                                           sort_keys=True, default=str))
+            at = dict(grp.attrs)
+            at.pop("updated", None)
+            out[prefix + "attrs"] = (None, json.dumps(at, sort_keys=True))
+    return out
+
+
+def _same_files(a, b, skip_attrs=("updated",)):
+    """The same files with the same bytes (the root zarr.json: the same JSON but for the
+    attributes ``skip_attrs``)."""
+    fa = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    assert fa == fb
+    for rel in fa:
+        x, y = (a / rel).read_bytes(), (b / rel).read_bytes()
+        if rel == "zarr.json":
+            x, y = json.loads(x), json.loads(y)
+            for k in skip_attrs:
+                x["attributes"].pop(k, None)
+                y["attributes"].pop(k, None)
+        assert x == y, rel
+
+
+@pytest.mark.parametrize("way", ["chunks", "dataset", "zarr"])
+def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, way):
+    """`live`'s warm update against `liqgpu.update` on copies of one store, minute after minute
+    (with and without realized events, several minutes at once, a foreign update in between):
+    the same files, byte for byte (arrays, metadata, manifest, resume state). ``chunks``: the
+    buckets straight from the engine, written chunk by chunk without zarr; ``dataset``: built
+    through make_dataset (what it does for a store holding arrays it does not know);
+    ``zarr``: written through zarr (for a layout it does not know)."""
+    import shutil
+
+    import liqgpu.live.updater as warm_mod
+    from liqgpu.live.store import LiveStore
+    from liqgpu.live.updater import WarmUpdater
+    from liqgpu.update import update
+
+    def refuse(*a, **k):
+        raise AssertionError("not this way")
+
+    consolidated = []
+    if way == "chunks":  # and the consolidated metadata without zarr
+        monkeypatch.setattr(warm_mod, "_write_region", refuse)
+        real_consolidate = warm_mod._consolidate
+        monkeypatch.setattr(warm_mod, "_consolidate", lambda *a: consolidated.append(
+            real_consolidate(*a)) or consolidated[-1])
+    elif way == "dataset":
+        monkeypatch.setattr(warm_mod, "_bucket_arrays", lambda *a, **k: None)
+    else:
+        monkeypatch.setattr(warm_mod, "_write_chunks", lambda *a, **k: False)
+
+    rp = Replay("bybit", ["BTCUSDT", "ETHUSDT"], 40, START, seed=5, event_rate=3.0)
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    ls = LiveStore(a, tmp_path / "rec", [("bybit", "BTCUSDT"), ("bybit", "ETHUSDT")])
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        ls._take(f"bybit:{sym}", _bars(rp, sym, 0, 6), 0.0)
+        ls.events += _evs(rp, sym, 0, 6)
+    assert ls.apply() == 6
+    shutil.copytree(a, b)
+    warm = WarmUpdater(b)
+    steps = [(6, 7, True), (7, 8, True), (8, 11, True), (11, 12, False), (12, 13, "foreign"),
+             (13, 14, True), (14, 15, True)]
+    for lo, hi, how in steps:
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            ls._take(f"bybit:{sym}", _bars(rp, sym, lo, hi), 0.0)
+            ls.events += _evs(rp, sym, lo, hi)
+        first, end = ls.t_end + MIN * 10**6, _last(hi) * 10**6
+        series = [ls._series(k, first, end) for k in ls.keys]
+        ev = ls._events_frame(ls.bucket0)
+        real = ev if how and len(ev) else None
+        update(a, series, allow_outside=True, reopen=False, realized=real)
+        if how == "foreign":  # another writer: the warm state must be read again
+            update(b, series, allow_outside=True, reopen=False, realized=real)
+        else:
+            got = warm.update(series, allow_outside=True, realized=real)
+            assert got == _last(hi) * 10**6
+        ls.bucket0 = ls._last_bucket()
+        ls._done(end)
+    assert warm.reloads == 2  # the first update, and after the foreign one
+    assert consolidated == ([True] * 6 if way == "chunks" else [])
+    ta, tb = _zarr_tree(a), _zarr_tree(b)
+    assert sorted(ta) == sorted(tb)
+    for k in ta:
+        assert ta[k][1] == tb[k][1], k
+        if ta[k][0] is not None:
+            np.testing.assert_array_equal(ta[k][0], tb[k][0], err_msg=k)
+    _same_files(a, b)
+    ds = __import__("liqgpu").open_store(b).load()
+    assert ds["time"].size == 15 and float(ds["realized"].sum()) > 0
+    assert ds.attrs["sources"] == ["live:bybit:BTCUSDT", "live:bybit:ETHUSDT"]  # once each
+
+
+def test_update_process_leaves_the_store_of_an_in_process_update(tmp_path, caplog):
+    """`liqgpu live`'s update process: the same store as applying in this process; its errors
+    come back as the same exceptions, its log records through this process's loggers; a dead
+    update process is one clear error."""
+    import logging
+
+    from liqgpu.live.store import LiveStore
+    from liqgpu.series import Series
+
+    rp = Replay("bybit", ["BTCUSDT", "ETHUSDT"], 20, START, seed=8, event_rate=2.0)
+    keys = [("bybit", "BTCUSDT"), ("bybit", "ETHUSDT")]
+    a = LiveStore(tmp_path / "a.zarr", tmp_path / "rec", keys, worker=True)
+    b = LiveStore(tmp_path / "b.zarr", tmp_path / "rec", keys)
+    try:
+        for lo, hi, n in [(0, 4, 4), (4, 5, 1), (5, 8, 3)]:
+            for ls in (a, b):
+                for sym in ("BTCUSDT", "ETHUSDT"):
+                    ls._take(f"bybit:{sym}", _bars(rp, sym, lo, hi), 0.0)
+                    ls.events += _evs(rp, sym, lo, hi)
+            with caplog.at_level(logging.INFO, logger="liqgpu"):
+                assert a.apply() == n
+            assert b.apply() == n
+            assert a.bucket0 == b.bucket0 == _last(hi) * 10**6
+        assert any("new bars" in r.getMessage() and r.name == "liqgpu.live.updater"
+                   for r in caplog.records)  # logged in the update process, handled here
+        _same_files(tmp_path / "a.zarr", tmp_path / "b.zarr", ("updated", "created"))
+        s = a._series("bybit:BTCUSDT", a.t_end + MIN * 10**6, a.t_end + MIN * 10**6)
+        bad = Series(s.time, s.step, {k: v for k, v in s.columns.items() if k != "oi"},
+                     exchange="bybit", symbol="BTCUSDT")
+        good = a._series("bybit:ETHUSDT", a.t_end + MIN * 10**6, a.t_end + MIN * 10**6)
+        with pytest.raises(InputError, match="differ from the store's"):
+            a.applier.update([bad, good], allow_outside=True)
+        a.applier._proc.kill()
+        a.applier._proc.join(10)
+        with pytest.raises(RuntimeError, match="update process stopped"):
+            a.applier.update([s, good], allow_outside=True)
+    finally:
+        a.close()
+        b.close()
