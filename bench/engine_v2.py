@@ -65,10 +65,10 @@ def engine_child(days: int, model: str) -> None:
     """In the subprocess: the engine alone, as ``estimate`` drives it; print JSON."""
     import numpy as np
 
-    from liqgpu.api import (DEFAULT_MEMORY_BUDGET, clock_align, resolve_every, resolve_grid,
-                            resolve_params)
     from liqgpu.model.engine import chunk_buckets_for, make_engine
     from liqgpu.model.inputs import prepare
+    from liqgpu.pipeline import (DEFAULT_MEMORY_BUDGET, clock_align, resolve_every, resolve_grid,
+                                 resolve_params)
     from liqgpu.store import chunking
     from liqgpu.synth import synthetic_series
 

@@ -15,15 +15,9 @@ import numpy as np
 from .errors import InputError  # noqa: F401 - re-exported
 from .events import REALIZED_ATTRS, EventBinner, check_matched, read_events
 from .model.grid import Grid
-from .pipeline import (DEFAULT_MEMORY_BUDGET, ORIGINS, as_series_list, clock_align,  # noqa: F401
-                       fingerprint, resolve_every, resolve_grid, resolve_params)
-from .progress import progress as _progress  # noqa: F401 - older name
-from .store.resume import resume_group  # noqa: F401 - re-exported
-from .store.writer import write_behind as _write_behind  # noqa: F401 - older name
+from .pipeline import DEFAULT_MEMORY_BUDGET, as_series_list, resolve_params
 
 log = logging.getLogger(__name__)
-
-_as_series_list = as_series_list  # older name
 
 
 def estimate(

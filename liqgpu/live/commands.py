@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def _duration_ns(text, option) -> int:
-    from ..model.params import parse_duration
+    from .._time import parse_duration
 
     ns = int(round(parse_duration(text, option=option).total_seconds() * 1e9))
     if ns <= 0:

@@ -1,6 +1,6 @@
 """Rotating Parquet files of closed bars and liquidation events, in the normalized formats of
 ``liqgpu ingest`` (series: :func:`liqgpu.io.tables.series_table`; events:
-:func:`liqgpu.io.events.make_events`).
+:func:`liqgpu.events.make_events`).
 
 Layout under the recorder's ``--out``::
 
@@ -144,7 +144,7 @@ class RotatingWriter:
                                 symbol=self.symbol, kind=self.meta["kind"],
                                 contract_size=self.meta["contract_size"],
                                 step_ns=MINUTE_NS).frame
-        from ..io.events import make_events
+        from ..events import make_events
 
         cols = {k: [r[k] for r in self.rows] for k in
                 ("time", "exchange", "symbol", "side", "price", "price_kind", "qty", "notional")}

@@ -280,9 +280,9 @@ class LiveStore:
         what was binned there before) on; ``update`` leaves the new buckets at zero."""
         import zarr
 
-        from ..realized import bin_realized
+        from ..events import bin_realized
         from ..store import _quiet_zarr
-        from ..store_atomic import store_lock
+        from ..store.atomic import store_lock
 
         g = zarr.open_group(str(self.store), mode="r")
         units = str(g["time"].attrs.get("units", ""))
@@ -310,7 +310,7 @@ class LiveStore:
 
     @staticmethod
     def _every_ns(g) -> int:
-        from ..model.params import parse_duration
+        from .._time import parse_duration
 
         return int(round(parse_duration(g.attrs["every"]).total_seconds() * 1e9))
 

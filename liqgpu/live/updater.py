@@ -83,7 +83,7 @@ class WarmUpdater:
                defer_cleanup: bool = True) -> int | None:
         """Append ``series`` (new bars of every series of the store); returns the open time (ns)
         of the store's last bucket after the update, or None when there was nothing new."""
-        from ..store_atomic import store_lock
+        from ..store.atomic import store_lock
         from ..update import _check_store
 
         path = _check_store(self.store)
@@ -144,13 +144,14 @@ class WarmUpdater:
     def _update(self, path: Path, c: _Cache, series, *, allow_outside, realized, max_gap,
                 defer_cleanup) -> int | None:
         """:func:`liqgpu.update._update` on the cached store (the same checks and numbers)."""
-        from ..api import _as_series_list, _RealizedBinner, _load_realized, fingerprint, \
-            resume_group
+        from ..events import EventBinner, read_events
+        from ..pipeline import as_series_list, fingerprint
+        from ..store.resume import resume_group
         from ..model.engine import chunk_buckets_for, make_engine
         from ..model.inputs import bucket_prices, prepare
-        from ..model.params import parse_duration
+        from .._time import parse_duration
         from ..store import chunking
-        from ..store_atomic import commit, crash_point
+        from ..store.atomic import commit, crash_point
         from ..update import (_check_gap_after, _check_grid, _check_overlap, _resumed_series,
                               source_list)
 
@@ -162,7 +163,7 @@ class WarmUpdater:
         bars_t = saved["bars_time"]
         t0, t_end = int(bars_t[0]), int(bars_t[-1])
 
-        new = _as_series_list(series)
+        new = as_series_list(series)
         given = {}
         for s in new:
             if s.name in given:
@@ -201,7 +202,7 @@ class WarmUpdater:
             _check_grid(inputs, grid, T - R)
 
         if self._xp is None:
-            from ..model.backend import resolve
+            from ..backend import resolve
 
             _, self._xp = resolve(self.backend)
         engine = make_engine(inputs, grid, n_every, xp=self._xp)
@@ -221,9 +222,9 @@ class WarmUpdater:
         attrs["sources"] = source_list(attrs.get("sources", []), new)
         binner = None
         if realized is not None and c.has_realized:
-            events = _load_realized(realized)
+            events = read_events(realized)
             if events is not None:
-                binner = _RealizedBinner(events, names, btime, inputs.step * n_every, grid.edges)
+                binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
         old_realized = None
         if binner is None and c.has_realized:  # kept where it was binned (as update does)
             old_realized = _read_bucket(path, "realized", b_first)
@@ -274,7 +275,7 @@ def _finish(root: Path, attrs: dict) -> None:
     ``zarr.consolidate_metadata`` writes, without reading the hierarchy through zarr; store.finish
     also rewrites the root once per attribute, 28 times). A hierarchy whose nodes changed goes
     through zarr."""
-    from ..integrity import write_manifest
+    from ..store.integrity import write_manifest
 
     if not _consolidate(root, attrs):
         import zarr
@@ -311,7 +312,7 @@ def _clone(path: Path) -> Path:
     """:func:`liqgpu.update._clone` (a copy of the store whose files are hard links to the
     original's, at a fresh ``.NAME.upd-*``) through ``os.scandir``: about half the CPU of
     walking with pathlib, on the ~1000 files a day-old 1-minute store holds."""
-    from ..store_atomic import temp_path
+    from ..store.atomic import temp_path
 
     dst = temp_path(path, "upd")
 
@@ -394,10 +395,10 @@ def _encode(name: str, values: np.ndarray, dtype, units: str) -> np.ndarray:
 
 
 def _realized_cube(c: _Cache, b0, b1, btime, binner, old_realized):
-    """The realized events of buckets [b0, b1), float32 (what update's ``_RealizedBinner`` adds
+    """The realized events of buckets [b0, b1), float32 (what update's ``EventBinner`` adds
     to a chunk; without events, the first rewritten bucket keeps what was binned there)."""
     if binner is not None:
-        from ..realized import bin_realized
+        from ..events import bin_realized
 
         lo = btime[b0].astype("datetime64[ns]").view(np.int64)
         hi = (btime[b1 - 1] + binner.every).astype("datetime64[ns]").view(np.int64)
@@ -425,7 +426,7 @@ def _bucket_arrays(c: _Cache, chunk, b0, b1, btime, prices, attrs, binner, old_r
     """Buckets [b0, b1) of every array with a time dim that the store holds, straight from the
     engine's chunk (the values :func:`liqgpu.store.make_dataset` puts in a dataset, without
     building one); None when the store holds an array this does not know."""
-    from ..model.params import parse_duration
+    from .._time import parse_duration
     from ..store import CUBE_VARS, PRICE_VARS, TIER_VARS, V2_TIER_VARS
 
     out, dims = {}, {}

@@ -8,7 +8,7 @@ Each adapter turns a decoded websocket message into *items*:
   (Binance ``k.x``, Bybit ``confirm``, OKX ``confirm == "1"``).
 - ``("mark", symbol, ts_ms, price)``: a mark price sample.
 - ``("oi", symbol, ts_ms, value)``: open interest in the model's units (base units, linear).
-- ``("liq", symbol, row)``: one liquidation as a normalized events row (:mod:`liqgpu.io.events`):
+- ``("liq", symbol, row)``: one liquidation as a normalized events row (:mod:`liqgpu.events`):
   the side of the liquidated *position* and the venue's price convention, as ``ingest`` keeps
   them (Binance: SELL order -> long, average fill price else order price; Bybit ``allLiquidation``:
   ``S=Buy`` -> long, bankruptcy price; OKX: ``posSide`` else sell order -> long, ``bkPx``).

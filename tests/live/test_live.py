@@ -100,7 +100,7 @@ def test_binance_bars_and_events_equal_the_replay(tmp_path):
     # rotation: final files of 20 minutes that `update --follow` and load_series read, and the
     # current period under a dot name; nothing half-written anywhere
     import liqgpu
-    from liqgpu.io.events import load_events
+    from liqgpu.events import load_events
 
     folder = series_dir(tmp_path, "bars", "binance", "BTCUSDT")
     finals = sorted(p.name for p in folder.glob("*.parquet"))

@@ -262,12 +262,9 @@ def test_estimate_command_imports_no_xarray_dask_pandas_scipy(tmp_path):
 def test_public_names_and_one_way_imports():
     import re
 
-    import liqgpu.remote
     import liqgpu.store
-    import liqgpu.store.remote
 
     assert liqgpu.open_store is liqgpu.store.open_store
-    assert liqgpu.remote.publish is liqgpu.store.remote.publish  # the documented name
     pkg = Path(liqgpu.store.__file__).parent
     for f in pkg.glob("*.py"):  # store never imports the API, the pipeline or update
         assert not re.search(r"from \.\.(api|pipeline|update|distributed|sweep)\b",
