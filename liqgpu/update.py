@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -89,15 +90,11 @@ def update(store, series, *, allow_outside: bool = False, progress: bool = False
 
 def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=None,
             defer_cleanup: bool = False, realized=None, backend: str = "auto") -> None:
-    from .pipeline import as_series_list, fingerprint
-    from .progress import progress as progress_bar
-    from .model.engine import chunk_buckets_for, make_engine
     from .model.grid import Grid
-    from .model.inputs import bucket_prices, prepare
-    from ._time import parse_duration
     from .model.registry import params_from_attrs
-    from .store import (_quiet_zarr, chunking, make_dataset, open_store, read_group,
-                        resume_group, write_behind, write_group)
+    from .progress import progress as progress_bar
+    from .store import (_quiet_zarr, make_dataset, open_store, read_group, resume_group,
+                        write_behind, write_group)
     from .store.atomic import commit, crash_point
 
     path = _check_store(path)  # again, under the lock (a writer may have just replaced it)
@@ -111,69 +108,16 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     params = params_from_attrs(attrs)
     grid = Grid(ds["price_edges"].values, attrs["grid"])
     names = [str(x) for x in ds["series"].values]
-    step_ns, R, T = int(ra["step_ns"]), int(ra["resume_step"]), int(ra["n_steps"])
-    every_ns = int(round(parse_duration(attrs["every"]).total_seconds() * 1e9))
-    n_every = every_ns // step_ns
-    bars_t = saved["bars_time"]
-    t0, t_end = int(bars_t[0]), int(bars_t[-1])
-
-    new = as_series_list(series)
-    given = {}
-    for s in new:
-        if s.name in given:
-            raise InputError(f"{s.source}: series {s.name} given twice")
-        given[s.name] = s
-    if set(given) != set(names):
-        raise InputError(
-            f"{path}: holds series {', '.join(names)}; the update gives "
-            f"{', '.join(sorted(given)) or 'none'} (give new bars for exactly the store's series)"
-        )
     kinds = [str(x) for x in ds["kind"].values]
     sizes = [float(x) for x in ds["contract_size"].values]
-    columns = ra["columns"]
-    for i, name in enumerate(names):
-        s = given[name]
-        if int(s.step / np.timedelta64(1, "ns")) != step_ns:
-            raise InputError(f"{s.source}: step {s.step} differs from the store's model step")
-        if s.kind != kinds[i] or s.contract_size != sizes[i]:
-            raise InputError(f"{s.source}: {name} is {s.kind} with contract size "
-                             f"{s.contract_size:g}; the store has {kinds[i]}, {sizes[i]:g}")
-        if sorted(s.columns) != sorted(columns[i]):
-            raise InputError(f"{s.source}: columns {sorted(s.columns)} differ from the store's "
-                             f"{sorted(columns[i])} for {name}")
-        _check_overlap(s, saved, i, t0, t_end, step_ns)
-
-    new_end = max(int(given[n].time[-1].view(np.int64)) for n in names)
-    _check_gap_after(path, given, t_end, max_gap)
-    if new_end <= t_end:
-        log.info("%s: no bars after the stored end; nothing to do", path)
+    run = resumed_run(path, series, saved=saved, ra=ra, attrs=attrs, params=params, grid=grid,
+                      names=names, kinds=kinds, sizes=sizes, allow_outside=allow_outside,
+                      max_gap=max_gap, backend=backend)
+    if run is None:
         return
-    T_new = (new_end - t0) // step_ns + 1
-    resumed = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, R, T, T_new)
-               for i, n in enumerate(names)]
-    oi_prev = [np.nan if x is None else x for x in ra["oi_prev"]]
-    inputs = prepare(resumed, params, oi_prev=oi_prev)
-    if not allow_outside:
-        _check_grid(inputs, grid, T - R)
-
-    from .backend import resolve
-
-    _, xp = resolve(backend)
-    engine = make_engine(inputs, grid, n_every, xp=xp)
-    engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
-                      step_offset=R)
-    tc, pc = chunking(grid.n_bins, params.n_out, engine.n_buckets)
-    cb = chunk_buckets_for(len(names), engine.ncell, n_every, budget_bytes=256 * 2**20,
-                           multiple=tc)
-    b_first = R // n_every  # the store's bucket that this run's bucket 0 rewrites
-    prices = bucket_prices(resumed, inputs.time, n_every)
-    btime = inputs.time[::n_every]
-    # the whole history's fingerprint: the same as estimating it at once would give
-    full = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, 0, T, T_new)
-            for i, n in enumerate(names)]
-    attrs["fingerprint"] = fingerprint(full, params, grid, n_every)
-    attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    attrs["sources"] = source_list(attrs.get("sources", []), new)
+    (inputs, engine, cb, n_every, b_first, prices, btime, full, attrs, R, T, T_new) = (
+        run.inputs, run.engine, run.cb, run.n_every, run.b_first, run.prices, run.btime,
+        run.full, run.attrs, run.R, run.T, run.T_new)
     meta = {k: ds[k].values for k in ("exchange", "symbol", "kind", "contract_size")}
     old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
     binner = None
@@ -224,6 +168,101 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
         if not committed:
             shutil.rmtree(clone, ignore_errors=True)
     log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
+
+
+@dataclass
+class ResumedRun:
+    """What an update computes from the store's saved state and the new bars, before writing."""
+
+    inputs: object
+    engine: object
+    cb: int
+    n_every: int
+    b_first: int  # the store's bucket that the run's bucket 0 rewrites
+    prices: dict
+    btime: np.ndarray
+    full: list  # every bar of every series: the history's fingerprint and resume group
+    attrs: dict  # the store's attributes after the update
+    R: int  # the saved run's step the engine resumes at
+    T: int  # steps in the store before the update
+    T_new: int  # steps after it
+
+
+def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, params, grid,
+                names: list, kinds: list, sizes: list, allow_outside: bool, max_gap,
+                backend="auto", xp=None) -> ResumedRun | None:
+    """The update's checks and its engine, resumed from the saved state (shared by
+    :func:`update` and the warm updater of ``liqgpu live``). None when no bar is new."""
+    from ._time import parse_duration
+    from .model.engine import chunk_buckets_for, make_engine
+    from .model.inputs import bucket_prices, prepare
+    from .pipeline import as_series_list, fingerprint
+    from .store import chunking
+
+    step_ns, R, T = int(ra["step_ns"]), int(ra["resume_step"]), int(ra["n_steps"])
+    every_ns = int(round(parse_duration(attrs["every"]).total_seconds() * 1e9))
+    n_every = every_ns // step_ns
+    bars_t = saved["bars_time"]
+    t0, t_end = int(bars_t[0]), int(bars_t[-1])
+    new = as_series_list(series)
+    given = {}
+    for s in new:
+        if s.name in given:
+            raise InputError(f"{s.source}: series {s.name} given twice")
+        given[s.name] = s
+    if set(given) != set(names):
+        raise InputError(
+            f"{path}: holds series {', '.join(names)}; the update gives "
+            f"{', '.join(sorted(given)) or 'none'} (give new bars for exactly the store's series)"
+        )
+    columns = ra["columns"]
+    for i, name in enumerate(names):
+        s = given[name]
+        if int(s.step / np.timedelta64(1, "ns")) != step_ns:
+            raise InputError(f"{s.source}: step {s.step} differs from the store's model step")
+        if s.kind != kinds[i] or s.contract_size != sizes[i]:
+            raise InputError(f"{s.source}: {name} is {s.kind} with contract size "
+                             f"{s.contract_size:g}; the store has {kinds[i]}, {sizes[i]:g}")
+        if sorted(s.columns) != sorted(columns[i]):
+            raise InputError(f"{s.source}: columns {sorted(s.columns)} differ from the store's "
+                             f"{sorted(columns[i])} for {name}")
+        _check_overlap(s, saved, i, t0, t_end, step_ns)
+
+    new_end = max(int(given[n].time[-1].view(np.int64)) for n in names)
+    _check_gap_after(path, given, t_end, max_gap)
+    if new_end <= t_end:
+        log.info("%s: no bars after the stored end; nothing to do", path)
+        return None
+    T_new = (new_end - t0) // step_ns + 1
+    resumed = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, R, T, T_new)
+               for i, n in enumerate(names)]
+    oi_prev = [np.nan if x is None else x for x in ra["oi_prev"]]
+    inputs = prepare(resumed, params, oi_prev=oi_prev)
+    if not allow_outside:
+        _check_grid(inputs, grid, T - R)
+
+    if xp is None:
+        from .backend import resolve
+
+        _, xp = resolve(backend)
+    engine = make_engine(inputs, grid, n_every, xp=xp)
+    engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
+                      step_offset=R)
+    tc, pc = chunking(grid.n_bins, params.n_out, engine.n_buckets)
+    cb = chunk_buckets_for(len(names), engine.ncell, n_every, budget_bytes=256 * 2**20,
+                           multiple=tc)
+    b_first = R // n_every  # the store's bucket that this run's bucket 0 rewrites
+    prices = bucket_prices(resumed, inputs.time, n_every)
+    btime = inputs.time[::n_every]
+    # the whole history's fingerprint: the same as estimating it at once would give
+    full = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, 0, T, T_new)
+            for i, n in enumerate(names)]
+    attrs = dict(attrs)
+    attrs["fingerprint"] = fingerprint(full, params, grid, n_every)
+    attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    attrs["sources"] = source_list(attrs.get("sources", []), new)
+    return ResumedRun(inputs, engine, cb, n_every, b_first, prices, btime, full, attrs, R, T,
+                      T_new)
 
 
 def source_list(sources, new) -> list:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -145,81 +144,24 @@ class WarmUpdater:
                 defer_cleanup) -> int | None:
         """:func:`liqgpu.update._update` on the cached store (the same checks and numbers)."""
         from ..events import EventBinner, read_events
-        from ..pipeline import as_series_list, fingerprint
-        from ..store.resume import resume_group
-        from ..model.engine import chunk_buckets_for, make_engine
-        from ..model.inputs import bucket_prices, prepare
-        from .._time import parse_duration
-        from ..store import chunking
         from ..store.atomic import commit, crash_point
-        from ..update import (_check_gap_after, _check_grid, _check_overlap, _resumed_series,
-                              source_list)
+        from ..store.resume import resume_group
+        from ..update import resumed_run
 
-        saved, ra, attrs_old = c.saved, c.ra, c.attrs
+        saved, ra = c.saved, c.ra
         names, grid, params = c.names, c.grid, c.params
-        step_ns, R, T = int(ra["step_ns"]), int(ra["resume_step"]), int(ra["n_steps"])
-        every_ns = int(round(parse_duration(attrs_old["every"]).total_seconds() * 1e9))
-        n_every = every_ns // step_ns
-        bars_t = saved["bars_time"]
-        t0, t_end = int(bars_t[0]), int(bars_t[-1])
-
-        new = as_series_list(series)
-        given = {}
-        for s in new:
-            if s.name in given:
-                raise InputError(f"{s.source}: series {s.name} given twice")
-            given[s.name] = s
-        if set(given) != set(names):
-            raise InputError(
-                f"{path}: holds series {', '.join(names)}; the update gives "
-                f"{', '.join(sorted(given)) or 'none'} (give new bars for exactly the store's "
-                f"series)")
-        columns = ra["columns"]
-        for i, name in enumerate(names):
-            s = given[name]
-            if int(s.step / np.timedelta64(1, "ns")) != step_ns:
-                raise InputError(f"{s.source}: step {s.step} differs from the store's model step")
-            if s.kind != c.kinds[i] or s.contract_size != c.sizes[i]:
-                raise InputError(f"{s.source}: {name} is {s.kind} with contract size "
-                                 f"{s.contract_size:g}; the store has {c.kinds[i]}, "
-                                 f"{c.sizes[i]:g}")
-            if sorted(s.columns) != sorted(columns[i]):
-                raise InputError(f"{s.source}: columns {sorted(s.columns)} differ from the "
-                                 f"store's {sorted(columns[i])} for {name}")
-            _check_overlap(s, saved, i, t0, t_end, step_ns)
-
-        new_end = max(int(given[n].time[-1].view(np.int64)) for n in names)
-        _check_gap_after(path, given, t_end, max_gap)
-        if new_end <= t_end:
-            log.info("%s: no bars after the stored end; nothing to do", path)
-            return None
-        T_new = (new_end - t0) // step_ns + 1
-        resumed = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, R, T, T_new)
-                   for i, n in enumerate(names)]
-        oi_prev = [np.nan if x is None else x for x in ra["oi_prev"]]
-        inputs = prepare(resumed, params, oi_prev=oi_prev)
-        if not allow_outside:
-            _check_grid(inputs, grid, T - R)
-
         if self._xp is None:
             from ..backend import resolve
 
             _, self._xp = resolve(self.backend)
-        engine = make_engine(inputs, grid, n_every, xp=self._xp)
-        engine.load_state({k[len("state_"):]: v for k, v in saved.items()
-                           if k.startswith("state_")}, step_offset=R)
-        tc, _pc = chunking(grid.n_bins, params.n_out, engine.n_buckets)
-        cb = chunk_buckets_for(len(names), engine.ncell, n_every, budget_bytes=256 * 2**20,
-                               multiple=tc)
-        b_first = R // n_every
-        prices = bucket_prices(resumed, inputs.time, n_every)
-        btime = inputs.time[::n_every]
-        full = [_resumed_series(given[n], saved, i, columns[i], t0, step_ns, 0, T, T_new)
-                for i, n in enumerate(names)]
-        attrs = dict(attrs_old)
-        attrs["fingerprint"] = fingerprint(full, params, grid, n_every)
-        attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        attrs["sources"] = source_list(attrs.get("sources", []), new)
+        run = resumed_run(path, series, saved=saved, ra=ra, attrs=c.attrs, params=params,
+                          grid=grid, names=names, kinds=c.kinds, sizes=c.sizes,
+                          allow_outside=allow_outside, max_gap=max_gap, xp=self._xp)
+        if run is None:
+            return None
+        (inputs, engine, cb, n_every, b_first, prices, btime, full, attrs, R, T, T_new) = (
+            run.inputs, run.engine, run.cb, run.n_every, run.b_first, run.prices, run.btime,
+            run.full, run.attrs, run.R, run.T, run.T_new)
         binner = None
         if realized is not None and c.has_realized:
             events = read_events(realized)
@@ -625,14 +567,9 @@ def _write_resume(root: Path, arrays: dict, attrs: dict) -> None:
     from zarr.core.sync import sync
 
     from ..store import FLAT_KEYS, _quiet_zarr, compressors
+    from ..store.resume import pack_arrays
 
-    layout, packs = [], {}
-    for k, v in arrays.items():
-        v = np.asarray(v)
-        parts = packs.setdefault(v.dtype.str, [])
-        offset = sum(p.size for p in parts)
-        layout.append([k, v.dtype.str, list(v.shape), int(offset)])
-        parts.append(v.ravel())
+    layout, packs = pack_arrays(arrays)
     sub = root / "resume"
     shutil.rmtree(sub, ignore_errors=True)
 
@@ -640,8 +577,7 @@ def _write_resume(root: Path, arrays: dict, attrs: dict) -> None:
         await open_group(store=str(sub), mode="w-", zarr_format=3,
                          attributes={**attrs, "layout": layout})
 
-        async def one(dt, parts):
-            flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
+        async def one(dt, flat):
             a = await create_array(store=str(sub), name=f"pack_{np.dtype(dt).name}",
                                    shape=flat.shape, dtype=flat.dtype,
                                    chunks=(max(flat.size, 1),), compressors=compressors(),
@@ -649,7 +585,7 @@ def _write_resume(root: Path, arrays: dict, attrs: dict) -> None:
             if flat.size:
                 await a.setitem(Ellipsis, flat)
 
-        await asyncio.gather(*[one(dt, parts) for dt, parts in packs.items()])
+        await asyncio.gather(*[one(dt, flat) for dt, flat in packs.items()])
 
     with _quiet_zarr():
         sync(write())

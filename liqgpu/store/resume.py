@@ -9,6 +9,19 @@ import numpy as np
 from ..errors import InputError
 from .layout import FLAT_KEYS, _quiet_zarr, compressors
 
+def pack_arrays(arrays: dict) -> tuple[list, dict]:
+    """Named arrays packed one flat array per dtype: ``layout`` (name, dtype, shape, offset of
+    each) and ``{dtype: flat array}`` (what :func:`write_group` stores as ``pack_<dtype>``)."""
+    layout, parts = [], {}
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        same = parts.setdefault(v.dtype.str, [])
+        layout.append([k, v.dtype.str, list(v.shape), int(sum(p.size for p in same))])
+        same.append(v.ravel())
+    return layout, {dt: (np.concatenate(p) if p else np.zeros(0, dtype=dt))
+                    for dt, p in parts.items()}
+
+
 def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
     """Write (or replace) a sub-group holding named arrays and attributes.
 
@@ -19,20 +32,13 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
     import zarr
 
     comp = compressors()
-    layout, packs = [], {}
-    for k, v in arrays.items():
-        v = np.asarray(v)
-        parts = packs.setdefault(v.dtype.str, [])
-        offset = sum(p.size for p in parts)
-        layout.append([k, v.dtype.str, list(v.shape), int(offset)])
-        parts.append(v.ravel())
+    layout, packs = pack_arrays(arrays)
     with _quiet_zarr():
         g = zarr.open_group(str(root), mode="r+")
         if name in g:
             del g[name]
         sub = g.create_group(name)
-        for dt, parts in packs.items():
-            flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
+        for dt, flat in packs.items():
             a = sub.create_array(f"pack_{np.dtype(dt).name}", shape=flat.shape, dtype=flat.dtype,
                                  chunks=(max(flat.size, 1),), compressors=comp,
                                  chunk_key_encoding=FLAT_KEYS)
