@@ -155,7 +155,10 @@ class StoreWriter:
         root = zarr.create_group(str(self.tmp), zarr_format=3, attributes=self.layout.attrs)
         arrays = {}
         for k, spec in self._specs.items():
-            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS, **spec)
+            # all-fill chunks are not stored (zarr's default, said here for every array):
+            # the price-grid arrays' fill is 0, so the bins a series never reaches cost nothing
+            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS,
+                                  config={"write_empty_chunks": False}, **spec)
             data = self.layout[k].data
             if not isinstance(data, _Lazy):
                 a[...] = _encode(data)

@@ -11,6 +11,7 @@ import pytest
 import liqgpu
 from liqgpu import pipeline
 from liqgpu.store.integrity import MANIFEST
+from liqgpu.update import update
 
 
 def fleet(n=5, days=3):
@@ -121,6 +122,73 @@ def test_update_after_a_grouped_run_equals_a_full_estimate(tmp_path):
     out = tmp_path / "s.zarr"
     liqgpu.estimate(head, every="1h", backend="numpy", out=out, grid=grid, chunk_buckets=24,
                     memory_budget=1)  # one series a group
-    liqgpu.update(out, ss)
+    update(out, ss)
     ref = liqgpu.estimate(ss, every="1h", backend="numpy", grid=grid, chunk_buckets=24)
     assert_same(liqgpu.open_store(out), ref)
+
+
+def far_apart(days=3):
+    from liqgpu.series import from_frame
+    from liqgpu.synth import synthetic_frame
+
+    a = liqgpu.synthetic_series(days=days, step="5min", seed=1, exchange="ex", symbol="BTC")
+    df = synthetic_frame(days=days, step="5min", seed=2, price=600.0)
+    df["exchange"], df["symbol"] = "ex", "SOL"
+    return [a, from_frame(df)]
+
+
+def test_chunks_a_series_never_reaches_are_not_stored(tmp_path):
+    import zarr
+
+    ss = far_apart()
+    out = tmp_path / "far.zarr"
+    liqgpu.estimate(ss, every="1h", backend="numpy", out=out)
+    ref = liqgpu.estimate(ss, every="1h", backend="numpy")
+    ds = liqgpu.open_store(out)
+    for v in ("intensity", "liquidated"):  # read back: zeros where nothing was stored
+        np.testing.assert_array_equal(ds[v].values, ref[v].values)
+    a = zarr.open_array(str(out / "intensity"), mode="r")
+    assert a.fill_value == 0
+    n_t, n_p = (-(-a.shape[k] // a.chunks[k]) for k in (1, 2))
+    assert n_p >= 4  # the grid spans both prices
+    stored = {tuple(int(x) for x in p.name.split(".")[1:3]) for p in (out / "intensity").glob("c.*")}
+    for i in range(2):
+        cube = ref["intensity"].values[i]
+        reached = {(t, j) for t in range(n_t) for j in range(n_p)
+                   if np.any(cube[t * a.chunks[1]:(t + 1) * a.chunks[1],
+                                  j * a.chunks[2]:(j + 1) * a.chunks[2]])}
+        mine = {(t, j) for s, t, j in ((int(p.name.split(".")[1]), *map(int, p.name.split(".")[2:4]))
+                                       for p in (out / "intensity").glob("c.*")) if s == i}
+        assert mine == reached
+        assert len(mine) < n_t * n_p / 2  # most of the grid is far from this series
+    assert stored
+    manifest = json.loads((out / MANIFEST).read_text())["arrays"]["intensity"]
+    assert len(manifest) == len(list((out / "intensity").glob("c.*")))
+    report = liqgpu.store.integrity.verify(out)
+    assert report["manifest"]
+    # xarray without liqgpu reads the same
+    import xarray as xr
+
+    raw = xr.open_zarr(out)
+    np.testing.assert_array_equal(raw["intensity"].values, ref["intensity"].values)
+
+
+def test_update_of_a_sparse_store_leaves_no_stale_chunk(tmp_path):
+    ss = far_apart(days=3)
+    grid = pipeline.plan(ss, pipeline.resolve_params(None, None), every="1h",
+                         backend="numpy").grid.spec
+    out = tmp_path / "far.zarr"
+    liqgpu.estimate([s.slice(0, len(s) - 250) for s in ss], every="1h", backend="numpy",
+                    out=out, grid=grid)
+    update(out, ss)
+    ref = liqgpu.estimate(ss, every="1h", backend="numpy", grid=grid)
+    got = liqgpu.open_store(out)
+    assert_same(got, ref)
+    for v in ("intensity", "liquidated"):
+        np.testing.assert_array_equal(got[v].values, ref[v].values)
+    liqgpu.store.integrity.verify(out)
+    # a fresh store of the whole history stores the same chunk keys
+    fresh = tmp_path / "fresh.zarr"
+    liqgpu.estimate(ss, every="1h", backend="numpy", out=fresh, grid=grid)
+    for v in ("intensity", "liquidated"):
+        assert {p.name for p in (out / v).glob("c.*")} == {p.name for p in (fresh / v).glob("c.*")}
