@@ -174,6 +174,9 @@ class Plan:
     meta: dict
     dtype: object = np.float32
     resume: dict = field(default_factory=dict)
+    #: series groups ``(s0, s1)`` that :func:`run_to_store` runs one after another, each over
+    #: the whole time range, so one time chunk holds one group's cubes (see :func:`series_groups`)
+    groups: list = field(default_factory=list)
 
     @property
     def n_buckets(self) -> int:
@@ -227,6 +230,8 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     # whole zarr chunks, as distributed tasks use: v2's churn makes rounding follow the chunks,
     # so both paths cut the time axis the same way and agree bit for bit
     cb = max(tc, -(-int(cb) // tc) * tc)
+    groups = series_groups(engine, inputs.n_series, cb, g.n_bins, params.n_out, dtype,
+                           memory_budget)
     prices = bucket_prices(series, inputs.time, n_every)
     btime = inputs.time[:: n_every]
     attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
@@ -240,12 +245,40 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
         "contract_size": [s.contract_size for s in series],
     }
     log.info("estimating %d series x %d steps (every %d) with model %s on %d bins x %d tiers "
-             "(%d leverage cells) with %s, %d buckets per chunk", inputs.n_series,
-             inputs.n_steps, n_every, params.model, g.n_bins, params.n_tiers, params.n_out, name,
-             cb)
+             "(%d leverage cells) with %s, %d buckets per chunk, %d series group(s)",
+             inputs.n_series, inputs.n_steps, n_every, params.model, g.n_bins, params.n_tiers,
+             params.n_out, name, cb, len(groups))
     return Plan(series=series, params=params, inputs=inputs, grid=g, n_every=n_every,
                 engine=engine, tc=tc, pc=pc, chunk_buckets=cb, prices=prices, btime=btime,
-                attrs=attrs, meta=meta, dtype=dtype)
+                attrs=attrs, meta=meta, dtype=dtype, groups=groups)
+
+
+def chunk_cube_bytes(n_series: int, chunk_buckets: int, n_bins: int, n_out: int, dtype) -> int:
+    """Bytes of one time chunk's output cubes (``intensity`` and ``liquidated``) on the whole
+    grid: what a store run holds per chunk in flight (computed, queued, being written)."""
+    return 2 * n_series * chunk_buckets * n_bins * n_out * 2 * np.dtype(dtype).itemsize
+
+
+def series_groups(engine, n_series: int, chunk_buckets: int, n_bins: int, n_out: int, dtype,
+                  budget: int) -> list[tuple[int, int]]:
+    """Consecutive series groups ``(s0, s1)`` whose chunk cubes fit ``budget`` (at least one
+    series a group; one group when all fit). The chunk length stays the whole run's, so every
+    group cuts time as a one-group run does and the store is the same bit for bit. Only the
+    per-series engines (numpy) split; a batched (GPU) engine runs as one group.
+
+    Examples
+    --------
+    >>> from liqgpu.model.engine import SeriesEngines
+    >>> eng = SeriesEngines.__new__(SeriesEngines)
+    >>> series_groups(eng, 5, 24, 100, 5, np.float32, budget=3 * 2 * 24 * 100 * 5 * 2 * 4)
+    [(0, 3), (3, 5)]
+    """
+    from .model.engine import SeriesEngines
+
+    per = chunk_cube_bytes(1, chunk_buckets, n_bins, n_out, dtype)
+    size = n_series if not isinstance(engine, SeriesEngines) else \
+        max(1, min(n_series, int(budget) // max(per, 1)))
+    return [(s0, min(s0 + size, n_series)) for s0 in range(0, n_series, size)]
 
 
 def run_in_memory(p: Plan, *, progress: bool = False, binner=None, realized_attrs=None):
@@ -301,39 +334,83 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
     """Run ``p`` into a new store at ``out`` (atomically, under its lock) with the direct
     writer; compression runs on the write-behind thread while the engine computes.
 
+    The series run in ``p.groups``, one group after another over the whole time range, each
+    (group, time chunk) written as a region of the full-shape arrays: memory holds one group's
+    chunk cubes, and the store is the one a single group writes, bit for bit (the resume state
+    numbered as one engine over every series numbers it; ``realized`` binned in its own pass
+    over the same time chunks when there are several groups).
+
     Returns the store's :class:`~liqgpu.store.layout.Layout` (sizes and attributes as written).
     """
+    from .model.engine import chunk_edges
     from .store.resume import resume_group
     from .store.writer import Group, Part, StoreWriter, write_behind
 
     layout = store_layout(p, realized_attrs=realized_attrs if binner is not None else None)
     names = [v for v in layout.data_vars if v in CHUNK_VARS]
     last, nb = p.last, p.n_buckets
+    groups = p.groups or [(0, p.inputs.n_series)]
+    one = len(groups) == 1
+    states: dict = {}
+
+    def capture(gi, eng):
+        if one:
+            p.capture(eng)
+        else:
+            states.setdefault(gi, eng.state_arrays())
+
+    def state():
+        if one:
+            return p.resume["state"]
+        return _merge_group_states([states[gi] for gi in range(len(groups))], groups,
+                                   ncell=p.engine.ncell, B=p.engine.B)
 
     def resume_part():
-        return Group("resume", *resume_group(p.series, p.inputs.step, p.resume["state"],
-                                             last * p.n_every))
+        return Group("resume", *resume_group(p.series, p.inputs.step, state(), last * p.n_every))
+
+    edges = chunk_edges(nb, p.chunk_buckets, last)
 
     def parts():
-        for chunk in p.chunks(progress):
-            arrays = {v: getattr(chunk, v) for v in names}
-            if binner is not None:
-                arrays["realized"] = binner.cube(chunk.b0, chunk.b1)
-                if chunk.b1 == nb:
-                    layout.attrs["realized_summary"] = binner.finish()
-            yield Part(chunk.b0, chunk.b1, arrays)
-            if chunk.b1 == last:  # the engine stands before the last bucket: the resume state,
-                # written while the last bucket is computed
-                p.capture(p.engine)
-                yield resume_part()
+        for gi, (s0, s1) in enumerate(groups):
+            eng = p.engine if one else p.engine.group(s0, s1)
+            for chunk in eng.run(p.chunk_buckets,
+                                 on_bucket=(last, lambda e, gi=gi: capture(gi, e))):
+                arrays = {v: getattr(chunk, v) for v in names}
+                if binner is not None and one:
+                    arrays["realized"] = binner.cube(chunk.b0, chunk.b1)
+                    if chunk.b1 == nb:
+                        layout.attrs["realized_summary"] = binner.finish()
+                yield Part(chunk.b0, chunk.b1, arrays, s0=s0)
+                if chunk.b1 == last:  # the engine stands before the last bucket
+                    capture(gi, eng)
+                    if gi == len(groups) - 1:  # the resume state, written while the last
+                        yield resume_part()  # bucket is computed
         if last == 0:
             yield resume_part()
+        if binner is not None and not one:  # every series' events at once, chunk by chunk
+            for b0, b1 in edges:
+                yield Part(b0, b1, {"realized": binner.cube(b0, b1)})
+            layout.attrs["realized_summary"] = binner.finish()
 
+    n_parts = len(edges) * len(groups) + 1 + (len(edges) if binner is not None and not one else 0)
     with StoreWriter(out, overwrite=overwrite, tc=p.tc, pc=p.pc) as w:
         w.start(layout)
-        write_behind(parts(), w.write)
+        write_behind(progress_bar(parts(), n_parts, progress), w.write)
         w.commit()
     return layout
+
+
+def _merge_group_states(states: list[dict], groups: list, *, ncell: int, B: int) -> dict:
+    """The live positions of series groups (each numbered from its own series 0), numbered as
+    one engine over every series numbers them (:func:`~liqgpu.model.engine.merge_states`)."""
+    out = []
+    for st, (s0, _s1) in zip(states, groups):
+        st = dict(st)
+        st["cell"] = st["cell"] + int(s0) * int(ncell)
+        st["kd"] = st["kd"] + int(s0) * 2 * int(B)
+        st["series"] = st["series"] + int(s0)
+        out.append(st)
+    return {k: np.concatenate([st[k] for st in out]) for k in out[0]}
 
 
 #: the engine's per-chunk variables, as named in stores

@@ -199,6 +199,15 @@ class SeriesEngines:
     def peak_live(self) -> int:
         return sum(e.peak_live for e in self.engines)  # an upper bound of the joint peak
 
+    def group(self, s0: int, s1: int) -> "SeriesEngines":
+        """Series ``[s0, s1)`` as a SeriesEngines of their own (the same engines, not copies),
+        numbered from 0: a fleet run in series groups holds one group's chunk cubes at a time."""
+        import copy
+
+        g = copy.copy(self)
+        g.engines, g.spans = self.engines[s0:s1], self.spans[s0:s1]
+        return g
+
     def run(self, chunk_buckets: int, *, on_bucket=None):
         """As :meth:`Engine.run`, with the series stacked in each :class:`ChunkResult`."""
         cut, fn = on_bucket if on_bucket is not None else (None, None)

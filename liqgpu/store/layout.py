@@ -328,14 +328,22 @@ def compressors(kind: str = "blosc") -> tuple:
     return (ZstdCodec(level=0), Crc32cCodec())  # zarr's default compressor
 
 
+#: the variables on the price grid: zarr's fill value 0, and chunks all 0 are not stored (a
+#: series' bins far from its prices cost nothing; readers see zeros there, as zarr defines).
+#: Their ``_FillValue`` attribute stays NaN, so xarray masks nothing.
+SPARSE_VARS = CUBE_VARS + ("realized",)
+
+
 def encoding_for(ds, tc: int, pc: int) -> dict:
     comp = compressors()
     enc = {}
     K = ds.sizes["leverage"]
     for v in CUBE_VARS:
-        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": comp}
+        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": comp, "fill_value": 0.0,
+                  "write_empty_chunks": False}
     if "realized" in ds:
-        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": comp}
+        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": comp, "fill_value": 0.0,
+                           "write_empty_chunks": False}
     for v in TIER_VARS + V2_TIER_VARS:
         if v in ds:
             enc[v] = {"chunks": (1, max(tc, 256), K, 2), "compressors": comp}
@@ -380,7 +388,7 @@ def zarr_specs(ds: Layout, tc: int, pc: int) -> dict:
             dtype = np.dtype(np.int64)
             attrs.update(TIME_UNITS)
         elif dtype.kind == "f":
-            fill = np.nan
+            fill = 0.0 if k in SPARSE_VARS else np.nan
             attrs["_FillValue"] = _NAN_FILL
         e = enc[k]
         chunks = e.get("chunks") or tuple(max(n, 1) for n in v.shape)

@@ -68,12 +68,13 @@ def _encode(data):
 
 
 class Part:
-    """Buckets ``[b0, b1)`` of the time-chunked variables (name -> array, time on axis 1)."""
+    """Buckets ``[b0, b1)`` of the time-chunked variables (name -> array, time on axis 1) of
+    the series from ``s0`` on (as many as the arrays' first axis holds)."""
 
-    __slots__ = ("b0", "b1", "arrays")
+    __slots__ = ("b0", "b1", "arrays", "s0")
 
-    def __init__(self, b0: int, b1: int, arrays: dict):
-        self.b0, self.b1, self.arrays = int(b0), int(b1), arrays
+    def __init__(self, b0: int, b1: int, arrays: dict, s0: int = 0):
+        self.b0, self.b1, self.arrays, self.s0 = int(b0), int(b1), arrays, int(s0)
 
 
 class Group:
@@ -154,7 +155,10 @@ class StoreWriter:
         root = zarr.create_group(str(self.tmp), zarr_format=3, attributes=self.layout.attrs)
         arrays = {}
         for k, spec in self._specs.items():
-            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS, **spec)
+            # all-fill chunks are not stored (zarr's default, said here for every array):
+            # the price-grid arrays' fill is 0, so the bins a series never reaches cost nothing
+            a = root.create_array(k, chunk_key_encoding=FLAT_KEYS,
+                                  config={"write_empty_chunks": False}, **spec)
             data = self.layout[k].data
             if not isinstance(data, _Lazy):
                 a[...] = _encode(data)
@@ -174,27 +178,28 @@ class StoreWriter:
                 write_group(self.tmp, part.name, part.arrays, part.attrs)
                 return
             for k, data in part.arrays.items():
-                self._put(k, part.b0, part.b1, data)
+                self._put(k, part.b0, part.b1, data, part.s0)
 
-    def _put(self, k: str, b0: int, b1: int, data) -> None:
+    def _put(self, k: str, b0: int, b1: int, data, s0: int = 0) -> None:
         a = self._arrays[k]
         c, n = self._specs[k]["chunks"][1], self._specs[k]["shape"][1]
+        rows = slice(s0, s0 + data.shape[0])  # one series a chunk: groups never share one
         for r in range(b0 // c, -(-b1 // c)):
             r0, r1 = r * c, min((r + 1) * c, n)
             lo, hi = max(b0, r0), min(b1, r1)
             piece = data[:, lo - b0:hi - b0]
             if lo == r0 and hi == r1:  # whole chunks: straight to zarr
-                a[:, lo:hi] = piece
+                a[rows, lo:hi] = piece
                 continue
-            buf = self._rows.get((k, r))
+            buf = self._rows.get((k, r, s0))
             if buf is None:
-                buf = self._rows[(k, r)] = [np.empty((data.shape[0], r1 - r0) + data.shape[2:],
-                                                     dtype=data.dtype), 0]
+                buf = self._rows[(k, r, s0)] = [np.empty((data.shape[0], r1 - r0)
+                                                         + data.shape[2:], dtype=data.dtype), 0]
             buf[0][:, lo - r0:hi - r0] = piece
             buf[1] += hi - lo
             if buf[1] == r1 - r0:  # the chunk row is complete
-                a[:, r0:r1] = buf[0]
-                del self._rows[(k, r)]
+                a[rows, r0:r1] = buf[0]
+                del self._rows[(k, r, s0)]
 
     def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
         """Plain zarr arrays in a sub-group (the resume state of an updatable store)."""
@@ -208,7 +213,7 @@ class StoreWriter:
         try:
             if self._rows:
                 raise RuntimeError(f"{self.path}: buckets missing from the store "
-                                   f"({sorted(k for k, _ in self._rows)})")
+                                   f"({sorted({key[0] for key in self._rows})})")
             finish(self.tmp, self.layout.attrs if self.layout is not None else None)
             if self.path.exists() and not self.overwrite:
                 raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
