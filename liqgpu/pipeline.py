@@ -385,6 +385,8 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
                     capture(gi, eng)
                     if gi == len(groups) - 1:  # the resume state, written while the last
                         yield resume_part()  # bucket is computed
+            if not one:  # its resume state is kept: its engines' positions are not needed
+                eng.drop_state()
         if last == 0:
             yield resume_part()
         if binner is not None and not one:  # every series' events at once, chunk by chunk

@@ -208,6 +208,14 @@ class SeriesEngines:
         g.engines, g.spans = self.engines[s0:s1], self.spans[s0:s1]
         return g
 
+    def drop_state(self) -> None:
+        """After the last chunk: forget every engine's live positions and buffers (a fleet run
+        in series groups keeps only the resume state of a finished group, not its engines')."""
+        for e in self.engines:
+            e.state = State.empty(e.xp)
+            e.__dict__.pop("_statebufs", None)
+            e.__dict__.pop("_cubes", None)
+
     def run(self, chunk_buckets: int, *, on_bucket=None):
         """As :meth:`Engine.run`, with the series stacked in each :class:`ChunkResult`."""
         cut, fn = on_bucket if on_bucket is not None else (None, None)
