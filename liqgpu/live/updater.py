@@ -38,17 +38,11 @@ _MS_UNITS = "milliseconds since 1970-01-01"
 
 
 def _key(path: Path) -> tuple:
-    """What changes whenever any writer replaces the store or its metadata: zarr, ``write_group``
-    and the atomic commits all write new files (new inodes), never in place."""
-    out = []
-    for p in (path, path / "zarr.json", path / "resume" / "zarr.json"):
-        try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
+    """What changes whenever any writer replaces the store, its metadata or its resume group
+    (:func:`liqgpu.store.stamp`)."""
+    from ..store.reader import stamp
+
+    return stamp(path, "zarr.json", "resume/zarr.json")
 
 
 class _Cache:

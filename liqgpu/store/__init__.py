@@ -20,11 +20,11 @@ from .layout import (BAR_VARS, CONVENTIONS, CUBE_VARS, FLAT_KEYS, FORMAT_NAME,  
                      TIER_VARS, TIME_UNITS, V2_TIER_VARS, Layout, _Lazy, _quiet_zarr, _var_attrs,
                      base_attrs, check_layout, chunking, compressors, describe, encoding_for,
                      make_dataset, make_layout, quote_currency, static_coords, zarr_specs)
-from .reader import open_store  # noqa: F401
+from .reader import open_store, stamp  # noqa: F401
 from .resume import read_group, resume_group, write_group  # noqa: F401
 from .writer import (Group, Part, StoreSummary, StoreWriter, check_target, finish,  # noqa: F401
                      is_store, write_behind)
 
-__all__ = ["open_store", "StoreWriter", "StoreSummary", "Layout", "make_layout", "make_dataset",
+__all__ = ["open_store", "stamp", "StoreWriter", "StoreSummary", "Layout", "make_layout", "make_dataset",
            "describe", "check_target", "is_store", "finish", "write_group", "read_group",
            "resume_group", "base_attrs", "chunking", "encoding_for", "write_behind"]

@@ -3,6 +3,7 @@ damaged or foreign store into one sentence."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -59,3 +60,20 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
             raise InputError(f"{path}: cannot open the store ({msg})") from None
     check_layout(ds, path)
     return ds
+
+
+def stamp(path, *names: str) -> tuple:
+    """What changes whenever a store is replaced or rewritten: (inode, mtime, size) of the store
+    folder and of each of its files ``names`` (``None`` for one that is missing). Writers never
+    change these files in place (zarr, the resume group and the atomic commits write new ones),
+    so an equal stamp means an unchanged store."""
+    path = Path(path)
+    out = []
+    for p in (path, *(path / n for n in names)):
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)

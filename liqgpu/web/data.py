@@ -16,7 +16,6 @@ retried, so the page never shows a half-written store, and no file stays open be
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time as _time
 from dataclasses import dataclass
@@ -41,17 +40,10 @@ PYRAMID_MIN = 256  # the coarsest time level keeps at least this many rows
 
 
 def stamp(path: Path) -> tuple:
-    """What changes when the store is replaced or rewritten: (inode, mtime, size) of the store
-    directory and of its ``zarr.json`` (``None`` for one that is missing)."""
-    out = []
-    for p in (path, path / "zarr.json"):
-        try:
-            st = os.stat(p)
-        except OSError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
+    """What changes when the store is replaced or rewritten (:func:`liqgpu.store.stamp`)."""
+    from ..store.reader import stamp as store_stamp
+
+    return store_stamp(path, "zarr.json")
 
 
 def tier_label(v) -> str:
