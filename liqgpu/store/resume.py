@@ -44,7 +44,7 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
                                  chunk_key_encoding=FLAT_KEYS)
             if flat.size:
                 a[...] = flat
-        sub.attrs.update({**attrs, "layout": layout})
+        sub.update_attributes({**attrs, "layout": layout})  # one write, not one per key
 
 
 def read_group(root, name: str):

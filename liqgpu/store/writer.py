@@ -241,7 +241,7 @@ def finish(root, attrs: dict | None = None) -> None:
 
     with _quiet_zarr():
         if attrs:  # the last chunk's attrs are the complete ones
-            zarr.open_group(str(root), mode="r+").attrs.update(attrs)
+            zarr.open_group(str(root), mode="r+").update_attributes(attrs)  # one write
         zarr.consolidate_metadata(str(root), zarr_format=3)
     write_manifest(root)
 
