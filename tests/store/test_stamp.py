@@ -5,6 +5,7 @@ import numpy as np
 import liqgpu
 from liqgpu.store import stamp
 from liqgpu.synth import synthetic_series
+from liqgpu.update import update
 
 
 def test_stamp_changes_with_every_write_and_only_then(tmp_path):
@@ -16,7 +17,7 @@ def test_stamp_changes_with_every_write_and_only_then(tmp_path):
     assert len(a) == 3 and all(x is not None for x in a)
     liqgpu.open_store(store).load()  # reading changes nothing
     assert stamp(store, "zarr.json", "resume/zarr.json") == a
-    liqgpu.update(store, s.slice(1440, len(s)), allow_outside=True)
+    update(store, s.slice(1440, len(s)), allow_outside=True)
     b = stamp(store, "zarr.json", "resume/zarr.json")
     assert b != a and b[0][0] != a[0][0]  # the atomic commit put a new folder in place
     assert stamp(tmp_path / "missing.zarr", "zarr.json") == (None, None)
