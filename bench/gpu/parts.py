@@ -202,7 +202,10 @@ class Split:
                     self._add("transfer_bytes", int(getattr(r, "nbytes", 0)))
                     return r
                 return asnumpy
-            self._patch(cp, "asnumpy", asnumpy_factory, "transfer")
+            # the engine's copies all go through the CUDA backend's to_host (pinned or not)
+            from liqgpu.backend import cuda as be_cuda
+
+            self._patch(be_cuda, "to_host", asnumpy_factory, "transfer")
         try:
             import numcodecs.blosc as nb
 
@@ -374,7 +377,31 @@ def part_year(args) -> dict:
         cs = copy_seconds(cp, out_bytes)
         rec["copy"] = cs
         rec["x_copy"] = rec["seconds"] / cs["seconds"] if cs["seconds"] > 0 else None
+        comp = (rec["split"] or {}).get("compute_s")
+        rec["x_copy_compute"] = comp / cs["seconds"] if comp and cs["seconds"] > 0 else None
     return rec
+
+
+def _fleet_series(i_days):
+    import liqgpu
+
+    i, days = i_days
+    return liqgpu.synthetic_series(days=days, step="5min", seed=i, exchange=f"ex{i % 10}",
+                                   symbol=f"BTC{i}")
+
+
+def make_fleet(n, days):
+    """n synthetic series (seeds 0..n-1) of 5-minute bars, made by forked processes (one per
+    core; before any CUDA context exists here): 200 x 90 days took 55 s in one process."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(i, days) for i in range(n)]
+    workers = min(n, os.cpu_count() or 1)
+    if workers < 2:
+        return [_fleet_series(j) for j in jobs]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+        return list(ex.map(_fleet_series, jobs, chunksize=max(1, n // (4 * workers))))
 
 
 def part_fleet(args) -> dict:
@@ -388,8 +415,7 @@ def part_fleet(args) -> dict:
     n = args.series or size("fleet_series", args.dry)
     days = args.days or size("fleet_days", args.dry)
     t = time.perf_counter()
-    fleet = [liqgpu.synthetic_series(days=days, step="5min", seed=i, exchange=f"ex{i % 10}",
-                                     symbol=f"BTC{i}") for i in range(n)]
+    fleet = make_fleet(n, days)
     rec = {"model": args.model, "backend": args.backend, "engine_backend": be, "series": n,
            "days": days, "bars": len(fleet[0]), "made_s": time.perf_counter() - t}
     work = Path(tempfile.mkdtemp(prefix="liqgpu-fleet-", dir=args.tmp))
@@ -410,6 +436,70 @@ def part_fleet(args) -> dict:
             rec["peak_gpu_bytes"], rec["gpu_pool_bytes"] = pk.peak, pk.reserved
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return rec
+
+
+def part_profile(args) -> dict:
+    """Where the year's engine time goes on this backend: one run of the year workload under
+    line_profiler (the engine's block, chunk and finish methods and the backend's kernels,
+    line by line; run.sh sets CUDA_LAUNCH_BLOCKING=1 so each line's GPU time is its own) and
+    cProfile (functions). The tables go to the log and the record (top lines by time)."""
+    import cProfile
+    import io
+    import pstats
+
+    import liqgpu
+    from liqgpu.backend import cuda as be_cuda
+    from liqgpu.backend import kernels as be_kernels
+    from liqgpu.model import engine as eng
+
+    kw = model_kwargs(args.model)
+    be = engine_backend(args.backend, args.dry)
+    days = args.days or size("year_days", args.dry)
+    s = year_series(days, args.dry)
+    liqgpu.estimate(year_series(2, args.dry), every="1h", backend=be, **kw)  # warm-up
+    rec = {"model": args.model, "backend": args.backend, "engine_backend": be, "days": days,
+           "launch_blocking": os.environ.get("CUDA_LAUNCH_BLOCKING")}
+    try:
+        from line_profiler import LineProfiler
+    except ImportError:
+        LineProfiler = None
+        rec["line_profiler"] = "missing"
+    funcs = [eng.Engine.chunk, eng.Engine._block, eng.Engine._finish, eng.Engine._blocks,
+             eng._SparseTables.__init__, eng._SparseTables.first_at_or_below,
+             be_cuda.to_host, be_kernels.first_cross, be_kernels.scatter_add,
+             be_kernels.diff_scatter]
+    t = time.perf_counter()
+    if LineProfiler is not None:
+        lp = LineProfiler(*funcs)
+        lp.enable_by_count()
+        liqgpu.estimate(s, every="1h", backend=be, **kw)
+        lp.disable_by_count()
+        rec["line_seconds"] = time.perf_counter() - t
+        buf = io.StringIO()
+        lp.print_stats(stream=buf, output_unit=1e-3, stripzeros=True)
+        text = buf.getvalue()
+        print(text, flush=True)
+        lines = []
+        for (fn, first, name), timings in lp.get_stats().timings.items():
+            for lineno, hits, total in timings:
+                lines.append((total * lp.get_stats().unit, hits, f"{Path(fn).name}:{lineno} {name}"))
+        lines.sort(reverse=True)
+        rec["top_lines"] = [{"s": round(s_, 4), "hits": h, "where": w} for s_, h, w in lines[:40]]
+    pr = cProfile.Profile()
+    t = time.perf_counter()
+    pr.enable()
+    liqgpu.estimate(s, every="1h", backend=be, **kw)
+    pr.disable()
+    rec["cprofile_seconds"] = time.perf_counter() - t
+    buf = io.StringIO()
+    st = pstats.Stats(pr, stream=buf).sort_stats("tottime")
+    st.print_stats(45)
+    print(buf.getvalue(), flush=True)
+    rec["top_functions"] = [
+        {"tottime": round(v[2], 4), "cumtime": round(v[3], 4), "calls": v[1],
+         "where": f"{Path(k[0]).name}:{k[1]} {k[2]}"}
+        for k, v in sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:40]]
     return rec
 
 
@@ -612,6 +702,11 @@ def part_summary(args) -> dict:
         elif key.startswith("daskcuda"):
             figs = (f"exit {res.get('exit_code')}, {_fmt(res.get('series_per_s'))} series/s, "
                     f"backend attr {res.get('attrs_backend')}")
+        elif key == "profile":
+            top = (res.get("top_lines") or [])[:3]
+            figs = (f"line-profiled run {_fmt(res.get('line_seconds'))} s, cProfile run "
+                    f"{_fmt(res.get('cprofile_seconds'))} s; top lines: "
+                    + ", ".join(f"{x['where']} {_fmt(x['s'])} s" for x in top))
         elif key == "pytest":
             figs = res.get("line", "")
         st = status.get(key, "?")
@@ -624,8 +719,18 @@ def part_summary(args) -> dict:
         g, c = recs.get(f"{key}-numpy", {}).get("result"), recs.get(f"{key}-cupy", {}).get("result")
         if g and c and c.get("seconds"):
             lines.append("")
-            lines.append(f"{key}: GPU engine {g['seconds'] / c['seconds']:.1f}x numpy; "
-                         f"{_fmt(c.get('x_copy'))}x the output cube's device copy")
+            gs, cs_ = g.get("split") or {}, c.get("split") or {}
+
+            def ratio(a, b):
+                return f"{a / b:.1f}x" if a and b else "-"
+
+            lines.append(
+                f"{key}: whole in-memory estimate {ratio(g['seconds'], c['seconds'])} numpy's; "
+                f"engine with its copies to the host {ratio(gs.get('engine_s'), cs_.get('engine_s'))}"
+                f" ({_fmt(gs.get('engine_s'))} s vs {_fmt(cs_.get('engine_s'))} s); engine compute "
+                f"alone {ratio(gs.get('compute_s'), cs_.get('compute_s'))} "
+                f"({_fmt(cs_.get('compute_s'))} s, {_fmt(c.get('x_copy_compute'))}x the output "
+                f"cube's device copy; whole estimate {_fmt(c.get('x_copy'))}x)")
     md = "\n".join(lines) + "\n"
     (dest / "summary.md").write_text(md)
     summary = {"dry": args.dry, "env": env, "status": status, "parts": recs}
@@ -648,7 +753,8 @@ def pytest_record(args) -> dict:
 
 
 FUNCS = {"env": part_env, "year": part_year, "fleet": part_fleet, "render": part_render,
-         "daskcuda": part_daskcuda, "summary": part_summary, "pytest": pytest_record}
+         "daskcuda": part_daskcuda, "profile": part_profile, "summary": part_summary,
+         "pytest": pytest_record}
 
 
 def main(argv=None) -> int:

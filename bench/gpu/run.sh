@@ -13,7 +13,8 @@
 #   LIQGPU_GPU_DRYRUN=1 OUT=/tmp/o bash bench/gpu/run.sh   # on a CPU: small sizes, numpy
 #                                                          # posing as CuPy, nothing installed
 # LIQGPU_GPU_DEADLINE (seconds, default 540) bounds the whole run; LIQGPU_GPU_PARTS (e.g.
-# "env year render") picks parts.
+# "env year render") picks parts; "profile" (not in the default list) profiles the year
+# engine line by line under CUDA_LAUNCH_BLOCKING=1.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -94,7 +95,7 @@ for p in $PARTS; do
         cp "$LOGS/pytest.log" "$OUT/pytest-gpu.txt" 2>/dev/null
         $P pytest --out "$WORK" --log "$LOGS/pytest.log" $DRYF > /dev/null 2>&1 ;;
     year)
-        for m in v1 v2; do
+        for m in v2 v1; do  # the default model first
             part year-$m-cupy 70 $P year --backend cupy --model $m --name year-$m-cupy --out "$WORK" $DRYF
             part year-$m-numpy 60 $P year --backend numpy --model $m --repeats 1 --name year-$m-numpy --out "$WORK" $DRYF
         done ;;
@@ -107,6 +108,7 @@ for p in $PARTS; do
               if grep -q '"skipped"' "$REC/daskcuda.json" 2>/dev/null; then
                   part daskcuda-v1 60 $P daskcuda --backend cupy --model v1 --name daskcuda-v1 --timeout 55 --out "$WORK" $DRYF
               fi ;;
+    profile) part profile 120 env CUDA_LAUNCH_BLOCKING=1 $P profile --backend cupy --model v2 --out "$WORK" $DRYF ;;
     *) echo "run.sh: unknown part $p" ;;
     esac
 done

@@ -21,11 +21,27 @@ name = "cupy"
 on_host = False  # device arrays: the engine's numpy-only paths do not apply
 
 
+PINNED_MIN_BYTES = 1 << 20  # smaller copies go through cupy.asnumpy (pageable)
+
+
 def to_host(x):
-    """``x`` copied to a numpy array."""
+    """``x`` copied to a numpy array; from 1 MiB up, into page-locked (pinned) host memory.
+
+    A copy to pageable memory goes through the driver's staging buffers: the year's output
+    cubes (1.8 GB) came back at under 2 GB/s on an H200. Pinned memory comes from CuPy's pinned
+    memory pool, which keeps freed blocks for reuse, so a run's consecutive chunks reuse the
+    same few buffers once the previous chunk's arrays are dropped.
+    """
     import cupy
 
-    return cupy.asnumpy(x)
+    if x.nbytes < PINNED_MIN_BYTES:
+        return cupy.asnumpy(x)
+    import cupyx
+
+    x = cupy.ascontiguousarray(x)
+    out = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+    x.get(out=out)
+    return out
 
 
 def scatter_add(target, index, values) -> None:

@@ -476,10 +476,12 @@ class Engine:
 
         st = self.state
         if self.retire and len(st):  # v2: what churn has shrunk to nothing counts as churned
-            old = st.amount < RETIRE * st.opened
-            if bool(old.any()):
+            # index arrays, not boolean masks: on CuPy each mask index is its own compaction
+            small = st.amount < RETIRE * st.opened
+            old = xp.flatnonzero(small)
+            if old.shape[0]:
                 ops.scatter_add(acc["churned"], bucket_of(a) * nkd + st.kd[old], st.amount[old])
-                st = self.state = st.take(~old)
+                st = self.state = st.take(xp.flatnonzero(~small))
         # --- new positions opened in [a, b): (step, entry point, tier, side) ----------------
         s_new, i_new = xp.nonzero(self.add[:, a:b] > 0)
         t_new = i_new + a
@@ -548,19 +550,23 @@ class Engine:
         dloc = xp.where(dead, death - a, 0)
 
         # liquidated: after that step's closure, before its churn
-        m_l = cause == LIQUIDATED
+        # (each subset gathered through one index array: on CuPy every boolean-mask index is a
+        # compaction of its own, and these were a third of the block's time)
+        i_l = xp.flatnonzero(cause == LIQUIDATED)
+        ser_l, dloc_l, W_l, kd_l = ser[i_l], dloc[i_l], W[i_l], kd[i_l]
         if self.churn:
-            val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]] - logp[ser[m_l], dloc[m_l]])
+            val = W_l * xp.exp(Lc[ser_l, dloc_l] - logp[ser_l, dloc_l])
         else:
-            val = W[m_l] * xp.exp(Lc[ser[m_l], dloc[m_l]])
-        ops.scatter_add(acc["liquidated"], bucket_of(death[m_l]) * width + cell[m_l], val)
+            val = W_l * xp.exp(Lc[ser_l, dloc_l])
+        ops.scatter_add(acc["liquidated"], bucket_of(death[i_l]) * width + cell[i_l], val)
         # expired: amount before that step's closure
-        m_e = cause == EXPIRED
-        val = W[m_e] * xp.exp(Lc_prev[ser[m_e], dloc[m_e]])
-        ops.scatter_add(acc["expired"], bucket_of(death[m_e]) * nkd + kd[m_e], val)
+        i_e = xp.flatnonzero(cause == EXPIRED)
+        val = W[i_e] * xp.exp(Lc_prev[ser[i_e], dloc[i_e]])
+        ops.scatter_add(acc["expired"], bucket_of(death[i_e]) * nkd + kd[i_e], val)
         # closed to zero at the block's first step (carried positions only; Lc_prev = 0 there)
         m_z = cause == ZEROED
-        ops.scatter_add(acc["closed"], bucket_of(a) * nkd + kd[m_z], W[m_z])
+        i_z = xp.flatnonzero(m_z)
+        ops.scatter_add(acc["closed"], bucket_of(a) * nkd + kd[i_z], W[i_z])
         # added
         ops.scatter_add(acc["added"], bucket_of(n_birth) * nkd + n_kd, amt)
 
@@ -581,7 +587,7 @@ class Engine:
             # churn at t: φ_t * (live after closure and liquidation at t); those liquidated at t
             # were alive before the closure, so take them out of live_pre
             Lq = xp.zeros(m * nkd)
-            ops.scatter_add(Lq, dloc[m_l] * nkd + kd[m_l], W[m_l])
+            ops.scatter_add(Lq, dloc_l * nkd + kd_l, W_l)
             live_post = live_pre - Lq.reshape(m, S, 2 * B)
             fac = xp.exp(Lc - logp).T[:, :, None]  # (m, S, 1): after closure, before churn
             churn_step = (self.phi[:, a:b].T[:, :, None] * live_post * fac).reshape(m, nkd)
@@ -606,11 +612,12 @@ class Engine:
             acc["intensity"][snaps // n - b0] = G
 
         # survivors carry on with their current amount
-        alive = ~dead
+        alive = xp.flatnonzero(~dead)
         last = xp.exp(Lc[:, m - 1])
+        ser_a = ser[alive]
         self.state = State(
             level=level[alive], side=side[alive], cell=cell[alive], kd=kd[alive],
-            series=ser[alive], birth=birth[alive], amount=W[alive] * last[ser[alive]],
+            series=ser_a, birth=birth[alive], amount=W[alive] * last[ser_a],
             opened=opened[alive],
         )
         self.peak_live = max(self.peak_live, len(self.state))

@@ -121,3 +121,28 @@ def test_resolve_cupy_on_a_gpu():
     with pytest.raises(TypeError, match="mixed"):
         backend.array_namespace(np.zeros(2), cupy.zeros(2))
     assert backend.array_namespace(cupy.zeros(2)) is cupy
+
+
+
+@pytest.mark.gpu
+def test_cuda_to_host_pinned_and_pageable():
+    """The CUDA backend's copy to the host: the same values whether it goes through pinned
+    memory (1 MiB and up, strided device views included) or cupy.asnumpy (smaller)."""
+    import cupy
+
+    from liqgpu.backend import cuda
+
+    rng = np.random.default_rng(3)
+    huge = rng.normal(size=(3, 200, 1001))  # 4.6 MiB of float64
+    cases = [
+        (cupy.asarray(huge), huge),
+        (cupy.asarray(huge)[:, 5:150, :1000], huge[:, 5:150, :1000]),  # strided, > 1 MiB
+        (cupy.asarray(huge).transpose(2, 0, 1), huge.transpose(2, 0, 1)),
+        (cupy.arange(10), np.arange(10)),  # below the pinned floor
+    ]
+    for dev, want in cases:
+        got = cuda.to_host(dev)
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert cases[1][1].nbytes >= cuda.PINNED_MIN_BYTES
