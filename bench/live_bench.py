@@ -99,7 +99,7 @@ def main(argv=None):
 
     import liqgpu
     import liqgpu.api  # noqa: F401 - imported here, not by three threads at once (--in-process)
-    import liqgpu.update  # noqa: F401
+    import liqgpu.updating  # noqa: F401
     import zarr.codecs  # noqa: F401
     from liqgpu.live.recorder import Recorder
     from liqgpu.live.store import LiveStore

@@ -47,7 +47,7 @@ _LAZY = {
     "profile": ("liqgpu.render.frames", "profile"),
     "heatmap": ("liqgpu.render.frames", "heatmap"),
     "snapshot_at": ("liqgpu.render.frames", "snapshot_at"),
-    "update": ("liqgpu.update", "update"),
+    "update": ("liqgpu.updating", "update"),
     "serve": ("liqgpu.web", "serve"),
     "viewer": ("liqgpu.web", "viewer"),
 }

@@ -203,8 +203,8 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
     import numpy as np
 
     from .series import load_series
-    from .update import follow as follow_folder
-    from .update import update as run
+    from .updating import follow as follow_folder
+    from .updating import update as run
 
     if not inputs and follow is None:
         raise InputError("give new series files, or --follow FOLDER")

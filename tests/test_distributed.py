@@ -265,7 +265,7 @@ def test_cli_estimate_with_workers_equals_single_process(tmp_path):
 
 
 def test_distributed_store_can_be_updated_exactly(tmp_path):
-    from liqgpu.update import update
+    from liqgpu.updating import update
 
     fleet = [liqgpu.synthetic_series(days=1, step="5min", seed=60 + i, exchange="ex",
                                      symbol=f"U{i}") for i in range(2)]

@@ -421,8 +421,22 @@ def part_fleet(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="liqgpu-fleet-", dir=args.tmp))
     rec["free_disk_bytes"] = shutil.disk_usage(work).free
     _note(args, f"fleet: {n} series x {days} days made in {rec['made_s']:.1f}s; writing to {work}")
+    from liqgpu.model import engine as eng
+
+    orig_chunk, t_run, last = eng.Engine.chunk, [time.perf_counter()], [time.perf_counter()]
+
+    def chunk(self, b0, b1):  # progress in the log, so a run cut short still says its rate
+        r = orig_chunk(self, b0, b1)
+        now = time.perf_counter()
+        if now - last[0] > 10 or b1 >= self.n_buckets:
+            last[0] = now
+            _note(args, f"fleet: buckets {b1}/{self.n_buckets} after {now - t_run[0]:.1f}s")
+        return r
+
+    eng.Engine.chunk = chunk
     try:
         out = work / "fleet.zarr"
+        t_run[0] = time.perf_counter()
         with PeakTracker(cp) as pk, Split(cp) as sp:
             t = time.perf_counter()
             ds = liqgpu.estimate(fleet, every="1h", backend=be, out=out, **kw)
@@ -435,6 +449,7 @@ def part_fleet(args) -> dict:
         if cp is not None:
             rec["peak_gpu_bytes"], rec["gpu_pool_bytes"] = pk.peak, pk.reserved
     finally:
+        eng.Engine.chunk = orig_chunk
         shutil.rmtree(work, ignore_errors=True)
     return rec
 

@@ -12,7 +12,8 @@
 #   bash bench/gpu/run.sh                          # on the GPU machine (see bench/gpu/README.md)
 #   LIQGPU_GPU_DRYRUN=1 OUT=/tmp/o bash bench/gpu/run.sh   # on a CPU: small sizes, numpy
 #                                                          # posing as CuPy, nothing installed
-# LIQGPU_GPU_DEADLINE (seconds, default 540) bounds the whole run; LIQGPU_GPU_PARTS (e.g.
+# LIQGPU_GPU_DEADLINE (seconds, default 540) bounds the whole run; LIQGPU_GPU_YEAR_MODELS (default
+# "v2 v1") and LIQGPU_GPU_FLEET_LIMIT (seconds, default 170) size those parts; LIQGPU_GPU_PARTS (e.g.
 # "env year render") picks parts; "profile" (not in the default list) profiles the year
 # engine line by line under CUDA_LAUNCH_BLOCKING=1.
 set -uo pipefail
@@ -95,12 +96,12 @@ for p in $PARTS; do
         cp "$LOGS/pytest.log" "$OUT/pytest-gpu.txt" 2>/dev/null
         $P pytest --out "$WORK" --log "$LOGS/pytest.log" $DRYF > /dev/null 2>&1 ;;
     year)
-        for m in v2 v1; do  # the default model first
+        for m in ${LIQGPU_GPU_YEAR_MODELS:-v2 v1}; do  # the default model first
             part year-$m-cupy 70 $P year --backend cupy --model $m --name year-$m-cupy --out "$WORK" $DRYF
             part year-$m-numpy 60 $P year --backend numpy --model $m --repeats 1 --name year-$m-numpy --out "$WORK" $DRYF
         done ;;
     render) part render 110 $P render --out "$WORK" $DRYF ;;
-    fleet) part fleet-v2-cupy 170 $P fleet --backend cupy --model v2 --name fleet-v2-cupy --out "$WORK" $DRYF
+    fleet) part fleet-v2-cupy ${LIQGPU_GPU_FLEET_LIMIT:-170} $P fleet --backend cupy --model v2 --name fleet-v2-cupy --out "$WORK" $DRYF
            if grep -q '"skipped"' "$REC/fleet-v2-cupy.json" 2>/dev/null; then  # no v2 yet: v1
                part fleet-v1-cupy 170 $P fleet --backend cupy --model v1 --name fleet-v1-cupy --out "$WORK" $DRYF
            fi ;;

@@ -1,7 +1,7 @@
 """``update`` for ``liqgpu live``: the same exact, atomic update of a store, with the fixed costs
 of a one-minute update taken out.
 
-:func:`liqgpu.update.update` is written for a store it has never seen: it opens the store with
+:func:`liqgpu.updating.update` is written for a store it has never seen: it opens the store with
 xarray, reads its resume group and writes each output chunk with ``Dataset.to_zarr`` (a region
 write of the rewritten bucket, then an append). A live store gets one bucket a minute from the
 same process, so :class:`WarmUpdater`
@@ -13,7 +13,7 @@ same process, so :class:`WarmUpdater`
 * writes each array of the rewritten and new buckets once, with zarr directly (one resize and
   one region write per array, all arrays at once), instead of two ``to_zarr`` calls per chunk.
 
-Everything else is :func:`liqgpu.update.update`'s own code: the same checks, the same engine run
+Everything else is :func:`liqgpu.updating.update`'s own code: the same checks, the same engine run
 from the saved state, the same dataset (:func:`liqgpu.store.make_dataset`), the same resume group,
 the same hard-linked clone swapped in under the store's lock. The store it leaves is the one
 ``update`` leaves (tests/test_live.py compares them array by array).
@@ -53,7 +53,7 @@ class _Cache:
 
 
 class WarmUpdater:
-    """Apply new bars to ``store`` as :func:`liqgpu.update.update` does, keeping warm between
+    """Apply new bars to ``store`` as :func:`liqgpu.updating.update` does, keeping warm between
     calls what an update reads.
 
     Parameters
@@ -77,7 +77,7 @@ class WarmUpdater:
         """Append ``series`` (new bars of every series of the store); returns the open time (ns)
         of the store's last bucket after the update, or None when there was nothing new."""
         from ..store.atomic import store_lock
-        from ..update import _check_store
+        from ..updating import _check_store
 
         path = _check_store(self.store)
         _join_cleanups()  # the copy the last update replaced, deleted on a thread: gone now
@@ -102,7 +102,7 @@ class WarmUpdater:
         from ..model.grid import Grid
         from ..model.registry import params_from_attrs
         from ..store import _quiet_zarr, open_store, read_group
-        from ..update import _check_resume
+        from ..updating import _check_resume
 
         ds = open_store(path, chunks=None)
         group = read_group(path, "resume")
@@ -136,11 +136,11 @@ class WarmUpdater:
     # -- the update ------------------------------------------------------------------------------
     def _update(self, path: Path, c: _Cache, series, *, allow_outside, realized, max_gap,
                 defer_cleanup) -> int | None:
-        """:func:`liqgpu.update._update` on the cached store (the same checks and numbers)."""
+        """:func:`liqgpu.updating._update` on the cached store (the same checks and numbers)."""
         from ..events import EventBinner, read_events
         from ..store.atomic import commit, crash_point
         from ..store.resume import resume_group
-        from ..update import resumed_run
+        from ..updating import resumed_run
 
         saved, ra = c.saved, c.ra
         names, grid, params = c.names, c.grid, c.params
@@ -245,7 +245,7 @@ def _consolidate(root: Path, attrs: dict) -> bool:
 
 
 def _clone(path: Path) -> Path:
-    """:func:`liqgpu.update._clone` (a copy of the store whose files are hard links to the
+    """:func:`liqgpu.updating._clone` (a copy of the store whose files are hard links to the
     original's, at a fresh ``.NAME.upd-*``) through ``os.scandir``: about half the CPU of
     walking with pathlib, on the ~1000 files a day-old 1-minute store holds."""
     from ..store.atomic import temp_path

@@ -135,7 +135,7 @@ def _serve(conn, store: str, backend: str) -> None:
     root.propagate = False
     # the imports of the first update, now: they are part of no minute's latency
     import liqgpu.api  # noqa: F401
-    import liqgpu.update  # noqa: F401
+    import liqgpu.updating  # noqa: F401
 
     applier = Applier(store, backend=backend)
     while True:

@@ -116,7 +116,7 @@ def test_binance_bars_and_events_equal_the_replay(tmp_path):
     st = rec.status()
     assert st["malformed"] == 0 and st["series"]["BTCUSDT"]["bars"] == 50
     # `update --follow` on the folder applies the final files (the current one is skipped)
-    from liqgpu.update import follow
+    from liqgpu.updating import follow
 
     store = tmp_path / "f.zarr"
     liqgpu.estimate(s, every="5m", backend="numpy", out=store, grid="log:30000:120000:10")
@@ -564,7 +564,7 @@ def test_warm_update_leaves_the_store_update_leaves(tmp_path, monkeypatch, way):
     import liqgpu.live.updater as warm_mod
     from liqgpu.live.store import LiveStore
     from liqgpu.live.updater import WarmUpdater
-    from liqgpu.update import update
+    from liqgpu.updating import update
 
     def refuse(*a, **k):
         raise AssertionError("not this way")

@@ -8,7 +8,7 @@ import xarray as xr
 
 import liqgpu
 import liqgpu.store.layout as store_mod
-from liqgpu.update import update
+from liqgpu.updating import update
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import liqgpu
 from liqgpu import pipeline
 from liqgpu.store.integrity import MANIFEST
-from liqgpu.update import update
+from liqgpu.updating import update
 
 
 def fleet(n=5, days=3):

@@ -5,7 +5,7 @@ import numpy as np
 import liqgpu
 from liqgpu.store import stamp
 from liqgpu.synth import synthetic_series
-from liqgpu.update import update
+from liqgpu.updating import update
 
 
 def test_stamp_changes_with_every_write_and_only_then(tmp_path):

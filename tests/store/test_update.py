@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import liqgpu
 from liqgpu.cli import main
 from liqgpu.errors import InputError
-from liqgpu.update import update
+from liqgpu.updating import update
 
 from helpers import make_series, random_market
 
@@ -175,7 +175,7 @@ def test_follow_applies_new_files_once(tmp_path, small_store):
 
 KILLER = """
 import sys, liqgpu
-from liqgpu.update import update
+from liqgpu.updating import update
 update(sys.argv[1], [liqgpu.load_series(sys.argv[2])])
 print("done", flush=True)
 """
@@ -234,7 +234,7 @@ def test_follow_on_a_missing_store_is_a_clear_error(tmp_path):
 
 
 def test_series_ending_earlier_than_the_others_is_refused_clearly(tmp_path):
-    from liqgpu.update import update
+    from liqgpu.updating import update
 
     a = liqgpu.synthetic_series(days=1, step="5min", seed=71, exchange="ex", symbol="A")
     b = liqgpu.synthetic_series(days=1, step="5min", seed=72, exchange="ex", symbol="B")
@@ -264,3 +264,18 @@ def test_update_takes_the_backend_and_says_what_it_did(tmp_path):
     r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / "b.parquet"), "--backend",
                                   "tpu"])
     assert r.exit_code == 2 and "--backend" in r.output
+
+
+def test_liqgpu_update_stays_the_function_once_its_module_is_imported():
+    """`liqgpu.update` is the function in ``__all__``, also after its module (liqgpu.updating)
+    has been imported (a module of the same name used to shadow it: "module is not
+    callable")."""
+    import subprocess
+    import sys
+
+    code = ("import liqgpu, liqgpu.updating, liqgpu.cli; "
+            "assert callable(liqgpu.update) and liqgpu.update is liqgpu.updating.update; "
+            "print(liqgpu.update.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "liqgpu.updating"

@@ -10,7 +10,7 @@ import liqgpu
 from liqgpu.cli import main
 from liqgpu.render.levels import find_levels
 from liqgpu.render.select import choose_leverages
-from liqgpu.update import update
+from liqgpu.updating import update
 
 GRID = "log:20000:200000:10"
 

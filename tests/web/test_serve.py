@@ -150,7 +150,7 @@ def test_band_labels_of_model_v2_work(ds):
 
 
 def test_store_reloads_after_update_and_never_half_read(stores, market, tmp_path, monkeypatch):
-    from liqgpu.update import update
+    from liqgpu.updating import update
     from liqgpu.web import data as D
 
     path = tmp_path / "s.zarr"
@@ -532,7 +532,7 @@ def test_side_toggle_changes_the_picture(page, ds):
 
 @browser_test
 def test_update_shows_up_without_reload(page, stores, market):
-    from liqgpu.update import update
+    from liqgpu.updating import update
 
     d, session = page
     d.execute_script("window.__liqgpu_same_page = 42;")
