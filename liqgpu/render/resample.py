@@ -162,7 +162,7 @@ def resample(grid, x: AxisPlan, y: AxisPlan, xp=np) -> np.ndarray:
     if x.empty or y.empty:
         block = np.zeros((y.n_data, x.n_data), dtype=np.float32)
     else:
-        a = xp.asarray(grid)
+        a = xp.ascontiguousarray(xp.asarray(grid))  # gathers along a strided axis crawl
         if x.weight is None and y.weight is None:
             a = xp.where(xp.isfinite(a), a, xp.nan).astype(xp.float32)
             block = a[xp.asarray(y.index[:, 0])[:, None], xp.asarray(x.index[:, 0])[None, :]]
