@@ -5,7 +5,9 @@ reduced over series and tiers, and buckets are averaged into pixel columns when 
 buckets than columns. datashader then resamples the (columns x bins) array onto the pixel grid
 in the axis' own space (log price for a log grid), so every pixel row receives the mean of the
 bins it covers, or the one bin it lies in: no row is skipped, no row sums two bins where its
-neighbour sums one (the horizontal stripes of a linear-price quadmesh over log bins).
+neighbour sums one (the horizontal stripes of a linear-price quadmesh over log bins). On the
+device (``render --backend cupy``) :mod:`liqgpu.render.resample` gives the same pixels in array
+code on CuPy.
 """
 
 from __future__ import annotations
@@ -211,53 +213,70 @@ def _scatter_add(target, index, values, xp) -> None:
     cupyx.scatter_add(target, index, values)
 
 
+def _grid_coords(n_x: int, n_y: int, cols: Columns, sel: Selection, fwd):
+    """Cell centres of the grid datashader sees, in axis space, and the x range.
+
+    Returns ``(xs, ys, x_range, x_src, y_src)``: ``xs``/``ys`` the centres (an axis of one cell
+    is split in two halves, datashader needs two coordinates to infer a spacing), ``x_src`` and
+    ``y_src`` the data cell under each of those coordinates.
+    """
+    e = fwd(sel.edges)
+    # even spacing in axis space: centres of the bins in that space, not the stored centres
+    ys = e[0] + (np.arange(n_y) + 0.5) * (e[-1] - e[0]) / n_y
+    xs = cols.x0 + (np.arange(n_x) + 0.5) * cols.dx
+    x_range = (cols.x0, cols.x0 + cols.dx * n_x)
+    x_src, y_src = np.arange(n_x), np.arange(n_y)
+    if n_y == 1:
+        ys = np.array([e[0] + (e[-1] - e[0]) * 0.25, e[0] + (e[-1] - e[0]) * 0.75])
+        y_src = np.zeros(2, dtype=np.int64)
+    if n_x == 1:
+        xs = np.array([cols.x0 + cols.dx * 0.25, cols.x0 + cols.dx * 0.75])
+        x_src = np.zeros(2, dtype=np.int64)
+    return xs, ys, x_range, x_src, y_src
+
+
 def _grid_array(data, cols: Columns, sel: Selection, fwd):
     """The (price x column) xarray DataArray that datashader resamples, with its axis ranges."""
     import xarray as xr
 
-    e = fwd(sel.edges)
-    # even spacing in axis space: centres of the bins in that space, not the stored centres
-    n_p = data.shape[1]
-    ys = e[0] + (np.arange(n_p) + 0.5) * (e[-1] - e[0]) / n_p
-    xs = cols.centres
-    da = xr.DataArray(data.T, coords={"y": ys, "x": xs}, dims=("y", "x"), name="v")
-    if n_p == 1:  # datashader needs two coordinates to infer a spacing
-        da = xr.concat([da, da], dim="y")
-        da = da.assign_coords(y=[e[0] + (e[-1] - e[0]) * 0.25, e[0] + (e[-1] - e[0]) * 0.75])
-    if len(xs) == 1:
-        da = xr.concat([da, da], dim="x")
-        da = da.assign_coords(x=[cols.x0 + cols.dx * 0.25, cols.x0 + cols.dx * 0.75])
-    x_range = (cols.x0, cols.x0 + cols.dx * len(xs))
+    n_x, n_p = data.shape[0], data.shape[1]
+    xs, ys, x_range, x_src, y_src = _grid_coords(n_x, n_p, cols, sel, fwd)
+    v = data.T
+    if n_p == 1 or n_x == 1:
+        v = v[np.ix_(y_src, x_src)]
+    da = xr.DataArray(v, coords={"y": ys, "x": xs}, dims=("y", "x"), name="v")
     return da, x_range
 
 
 def rasterize_device(cols: Columns, side_index, sel: Selection, *, width: int, height: int,
                      y_range: tuple[float, float], xp) -> np.ndarray:
-    """:func:`rasterize` for columns on the device: datashader aggregates the CuPy-backed
-    DataArray (``Canvas.quadmesh``, mean of the cells whose centres fall in a pixel, each cell
-    filling the pixels it covers when upsampling; its CUDA path runs on numba.cuda).
+    """:func:`rasterize` for columns on the device, in liqgpu's own array code on ``xp``
+    (CuPy or numpy; see :mod:`liqgpu.render.resample`): the same pixels as datashader's
+    ``Canvas.raster(upsample_method="nearest", downsample_method="mean")``, which has no CuPy
+    path (and datashader's CuPy aggregations need RAPIDS cudf).
 
-    ``Canvas.raster``, which :func:`rasterize` uses, has no CuPy path, so the two backends'
-    pixels can differ slightly where a pixel straddles cells; bench/gpu/parts.py reports by
-    how much.
+    Each pixel is the area-weighted mean of the finite cells it covers (a cell a pixel partly
+    covers weighs by the covered fraction), or the cell under its low edge when cells are wider
+    than pixels; datashader's window (cropping to whole cells, padding the canvas beyond the
+    data with NaN) is followed to the pixel. The cells and pixels are planned per axis on the
+    host; the grid is summed over sides, gathered and weighted on the device and the image
+    copied back once.
 
     Returns
     -------
     ndarray (height, width), float32 on the host; NaN where there is no bin or no bucket.
     """
-    import datashader as dsh
+    from .resample import axis_plan, resample
 
     idx = np.atleast_1d(side_index)
     data = cols.data[:, :, xp.asarray(idx)].sum(axis=2)
     fwd = np.log10 if sel.log_grid else (lambda v: np.asarray(v, dtype=np.float64))
-    da, x_range = _grid_array(data, cols, sel, fwd)
+    n_x, n_p = data.shape[0], data.shape[1]
+    xs, ys, x_range, x_src, y_src = _grid_coords(n_x, n_p, cols, sel, fwd)
     y0, y1 = (float(fwd(v)) for v in y_range)
-    cvs = dsh.Canvas(plot_width=int(width), plot_height=int(height), x_range=x_range,
-                     y_range=(y0, y1))
-    agg = cvs.quadmesh(da, x="x", y="y", agg=dsh.mean("v"))
-    out = agg.data
-    to_host = getattr(xp, "asnumpy", np.asarray)
-    return np.asarray(to_host(out), dtype=np.float32)
+    px = axis_plan(xs, x_range[0], x_range[1], int(width), src=x_src)
+    py = axis_plan(ys, y0, y1, int(height), src=y_src)
+    return resample(data.T, px, py, xp=xp)
 
 
 def rasterize(cols: Columns, side_index, sel: Selection, *, width: int, height: int,

@@ -142,7 +142,7 @@ def test_device_columns_equal_numpy(posing, n_cols, block):
 
 @pytest.mark.gpu
 def test_cupy_render_on_a_gpu(tiny_store, tmp_path):
-    """On a GPU: datashader aggregates the CuPy columns; the picture matches numpy's."""
+    """On a GPU: liqgpu resamples the CuPy columns there; the picture matches numpy's."""
     import cupy
 
     from liqgpu.render import render
@@ -170,24 +170,51 @@ def _rel(want, got):
     return np.abs(got[both] - want[both]).sum() / max(np.abs(want[both]).sum(), 1e-300)
 
 
-@pytest.mark.parametrize("scale", [(4, 2), (1, 1), (12.5, 0.55), (62.5, 2.75)])
-def test_device_rasterize_close_to_numpy(posing, tiny_store, scale):
-    """datashader's quadmesh (the aggregation that takes CuPy arrays) against its raster (the
-    numpy path), run here on numpy: the same pixels where each pixel covers a whole number of
-    cells or each cell a whole number of pixels; elsewhere they differ where a pixel straddles
-    two cells (raster weighs the cells by area, quadmesh takes the cells whose centres fall in
-    the pixel), by about 10-20% of the mass at these sizes on this sharp cube."""
+@pytest.mark.parametrize("scale", [(4, 2), (1, 1), (12.5, 0.55), (62.5, 2.75), (0.37, 3.3),
+                                   (2.6, 0.3)])
+@pytest.mark.parametrize("inside", [False, True])
+def test_device_rasterize_close_to_numpy(posing, tiny_store, scale, inside):
+    """liqgpu's resampling (the device path, numpy posing as CuPy here) against datashader's
+    raster (the numpy path): the same pixels at whole multiples and where pixels straddle cells
+    (measured: bit-equal at every scale here, rel L1 0), with the canvas over the whole grid or
+    cropping its first and last bins mid-bin."""
     import liqgpu
 
     sel = select(liqgpu.open_store(tiny_store))
     lo, hi = (float(x) for x in (sel.edges[0], sel.edges[-1]))
-    w, h = int(sel.n_time * scale[0]), int(sel.n_price * scale[1])
+    if inside:
+        e = sel.edges
+        lo, hi = float(e[0] + 0.4 * (e[1] - e[0])), float(e[-2] + 0.7 * (e[-1] - e[-2]))
+    w, h = max(1, int(sel.n_time * scale[0])), max(1, int(sel.n_price * scale[1]))
     want = raster.rasterize(raster.columns(sel, w), [0, 1], sel, width=w, height=h,
                             y_range=(lo, hi))
     got = raster.rasterize_device(raster.columns(sel, w, xp=posing), [0, 1], sel, width=w,
                                   height=h, y_range=(lo, hi), xp=posing)
     assert got.shape == want.shape == (h, w) and got.dtype == np.float32
+    assert np.array_equal(np.isnan(got), np.isnan(want))
     if all(float(s).is_integer() for s in scale):
         np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True)
     else:
-        assert _rel(want, got) < 0.25
+        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+        assert _rel(want, got) < 1e-6
+
+
+def test_device_rasterize_one_bin_nan_and_beyond(posing):
+    """One price bin (split in two halves for datashader), NaN columns and a price range past
+    the grid (NaN rows): the device path gives rasterize's pixels."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    for n_p, y_range in [(1, (10.0, 20.0)), (9, (8.0, 25.0)), (9, (11.0, 19.5))]:
+        data = rng.random((13, n_p, 2)).astype(np.float32) * 1e6
+        data[3] = np.nan
+        cols = raster.Columns(data=data, sums=data, x0=0.0, dx=60_000.0, merged=True)
+        sel = SimpleNamespace(edges=np.geomspace(10.0, 20.0, n_p + 1), log_grid=True)
+        for w, h in [(13, 4), (30, 7), (5, 40)]:
+            want = raster.rasterize(cols, [0, 1], sel, width=w, height=h, y_range=y_range)
+            got = raster.rasterize_device(cols, [0, 1], sel, width=w, height=h, y_range=y_range,
+                                          xp=posing)
+            assert np.array_equal(np.isnan(got), np.isnan(want))
+            if w >= 13:  # the NaN column survives (downsampled, its neighbours fill it)
+                assert np.isnan(got).any()
+            np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
