@@ -91,6 +91,10 @@ def model_kwargs(model: str) -> dict:
 
 
 def commit() -> str:
+    """LIQGPU_COMMIT when the run command sets it (the device machine's copy of .git can be
+    stale: three runs on 2026-11-27 reported 03b9088 while later commits ran), else git's."""
+    if os.environ.get("LIQGPU_COMMIT"):
+        return os.environ["LIQGPU_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
                               capture_output=True).stdout.strip() or "unknown"
