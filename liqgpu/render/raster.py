@@ -52,17 +52,18 @@ class Columns:
 
 
 def render_backend(backend: str = "auto"):
-    """``(name, xp)`` for ``render --backend``: ``auto`` is CuPy when a GPU is usable and
-    numba reaches it (datashader's CUDA aggregation runs on numba.cuda), else numpy.
+    """``(name, xp)`` for ``render --backend``: ``auto`` is CuPy when a GPU is usable, else
+    numpy. The device render needs CuPy alone (its resampling is liqgpu's own array code,
+    :mod:`liqgpu.render.resample`; datashader's CUDA path would need cudf).
 
     Raises
     ------
     BackendUnavailable
-        ``cupy`` asked for where CuPy, a CUDA device or numba's CUDA support is missing (one
-        sentence; the CLI exits with code 2).
+        ``cupy`` asked for where CuPy or a CUDA device is missing (one sentence; the CLI exits
+        with code 2).
     """
-    from ..errors import BackendUnavailable
     from ..backend import BACKENDS, gpu_available, resolve
+    from ..errors import BackendUnavailable
 
     if backend not in BACKENDS:
         from ..errors import InputError
@@ -71,28 +72,11 @@ def render_backend(backend: str = "auto"):
     if backend == "numpy" or (backend == "auto" and not gpu_available()):
         return "numpy", np
     try:
-        name, xp = resolve("cupy")
-        why = _numba_cuda_problem()
-        if why:
-            raise BackendUnavailable(f"--backend cupy: {why}; use --backend numpy")
+        return resolve("cupy")
     except BackendUnavailable:
         if backend == "auto":
             return "numpy", np
         raise
-    return name, xp
-
-
-def _numba_cuda_problem() -> str | None:
-    """None when numba.cuda sees a device, else why not."""
-    try:
-        from numba import cuda
-    except Exception as exc:  # noqa: BLE001
-        return f"datashader aggregates CuPy arrays with numba.cuda, which does not import ({exc})"
-    try:
-        ok = cuda.is_available()
-    except Exception as exc:  # noqa: BLE001
-        return f"numba.cuda cannot reach the CUDA device ({exc})"
-    return None if ok else "numba.cuda sees no CUDA device (datashader's GPU aggregation needs it)"
 
 
 def to_ms(t) -> np.ndarray:
