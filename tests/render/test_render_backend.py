@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from test_levels import hand_dataset
 
 from liqgpu.cli import main
-from liqgpu.errors import BackendUnavailable
 from liqgpu.render import raster
 from liqgpu.render.select import select
 
