@@ -415,7 +415,7 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
     n_parts = len(edges) * len(groups) + 1 + (len(edges) if binner is not None and not one else 0)
     with StoreWriter(out, overwrite=overwrite, tc=p.tc, pc=p.pc) as w:
         w.start(layout)
-        write_behind(progress_bar(parts(), n_parts, progress), w.write)
+        write_behind(progress_bar(parts(), n_parts, progress), w.write, prepare=w.prepare)
         w.commit()
     return layout
 

@@ -288,3 +288,38 @@ def test_importing_the_store_package_and_pipeline_is_light():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_write_behind_prepares_on_the_writer_thread_first():
+    """``prepare`` runs once, on the writer thread, before the first chunk is written and while
+    the producer computes it; an error there reaches the caller and nothing is written."""
+    import threading
+
+    from liqgpu.store.writer import write_behind
+
+    log = []
+    computed = threading.Event()
+
+    def prepare():
+        log.append(("prepare", threading.current_thread().name))
+        computed.wait(5)  # the producer computes its first chunk meanwhile
+
+    def chunks():
+        for i in range(3):
+            if i == 0:
+                log.append(("computed", 0))
+                computed.set()
+            yield i
+
+    write_behind(chunks(), lambda x: log.append(("write", x)), prepare=prepare)
+    assert log[0] == ("computed", 0) or log[1] == ("computed", 0)
+    assert ("prepare", "liqgpu-writer") in log[:2]
+    assert [x for x in log if x[0] == "write"] == [("write", 0), ("write", 1), ("write", 2)]
+
+    def bad():
+        raise OSError("disk full")
+
+    written = []
+    with pytest.raises(OSError, match="disk full"):
+        write_behind(iter(range(3)), written.append, prepare=bad)
+    assert written == []
