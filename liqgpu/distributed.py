@@ -233,7 +233,8 @@ def estimate_distributed(
     # the same chunks as a one-process run of all the series (liqgpu.estimate), so a task's
     # numbers equal that run's bit for bit (v2's churn makes rounding follow the chunks)
     cb = chunk_buckets or chunk_buckets_for(len(series), ncell, n_every, multiple=tc,
-                                            budget_bytes=memory_budget or DEFAULT_MEMORY_BUDGET)
+                                            budget_bytes=memory_budget or DEFAULT_MEMORY_BUDGET,
+                                            n_buckets=n_buckets)
     cb = max(tc, -(-int(cb) // tc) * tc)  # whole zarr chunks: every cube write replaces chunks
     backend = "cupy" if cluster == "cuda" else "numpy"
     fp = fingerprint(series, params, g, n_every)

@@ -226,7 +226,8 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
     tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets)
     cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
-                                            budget_bytes=memory_budget, multiple=tc)
+                                            budget_bytes=memory_budget, multiple=tc,
+                                            n_buckets=engine.n_buckets)
     # whole zarr chunks, as distributed tasks use: v2's churn makes rounding follow the chunks,
     # so both paths cut the time axis the same way and agree bit for bit
     cb = max(tc, -(-int(cb) // tc) * tc)

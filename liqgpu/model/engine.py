@@ -98,12 +98,24 @@ class State:
         return int(self.level.shape[0])
 
 
+#: a store run is cut into at least this many time chunks (where the store's chunking allows):
+#: the write-behind thread writes chunk i while the engine computes chunk i + 1, so a run in one
+#: chunk wrote nothing until the engine had finished (30 days, v2: 0.85 -> 0.74 s in process)
+MIN_CHUNKS = 8
+
+
 def chunk_buckets_for(n_series: int, n_cells: int, n_every: int, *, budget_bytes: int,
-                      multiple: int = 1, max_steps: int = 1 << 17) -> int:
-    """Buckets per time chunk so the chunk's float64 cubes stay under ``budget_bytes``."""
+                      multiple: int = 1, max_steps: int = 1 << 17,
+                      n_buckets: int | None = None) -> int:
+    """Buckets per time chunk so the chunk's float64 cubes stay under ``budget_bytes``, and,
+    given ``n_buckets``, so the run has about :data:`MIN_CHUNKS` chunks or more (each a
+    ``multiple`` of buckets)."""
     per_bucket = 8 * 4 * n_series * n_cells  # D, cumsum, intensity, liquidated
     nb = max(1, budget_bytes // max(per_bucket, 1))
     nb = min(nb, max(1, max_steps // n_every))
+    if n_buckets is not None:
+        per_chunk = -(-int(n_buckets) // MIN_CHUNKS)  # ceil
+        nb = min(nb, -(-per_chunk // multiple) * multiple)  # up to whole multiples
     nb = max(multiple, (nb // multiple) * multiple)
     return int(nb)
 

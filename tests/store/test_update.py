@@ -34,12 +34,19 @@ def market(seed, n, nan_rows=0.03, **kw):
 
 
 def assert_same(got, ref, tol=1e-9):
+    """MODEL.md's float64 tolerance; the float32 cubes may also differ by one float32 step
+    (two runs whose float64 sums agree to 1e-12 can round to neighbouring float32 values: v2's
+    rounding follows where the time chunks start, and an update starts its own)."""
     for v in VARS:
         a, b = got[v].values.astype(float), ref[v].values.astype(float)
         assert a.shape == b.shape, v
         scale = max(np.nanmax(np.abs(b)) if np.isfinite(b).any() else 0.0, 1e-300)
         assert np.array_equal(np.isnan(a), np.isnan(b)), v
-        assert np.nanmax(np.abs(a - b), initial=0.0) / scale <= tol, v
+        err = np.abs(a - b)
+        if ref[v].dtype == np.float32:
+            step = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(np.float32))
+            err = np.where(err <= step, 0.0, err)
+        assert np.nanmax(err, initial=0.0) / scale <= tol, v
     assert (got["time"].values == ref["time"].values).all()
 
 

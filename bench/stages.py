@@ -1,0 +1,239 @@
+"""Every stage of whole `liqgpu estimate` processes: start and imports, read, plan, engine,
+write, commit, for mid, year and a fleet, v1 and v2 (issue 13).
+
+Each run is one `liqgpu estimate FILES -o STORE` process started from here. A probe (patched
+in from outside, liqgpu itself is not instrumented) notes, in the process:
+
+* ``start``: interpreter start to the first line of Python (from the wall clock the bench read
+  just before starting the process);
+* ``imports``: to the CLI's command running (imports of liqgpu, click, numpy...);
+* ``read``: the series files read and checked (``load_series``);
+* ``plan``: inputs prepared, grid and engine built (``pipeline.plan``);
+* ``first``: to the end of the engine's first chunk;
+* ``engine``: the engine's chunks, summed (main thread);
+* ``write``: the store writer's work, summed (its thread: array creation and chunk writes,
+  compression included; it overlaps the engine);
+* ``commit``: attributes, consolidated metadata, manifest and the atomic move;
+* ``wall`` and ``peak RSS`` of the whole process.
+
+For the year it also measures, in this process and the same run, the floors the issue compares
+against: ``np.copyto`` of the output cubes' bytes (float32) and the chosen codec's raw time on
+the same bytes (Blosc lz4 + shuffle, as the store writes).
+
+    python bench/stages.py                      # mid v1+v2 (5 runs each), year v2 (1), fleet 20 x 90 d
+    python bench/stages.py --work mid --runs 7 --models v2
+    python bench/stages.py --work year --models v1 v2 --runs 1
+    python bench/stages.py --work fleet --series 200 --runs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics as st
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = r"""
+import json, sys, threading, time
+T = {"t_python": time.time()}
+busy = {"engine": 0.0, "write": 0.0, "create": 0.0}
+lock = threading.Lock()
+def wrap(mod, name, key, first=None, mark=None):
+    orig = getattr(mod, name)
+    def f(*a, **k):
+        t = time.time()
+        try:
+            return orig(*a, **k)
+        finally:
+            now = time.time()
+            with lock:
+                if key:
+                    busy[key] += now - t
+                if first and first not in T:
+                    T[first] = now
+                if mark:
+                    T[mark] = now
+    setattr(mod, name, f)
+import liqgpu.cli_common as cc
+orig_wrapper = cc.user_errors
+import liqgpu.series as ser, liqgpu.pipeline as pl, liqgpu.model.engine as eng
+import liqgpu.store.writer as wr, liqgpu.api as api
+T["t_imports"] = time.time()
+wrap(ser, "load_series", None, mark="t_read")
+wrap(pl, "plan", None, mark="t_plan")
+wrap(eng.Engine, "chunk", "engine", first="t_first")
+wrap(wr.StoreWriter, "write", "write")
+wrap(wr.StoreWriter, "prepare", "create")
+wrap(wr.StoreWriter, "commit", None, mark="t_commit")
+from liqgpu.cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code or 0
+T.update(busy)
+T["t_end"] = time.time()
+print("STAGES " + json.dumps(T), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_once(files: list[Path], out: Path, model: str, extra: list[str]) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-c", PROBE, "-q", "estimate", *map(str, files), "-o", str(out),
+           "--model", model, *extra]
+    shutil.rmtree(out, ignore_errors=True)
+    errf = out.parent / "stderr.txt"
+    with open(errf, "w") as fh:
+        t0 = time.time()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=fh, cwd=out.parent)
+        _, status, ru = os.wait4(p.pid, 0)  # this child's own peak RSS
+        wall = time.time() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+    err = errf.read_text()
+    if p.returncode:
+        raise SystemExit(err)
+    line = [x for x in err.splitlines() if x.startswith("STAGES ")]
+    T = json.loads(line[-1][7:])
+    store = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    start = T["t_python"] - t0
+    return {
+        "start": start,
+        "imports": T["t_imports"] - T["t_python"],
+        "read": T["t_read"] - T["t_imports"],
+        "plan": T["t_plan"] - T["t_read"],
+        "first": T.get("t_first", T["t_plan"]) - t0,
+        "engine": T["engine"],
+        "write": T["write"] + T["create"],
+        "commit": T["t_end"] - T["t_commit"] if "t_commit" in T else None,
+        "after_engine": T["t_end"] - max(T.get("t_first", 0), T["t_plan"]),
+        "wall": wall,
+        "store_mb": store / 1e6,
+        "rss_gb": ru.ru_maxrss / 2**20,
+    }
+
+
+def make_inputs(work: str, tmp: Path, series: int) -> list[Path]:
+    sys.path.insert(0, str(REPO))
+    from liqgpu.synth import synthetic_frame
+
+    if work == "mid":
+        f = tmp / "mid.parquet"
+        synthetic_frame(days=30, seed=11).to_parquet(f)
+        return [f]
+    if work == "year":
+        f = tmp / "year.parquet"
+        synthetic_frame(days=365, seed=11).to_parquet(f)
+        return [f]
+    files = []
+    for i in range(series):
+        f = tmp / f"s{i:03d}.parquet"
+        df = synthetic_frame(days=90, step="5min", seed=i)
+        df["exchange"], df["symbol"] = f"ex{i % 10}", f"BTC{i}USDT"
+        df.to_parquet(f)
+        files.append(f)
+    return files
+
+
+def floors(out_bytes: int) -> dict:
+    """np.copyto of ``out_bytes`` of float32 and Blosc lz4+shuffle (clevel 5) over them, in
+    64 MiB pieces (the store's chunks are smaller; the codec's speed per byte is what counts)."""
+    import numpy as np
+    from numcodecs import Blosc
+
+    n = out_bytes // 4
+    rng = np.random.default_rng(0)
+    # a cube-like payload: mostly zeros with dense bands (the cubes are 7-10 % non-zero)
+    src = np.zeros(n, dtype=np.float32)
+    nz = rng.random(n) < 0.09
+    src[nz] = rng.lognormal(10, 3, nz.sum()).astype(np.float32)
+    dst = np.empty_like(src)
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        ts.append(time.perf_counter() - t)
+    codec = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+    Blosc.set_nthreads(1)
+    piece = (64 << 20) // 4
+    t = time.perf_counter()
+    comp = 0
+    for i in range(0, n, piece):
+        comp += len(codec.encode(src[i:i + piece]))
+    codec_s = time.perf_counter() - t
+    return {"copyto_s": min(ts), "codec_s": codec_s, "codec_ratio": out_bytes / max(comp, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", choices=["mid", "year", "fleet"], nargs="+",
+                    default=["mid", "year", "fleet"])
+    ap.add_argument("--models", nargs="+", default=None)
+    ap.add_argument("--runs", type=int, default=None, help="runs per row [mid 5, others 1]")
+    ap.add_argument("--series", type=int, default=20, help="fleet size [20]")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="liqgpu-stages-"))
+    cols = ["start", "imports", "read", "plan", "first", "engine", "write", "commit", "wall"]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · commit "
+          f"{_commit()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.2f}")
+    print("| work | model | runs | " + " | ".join(cols) + " | peak RSS GB | store MB |")
+    print("|---|---|---|" + "---|" * (len(cols) + 2))
+    try:
+        for work in a.work:
+            files = make_inputs(work, tmp, a.series)
+            models = a.models or (["v1", "v2"] if work == "mid" else ["v2"])
+            runs = a.runs or (5 if work == "mid" else 1)
+            extra = ["--every", "1h"]
+            for model in models:
+                rows = [run_once(files, tmp / "out.zarr", model, extra) for _ in range(runs)]
+                med = {c: st.median([r[c] for r in rows if r[c] is not None] or [float("nan")])
+                       for c in cols + ["store_mb"]}
+                print(f"| {work}{'' if work != 'fleet' else f' {a.series}x90d'} | {model} | "
+                      f"{runs} | " + " | ".join(f"{med[c]:.3f}" for c in cols)
+                      + f" | {max(r['rss_gb'] for r in rows):.2f} | {med['store_mb']:.1f} |",
+                      flush=True)
+                if work == "year":
+                    fl = floors(_cube_bytes(files[0], model))
+                    print(f"|  | floors | | np.copyto of the output cubes {fl['copyto_s']:.3f} s; "
+                          f"lz4+shuffle on them {fl['codec_s']:.3f} s (ratio "
+                          f"{fl['codec_ratio']:.1f}); engine / copyto "
+                          f"{med['engine'] / fl['copyto_s']:.1f}x; write / codec "
+                          f"{med['write'] / fl['codec_s']:.2f}x |" + " |" * 8, flush=True)
+            for f in files:
+                f.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\nstart: interpreter start-up; imports: to the CLI command; first: process start to the "
+          "engine's first chunk; engine and write are busy times summed (write on its own thread, "
+          "overlapping the engine); wall: the whole process. Medians over the runs.")
+
+
+def _cube_bytes(f: Path, model: str) -> int:
+    """The float32 intensity + liquidated cubes of the year store (from a 2-day dry estimate's
+    grid would differ; run the real one's dims through liqgpu.estimate's plan)."""
+    sys.path.insert(0, str(REPO))
+    import liqgpu
+    from liqgpu.pipeline import plan, resolve_params
+
+    s = liqgpu.load_series(f)
+    p = plan([s], params=resolve_params(None, model), every="1h")
+    return 2 * p.inputs.n_series * p.n_buckets * p.grid.n_bins * p.params.n_out * 2 * 4
+
+
+def _commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                       text=True)
+    return r.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
