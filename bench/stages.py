@@ -50,6 +50,8 @@ def wrap(mod, name, key, first=None, mark=None):
     orig = getattr(mod, name)
     def f(*a, **k):
         t = time.time()
+        if mark:
+            T[mark + "_0"] = t
         try:
             return orig(*a, **k)
         finally:
@@ -114,7 +116,7 @@ def run_once(files: list[Path], out: Path, model: str, extra: list[str]) -> dict
         "first": T.get("t_first", T["t_plan"]) - t0,
         "engine": T["engine"],
         "write": T["write"] + T["create"],
-        "commit": T["t_end"] - T["t_commit"] if "t_commit" in T else None,
+        "commit": T["t_commit"] - T["t_commit_0"] if "t_commit" in T else None,
         "after_engine": T["t_end"] - max(T.get("t_first", 0), T["t_plan"]),
         "wall": wall,
         "store_mb": store / 1e6,
