@@ -10,6 +10,7 @@ import pytest
 
 import liqgpu
 from liqgpu import pipeline
+from liqgpu.model.engine import series_engine_bytes
 from liqgpu.store.integrity import MANIFEST
 from liqgpu.updating import update
 
@@ -78,17 +79,19 @@ def test_fleet_in_groups_equals_one_group_bit_for_bit(tmp_path, realized):
     ev = events(ss) if realized else None
     params = pipeline.resolve_params(None, None)
     one = pipeline.plan(ss, params, every="1h", backend="numpy", chunk_buckets=24)
+    eng = series_engine_bytes(params, one.inputs.step, one.inputs.n_steps, one.grid.n_bins,
+                              one.chunk_buckets, one.n_every)
     per = pipeline.chunk_cube_bytes(1, one.chunk_buckets, one.grid.n_bins, params.n_out,
-                                    np.float32)
+                                    np.float32) + eng
     budget = 2 * per
     many = pipeline.plan(ss, params, every="1h", backend="numpy", chunk_buckets=24,
                          memory_budget=budget)
     assert one.groups == [(0, 5)]
     assert many.groups == [(0, 2), (2, 4), (4, 5)]
     assert many.chunk_buckets == one.chunk_buckets  # the same time cuts
-    # the memory the chunk cubes take: one group's, under the budget
+    # the memory the chunk cubes and engines take: one group's, under the budget
     assert max(pipeline.chunk_cube_bytes(s1 - s0, many.chunk_buckets, many.grid.n_bins,
-                                         params.n_out, np.float32)
+                                         params.n_out, np.float32) + (s1 - s0) * eng
                for s0, s1 in many.groups) <= budget
     a, b = tmp_path / "one.zarr", tmp_path / "many.zarr"
     liqgpu.estimate(ss, every="1h", backend="numpy", out=a, chunk_buckets=24, realized=ev)
