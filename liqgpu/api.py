@@ -68,7 +68,8 @@ def estimate(
     chunk_buckets : int, optional
         Output buckets per time chunk (default from ``memory_budget``).
     memory_budget : int
-        Bytes the engine's per-chunk cubes may take.
+        Bytes the engine's per-chunk cubes may take; on the CPU, a fleet runs in series groups
+        whose chunk cubes and engines (inputs, live positions) fit it, one group at a time.
     progress : bool
         Show a progress bar (on a terminal).
     dtype : numpy dtype

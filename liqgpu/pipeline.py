@@ -213,14 +213,16 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
 
     ``backend``: a name (resolved here) or an already resolved ``(name, xp)`` pair.
     """
-    from .backend import resolve
-    from .model.engine import chunk_buckets_for, make_engine
-    from .model.inputs import bucket_prices, prepare
+    from .backend import ops_for, resolve
+    from .model.engine import chunk_buckets_for, make_engine, series_engine_bytes
+    from .model.inputs import FleetInputs, bucket_prices, prepare
     from .store.layout import base_attrs, chunking
 
     name, xp = resolve(backend) if isinstance(backend, str) else backend
     series = clock_align(series, every, origin)
-    inputs = prepare(series, params)
+    # on the host, each series runs in its own engine, a series group at a time: the inputs
+    # are prepared a group at a time too (a batched GPU engine takes every series' at once)
+    inputs = FleetInputs(series, params) if ops_for(xp).on_host else prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)
     engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
@@ -232,7 +234,9 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     # so both paths cut the time axis the same way and agree bit for bit
     cb = max(tc, -(-int(cb) // tc) * tc)
     groups = series_groups(engine, inputs.n_series, cb, g.n_bins, params.n_out, dtype,
-                           memory_budget)
+                           memory_budget,
+                           engine_bytes=series_engine_bytes(params, inputs.step, inputs.n_steps,
+                                                            g.n_bins, cb, n_every))
     prices = bucket_prices(series, inputs.time, n_every)
     btime = inputs.time[:: n_every]
     attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
@@ -261,11 +265,13 @@ def chunk_cube_bytes(n_series: int, chunk_buckets: int, n_bins: int, n_out: int,
 
 
 def series_groups(engine, n_series: int, chunk_buckets: int, n_bins: int, n_out: int, dtype,
-                  budget: int) -> list[tuple[int, int]]:
-    """Consecutive series groups ``(s0, s1)`` whose chunk cubes fit ``budget`` (at least one
-    series a group; one group when all fit). The chunk length stays the whole run's, so every
-    group cuts time as a one-group run does and the store is the same bit for bit. Only the
-    per-series engines (numpy) split; a batched (GPU) engine runs as one group.
+                  budget: int, engine_bytes: int = 0) -> list[tuple[int, int]]:
+    """Consecutive series groups ``(s0, s1)`` whose chunk cubes, and engines of
+    ``engine_bytes`` a series (:func:`~liqgpu.model.engine.series_engine_bytes`), fit
+    ``budget`` (at least one series a group; one group when all fit). The chunk length stays
+    the whole run's, so every group cuts time as a one-group run does and the store is the
+    same bit for bit. Only the per-series engines (numpy) split; a batched (GPU) engine runs as
+    one group.
 
     Examples
     --------
@@ -276,7 +282,7 @@ def series_groups(engine, n_series: int, chunk_buckets: int, n_bins: int, n_out:
     """
     from .model.engine import SeriesEngines
 
-    per = chunk_cube_bytes(1, chunk_buckets, n_bins, n_out, dtype)
+    per = chunk_cube_bytes(1, chunk_buckets, n_bins, n_out, dtype) + int(engine_bytes)
     size = n_series if not isinstance(engine, SeriesEngines) else \
         max(1, min(n_series, int(budget) // max(per, 1)))
     return [(s0, min(s0 + size, n_series)) for s0 in range(0, n_series, size)]
@@ -370,22 +376,24 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
     last, nb = p.last, p.n_buckets
     groups = p.groups or [(0, p.inputs.n_series)]
     one = len(groups) == 1
-    states: dict = {}
+    spill = None if one else _StateSpill(out)
 
     def capture(gi, eng):
         if one:
             p.capture(eng)
-        else:
-            states.setdefault(gi, eng.state_arrays())
+        elif gi not in spill:
+            s0 = groups[gi][0]
+            spill.add(gi, _merge_group_states([eng.state_arrays()], [(s0, None)],
+                                              ncell=p.engine.ncell, B=p.engine.B))
 
     def state():
         if one:
             return p.resume["state"]
-        return _merge_group_states([states[gi] for gi in range(len(groups))], groups,
-                                   ncell=p.engine.ncell, B=p.engine.B)
+        return spill.pieces(len(groups))
 
     def resume_part():
-        return Group("resume", *resume_group(p.series, p.inputs.step, state(), last * p.n_every))
+        return Group("resume", *resume_group(p.series, p.inputs.step, state(), last * p.n_every,
+                                             stream=True))
 
     edges = chunk_edges(nb, p.chunk_buckets, last)
 
@@ -406,6 +414,7 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
                         yield resume_part()  # bucket is computed
             if not one:  # its resume state is kept: its engines' positions are not needed
                 eng.drop_state()
+                del eng  # with its inputs (a FleetInputs' group)
         if last == 0:
             yield resume_part()
         if binner is not None and not one:  # every series' events at once, chunk by chunk
@@ -414,11 +423,60 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
             layout.attrs["realized_summary"] = binner.finish()
 
     n_parts = len(edges) * len(groups) + 1 + (len(edges) if binner is not None and not one else 0)
-    with StoreWriter(out, overwrite=overwrite, tc=p.tc, pc=p.pc) as w:
-        w.start(layout)
-        write_behind(progress_bar(parts(), n_parts, progress), w.write, prepare=w.prepare)
-        w.commit()
+    try:
+        with StoreWriter(out, overwrite=overwrite, tc=p.tc, pc=p.pc) as w:
+            w.start(layout)
+            write_behind(progress_bar(parts(), n_parts, progress), w.write, prepare=w.prepare)
+            w.commit()
+    finally:
+        if spill is not None:
+            spill.close()
     return layout
+
+
+class _StateSpill:
+    """The resume states of finished series groups, on disk until the resume group is written
+    (a fleet's live positions would otherwise be held to the end): one ``.npy`` file per group
+    and state array, in a hidden temporary beside the store (``.NAME.tmp-*``: what a killed run
+    leaves there is removed by the next writer, :func:`liqgpu.store.atomic.recover`)."""
+
+    def __init__(self, out):
+        from .store.atomic import temp_path
+
+        self.dir = temp_path(Path(out), "tmp")
+        self.files: dict = {}  # group -> {key: (path, shape, dtype)}
+
+    def __contains__(self, gi) -> bool:
+        return gi in self.files
+
+    def add(self, gi: int, arrays: dict) -> None:
+        self.dir.mkdir(exist_ok=True)
+        entry = {}
+        for k, v in arrays.items():
+            path = self.dir / f"{gi}.{k}.npy"
+            np.save(path, v)
+            entry[k] = (path, v.shape, v.dtype)
+        self.files[gi] = entry
+
+    def pieces(self, n_groups: int) -> dict:
+        """Every group's state as one :class:`~liqgpu.store.resume.Pieces` per array (the
+        groups' in order, read from disk as written), as :func:`_merge_group_states` joins
+        them."""
+        from .store.resume import Pieces
+
+        first = self.files[0]
+        out = {}
+        for k, (_, shape, dtype) in first.items():
+            entries = [self.files[gi][k] for gi in range(n_groups)]
+            n = sum(e[1][0] for e in entries)
+            out[k] = Pieces((n,) + tuple(shape[1:]), dtype,
+                            lambda entries=entries: (np.load(e[0]) for e in entries))
+        return out
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _merge_group_states(states: list[dict], groups: list, *, ncell: int, B: int) -> dict:

@@ -120,6 +120,31 @@ def chunk_buckets_for(n_series: int, n_cells: int, n_every: int, *, budget_bytes
     return int(nb)
 
 
+def series_engine_bytes(params, step, n_steps: int, n_bins: int, chunk_buckets: int,
+                        every: int) -> int:
+    """About the most one series' numpy :class:`Engine` holds while it runs, its chunk cubes
+    apart: its inputs, its live positions in two sets of state buffers and its scratch
+    difference array. The live positions are bounded by the steps a position can live (model
+    v2 retires what churn has shrunk below ``RETIRE`` of its opening amount; ``max_age``
+    expires them), each step opening one per (entry point, tier, side), plus a block's new
+    ones. What :func:`liqgpu.pipeline.series_groups` holds a group's engines to."""
+    n_points = params.entry_mode[1]
+    per_step = n_points * params.n_tiers * 2
+    life = int(n_steps)
+    phi = params.churn_per_step(step) if params.model == "v2" else 0.0
+    if phi > 0:
+        life = min(life, int(math.log(RETIRE) / math.log1p(-phi)) + 1)
+    age = params.max_age_steps(step)
+    if age is not None:
+        life = min(life, int(age) + 1)
+    block = min(int(n_steps), int(chunk_buckets) * int(every))
+    positions = (life + block) * per_step
+    state = int(2 * 1.25 * 42 * positions)  # 42 bytes a position in the buffers
+    inputs = int(n_steps) * 8 * (12 + 2 * n_points)
+    scratch = (int(chunk_buckets) + 1) * (int(n_bins) + 1) * 2 * int(params.n_out) * 8
+    return state + inputs + scratch
+
+
 def chunk_edges(n_buckets: int, chunk_buckets: int, cut: int | None = None) -> list:
     """Consecutive ``(b0, b1)`` chunks of ``chunk_buckets`` buckets, also split at ``cut``."""
     edges = set(range(0, n_buckets, chunk_buckets)) | {n_buckets}
@@ -157,8 +182,13 @@ def own_bins(inputs: Inputs, grid: Grid, cells=None, n_out: int = 1) -> tuple[in
     """The bins ``[j0, j1)`` of ``grid`` that the levels of these inputs (one series) can reach,
     widened to hold the price bins of ``cells`` (saved positions, numbered on the whole grid with
     ``n_out`` leverage cells). At least one bin; the whole grid when no level is known."""
+    return bins_of_range(inputs.level_range(), grid, cells, n_out)
+
+
+def bins_of_range(level_range, grid: Grid, cells=None, n_out: int = 1) -> tuple[int, int]:
+    """:func:`own_bins` of a series whose level range (``Inputs.level_range``) is known."""
     P = grid.n_bins
-    lo, hi = inputs.level_range()
+    lo, hi = level_range
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return 0, P
     e = grid.edges
@@ -192,68 +222,100 @@ class SeriesEngines:
     and ``peak_live``.
     """
 
-    def __init__(self, inputs: Inputs, grid: Grid, every: int, *, dtype=np.float32):
+    def __init__(self, inputs, grid: Grid, every: int, *, dtype=np.float32):
         self.inputs, self.grid, self.every, self.dtype = inputs, grid, int(every), dtype
         self.P = grid.n_bins
-        self.engines, self.spans = [], []
-        for i in range(inputs.n_series):
-            self.spans.append(own_bins(inputs.select(i), grid))
-            self.engines.append(self._engine(i))
-        e = self.engines[0]
-        self.n_buckets, self.K, self.B = e.n_buckets, e.K, e.B
+        self.n_buckets = -(-inputs.n_steps // self.every)
+        self.K, self.B = int(inputs.weights.size), int(inputs.n_out)
         self.ncell = (self.P + 1) * self.B * 2  # numbered on the whole grid, as one engine does
+        self._peaks = [0]  # the peak live positions of groups already run and dropped
+        if isinstance(inputs, Inputs):
+            self.spans = [own_bins(inputs.select(i), grid) for i in range(inputs.n_series)]
+            self.engines = [self._engine(i) for i in range(inputs.n_series)]
+        else:  # a FleetInputs: engines are made when their series group runs (group())
+            self.spans = [bins_of_range(inputs.series_range(i), grid)
+                          for i in range(inputs.n_series)]
+            self.engines = None
 
     def _engine(self, i: int) -> "Engine":
         return Engine(self.inputs.select(i), _sub_grid(self.grid, *self.spans[i]), self.every,
                       dtype=self.dtype)
 
+    def _made(self) -> list:
+        """The engines, made now from a :class:`~liqgpu.model.inputs.FleetInputs` if they
+        were not (a run over every series at once)."""
+        if self.engines is None:
+            self.inputs = self.inputs.group(0, self.inputs.n_series)
+            self.engines = [self._engine(i) for i in range(self.inputs.n_series)]
+        return self.engines
+
     @property
-    def peak_live(self) -> int:
-        return sum(e.peak_live for e in self.engines)  # an upper bound of the joint peak
+    def peak_live(self) -> int:  # an upper bound of the joint peak
+        return sum(e.peak_live for e in self.engines or ()) + max(self._peaks)
 
     def group(self, s0: int, s1: int) -> "SeriesEngines":
-        """Series ``[s0, s1)`` as a SeriesEngines of their own (the same engines, not copies),
-        numbered from 0: a fleet run in series groups holds one group's chunk cubes at a time."""
+        """Series ``[s0, s1)`` as a SeriesEngines of their own, numbered from 0: a fleet run in
+        series groups holds one group's chunk cubes at a time. The same engines, not copies;
+        from a :class:`~liqgpu.model.inputs.FleetInputs`, the group's inputs and engines are
+        made here (and freed with the group), so one group's are held at a time."""
         import copy
 
         g = copy.copy(self)
-        g.engines, g.spans = self.engines[s0:s1], self.spans[s0:s1]
+        g.spans = self.spans[s0:s1]
+        if self.engines is None:
+            g.inputs = self.inputs.group(s0, s1)
+            g.engines = [g._engine(i) for i in range(s1 - s0)]
+        else:
+            g.engines = self.engines[s0:s1]
         return g
 
     def drop_state(self) -> None:
         """After the last chunk: forget every engine's live positions and buffers (a fleet run
         in series groups keeps only the resume state of a finished group, not its engines')."""
+        self._peaks.append(sum(e.peak_live for e in self.engines))
         for e in self.engines:
             e.state = State.empty(e.xp)
             e.__dict__.pop("_statebufs", None)
             e.__dict__.pop("_cubes", None)
+            e.__dict__.pop("_scratch", None)
+            e.__dict__.pop("_sorted", None)
 
     def run(self, chunk_buckets: int, *, on_bucket=None):
         """As :meth:`Engine.run`, with the series stacked in each :class:`ChunkResult`."""
         cut, fn = on_bucket if on_bucket is not None else (None, None)
+        self._made()
         for b0, b1 in chunk_edges(self.n_buckets, chunk_buckets, cut):
             if b0 == cut:
                 fn(self)
             yield self.chunk(b0, b1)
 
     def chunk(self, b0: int, b1: int) -> ChunkResult:
-        """Buckets [b0, b1) of every series, on the whole grid; chunks in order."""
-        parts = [e.chunk(b0, b1) for e in self.engines]
-        return ChunkResult(b0=b0, b1=b1, **{f: self._stack(f, [getattr(p, f) for p in parts])
-                                            for f in CHUNK_FIELDS
-                                            if getattr(parts[0], f) is not None})
-
-    def _stack(self, field: str, parts: list) -> np.ndarray:
-        if len(parts) == 1 and (field not in ("intensity", "liquidated")
-                                or self.spans[0] == (0, self.P)):
-            return parts[0]  # one series on the whole grid: its own arrays, no copy
-        if field not in ("intensity", "liquidated"):
-            return np.concatenate(parts, axis=0)
-        first = parts[0]
-        out = np.zeros((len(parts), first.shape[1], self.P) + first.shape[3:], dtype=first.dtype)
-        for i, (x, (j0, j1)) in enumerate(zip(parts, self.spans)):
-            out[i, :, j0:j1] = x[0]
-        return out
+        """Buckets [b0, b1) of every series, on the whole grid; chunks in order. Each engine's
+        cubes are placed in the stacked ones as soon as computed (and then dropped), so a chunk
+        takes its stacked cubes and one series' own."""
+        engines = self._made()
+        S, whole = len(engines), self.spans[0] == (0, self.P)
+        out: dict = {}
+        small: dict = {}
+        for i, e in enumerate(engines):
+            part = e.chunk(b0, b1)
+            for f in CHUNK_FIELDS:
+                x = getattr(part, f)
+                if x is None:
+                    continue
+                if f not in ("intensity", "liquidated"):
+                    small.setdefault(f, []).append(x)
+                elif S == 1 and whole:
+                    out[f] = x  # one series on the whole grid: its own arrays, no copy
+                else:
+                    if f not in out:
+                        out[f] = np.zeros((S, x.shape[1], self.P) + x.shape[3:], dtype=x.dtype)
+                    j0, j1 = self.spans[i]
+                    out[f][i, :, j0:j1] = x[0]
+            del part
+        for f, parts in small.items():
+            out[f] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return ChunkResult(b0=b0, b1=b1, **{f: out[f] for f in CHUNK_FIELDS if f in out})
 
     def _cells(self, cell, i: int, to_global: bool):
         """Cell numbers of series ``i``'s positions between its span and the whole grid."""
@@ -272,7 +334,7 @@ class SeriesEngines:
         """Every engine's live positions, numbered as one batched engine on the whole grid
         numbers them."""
         parts = []
-        for i, e in enumerate(self.engines):
+        for i, e in enumerate(self._made()):
             a = e.state_arrays()
             a["cell"] = self._cells(a["cell"], i, to_global=True)
             parts.append(a)
@@ -282,7 +344,7 @@ class SeriesEngines:
         """Split saved positions (numbered as by :meth:`state_arrays`) among the engines; a
         series whose positions lie outside its span gets a span that holds them."""
         series = np.asarray(arrays["series"], dtype=np.int64)
-        for i in range(len(self.engines)):
+        for i in range(len(self._made())):
             m = series == i
             sub = {k: np.asarray(v)[m] for k, v in arrays.items()}
             sub["cell"] = sub["cell"] - i * self.ncell

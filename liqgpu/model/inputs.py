@@ -84,15 +84,23 @@ class Inputs:
         return lo, hi
 
 
-def align(series: list[Series]) -> tuple[np.ndarray, list[np.ndarray]]:
+def align(series: list[Series], time: np.ndarray | None = None
+          ) -> tuple[np.ndarray, list[np.ndarray]]:
     """A common time axis for several series with one step: their union, and each series'
-    offset into it. Returns (time, [index arrays])."""
+    offset into it. Returns (time, [index arrays]).
+
+    ``time``: the common axis already made (by this function, for a list these series belong
+    to): the offsets are into it, so a group of a fleet's series is placed as in the fleet.
+    """
     steps = {int(s.step / np.timedelta64(1, "ns")) for s in series}
     if len(steps) != 1:
         raise InputError(
             "series have different steps; resample them to one model step with --step"
         )
     step = steps.pop()
+    if time is not None:
+        t0 = int(time[0].astype("datetime64[ns]").view(np.int64))
+        return time, [(s.time.view(np.int64) - t0) // step for s in series]
     t0 = min(int(s.time[0].view(np.int64)) for s in series)
     t1 = max(int(s.time[-1].view(np.int64)) for s in series)
     for s in series:
@@ -104,20 +112,28 @@ def align(series: list[Series]) -> tuple[np.ndarray, list[np.ndarray]]:
     return time, offsets
 
 
-def prepare(series: list[Series], params, oi_prev=None) -> Inputs:
+def check_names(series: list[Series]) -> list[str]:
+    """The series' names (``exchange:symbol``), each once (else an InputError)."""
+    names = [s.name for s in series]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
+    return names
+
+
+def prepare(series: list[Series], params, oi_prev=None, *, time=None) -> Inputs:
     """Vectorized per-step inputs of model v1 or v2 for several series.
 
     v1 is v2 with no churn, one entry point and one output cell per tier, so both models share
     these inputs and the engine. ``oi_prev`` (one value per series, NaN for none) is the last
     valid OI before the first bar, for a run that continues an earlier one (``liqgpu update``).
+    ``time``: the common time axis of a fleet these series are a group of (:func:`align` of
+    the whole fleet): each series' rows are then the fleet's rows, bit for bit.
     """
     from .v2.params import entry_points
 
-    names = [s.name for s in series]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
-    time, offsets = align(series)
+    names = check_names(series)
+    time, offsets = align(series, time)
     mode, n_points = params.entry_mode
     phi = params.churn_per_step(series[0].step)
     S, T, K = len(series), time.size, params.n_tiers
@@ -178,6 +194,75 @@ def prepare(series: list[Series], params, oi_prev=None) -> Inputs:
         n_out=params.n_out,
         retire=phi > 0,
     )
+
+
+class FleetInputs:
+    """The inputs of a fleet, prepared one series group at a time (:meth:`group`): what a run
+    needs of the whole fleet up front is its time axis, names and each series' level range
+    (small), not its (series, step) arrays, so memory does not grow with the fleet.
+
+    Offers what the planning uses of :class:`Inputs` (``time``, ``step``, ``names``,
+    ``n_series``, ``n_steps``, ``level_range``, ``weights``, ``n_out``) and
+    :meth:`series_range`, the level range of one series (as ``prepare(...).select(i)``'s).
+
+    Examples
+    --------
+    >>> import liqgpu
+    >>> from liqgpu import pipeline
+    >>> ss = [liqgpu.synthetic_series(days=1, seed=i, symbol=f"S{i}") for i in range(3)]
+    >>> params = pipeline.resolve_params(None, None)
+    >>> fleet = FleetInputs(ss, params)
+    >>> g = fleet.group(1, 3)
+    >>> g.n_series, g.n_steps == fleet.n_steps
+    (2, True)
+    >>> bool(np.array_equal(g.lo, prepare(ss, params).lo[1:3]))
+    True
+    """
+
+    #: series prepared together while the level ranges are read (bounds the memory it takes)
+    BATCH = 8
+
+    def __init__(self, series: list[Series], params):
+        self.series, self.params = list(series), params
+        self.names = check_names(self.series)
+        self.kinds = [s.kind for s in self.series]
+        self.time, _ = align(self.series)
+        self.step = self.series[0].step
+        self.weights = np.asarray(params.weights, dtype=np.float64)
+        self.band_of = np.asarray(params.band_of, dtype=np.int64)
+        self.n_out = int(params.n_out)
+        self.max_age_steps = params.max_age_steps(self.step)
+        self._ranges: list = [None] * len(self.series)
+
+    @property
+    def n_series(self) -> int:
+        return len(self.series)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.time.size)
+
+    def group(self, s0: int, s1: int) -> Inputs:
+        """The :class:`Inputs` of series ``[s0, s1)``, on the fleet's time axis."""
+        return prepare(self.series[s0:s1], self.params, time=self.time)
+
+    def series_range(self, i: int) -> tuple[float, float]:
+        """The lowest and highest level series ``i`` can have (its ``level_range``)."""
+        if self._ranges[i] is None:
+            s0 = i - i % self.BATCH
+            s1 = min(s0 + self.BATCH, self.n_series)
+            inp = self.group(s0, s1)
+            for j in range(s1 - s0):
+                self._ranges[s0 + j] = inp.select(j).level_range()
+        return self._ranges[i]
+
+    def level_range(self) -> tuple[float, float]:
+        """Lowest and highest level any position of these series can have."""
+        lo, hi = np.inf, -np.inf
+        for i in range(self.n_series):
+            a, b = self.series_range(i)
+            lo, hi = min(lo, a), max(hi, b)
+        return lo, hi
 
 
 def oi_changes(oi: np.ndarray, before: float = np.nan) -> tuple[np.ndarray, np.ndarray]:

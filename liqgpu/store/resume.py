@@ -9,6 +9,41 @@ import numpy as np
 from ..errors import InputError
 from .layout import FLAT_KEYS, _quiet_zarr, compressors
 
+#: the largest chunk of a packed array: a larger pack (a fleet's resume state and bars) is
+#: written in chunks of this many bytes, one at a time, so writing it holds one chunk; smaller
+#: packs stay one chunk (as they always were)
+PACK_CHUNK_BYTES = 64 * 2**20
+
+
+class Pieces:
+    """An array given by its shape, dtype and its flat (C-order) contents in consecutive
+    pieces, made when written (``pieces()`` gives an iterator of 1-D arrays): what
+    :func:`write_group` packs without holding the whole array."""
+
+    __slots__ = ("shape", "dtype", "pieces")
+
+    def __init__(self, shape, dtype, pieces):
+        self.shape, self.dtype, self.pieces = tuple(int(n) for n in shape), np.dtype(dtype), pieces
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def materialize(self) -> np.ndarray:
+        parts = [np.asarray(p, dtype=self.dtype).ravel() for p in self.pieces()]
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
+        return flat.reshape(self.shape)
+
+
+def _flat_pieces(v):
+    """The flat contents of an array or :class:`Pieces`, in pieces."""
+    if isinstance(v, Pieces):
+        for p in v.pieces():
+            yield np.asarray(p, dtype=v.dtype).ravel()
+    else:
+        yield np.asarray(v).ravel()
+
+
 def pack_arrays(arrays: dict) -> tuple[list, dict]:
     """Named arrays packed one flat array per dtype: ``layout`` (name, dtype, shape, offset of
     each) and ``{dtype: flat array}`` (what :func:`write_group` stores as ``pack_<dtype>``)."""
@@ -28,23 +63,59 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
     The arrays are packed, one flat zarr array per dtype (``pack_<dtype>``), with their names,
     shapes and offsets in the group's ``layout`` attribute: a store's resume state has a dozen
     small arrays, and one zarr array each cost more than the data. :func:`read_group` unpacks.
+    Values may be :class:`Pieces` (made as they are written); a pack over
+    ``PACK_CHUNK_BYTES`` is written a chunk at a time.
     """
     import zarr
 
     comp = compressors()
-    layout, packs = pack_arrays(arrays)
+    layout, packs = [], {}
+    for k, v in arrays.items():
+        if not isinstance(v, Pieces):
+            v = np.asarray(v)
+        same = packs.setdefault(v.dtype.str, [])
+        layout.append([k, v.dtype.str, list(v.shape), int(sum(_size(p) for p in same))])
+        same.append(v)
     with _quiet_zarr():
         g = zarr.open_group(str(root), mode="r+")
         if name in g:
             del g[name]
         sub = g.create_group(name)
-        for dt, flat in packs.items():
-            a = sub.create_array(f"pack_{np.dtype(dt).name}", shape=flat.shape, dtype=flat.dtype,
-                                 chunks=(max(flat.size, 1),), compressors=comp,
+        for dt, vals in packs.items():
+            dtype = np.dtype(dt)
+            size = int(sum(_size(v) for v in vals))
+            chunk = max(size, 1)
+            if size * dtype.itemsize > PACK_CHUNK_BYTES:
+                chunk = max(1, PACK_CHUNK_BYTES // dtype.itemsize)
+            a = sub.create_array(f"pack_{dtype.name}", shape=(size,), dtype=dtype,
+                                 chunks=(chunk,), compressors=comp,
                                  chunk_key_encoding=FLAT_KEYS)
-            if flat.size:
-                a[...] = flat
+            if size:
+                _write_chunked(a, vals, min(chunk, size), dtype)
         sub.update_attributes({**attrs, "layout": layout})  # one write, not one per key
+
+
+def _size(v) -> int:
+    return v.size if isinstance(v, Pieces) else int(np.asarray(v).size)
+
+
+def _write_chunked(a, vals: list, chunk: int, dtype) -> None:
+    """Write the arrays ``vals`` one after another into the 1-D zarr array ``a``, a chunk of
+    ``chunk`` elements at a time."""
+    buf = np.empty(chunk, dtype=dtype)
+    n = start = 0
+    for v in vals:
+        for piece in _flat_pieces(v):
+            i = 0
+            while i < piece.size:
+                k = min(chunk - n, piece.size - i)
+                buf[n:n + k] = piece[i:i + k]
+                n, i = n + k, i + k
+                if n == chunk:
+                    a[start:start + chunk] = buf
+                    start, n = start + chunk, 0
+    if n:
+        a[start:start + n] = buf[:n]
 
 
 def read_group(root, name: str):
@@ -83,27 +154,41 @@ def read_group(root, name: str):
     return out, attrs
 
 
-def resume_group(series: list, step: np.timedelta64, state: dict, resume_step: int):
+def resume_group(series: list, step: np.timedelta64, state: dict, resume_step: int, *,
+                 stream: bool = False):
     """What `liqgpu update` needs to continue a run exactly: the live positions before step
     ``resume_step`` (the start of the last bucket), the last valid OI before it per series, and
-    every input bar on the common time axis (to check overlaps and recompute the last bucket)."""
+    every input bar on the common time axis (to check overlaps and recompute the last bucket).
+
+    ``stream``: the bars (and ``state`` values that are :class:`Pieces`) are left as
+    :class:`Pieces`, made a series at a time while :func:`write_group` writes them, so a
+    fleet's are never held at once; else every value is an array."""
     from ..model.inputs import align, last_valid_before
     from ..series import OPTIONAL, REQUIRED
 
-    time, offsets = align(series)
+    time, _ = align(series)
     T = time.size
+    t0 = int(time[0].astype("datetime64[ns]").view(np.int64))
+    step_ns = int(series[0].step / np.timedelta64(1, "ns"))
     cols = [c for c in REQUIRED + OPTIONAL if any(c in s.columns for s in series)]
+
+    def row(i: int, c: str) -> np.ndarray:  # series i's column c on the common time axis
+        a = np.full(T, np.nan)
+        s = series[i]
+        if c in s.columns:
+            a[(s.time.view(np.int64) - t0) // step_ns] = s[c]
+        return a
+
     arrays = {f"state_{k}": v for k, v in state.items()}
     arrays["bars_time"] = time.astype("datetime64[ns]").view(np.int64)
     for c in cols:
-        a = np.full((len(series), T), np.nan)
-        for i, s in enumerate(series):
-            if c in s.columns:
-                a[i, offsets[i]] = s[c]
-        arrays[f"bars_{c}"] = a
+        arrays[f"bars_{c}"] = Pieces((len(series), T), np.float64,
+                                     lambda c=c: (row(i, c) for i in range(len(series))))
+    if not stream:
+        arrays = {k: v.materialize() if isinstance(v, Pieces) else v for k, v in arrays.items()}
     oi_prev = []
     for i in range(len(series)):
-        oi_prev.append(last_valid_before(arrays["bars_oi"][i], resume_step))
+        oi_prev.append(last_valid_before(row(i, "oi"), resume_step))
     attrs = {
         "resume_step": int(resume_step),
         "n_steps": int(T),

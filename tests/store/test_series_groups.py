@@ -10,6 +10,7 @@ import pytest
 
 import liqgpu
 from liqgpu import pipeline
+from liqgpu.model.engine import series_engine_bytes
 from liqgpu.store.integrity import MANIFEST
 from liqgpu.updating import update
 
@@ -78,17 +79,19 @@ def test_fleet_in_groups_equals_one_group_bit_for_bit(tmp_path, realized):
     ev = events(ss) if realized else None
     params = pipeline.resolve_params(None, None)
     one = pipeline.plan(ss, params, every="1h", backend="numpy", chunk_buckets=24)
+    eng = series_engine_bytes(params, one.inputs.step, one.inputs.n_steps, one.grid.n_bins,
+                              one.chunk_buckets, one.n_every)
     per = pipeline.chunk_cube_bytes(1, one.chunk_buckets, one.grid.n_bins, params.n_out,
-                                    np.float32)
+                                    np.float32) + eng
     budget = 2 * per
     many = pipeline.plan(ss, params, every="1h", backend="numpy", chunk_buckets=24,
                          memory_budget=budget)
     assert one.groups == [(0, 5)]
     assert many.groups == [(0, 2), (2, 4), (4, 5)]
     assert many.chunk_buckets == one.chunk_buckets  # the same time cuts
-    # the memory the chunk cubes take: one group's, under the budget
+    # the memory the chunk cubes and engines take: one group's, under the budget
     assert max(pipeline.chunk_cube_bytes(s1 - s0, many.chunk_buckets, many.grid.n_bins,
-                                         params.n_out, np.float32)
+                                         params.n_out, np.float32) + (s1 - s0) * eng
                for s0, s1 in many.groups) <= budget
     a, b = tmp_path / "one.zarr", tmp_path / "many.zarr"
     liqgpu.estimate(ss, every="1h", backend="numpy", out=a, chunk_buckets=24, realized=ev)
@@ -192,3 +195,78 @@ def test_update_of_a_sparse_store_leaves_no_stale_chunk(tmp_path):
     liqgpu.estimate(ss, every="1h", backend="numpy", out=fresh, grid=grid)
     for v in ("intensity", "liquidated"):
         assert {p.name for p in (out / v).glob("c.*")} == {p.name for p in (fresh / v).glob("c.*")}
+
+
+def test_a_grouped_run_holds_one_group_of_engines_and_inputs_at_a_time(tmp_path, monkeypatch):
+    """Memory does not grow with the fleet: the engines and prepared inputs alive while a
+    grouped store run computes are one group's (counted, not timed), the whole fleet is never
+    prepared at once, and the group states spilled to disk are gone after the run."""
+    import gc
+    import weakref
+
+    from liqgpu.model import engine as E
+    from liqgpu.model import inputs as I
+
+    ss = fleet(n=6, days=2)
+    params = pipeline.resolve_params(None, None)
+    one = pipeline.plan(ss, params, every="1h", backend="numpy", chunk_buckets=24)
+    per = pipeline.chunk_cube_bytes(1, one.chunk_buckets, one.grid.n_bins, params.n_out,
+                                    np.float32) + series_engine_bytes(
+        params, one.inputs.step, one.inputs.n_steps, one.grid.n_bins, one.chunk_buckets,
+        one.n_every)
+    engines, inputs, seen = weakref.WeakSet(), weakref.WeakSet(), {"engines": 0, "series": 0}
+    prepared = []
+    init, prep, chunk = E.Engine.__init__, I.prepare, E.Engine.chunk
+
+    def counting_init(self, *a, **k):
+        init(self, *a, **k)
+        engines.add(self)
+
+    def counting_prepare(series, *a, **k):
+        out = prep(series, *a, **k)
+        prepared.append(len(series))
+        inputs.add(out)
+        return out
+
+    def counting_chunk(self, b0, b1):
+        gc.collect()
+        seen["engines"] = max(seen["engines"], len(engines))
+        seen["series"] = max(seen["series"], sum(x.n_series for x in inputs))
+        return chunk(self, b0, b1)
+
+    monkeypatch.setattr(E.Engine, "__init__", counting_init)
+    monkeypatch.setattr(I, "prepare", counting_prepare)
+    monkeypatch.setattr(E.Engine, "chunk", counting_chunk)
+    monkeypatch.setattr(I.FleetInputs, "BATCH", 2)  # level ranges read two series at a time
+    out = tmp_path / "g.zarr"
+    liqgpu.estimate(ss, every="1h", backend="numpy", out=out, chunk_buckets=24,
+                    memory_budget=2 * per)
+    assert seen["engines"] == 2  # groups of two series
+    assert seen["series"] <= 2
+    assert max(prepared) == 2  # never the whole fleet's inputs at once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.zarr"]  # no spill left
+
+
+def test_large_resume_packs_are_written_in_chunks(tmp_path, monkeypatch):
+    """A resume pack over PACK_CHUNK_BYTES is written a chunk at a time (never assembled
+    whole) and reads back as the one-chunk pack; the store still updates."""
+    import zarr
+
+    from liqgpu.store import read_group
+    from liqgpu.store import resume as R
+
+    ss = fleet(n=3, days=2)
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    liqgpu.estimate(ss, every="1h", backend="numpy", out=a, chunk_buckets=24, memory_budget=1)
+    monkeypatch.setattr(R, "PACK_CHUNK_BYTES", 4096)
+    liqgpu.estimate(ss, every="1h", backend="numpy", out=b, chunk_buckets=24, memory_budget=1)
+    ga, aa = read_group(a, "resume")
+    gb, ab = read_group(b, "resume")
+    assert aa == ab and ga.keys() == gb.keys()
+    for k in ga:
+        assert ga[k].dtype == gb[k].dtype and ga[k].shape == gb[k].shape, k
+        np.testing.assert_array_equal(ga[k], gb[k], err_msg=k)
+    pack = zarr.open_array(str(b / "resume" / "pack_float64"), mode="r")
+    assert pack.chunks == (512,) and pack.shape[0] > 4 * 512
+    assert zarr.open_array(str(a / "resume" / "pack_float64"), mode="r").chunks == pack.shape
+    liqgpu.store.integrity.verify(b)
