@@ -407,7 +407,7 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
                     arrays["realized"] = binner.cube(chunk.b0, chunk.b1)
                     if chunk.b1 == nb:
                         layout.attrs["realized_summary"] = binner.finish()
-                yield Part(chunk.b0, chunk.b1, arrays, s0=s0)
+                yield Part(chunk.b0, chunk.b1, arrays, s0=s0, spans=chunk.spans)
                 if chunk.b1 == last:  # the engine stands before the last bucket
                     capture(gi, eng)
                     if gi == len(groups) - 1:  # the resume state, written while the last

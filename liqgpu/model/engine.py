@@ -66,6 +66,8 @@ class ChunkResult:
     outside: np.ndarray
     outside_liquidated: np.ndarray
     churned: np.ndarray | None = None  # (S, nb, K, 2) float64; model v2 only
+    #: per series, the price bins ``[j0, j1)`` outside which its cubes are zero (None: any)
+    spans: list | None = None
 
 
 CHUNK_FIELDS = ("intensity", "liquidated", "added", "closed", "expired", "outside",
@@ -315,7 +317,8 @@ class SeriesEngines:
             del part
         for f, parts in small.items():
             out[f] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        return ChunkResult(b0=b0, b1=b1, **{f: out[f] for f in CHUNK_FIELDS if f in out})
+        return ChunkResult(b0=b0, b1=b1, **{f: out[f] for f in CHUNK_FIELDS if f in out},
+                           spans=None if S == 1 and whole else list(self.spans[:S]))
 
     def _cells(self, cell, i: int, to_global: bool):
         """Cell numbers of series ``i``'s positions between its span and the whole grid."""

@@ -71,10 +71,13 @@ class Part:
     """Buckets ``[b0, b1)`` of the time-chunked variables (name -> array, time on axis 1) of
     the series from ``s0`` on (as many as the arrays' first axis holds)."""
 
-    __slots__ = ("b0", "b1", "arrays", "s0")
+    __slots__ = ("b0", "b1", "arrays", "s0", "spans")
 
-    def __init__(self, b0: int, b1: int, arrays: dict, s0: int = 0):
+    def __init__(self, b0: int, b1: int, arrays: dict, s0: int = 0, spans=None):
         self.b0, self.b1, self.arrays, self.s0 = int(b0), int(b1), arrays, int(s0)
+        #: per series (of the arrays' first axis), the price bins [j0, j1) outside which the
+        #: price-grid cubes are zero: their chunks there are known empty and not even read
+        self.spans = spans
 
 
 class Group:
@@ -186,9 +189,10 @@ class StoreWriter:
                 write_group(self.tmp, part.name, part.arrays, part.attrs)
                 return
             for k, data in part.arrays.items():
-                self._put(k, part.b0, part.b1, data, part.s0)
+                spans = part.spans if k in SPAN_VARS else None
+                self._put(k, part.b0, part.b1, data, part.s0, spans)
 
-    def _put(self, k: str, b0: int, b1: int, data, s0: int = 0) -> None:
+    def _put(self, k: str, b0: int, b1: int, data, s0: int = 0, spans=None) -> None:
         a = self._arrays[k]
         c, n = self._specs[k]["chunks"][1], self._specs[k]["shape"][1]
         rows = slice(s0, s0 + data.shape[0])  # one series a chunk: groups never share one
@@ -199,7 +203,7 @@ class StoreWriter:
             piece = data[:, lo - b0:hi - b0]
             if lo == r0 and hi == r1:  # whole chunks: straight to the store
                 if direct is not None:
-                    direct.write_row(s0, r, piece)
+                    direct.write_row(s0, r, piece, spans)
                 else:
                     a[rows, lo:hi] = piece
                 continue
@@ -211,7 +215,7 @@ class StoreWriter:
             buf[1] += hi - lo
             if buf[1] == r1 - r0:  # the chunk row is complete
                 if direct is not None:
-                    direct.write_row(s0, r, buf[0])
+                    direct.write_row(s0, r, buf[0], spans)
                 else:
                     a[rows, r0:r1] = buf[0]
                 del self._rows[(k, r, s0)]
@@ -255,6 +259,10 @@ class StoreWriter:
         self._lock.close()
 
 
+#: the variables whose cubes a series fills only within its own price span (Part.spans)
+SPAN_VARS = ("intensity", "liquidated")
+
+
 class ChunkEncoder:
     """Writes whole chunks of one zarr v3 array as zarr itself would, without zarr's
     asynchronous machinery: C-order little-endian bytes, Blosc (the array's settings, typesize
@@ -295,9 +303,12 @@ class ChunkEncoder:
         return cls(folder, spec["shape"], spec["chunks"], dtype, 0 if fill is None else fill,
                    codec, typesize)
 
-    def write_row(self, s0: int, r: int, data: np.ndarray) -> None:
+    def write_row(self, s0: int, r: int, data: np.ndarray, spans=None) -> None:
         """Write ``data`` (rows ``s0...`` of the first axis, the whole chunk row ``r`` of the
-        second, every other axis whole) chunk by chunk."""
+        second, every other axis whole) chunk by chunk. ``spans``: per row of ``data``, the
+        range ``[j0, j1)`` of the third axis (price bins) outside which it is zero: chunks
+        wholly outside are skipped unread (a fleet's series each fill a few of the shared
+        grid's bins)."""
         import itertools
 
         cs, cshape = self.chunks, self.shape
@@ -309,8 +320,13 @@ class ChunkEncoder:
         nan_fill = isinstance(self.fill, float) and np.isnan(self.fill)
         jobs = []
         for idx in itertools.product(*ranges):
-            sl = [slice(idx[0] * cs[0] - s0, min((idx[0] + 1) * cs[0], cshape[0]) - s0),
-                  slice(None)]
+            l0, l1 = idx[0] * cs[0] - s0, min((idx[0] + 1) * cs[0], cshape[0]) - s0
+            if spans is not None and len(cs) > 2 and self.fill == 0:
+                j0 = min(spans[i][0] for i in range(max(l0, 0), min(l1, len(spans))))
+                j1 = max(spans[i][1] for i in range(max(l0, 0), min(l1, len(spans))))
+                if idx[2] * cs[2] >= j1 or min((idx[2] + 1) * cs[2], cshape[2]) <= j0:
+                    continue  # all zero: the fill value, not written
+            sl = [slice(l0, l1), slice(None)]
             sl += [slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx[2:], cs[2:],
                                                                            cshape[2:])]
             block = data[tuple(sl)]

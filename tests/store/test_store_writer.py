@@ -367,3 +367,31 @@ def test_chunk_encoder_writes_zarrs_bytes(tmp_path, dtype, fill):
     from liqgpu.store.layout import compressors as comps
 
     assert ChunkEncoder.for_spec(tmp_path / "q", {**spec, "compressors": comps("zstd")}) is None
+
+
+def test_chunk_encoder_skips_chunks_outside_each_series_span(tmp_path):
+    """With spans, price chunks wholly outside a series' span are neither read nor written;
+    chunks inside or straddling it are written as without spans."""
+    from liqgpu.store.layout import compressors
+    from liqgpu.store.writer import ChunkEncoder
+
+    shape, chunks = (2, 4, 12, 2), (1, 4, 3, 2)  # price chunks: [0,3) [3,6) [6,9) [9,12)
+    spec = {"shape": shape, "dtype": np.dtype("float32"), "chunks": chunks,
+            "compressors": compressors(), "fill_value": 0.0}
+    rng = np.random.default_rng(2)
+    data = np.zeros(shape, dtype=np.float32)
+    spans = [(4, 7), (0, 3)]  # series 0: bins 4..6 (chunks 1, 2); series 1: bins 0..2 (chunk 0)
+    for i, (j0, j1) in enumerate(spans):
+        data[i, :, j0:j1] = rng.uniform(1, 2, (4, j1 - j0, 2))
+    plain = ChunkEncoder.for_spec(tmp_path / "plain", spec)
+    plain.write_row(0, 0, data)
+    marked = data.copy()
+    marked[0, :, 9:] = 7.0  # outside series 0's span: must not be read with spans
+    marked[1, :, 6:] = 7.0
+    span = ChunkEncoder.for_spec(tmp_path / "span", spec)
+    span.write_row(0, 0, marked, spans)
+    want = sorted(os.listdir(tmp_path / "plain"))
+    assert want == ["c.0.0.1.0", "c.0.0.2.0", "c.1.0.0.0"]
+    assert sorted(os.listdir(tmp_path / "span")) == want
+    for f in want:
+        assert (tmp_path / "span" / f).read_bytes() == (tmp_path / "plain" / f).read_bytes()
