@@ -21,7 +21,8 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputError
-from .layout import FLAT_KEYS, FORMAT_NAME, Layout, _Lazy, _quiet_zarr, zarr_specs
+from .layout import (CUBE_VARS, FLAT_KEYS, FORMAT_NAME, Layout, _Lazy, _quiet_zarr,
+                     zarr_specs)
 from .resume import write_group
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,8 @@ class StoreWriter:
                 write_group(self.tmp, part.name, part.arrays, part.attrs)
                 return
             for k, data in part.arrays.items():
-                spans = part.spans if k in SPAN_VARS else None
+                # the engine's cubes: a series fills them only within its own price span
+                spans = part.spans if k in CUBE_VARS else None
                 self._put(k, part.b0, part.b1, data, part.s0, spans)
 
     def _put(self, k: str, b0: int, b1: int, data, s0: int = 0, spans=None) -> None:
@@ -257,10 +259,6 @@ class StoreWriter:
         if exc_type is not None:
             self.abort()
         self._lock.close()
-
-
-#: the variables whose cubes a series fills only within its own price span (Part.spans)
-SPAN_VARS = ("intensity", "liquidated")
 
 
 class ChunkEncoder:

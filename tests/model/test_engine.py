@@ -263,3 +263,24 @@ def test_each_series_runs_on_its_own_bins_and_resumes_past_them(model):
                                    got[v][:, cut:], rtol=0, atol=1e-9 * np.abs(got[v]).max(),
                                    err_msg=v)
     assert float(np.abs(got["liquidated"]).max()) > 0
+
+
+def test_chunk_buckets_cut_a_run_into_several_whole_chunks():
+    """Given the run's length, a chunk holds at most about an eighth of it (so the store writer
+    overlaps the engine), in whole multiples of the store's time chunk; the memory budget
+    still bounds it; without the length only the budget counts."""
+    from liqgpu.model.engine import MIN_CHUNKS, chunk_buckets_for
+
+    big = 1 << 40
+    assert chunk_buckets_for(1, 1000, 60, budget_bytes=big, multiple=24, n_buckets=720) == 96
+    assert chunk_buckets_for(1, 1000, 60, budget_bytes=big, multiple=24, n_buckets=768) == 96
+    assert chunk_buckets_for(1, 1000, 60, budget_bytes=big, multiple=24, n_buckets=769) == 120
+    assert chunk_buckets_for(1, 1000, 60, budget_bytes=big, multiple=24, n_buckets=30) == 24
+    per_bucket = 8 * 4 * 1000
+    assert chunk_buckets_for(1, 1000, 60, budget_bytes=48 * per_bucket, multiple=24,
+                             n_buckets=8760) == 48
+    no_length = chunk_buckets_for(1, 1000, 60, budget_bytes=big, multiple=24)
+    assert no_length == (1 << 17) // 60 // 24 * 24
+    for nb in (100, 720, 8760):
+        cb = chunk_buckets_for(1, 1000, 60, budget_bytes=big, multiple=24, n_buckets=nb)
+        assert cb % 24 == 0 and -(-nb // cb) >= min(MIN_CHUNKS, -(-nb // 24)) - 1
