@@ -1,6 +1,7 @@
-"""The numpy v2 block (Engine._block_np1) against the generic block (Engine._block) on markets
-long enough to reach its every branch: liquidations past the binary lifting's window, many
-blocks (retirement, carried positions), expiry, closures to zero, range entries, chunking."""
+"""The numpy one-series block (Engine._block_np1) against the generic block (Engine._block),
+models v2 and v1, on markets long enough to reach its every branch: liquidations past the binary
+lifting's window, many blocks (retirement, carried positions), expiry, closures to zero, range
+entries, chunking."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import liqgpu.model.engine as engine_mod
 from liqgpu.model.engine import CHUNK_FIELDS, Engine, _cross_new
 from liqgpu.model.grid import Grid
 from liqgpu.model.inputs import prepare
+from liqgpu.model.v1 import Params
 from liqgpu.model.v2 import ParamsV2
 
 from helpers import make_series, random_market
@@ -16,10 +18,11 @@ from helpers import make_series, random_market
 
 def _run(inputs, grid, every, chunk, fast):
     e = Engine(inputs, grid, every, dtype=np.float64)
-    assert e._fast  # numpy, one series, v2
+    assert e._fast  # numpy, one series
     e._fast = fast
     parts = list(e.run(chunk))
-    out = {f: np.concatenate([getattr(p, f) for p in parts], axis=1) for f in CHUNK_FIELDS}
+    out = {f: np.concatenate([getattr(p, f) for p in parts], axis=1) for f in CHUNK_FIELDS
+           if getattr(parts[0], f) is not None}  # v1: no churned
     return out, e.state_arrays()
 
 
@@ -32,6 +35,10 @@ CASES = [
     # tiles of a few steps (the last one partial), and of one step
     (2500, 3.0, "range:3", "17h", "proportional", "cover", 13, 11, 1 << 14, 5 * 36 + 1),
     (1500, 0.3, "close", "2h", "proportional", "narrow", 7, 40, 1 << 12, 1),
+    # model v1 (churn None): no churn, no retirement, blocks cut only by closures to zero
+    (3000, None, "hlc3", None, "proportional", "cover", 60, 7, 1 << 20, 1 << 17),
+    (2500, None, "vwap", "17h", "proportional", "narrow", 13, 11, 1 << 20, 1 << 17),
+    (2000, None, "close", "2h", "none", "linear", 7, 40, 1 << 20, 5 * 2 + 1),
 ]
 
 
@@ -43,15 +50,17 @@ def test_fast_block_equals_generic_block(case, monkeypatch):
     data, extra = random_market(n, n, nan_rows=0.05, oi_mode="mixed")
     s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
                     open_=data["open_"], extra=extra)
-    p = ParamsV2(leverages="log:2:150:12", churn=churn, entry=entry, max_age=max_age,
-                 closure=closure)
+    p = (Params(entry=entry, max_age=max_age, closure=closure) if churn is None else
+         ParamsV2(leverages="log:2:150:12", churn=churn, entry=entry, max_age=max_age,
+                  closure=closure))
     grid = {"cover": lambda: Grid.covering(*prepare([s], p).level_range()),
             "narrow": lambda: Grid.log(85, 115, 10),
             "linear": lambda: Grid.linear(20, 400, 0.5)}[gk]()
     fast, st_f = _run(prepare([s], p), grid, every, chunk, True)
     slow, st_s = _run(prepare([s], p), grid, every, chunk, False)
     scale = max(np.abs(slow["added"]).max(), 1e-300)
-    for f in CHUNK_FIELDS:
+    assert set(fast) == set(slow)
+    for f in slow:
         err = np.abs(fast[f] - slow[f]).max() / max(np.abs(slow[f]).max(), scale)
         assert err < 1e-12, f"{f}: {err:.3g}"
     # the same live positions (in another order)
