@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..store.direct import put_file as _put
 
 log = logging.getLogger(__name__)
 
@@ -494,13 +495,6 @@ class _Layout:
         return bool(np.array_equal(chunk, np.full_like(chunk, self.fill),
                                    equal_nan=chunk.dtype.kind == "f"))
 
-
-def _put(path: Path, data: bytes) -> None:
-    """A new file at ``path`` (rename: the clone's files are links to the store's; never
-    written in place)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _write_chunks(root: Path, values: dict, b0: int, nb: int, c: _Cache) -> bool:

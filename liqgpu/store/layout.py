@@ -318,14 +318,25 @@ def _td_str(td) -> str:
     return format_duration(timedelta(seconds=secs))
 
 
-def compressors(kind: str = "blosc") -> tuple:
-    """The bytes-to-bytes codecs of every array liqgpu writes: a compressor, then a crc32c
-    checksum (checked first on reading, so a damaged chunk never reaches the decompressor)."""
-    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+#: the bytes-to-bytes codecs of every array liqgpu writes, as zarr v3 metadata spells them: a
+#: compressor, then a crc32c checksum (checked first on reading, so a damaged chunk never
+#: reaches the decompressor). Blosc's typesize is each array's item size. "blosc" (lz4 + byte
+#: shuffle: about twice as fast as zstd-3 here) for data, "zstd" (zarr's default) for
+#: coordinates.
+CODECS = {
+    "blosc": ({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5,
+                                                  "shuffle": "shuffle", "blocksize": 0}},
+              {"name": "crc32c"}),
+    "zstd": ({"name": "zstd", "configuration": {"level": 0, "checksum": False}},
+             {"name": "crc32c"}),
+}
 
-    if kind == "blosc":  # lz4 + byte shuffle: about twice as fast as zstd-3 here
-        return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
-    return (ZstdCodec(level=0), Crc32cCodec())  # zarr's default compressor
+
+def compressors(kind: str = "blosc") -> tuple:
+    """:data:`CODECS` ``[kind]`` as zarr codec objects, for writes through zarr or xarray."""
+    from zarr.registry import get_codec_class
+
+    return tuple(get_codec_class(c["name"]).from_dict(c) for c in CODECS[kind])
 
 
 #: the variables on the price grid: zarr's fill value 0, and chunks all 0 are not stored (a
@@ -335,7 +346,14 @@ SPARSE_VARS = CUBE_VARS + ("realized",)
 
 
 def encoding_for(ds, tc: int, pc: int) -> dict:
-    comp = compressors()
+    """The xarray ``to_zarr`` encoding of a liqgpu store's variables (zarr codec objects)."""
+    return _encoding(ds, tc, pc, compressors)
+
+
+def _encoding(ds, tc: int, pc: int, codecs) -> dict:
+    """Each variable's chunks, codecs (``codecs(name)`` of a :data:`CODECS` name), fill value
+    and chunk keys."""
+    comp = codecs("blosc")
     enc = {}
     K = ds.sizes["leverage"]
     for v in CUBE_VARS:
@@ -352,11 +370,11 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
             enc[v] = {"chunks": (1, max(tc, 1024)), "compressors": comp}
     enc["time"] = {"units": "milliseconds since 1970-01-01", "dtype": "int64",
                    "calendar": "proleptic_gregorian", "chunks": (max(tc, 1024),),
-                   "compressors": compressors("zstd")}
+                   "compressors": codecs("zstd")}
     if "snapshot_time" in ds.variables:
         enc["snapshot_time"] = dict(enc["time"])
     for v in ds.variables:  # coordinates and anything else: checksummed too
-        enc.setdefault(v, {"compressors": compressors("zstd")})
+        enc.setdefault(v, {"compressors": codecs("zstd")})
     for e in enc.values():  # flat chunk files (c.0.1.2): no folder per chunk row, so cloning a
         e["chunk_key_encoding"] = FLAT_KEYS  # store for `update` makes no directories
     return enc
@@ -373,8 +391,9 @@ TIME_UNITS = {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_g
 def zarr_specs(ds: Layout, tc: int, pc: int) -> dict:
     """Each variable of ``ds`` as the zarr array xarray's ``to_zarr`` makes of it with
     :func:`encoding_for`: dtype (times as int64 milliseconds), chunks, codecs, fill value,
-    dimension names and attributes (``coordinates``, ``_FillValue``, time units)."""
-    enc = encoding_for(ds, tc, pc)
+    dimension names and attributes (``coordinates``, ``_FillValue``, time units); the codecs
+    as a :data:`CODECS` name (what :mod:`liqgpu.store.direct` writes; no zarr import)."""
+    enc = _encoding(ds, tc, pc, lambda name: name)
     non_dim = [k for k in ds.coords if ds[k].dims != (k,)]
     specs = {}
     for k, v in ds.variables.items():
@@ -393,7 +412,7 @@ def zarr_specs(ds: Layout, tc: int, pc: int) -> dict:
         e = enc[k]
         chunks = e.get("chunks") or tuple(max(n, 1) for n in v.shape)
         specs[k] = {"shape": v.shape, "dtype": dtype, "chunks": tuple(chunks),
-                    "compressors": e["compressors"], "fill_value": fill, "attributes": attrs,
+                    "codecs": e["compressors"], "fill_value": fill, "attributes": attrs,
                     "dimension_names": v.dims}
     return specs
 

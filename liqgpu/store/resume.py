@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .layout import FLAT_KEYS, _quiet_zarr, compressors
+from .layout import _quiet_zarr
 
 #: the largest chunk of a packed array: a larger pack (a fleet's resume state and bars) is
 #: written in chunks of this many bytes, one at a time, so writing it holds one chunk; smaller
@@ -64,11 +64,16 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
     shapes and offsets in the group's ``layout`` attribute: a store's resume state has a dozen
     small arrays, and one zarr array each cost more than the data. :func:`read_group` unpacks.
     Values may be :class:`Pieces` (made as they are written); a pack over
-    ``PACK_CHUNK_BYTES`` is written a chunk at a time.
+    ``PACK_CHUNK_BYTES`` is written a chunk at a time. Written without zarr
+    (:mod:`liqgpu.store.direct`); a group there already is removed first (so none of its files,
+    hard links in an update's clone, is written in place). The root's consolidated metadata is
+    not updated: :func:`liqgpu.store.finish` does that.
     """
-    import zarr
+    import shutil
+    from pathlib import Path
 
-    comp = compressors()
+    from .direct import create_array, group_doc, put_doc
+
     layout, packs = [], {}
     for k, v in arrays.items():
         if not isinstance(v, Pieces):
@@ -76,32 +81,28 @@ def write_group(root, name: str, arrays: dict, attrs: dict) -> None:
         same = packs.setdefault(v.dtype.str, [])
         layout.append([k, v.dtype.str, list(v.shape), int(sum(_size(p) for p in same))])
         same.append(v)
-    with _quiet_zarr():
-        g = zarr.open_group(str(root), mode="r+")
-        if name in g:
-            del g[name]
-        sub = g.create_group(name)
-        for dt, vals in packs.items():
-            dtype = np.dtype(dt)
-            size = int(sum(_size(v) for v in vals))
-            chunk = max(size, 1)
-            if size * dtype.itemsize > PACK_CHUNK_BYTES:
-                chunk = max(1, PACK_CHUNK_BYTES // dtype.itemsize)
-            a = sub.create_array(f"pack_{dtype.name}", shape=(size,), dtype=dtype,
-                                 chunks=(chunk,), compressors=comp,
-                                 chunk_key_encoding=FLAT_KEYS)
-            if size:
-                _write_chunked(a, vals, min(chunk, size), dtype)
-        sub.update_attributes({**attrs, "layout": layout})  # one write, not one per key
+    sub = Path(root) / name
+    shutil.rmtree(sub, ignore_errors=True)
+    for dt, vals in packs.items():
+        dtype = np.dtype(dt)
+        size = int(sum(_size(v) for v in vals))
+        chunk = max(size, 1)
+        if size * dtype.itemsize > PACK_CHUNK_BYTES:
+            chunk = max(1, PACK_CHUNK_BYTES // dtype.itemsize)
+        enc = create_array(sub / f"pack_{dtype.name}", {"shape": (size,), "dtype": dtype,
+                                                         "chunks": (chunk,), "codecs": "blosc"})
+        if size:
+            _write_chunked(enc, vals, min(chunk, size), dtype)
+    put_doc(sub, group_doc({**attrs, "layout": layout}))
 
 
 def _size(v) -> int:
     return v.size if isinstance(v, Pieces) else int(np.asarray(v).size)
 
 
-def _write_chunked(a, vals: list, chunk: int, dtype) -> None:
-    """Write the arrays ``vals`` one after another into the 1-D zarr array ``a``, a chunk of
-    ``chunk`` elements at a time."""
+def _write_chunked(enc, vals: list, chunk: int, dtype) -> None:
+    """Write the arrays ``vals`` one after another into the 1-D array of chunk encoder ``enc``
+    (:class:`~liqgpu.store.direct.ChunkEncoder`), a chunk of ``chunk`` elements at a time."""
     buf = np.empty(chunk, dtype=dtype)
     n = start = 0
     for v in vals:
@@ -112,10 +113,10 @@ def _write_chunked(a, vals: list, chunk: int, dtype) -> None:
                 buf[n:n + k] = piece[i:i + k]
                 n, i = n + k, i + k
                 if n == chunk:
-                    a[start:start + chunk] = buf
+                    enc.write_block(start, buf)
                     start, n = start + chunk, 0
     if n:
-        a[start:start + n] = buf[:n]
+        enc.write_block(start, buf[:n])
 
 
 def read_group(root, name: str):

@@ -1,6 +1,6 @@
 """The direct zarr writer of `liqgpu estimate`: the store it writes equals, array by array and
 bit for bit, the one xarray's ``to_zarr`` wrote before (kept here as the reference), and the
-command line's estimate path imports neither xarray, dask, pandas nor scipy."""
+command line's estimate path imports neither xarray, dask, pandas, scipy nor zarr."""
 
 import json
 import os
@@ -221,7 +221,7 @@ def test_parquet_without_pandas_reads_as_pandas_did(tmp_path, case, monkeypatch)
 
 
 # -- what the command line imports -----------------------------------------------------------------
-HEAVY = ("dask", "xarray", "pandas", "scipy")
+HEAVY = ("dask", "xarray", "pandas", "scipy", "zarr")  # zarr: the store is written directly
 
 _PROBE = """
 import sys
@@ -245,7 +245,7 @@ def _run_cli(*args):
     return line, r.stdout
 
 
-def test_estimate_command_imports_no_xarray_dask_pandas_scipy(tmp_path):
+def test_estimate_command_imports_no_xarray_dask_pandas_scipy_zarr(tmp_path):
     from liqgpu.synth import synthetic_frame
 
     src = tmp_path / "btc.parquet"
@@ -325,59 +325,136 @@ def test_write_behind_prepares_on_the_writer_thread_first():
     assert written == []
 
 
-@pytest.mark.parametrize("dtype,fill", [("float32", 0.0), ("float64", float("nan")),
-                                        ("float32", float("nan"))])
-def test_chunk_encoder_writes_zarrs_bytes(tmp_path, dtype, fill):
-    """The direct chunk encoder writes the files zarr writes for the same array (edge chunks
-    padded, all-fill chunks left out, NaN fill), and zarr reads them back."""
-    import zarr
-
-    from liqgpu.store.layout import compressors
-    from liqgpu.store.writer import ChunkEncoder
-
-    shape, chunks = (3, 10, 7, 2), (1, 4, 3, 2)
-    rng = np.random.default_rng(1)
-    data = rng.lognormal(0, 4, shape).astype(dtype)
+def _sample(dtype, shape, fill, rng):
+    """Random data of ``dtype`` with whole chunks, a whole series and part of an edge chunk
+    equal to the fill value (None: zarr's default, zero or the empty string)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        data = rng.lognormal(0, 4, shape).astype(dtype)
+    elif dtype.kind == "U":
+        data = rng.choice(np.array(["a", "bc", "xyz", "é€"], dtype=dtype), shape)
+    elif dtype.kind == "b":
+        data = rng.random(shape) < 0.7
+    else:
+        data = rng.integers(1, 100, shape).astype(dtype)
+    fill = ("" if dtype.kind == "U" else dtype.type(0)) if fill is None else fill
     data[:, :, 3:6] = fill  # whole chunks of fill: not written
     data[1] = fill  # a whole series of fill
-    data[2, 8:, :, 1] = fill if fill == fill else 0.0  # part of an edge chunk
-    spec = {"shape": shape, "dtype": np.dtype(dtype), "chunks": chunks,
-            "compressors": compressors(), "fill_value": fill}
-    root = zarr.create_group(str(tmp_path / "z"), zarr_format=3)
-    a = root.create_array("x", chunk_key_encoding={"name": "default", "separator": "."},
-                          config={"write_empty_chunks": False}, shape=shape, dtype=dtype,
-                          chunks=chunks, compressors=compressors(), fill_value=fill)
-    a[...] = data
-    enc = ChunkEncoder.for_spec(tmp_path / "d" / "x", spec)
-    assert enc is not None
+    data[2, 8:, :, 1] = fill  # part of an edge chunk
+    return data
+
+
+@pytest.mark.parametrize("dtype,fill,codecs", [
+    ("float32", 0.0, "blosc"), ("float64", float("nan"), "blosc"),
+    ("float32", float("nan"), "blosc"), ("int64", None, "zstd"), ("float64", float("nan"), "zstd"),
+    ("<U3", None, "zstd"), ("uint8", None, "blosc"), ("bool", None, "zstd")])
+def test_direct_arrays_are_zarrs(tmp_path, dtype, fill, codecs):
+    """An array written by liqgpu.store.direct (its zarr.json, then chunk rows as the store
+    writer writes them, or the whole array at once) is the one zarr writes, file for file and
+    byte for byte (edge chunks padded, all-fill chunks left out, NaN fill), and zarr reads it."""
+    import zarr
+
+    from liqgpu.store.direct import create_array
+    from liqgpu.store.layout import _quiet_zarr, compressors
+
+    shape, chunks = (3, 10, 7, 2), (1, 4, 3, 2)
+    data = _sample(dtype, shape, fill, np.random.default_rng(1))
+    attrs = {"long_name": "x", "pair": (1, 2), "n": np.int64(3)}
+    dims = ("series", "time", "price", "side")
+    spec = {"shape": shape, "dtype": np.dtype(dtype), "chunks": chunks, "codecs": codecs,
+            "fill_value": fill, "attributes": attrs, "dimension_names": dims}
+    with _quiet_zarr():
+        root = zarr.create_group(str(tmp_path / "z"), zarr_format=3)
+        a = root.create_array("x", chunk_key_encoding={"name": "default", "separator": "."},
+                              config={"write_empty_chunks": False}, shape=shape, dtype=dtype,
+                              chunks=chunks, compressors=compressors(codecs), fill_value=fill,
+                              attributes={**attrs, "n": 3}, dimension_names=dims)
+        a[...] = data
+
+    def files(folder):
+        return {f: (folder / f).read_bytes() for f in os.listdir(folder)}
+
+    want = files(tmp_path / "z" / "x")
+    assert len(want) < 1 + 3 * 3 * 3  # some chunks left out
+    rows = create_array(tmp_path / "rows" / "x", spec)
     for s in range(shape[0]):
         for r in range(-(-shape[1] // chunks[1])):
-            enc.write_row(s, r, data[s:s + 1, r * 4:(r + 1) * 4])
-    want = {f: (tmp_path / "z" / "x" / f).read_bytes()
-            for f in os.listdir(tmp_path / "z" / "x") if f != "zarr.json"}
-    got = {f: (tmp_path / "d" / "x" / f).read_bytes() for f in os.listdir(tmp_path / "d" / "x")}
-    assert sorted(got) == sorted(want) and len(want) < 3 * 3 * 3  # some chunks left out
-    for f in want:
-        assert got[f] == want[f], f
-    (tmp_path / "d" / "x" / "zarr.json").write_bytes((tmp_path / "z" / "x" / "zarr.json")
-                                                       .read_bytes())
-    back = zarr.open_array(str(tmp_path / "d" / "x"), mode="r")[...]
-    np.testing.assert_array_equal(back, data)
-    # codecs other than Blosc + CRC32C: zarr writes them
-    from liqgpu.store.layout import compressors as comps
+            rows.write_row(s, r, data[s:s + 1, r * 4:(r + 1) * 4])
+    create_array(tmp_path / "all" / "x", spec, data)
+    for how in ("rows", "all"):
+        got = files(tmp_path / how / "x")
+        assert sorted(got) == sorted(want), how
+        assert json.loads(got.pop("zarr.json")) == json.loads(want["zarr.json"]), how
+        for f in got:
+            assert got[f] == want[f], (how, f)
+        with _quiet_zarr():
+            back = zarr.open_array(str(tmp_path / how / "x"), mode="r")[...]
+        np.testing.assert_array_equal(back, data)
 
-    assert ChunkEncoder.for_spec(tmp_path / "q", {**spec, "compressors": comps("zstd")}) is None
+
+def test_direct_groups_and_consolidated_metadata_are_zarrs(tmp_path):
+    """Groups, the resume group (write_group) and the root's consolidated metadata written
+    without zarr (liqgpu.store.finish) equal zarr's own (consolidate_metadata), and zarr and
+    liqgpu read them back."""
+    import shutil
+
+    import zarr
+
+    from liqgpu.store.direct import create_array, group_doc
+    from liqgpu.store.layout import _quiet_zarr, compressors
+
+    attrs = {"format": "liqgpu", "leverages": (2.0, 5.5), "n": np.float64(0.5)}
+    state = {"a": np.arange(7, dtype=np.int64), "b": np.linspace(0, 1, 5).reshape(5, 1),
+             "c": np.zeros(3, dtype=np.int64)}
+    with _quiet_zarr():
+        root = zarr.create_group(str(tmp_path / "z"), zarr_format=3, attributes={"old": 1})
+        root.create_array("x", shape=(4,), dtype="float64", chunks=(4,),
+                          compressors=compressors("zstd"), fill_value=np.nan,
+                          chunk_key_encoding={"name": "default", "separator": "."},
+                          attributes={"units": "1"}, dimension_names=("x",))[...] = np.arange(4.)
+        sub = root.create_group("resume")
+        for dt in ("float64", "int64"):
+            packed = np.concatenate([v.ravel() for v in state.values() if v.dtype == dt])
+            sub.create_array(f"pack_{dt}", shape=packed.shape, dtype=dt, chunks=packed.shape,
+                             compressors=compressors(),
+                             chunk_key_encoding={"name": "default", "separator": "."}
+                             )[...] = packed
+        sub.update_attributes({"k": [1, 2], "layout": store_mod.resume.pack_arrays(state)[0]})
+    assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == \
+        group_doc({"old": 1})
+    shutil.copytree(tmp_path / "z", tmp_path / "d")
+    mine = tmp_path / "d"
+    shutil.rmtree(mine / "x")  # the array and the group again, without zarr
+    create_array(mine / "x", {"shape": (4,), "dtype": np.dtype("float64"), "chunks": (4,),
+                              "codecs": "zstd", "fill_value": np.nan, "attributes": {"units": "1"},
+                              "dimension_names": ("x",)}, np.arange(4.))
+    store_mod.write_group(mine, "resume", state, {"k": [1, 2]})
+    with _quiet_zarr():
+        zarr.open_group(str(tmp_path / "z"), mode="r+").update_attributes({**attrs, "n": 0.5})
+        zarr.consolidate_metadata(str(tmp_path / "z"), zarr_format=3)
+    store_mod.finish(mine, attrs)
+    for f in ("zarr.json", "x/zarr.json", "resume/zarr.json", "resume/pack_int64/zarr.json",
+              "resume/pack_float64/c.0", "resume/pack_int64/c.0", "x/c.0"):
+        want, got = (tmp_path / "z" / f).read_bytes(), (mine / f).read_bytes()
+        if f.endswith(".json"):
+            want, got = json.loads(want), json.loads(got)
+        assert got == want, f
+    with _quiet_zarr():
+        assert zarr.open_group(str(mine), mode="r", use_consolidated=True).attrs["old"] == 1
+    arrays, back = store_mod.read_group(mine, "resume")
+    assert back == {"k": [1, 2]}
+    for k, v in state.items():
+        np.testing.assert_array_equal(arrays[k], v)
 
 
 def test_chunk_encoder_skips_chunks_outside_each_series_span(tmp_path):
     """With spans, price chunks wholly outside a series' span are neither read nor written;
     chunks inside or straddling it are written as without spans."""
-    from liqgpu.store.layout import compressors
     from liqgpu.store.writer import ChunkEncoder
 
     shape, chunks = (2, 4, 12, 2), (1, 4, 3, 2)  # price chunks: [0,3) [3,6) [6,9) [9,12)
     spec = {"shape": shape, "dtype": np.dtype("float32"), "chunks": chunks,
-            "compressors": compressors(), "fill_value": 0.0}
+            "codecs": "blosc", "fill_value": 0.0}
     rng = np.random.default_rng(2)
     data = np.zeros(shape, dtype=np.float32)
     spans = [(4, 7), (0, 3)]  # series 0: bins 4..6 (chunks 1, 2); series 1: bins 0..2 (chunk 0)
