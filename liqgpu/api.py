@@ -179,6 +179,10 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
         raise InputError("--backend cupy with --scheduler: not supported; start CUDA workers "
                          "with dask-cuda and use --workers on a GPU machine, or drop --backend")
     check_target(out, overwrite=overwrite)
+    if not distributed:
+        from .store.direct import preload
+
+        preload()
     params = resolve_params(params, model)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
                           contract_size=contract_size, step=step, max_bars=max_bars,
