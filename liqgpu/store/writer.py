@@ -22,8 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputError
-from .direct import (ChunkEncoder, consolidate, create_array, group_doc,  # noqa: F401
-                     put_doc)
+from .direct import consolidate, create_array, group_doc, put_doc
 from .layout import CUBE_VARS, FORMAT_NAME, Layout, _Lazy, zarr_specs
 from .resume import write_group
 

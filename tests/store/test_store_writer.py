@@ -450,7 +450,7 @@ def test_direct_groups_and_consolidated_metadata_are_zarrs(tmp_path):
 def test_chunk_encoder_skips_chunks_outside_each_series_span(tmp_path):
     """With spans, price chunks wholly outside a series' span are neither read nor written;
     chunks inside or straddling it are written as without spans."""
-    from liqgpu.store.writer import ChunkEncoder
+    from liqgpu.store.direct import ChunkEncoder
 
     shape, chunks = (2, 4, 12, 2), (1, 4, 3, 2)  # price chunks: [0,3) [3,6) [6,9) [9,12)
     spec = {"shape": shape, "dtype": np.dtype("float32"), "chunks": chunks,
