@@ -220,3 +220,107 @@ def liquidated(L, rows_of, r0, wd, cmin, k, d, c, W, f_liq, acc, acc_o, touched)
         else:
             acc_o[row, col - k] += L[idx]
         L[idx] = 0.0
+
+
+@njit
+def first_at_or_below(run, q):
+    """First ``t`` with ``run[t] <= q`` in the non-increasing ``run`` (its length if none)."""
+    lo, hi = 0, run.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if run[mid] <= q:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit
+def carried_deaths(level, birth, amount, opened, kd, cell, run0, run1, split, m, aged, age_off,
+                   retire, zero_a, churned, closed, cells0, cmin, c_d, status):
+    """The carried positions of a block (longs ``[0, split)``, then shorts): what the numpy
+    block computes for them before its new positions (see ``Engine._block_np1``).
+
+    ``c_d``: block-local step of death (``m``: alive at the end; 0 where gone at the start);
+    ``status``: 0 alive, 1 liquidated, 2 expired, 3 gone at the start (retired: what churn
+    shrank below ``retire`` of its opening amount, added to ``churned``; or closed to zero
+    (``zero_a``), added to ``closed``); ``cells0``: their live amounts per cell from
+    ``cmin``. ``run0``/``run1``: running minima of the lows / minus highs; ``aged``: whether
+    positions expire, at block-local step ``birth + age_off``; ``retire`` -1 without
+    retirement. Returns the largest live amount."""
+    wmax = 0.0
+    for x in range(level.shape[0]):
+        if x < split:
+            q = level[x]
+            run = run0
+        else:
+            q = -level[x]
+            run = run1
+        d = m
+        if q >= run[m - 1]:  # crosses in the block (most do not; NaN never)
+            d = first_at_or_below(run, q)
+        liq = d < m
+        exp = False
+        if aged:
+            te = birth[x] + age_off
+            exp = te < m and te <= d
+            if te < d:
+                d = te
+            liq = liq and not exp
+        a = amount[x]
+        gone = False
+        if retire >= 0.0 and a < retire * opened[x]:
+            churned[kd[x]] += a
+            gone = True
+        if zero_a and not gone and not (exp and d == 0):
+            closed[kd[x]] += a
+            gone = True
+        if gone:
+            d = 0
+            status[x] = 3
+            a = 0.0
+        elif liq:
+            status[x] = 1
+        elif exp:
+            status[x] = 2
+        else:
+            status[x] = 0
+        c_d[x] = d
+        cells0[cell[x] - cmin] += a
+        if a > wmax:
+            wmax = a
+    return wmax
+
+
+@njit
+def carried_split(lo, hi, m, status, c_d, cell, kd, amount, level, opened, birth, last,
+                  buf_level, buf_cell, buf_kd, buf_amount, buf_opened, buf_birth, o,
+                  liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k, exp_w):
+    """Carried positions ``[lo, hi)`` (one side): the liquidated and expired (step, cell, kd,
+    weight) into ``liq_*``/``exp_*``, the survivors into the state buffers from ``o`` with
+    their amount times ``last``; in index order. Returns (next offset, liquidated, expired)."""
+    nl = 0
+    ne = 0
+    for x in range(lo, hi):
+        s = status[x]
+        if s == 1:
+            liq_d[nl] = c_d[x]
+            liq_c[nl] = cell[x]
+            liq_k[nl] = kd[x]
+            liq_w[nl] = amount[x]
+            nl += 1
+        elif s == 2:
+            exp_d[ne] = c_d[x]
+            exp_c[ne] = cell[x]
+            exp_k[ne] = kd[x]
+            exp_w[ne] = amount[x]
+            ne += 1
+        if c_d[x] >= m:
+            buf_level[o] = level[x]
+            buf_cell[o] = cell[x]
+            buf_kd[o] = kd[x]
+            buf_amount[o] = amount[x] * last
+            buf_opened[o] = opened[x]
+            buf_birth[o] = birth[x]
+            o += 1
+    return o, nl, ne

@@ -763,8 +763,8 @@ class Engine:
 
         # --- carried positions: death (block-local step; m: none in this block) -------------
         c_W = cw = st.amount  # cw: zero where gone at the block's start
-        c_d = c_liq = c_exp = None
-        if nc:
+        c_d = c_liq = c_exp = c_status = None
+        if nc and jit is None:  # (compiled: below, once the block's cells are known)
             c_d = np.full(nc, m, dtype=np.int64)
             for w, sl in sides:
                 q = st.level[sl]
@@ -832,9 +832,24 @@ class Engine:
         # per (band, side) from those: cells are (bin, band, side) and cmin a multiple of 2B
         live0 = np.zeros(nkd)
         wmax = 0.0  # the largest weight entered in D (residue scale)
-        if nc:
+        if nc and jit is not None:  # the carried positions' deaths, in one loop
+            c_d = np.empty(nc, dtype=np.int64)
+            c_status = np.empty(nc, dtype=np.int8)
+            cells0, churned, closed = np.zeros(wd), np.zeros(nkd), np.zeros(nkd)
+            wmax = jit.carried_deaths(
+                st.level, st.birth, st.amount, st.opened, st.kd, st.cell,
+                np.minimum.accumulate(vals[0]), np.minimum.accumulate(vals[1]), split, m,
+                A is not None, 0 if A is None else int(A - a), RETIRE if self.retire else -1.0,
+                zero_a,
+                churned, closed, cells0, cmin, c_d, c_status)
+            if self.retire:
+                acc["churned"][row_a] += churned
+            if zero_a:
+                acc["closed"][row_a] += closed
+        elif nc:
             cells0 = _bincount(st.cell - cmin, cw, wd)
             wmax = float(cw.max())
+        if nc:
             live0 = cells0.reshape(-1, nkd).sum(axis=0)
             if D is not None:
                 D[:wd] = cells0
@@ -846,7 +861,9 @@ class Engine:
         rows = max(1, TILE_POSITIONS // max(Q, 1))
         o = n_long = 0
         for w, sl in sides:
-            if nc:  # carried positions of this side
+            if nc and jit is not None:
+                o = self._carried_jit(jit, sl, st, c_d, c_status, m, last, buf, o, dying)
+            elif nc:  # carried positions of this side
                 grp = (c_d[sl], st.cell[sl], st.kd[sl], c_W[sl])
                 for key, mask in (("liq", c_liq), ("exp", c_exp)):
                     if mask is not None:
@@ -986,6 +1003,23 @@ class Engine:
                            amount=buf["amount"][:o], opened=buf["opened"][:o])
         self._sorted = (self.state, n_long)
         self.peak_live = max(self.peak_live, o)
+
+    def _carried_jit(self, jit, sl, st, c_d, c_status, m, last, buf, o, dying) -> int:
+        """The carried positions ``sl`` (one side) through the compiled loop: the dying
+        appended to ``dying``, the survivors into the state buffers from ``o``; returns the
+        next free offset."""
+        n = sl.stop - sl.start
+        kdt = self._kd_dtype
+        liq, exp = ((np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+                     np.empty(n, dtype=kdt), np.empty(n)) for _ in range(2))
+        o, nl, ne = jit.carried_split(
+            sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
+            st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
+            buf["birth"], o, *liq, *exp)
+        dying["liq"].append(tuple(x[:nl] for x in liq))
+        if self.A is not None:
+            dying["exp"].append(tuple(x[:ne] for x in exp))
+        return o
 
     def _new_jit(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
                  o, dying, opened, wmax):

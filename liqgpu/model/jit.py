@@ -124,6 +124,12 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
                       f.copy(), np.zeros(1, dtype=np.int32), kd.copy(), f.copy(), f.copy(),
                       np.zeros(1, dtype=np.int32), 0, *dying,
                       *(x.copy() for x in dying), np.zeros((1, 2)))
+    i4 = np.zeros(1, dtype=np.int32)
+    mod.carried_deaths(f, i4, f, f, kd, i4, np.ones(2), np.ones(2), 1, 2, False, 0, -1.0, False,
+                       np.zeros(2), np.zeros(2), np.zeros(2), 0, i8.copy(), np.zeros(1, np.int8))
+    mod.carried_split(0, 1, 2, np.zeros(1, np.int8), i8, i4, kd, f, f, f, i4, 1.0, f.copy(),
+                      i4.copy(), kd.copy(), f.copy(), f.copy(), i4.copy(), 0, *dying,
+                      *(x.copy() for x in dying))
     mod.subtract_dead(np.zeros(2), i8, 2, 0, i8, i8, f)
     cube = np.zeros((2, 4), dtype=cube_dtype)[:, 1:3]  # chunk rows and columns: strided
     out = np.zeros((2, 4))[:, 1:3]
