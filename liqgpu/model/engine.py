@@ -989,10 +989,15 @@ class Engine:
             else:
                 np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
                 L2 = L.reshape(r1 - r0, wd)
-                acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
-                if k < wd:
-                    acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
-                L.fill(0.0)
+                # only the columns liquidations reached (near the prices of the block, where
+                # the block's columns hold every level its positions have)
+                c0, c1 = int(cc.min()) - cmin, int(cc.max()) - cmin + 1
+                if c0 < k:
+                    acc["liquidated"][r0:r1, cmin + c0:cmin + min(c1, k)] += L2[:, c0:min(c1, k)]
+                if c1 > k:
+                    j0 = max(c0, k)
+                    acc["outside_liquidated"][r0:r1, o0 + j0 - k:o0 + c1 - k] += L2[:, j0:c1]
+                L2[:, c0:c1] = 0.0
 
         # --- survivors carry on with their current amount, longs first ----------------------
         side = buf["side"][:o]
