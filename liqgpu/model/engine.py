@@ -179,12 +179,14 @@ def merge_states(parts: list[dict], *, ncell: int, K: int) -> dict:
     return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
 
 
-def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32):
+def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,
+                jit: bool | None = None):
     """The engine for these inputs: on numpy, one :class:`Engine` per series, each on the bins
-    its own levels can reach, run in lockstep (:class:`SeriesEngines`); on CuPy, one batched
-    :class:`Engine` (large launches)."""
+    its own levels can reach, run in lockstep (:class:`SeriesEngines`; ``jit``: its compiled
+    loops, None: decided from these inputs' size); on CuPy, one batched :class:`Engine`
+    (large launches)."""
     if ops_for(xp).on_host:
-        return SeriesEngines(inputs, grid, every, dtype=dtype)
+        return SeriesEngines(inputs, grid, every, dtype=dtype, jit=jit)
     return Engine(inputs, grid, every, xp=xp, dtype=dtype)
 
 
@@ -232,7 +234,8 @@ class SeriesEngines:
     and ``peak_live``.
     """
 
-    def __init__(self, inputs, grid: Grid, every: int, *, dtype=np.float32):
+    def __init__(self, inputs, grid: Grid, every: int, *, dtype=np.float32,
+                 jit: bool | None = None):
         self.inputs, self.grid, self.every, self.dtype = inputs, grid, int(every), dtype
         self.P = grid.n_bins
         self.n_buckets = -(-inputs.n_steps // self.every)
@@ -246,7 +249,7 @@ class SeriesEngines:
                           for i in range(inputs.n_series)]
         # the compiled loops: decided (and loaded) once for the run, a cost per process
         cells = self.n_buckets * sum(j1 - j0 for j0, j1 in self.spans) * self.B * 2
-        self.jit = _jit.wanted(positions(inputs), cells)
+        self.jit = _jit.wanted(positions(inputs), cells) if jit is None else jit
         self.engines = [self._engine(i) for i in range(inputs.n_series)] \
             if isinstance(inputs, Inputs) else None
 
