@@ -214,17 +214,38 @@ def main() -> None:
         # the floors last: their arrays in this process would count in the peak RSS of the
         # processes started after them (a child's peak includes the parent's pages at fork)
         for model, med, f in later:
+            alone = engine_alone(f, model)
             fl = floors(_cube_bytes(f, model))
             print(f"\nyear {model} floors (this process, after the runs): np.copyto of the output "
                   f"cubes {fl['copyto_s']:.3f} s; lz4+shuffle on them, one thread "
                   f"{fl['codec_s']:.3f} s (ratio {fl['codec_ratio']:.1f}); engine / copyto "
-                  f"{med['engine'] / fl['copyto_s']:.1f}x; write / codec "
+                  f"{med['engine'] / fl['copyto_s']:.1f}x in the store run (beside the writer), "
+                  f"{alone / fl['copyto_s']:.1f}x alone ({alone:.3f} s: a process that runs the "
+                  f"engine and writes nothing); write / codec "
                   f"{med['write'] / fl['codec_s']:.2f}x", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\nstart: interpreter start-up; imports: to the CLI command; first: process start to the "
           "engine's first chunk; engine and write are busy times summed (write on its own thread, "
           "overlapping the engine); wall: the whole process. Medians over the runs.")
+
+
+def engine_alone(f: Path, model: str) -> float:
+    """Seconds of the engine's chunks in a process of their own that writes nothing (the
+    same plan as the store run; its compiled loops, if any, load as in a store run): the
+    engine without the writer's thread beside it on the machine's cores."""
+    code = ("import sys, time, liqgpu\n"
+            "from liqgpu.pipeline import plan, resolve_params\n"
+            "p = plan([liqgpu.load_series(sys.argv[1])], params=resolve_params(None, sys.argv[2]),"
+            " every='1h')\n"
+            "t = time.perf_counter()\n"
+            "for c in p.chunks():\n"
+            "    pass\n"
+            "print(time.perf_counter() - t)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", code, str(f), model], env=env, check=True,
+                       capture_output=True, text=True)
+    return float(r.stdout.split()[-1])
 
 
 def _cube_bytes(f: Path, model: str) -> int:

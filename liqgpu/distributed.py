@@ -64,6 +64,7 @@ class _Plan:
     chunk_buckets: int
     backend: str
     dtype: str
+    jit: bool | None = None  # numpy tasks: the compiled loops (decided for the whole fleet)
 
 
 def partial_path(out: str | Path) -> Path:
@@ -175,6 +176,7 @@ def estimate_distributed(
     from .events import read_events
     from .pipeline import (DEFAULT_MEMORY_BUDGET, as_series_list, clock_align, fingerprint,
                            resolve_every, resolve_grid, resolve_params)
+    from .model import jit as _jit
     from .model.engine import chunk_buckets_for
     from .model.inputs import prepare
     from .store import base_attrs, check_target, chunking
@@ -254,7 +256,10 @@ def estimate_distributed(
              params.n_tiers, len(todo), len(series) - len(todo), cb)
     plan = _Plan(store=str(partial / "store.zarr"), done=str(partial / "done"), time=time,
                  n_every=n_every, n_buckets=n_buckets, grid=g, params=params, chunk_buckets=cb,
-                 backend=backend, dtype="float32")
+                 backend=backend, dtype="float32",
+                 # a worker loads them once for all its tasks: decided on the fleet's size
+                 jit=_jit.wanted(len(series) * time.size * params.entry_mode[1] * params.n_tiers
+                                 * 2, len(series) * n_buckets * g.n_bins * params.n_out * 2))
     with contextlib.ExitStack() as stack:
         # connect first: a wrong scheduler address fails before anything is written
         client = stack.enter_context(_client(workers, scheduler, cluster, connect_timeout)) \
@@ -400,7 +405,7 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     import xarray as xr
 
     from .backend import resolve
-    from .model.engine import Engine
+    from .model.engine import make_engine
     from .model.inputs import bucket_prices, prepare
     from .store import CUBE_VARS, TIER_VARS, V2_TIER_VARS, _quiet_zarr
 
@@ -409,8 +414,11 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     t0 = _time.perf_counter()
     _, xp = resolve(plan.backend)
     padded = _pad(s, plan.time)
-    engine = Engine(prepare([padded], plan.params), plan.grid, plan.n_every, xp=xp,
-                    dtype=np.dtype(plan.dtype))
+    # as liqgpu.estimate runs it: on numpy on its own price span of the grid (its cubes are
+    # zero elsewhere, and those chunks are not written), on CuPy over the whole grid
+    engine = make_engine(prepare([padded], plan.params), plan.grid, plan.n_every, xp=xp,
+                         dtype=np.dtype(plan.dtype), jit=plan.jit)
+    encoders = _chunk_encoders(plan.store, CUBE_VARS)
     prices = bucket_prices([padded], plan.time, plan.n_every)
     K = plan.params.n_out
     tier_vars = TIER_VARS + (V2_TIER_VARS if plan.params.model == "v2" else ())
@@ -422,12 +430,24 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
         saved.update(eng.state_arrays())
 
     with _quiet_zarr():
+        held = []  # pieces of a time chunk cut at the resume bucket, until it is whole
         for chunk in engine.run(plan.chunk_buckets, on_bucket=(plan.n_buckets - 1, capture)):
-            cube = xr.Dataset({v: (CUBE_DIMS, getattr(chunk, v)) for v in CUBE_VARS})
-            cube.to_zarr(plan.store, region={"series": row, "time": slice(chunk.b0, chunk.b1)},
-                         zarr_format=3, consolidated=False)
             for v in tier_vars:
                 small[v][:, chunk.b0:chunk.b1] = getattr(chunk, v)
+            if encoders is None:
+                cube = xr.Dataset({v: (CUBE_DIMS, getattr(chunk, v)) for v in CUBE_VARS})
+                cube.to_zarr(plan.store, zarr_format=3, consolidated=False,
+                             region={"series": row, "time": slice(chunk.b0, chunk.b1)})
+                continue
+            # whole chunks encoded here, as the store writer does
+            held.append(chunk)
+            if chunk.b1 % encoders[CUBE_VARS[0]].chunks[1] and chunk.b1 < plan.n_buckets:
+                continue
+            for v in CUBE_VARS:
+                data = [getattr(h, v) for h in held]
+                data = data[0] if len(data) == 1 else np.concatenate(data, axis=1)
+                _write_chunk_rows(encoders[v], i, held[0].b0, data, chunk.spans)
+            held = []
         # the per-tier and price variables are small: one write covering the whole time axis
         data = {v: (("series", "time", "leverage", "side"), a) for v, a in small.items()}
         data.update({v: (("series", "time"), a) for v, a in prices.items()})
@@ -442,6 +462,38 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     _write_json(Path(plan.done) / f"{i}.json",
                 {"series": s.name, "fingerprint": s.fingerprint(), "seconds": round(seconds, 3)})
     return {"series": s.name, "seconds": seconds, "peak_live": engine.peak_live}
+
+
+def _chunk_encoders(store: str, names) -> dict | None:
+    """The store writer's direct chunk encoders (:class:`~liqgpu.store.writer.ChunkEncoder`)
+    of the template's arrays ``names``, or None where one of them has codecs they do not
+    write (zarr writes those regions itself)."""
+    import zarr
+
+    from .store.writer import ChunkEncoder
+
+    out = {}
+    for v in names:
+        a = zarr.open_array(str(Path(store) / v), mode="r", zarr_format=3)
+        spec = {"shape": a.shape, "chunks": a.chunks, "dtype": a.dtype,
+                "fill_value": a.fill_value, "compressors": a.compressors}
+        out[v] = ChunkEncoder.for_spec(Path(store) / v, spec)
+        if out[v] is None:
+            return None
+    return out
+
+
+def _write_chunk_rows(enc, i: int, b0: int, data: np.ndarray, spans) -> None:
+    """Buckets ``[b0, b0 + data.shape[1])`` of series ``i``: whole chunk rows of the time
+    axis (a task's time chunks are whole zarr chunks, the last one ending at the array's
+    end), each chunk encoded and written over the template's (a retried task writes the
+    same bytes again)."""
+    c, n = enc.chunks[1], enc.shape[1]
+    if b0 % c:
+        raise ValueError(f"{enc.folder.name}: bucket {b0} is not on a chunk edge")
+    for r in range(b0 // c, -(-(b0 + data.shape[1]) // c)):
+        lo, hi = r * c, min((r + 1) * c, n)
+        enc.write_row(i, r, data[:, lo - b0:hi - b0], spans)
 
 
 def _pad(s, time: np.ndarray):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import ops_for
+from . import jit as _jit
 from .grid import Grid
 from .inputs import Inputs
 
@@ -147,6 +148,13 @@ def series_engine_bytes(params, step, n_steps: int, n_bins: int, chunk_buckets: 
     return state + inputs + scratch
 
 
+def positions(inputs) -> int:
+    """How many positions a run over these inputs opens at most: one per (series, step, entry
+    point, tier, side)."""
+    return int(inputs.n_series) * int(inputs.n_steps) * int(inputs.entry_points) \
+        * int(inputs.weights.size) * 2
+
+
 def chunk_edges(n_buckets: int, chunk_buckets: int, cut: int | None = None) -> list:
     """Consecutive ``(b0, b1)`` chunks of ``chunk_buckets`` buckets, also split at ``cut``."""
     edges = set(range(0, n_buckets, chunk_buckets)) | {n_buckets}
@@ -171,12 +179,14 @@ def merge_states(parts: list[dict], *, ncell: int, K: int) -> dict:
     return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
 
 
-def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32):
+def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,
+                jit: bool | None = None):
     """The engine for these inputs: on numpy, one :class:`Engine` per series, each on the bins
-    its own levels can reach, run in lockstep (:class:`SeriesEngines`); on CuPy, one batched
-    :class:`Engine` (large launches)."""
+    its own levels can reach, run in lockstep (:class:`SeriesEngines`; ``jit``: its compiled
+    loops, None: decided from these inputs' size); on CuPy, one batched :class:`Engine`
+    (large launches)."""
     if ops_for(xp).on_host:
-        return SeriesEngines(inputs, grid, every, dtype=dtype)
+        return SeriesEngines(inputs, grid, every, dtype=dtype, jit=jit)
     return Engine(inputs, grid, every, xp=xp, dtype=dtype)
 
 
@@ -224,7 +234,8 @@ class SeriesEngines:
     and ``peak_live``.
     """
 
-    def __init__(self, inputs, grid: Grid, every: int, *, dtype=np.float32):
+    def __init__(self, inputs, grid: Grid, every: int, *, dtype=np.float32,
+                 jit: bool | None = None):
         self.inputs, self.grid, self.every, self.dtype = inputs, grid, int(every), dtype
         self.P = grid.n_bins
         self.n_buckets = -(-inputs.n_steps // self.every)
@@ -233,15 +244,18 @@ class SeriesEngines:
         self._peaks = [0]  # the peak live positions of groups already run and dropped
         if isinstance(inputs, Inputs):
             self.spans = [own_bins(inputs.select(i), grid) for i in range(inputs.n_series)]
-            self.engines = [self._engine(i) for i in range(inputs.n_series)]
         else:  # a FleetInputs: engines are made when their series group runs (group())
             self.spans = [bins_of_range(inputs.series_range(i), grid)
                           for i in range(inputs.n_series)]
-            self.engines = None
+        # the compiled loops: decided (and loaded) once for the run, a cost per process
+        cells = self.n_buckets * sum(j1 - j0 for j0, j1 in self.spans) * self.B * 2
+        self.jit = _jit.wanted(positions(inputs), cells) if jit is None else jit
+        self.engines = [self._engine(i) for i in range(inputs.n_series)] \
+            if isinstance(inputs, Inputs) else None
 
     def _engine(self, i: int) -> "Engine":
         return Engine(self.inputs.select(i), _sub_grid(self.grid, *self.spans[i]), self.every,
-                      dtype=self.dtype)
+                      dtype=self.dtype, jit=self.jit)
 
     def _made(self) -> list:
         """The engines, made now from a :class:`~liqgpu.model.inputs.FleetInputs` if they
@@ -381,9 +395,13 @@ class Engine:
         is chosen here once.
     dtype : numpy dtype
         Dtype of ``intensity`` and ``liquidated`` in the results (float32 in stores).
+    jit : bool or None
+        numpy, one series: run the new positions through the compiled loops of :mod:`.jit`
+        (the same results); None: where :func:`.jit.wanted` says so for this run's size.
     """
 
-    def __init__(self, inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32):
+    def __init__(self, inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,
+                 jit: bool | None = None):
         self.inp = inputs
         self.grid = grid
         self.n = int(every)
@@ -430,6 +448,13 @@ class Engine:
         # numpy, one series: the specialised block (_block_np1), v1 (no churn) and v2
         self._fast = self.ops.on_host and self.S == 1
         self._loggrid = _geometric(grid.edges) if self._fast else None
+        # the compiled loops (numba) for large runs, used from the block they are loaded in
+        # (the same results): ``jit`` None decides from this run's size
+        if jit is None:
+            jit = _jit.wanted(positions(inputs), self.n_buckets * self.ncell)
+        self._jit = bool(self._fast and jit)
+        if self._jit:
+            _jit.preload()
 
     # ------------------------------------------------------------------------------------------
     def run(self, chunk_buckets: int, *, on_bucket=None):
@@ -719,6 +744,7 @@ class Engine:
         m = b - a
         nkd = 2 * B
         row_a = a // n - b0
+        jit = _jit.loaded() if self._jit else None  # the compiled loops, once loaded
         zero_a = bool(self.zero[0, a])
         logc = self.logc[0, a:b]
         if zero_a:
@@ -740,8 +766,8 @@ class Engine:
 
         # --- carried positions: death (block-local step; m: none in this block) -------------
         c_W = cw = st.amount  # cw: zero where gone at the block's start
-        c_d = c_liq = c_exp = None
-        if nc:
+        c_d = c_liq = c_exp = c_status = None
+        if nc and jit is None:  # (compiled: below, once the block's cells are known)
             c_d = np.full(nc, m, dtype=np.int64)
             for w, sl in sides:
                 q = st.level[sl]
@@ -809,9 +835,24 @@ class Engine:
         # per (band, side) from those: cells are (bin, band, side) and cmin a multiple of 2B
         live0 = np.zeros(nkd)
         wmax = 0.0  # the largest weight entered in D (residue scale)
-        if nc:
+        if nc and jit is not None:  # the carried positions' deaths, in one loop
+            c_d = np.empty(nc, dtype=np.int64)
+            c_status = np.empty(nc, dtype=np.int8)
+            cells0, churned, closed = np.zeros(wd), np.zeros(nkd), np.zeros(nkd)
+            wmax = jit.carried_deaths(
+                st.level, st.birth, st.amount, st.opened, st.kd, st.cell,
+                np.minimum.accumulate(vals[0]), np.minimum.accumulate(vals[1]), split, m,
+                A is not None, 0 if A is None else int(A - a), RETIRE if self.retire else -1.0,
+                zero_a,
+                churned, closed, cells0, cmin, c_d, c_status)
+            if self.retire:
+                acc["churned"][row_a] += churned
+            if zero_a:
+                acc["closed"][row_a] += closed
+        elif nc:
             cells0 = _bincount(st.cell - cmin, cw, wd)
             wmax = float(cw.max())
+        if nc:
             live0 = cells0.reshape(-1, nkd).sum(axis=0)
             if D is not None:
                 D[:wd] = cells0
@@ -823,7 +864,9 @@ class Engine:
         rows = max(1, TILE_POSITIONS // max(Q, 1))
         o = n_long = 0
         for w, sl in sides:
-            if nc:  # carried positions of this side
+            if nc and jit is not None:
+                o = self._carried_jit(jit, sl, st, c_d, c_status, m, last, buf, o, dying)
+            elif nc:  # carried positions of this side
                 grp = (c_d[sl], st.cell[sl], st.kd[sl], c_W[sl])
                 for key, mask in (("liq", c_liq), ("exp", c_exp)):
                     if mask is not None:
@@ -832,7 +875,10 @@ class Engine:
                 o = self._carry(buf, o, np.flatnonzero(c_d[sl] >= m), last,  # gone: c_d = 0
                                 st.level[sl], st.cell[sl], st.kd[sl], c_W[sl], st.opened[sl],
                                 st.birth[sl])
-            for i0 in range(0, N0, rows):  # new positions of this side, a tile at a time
+            if jit is not None:  # compiled: one loop over this side's new positions
+                o, wmax = self._new_jit(jit, w, i_new, t_new, base, share, ent, g, cross[w], m,
+                                        D, ob, last, buf, o, dying, opened, wmax)
+            for i0 in range(0, N0 if jit is None else 0, rows):  # numpy: tile by tile
                 i1 = min(N0, i0 + rows)
                 amt = base[i0:i1] * share[i0:i1, w, None]  # (r, Q)
                 lev = (ent[i0:i1, :, None] * self.factors[0, :, w]).reshape(i1 - i0, Q)
@@ -855,8 +901,7 @@ class Engine:
                         dying[key].append(tuple(np.take(x, idx) for x in grp))
                 if D is not None:  # rows in order: nearly sorted indices, where add.at is fast
                     np.add.at(D, (cell + ob[i0:i1, None]).reshape(-1), grp[3])
-                s = amt if Np == 1 else amt.reshape(i1 - i0, Np, K).sum(axis=1)
-                opened[i0:i1, w::2] = self._band_sums(s)
+                self._add_opened(opened[i0:i1], amt, w)
                 keep = d >= m
                 keep &= amt > 0  # only positions with an amount are carried
                 idx = np.flatnonzero(keep)
@@ -902,12 +947,19 @@ class Engine:
         if D is not None:
             for dead in (liq, exp):
                 if dead is not None and dead[0].size:
-                    np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
+                    if jit is not None:
+                        jit.subtract_dead(D, o_of, wd, cmin, *dead[:2], dead[3])
+                    else:
+                        np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
             r = int(snaps[0] + a) // n - b0
-            Dr = D[: ns * wd].reshape(ns, wd)
             fac = np.exp(Lc[snaps])
             G = acc["intensity"][r: r + ns, cmin:cmin + k]
-            Go = acc["outside"][r: r + ns, o0:o0 + wd - k] if k < wd else None
+            Go = acc["outside"][r: r + ns, o0:o0 + wd - k]
+        if D is not None and jit is not None:  # the same, fused in one pass
+            jit.snapshots(D, ns, wd, k, fac, G, Go, wmax * float(fac.min()), RESIDUE)
+        elif D is not None:
+            Dr = D[: ns * wd].reshape(ns, wd)
+            Go = Go if k < wd else None
             for i in range(ns):  # cumsum over rows, row by row (cumsum(axis=0) is slow)
                 if i:
                     np.add(Dr[i - 1], Dr[i], out=Dr[i])
@@ -932,12 +984,23 @@ class Engine:
             dd, cc, _, ww = liq
             r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
             L = self._zeros((r1 - r0) * wd, "D")
-            np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
-            L2 = L.reshape(r1 - r0, wd)
-            acc["liquidated"][r0:r1, cmin:cmin + k] += L2[:, :k]
-            if k < wd:
-                acc["outside_liquidated"][r0:r1, o0:o0 + wd - k] += L2[:, k:]
-            L.fill(0.0)
+            if jit is not None:  # only the cells hit, no pass over the block's rows
+                jit.liquidated(L, rows_of, r0, wd, cmin, k, dd, cc, ww, f_liq,
+                               acc["liquidated"][r0:r1, cmin:cmin + k],
+                               acc["outside_liquidated"][r0:r1, o0:o0 + wd - k],
+                               np.empty(dd.shape[0], dtype=np.int64))
+            else:
+                np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
+                L2 = L.reshape(r1 - r0, wd)
+                # only the columns liquidations reached (near the prices of the block, where
+                # the block's columns hold every level its positions have)
+                c0, c1 = int(cc.min()) - cmin, int(cc.max()) - cmin + 1
+                if c0 < k:
+                    acc["liquidated"][r0:r1, cmin + c0:cmin + min(c1, k)] += L2[:, c0:min(c1, k)]
+                if c1 > k:
+                    j0 = max(c0, k)
+                    acc["outside_liquidated"][r0:r1, o0 + j0 - k:o0 + c1 - k] += L2[:, j0:c1]
+                L2[:, c0:c1] = 0.0
 
         # --- survivors carry on with their current amount, longs first ----------------------
         side = buf["side"][:o]
@@ -948,6 +1011,55 @@ class Engine:
                            amount=buf["amount"][:o], opened=buf["opened"][:o])
         self._sorted = (self.state, n_long)
         self.peak_live = max(self.peak_live, o)
+
+    def _carried_jit(self, jit, sl, st, c_d, c_status, m, last, buf, o, dying) -> int:
+        """The carried positions ``sl`` (one side) through the compiled loop: the dying
+        appended to ``dying``, the survivors into the state buffers from ``o``; returns the
+        next free offset."""
+        n = sl.stop - sl.start
+        kdt = self._kd_dtype
+        liq, exp = ((np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+                     np.empty(n, dtype=kdt), np.empty(n)) for _ in range(2))
+        o, nl, ne = jit.carried_split(
+            sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
+            st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
+            buf["birth"], o, *liq, *exp)
+        dying["liq"].append(tuple(x[:nl] for x in liq))
+        if self.A is not None:
+            dying["exp"].append(tuple(x[:ne] for x in exp))
+        return o
+
+    def _new_jit(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
+                 o, dying, opened, wmax):
+        """The new positions of side ``w`` through the compiled loop (:mod:`.jit`): the
+        numpy tile loop's results, appended to ``dying`` and ``opened`` and the state
+        buffers from ``o``; returns the next free offset and the largest weight so far."""
+        n = base.size
+        kdt = self._kd_dtype
+        liq = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=kdt),
+               np.empty(n))
+        exp = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=kdt),
+               np.empty(n)) if self.A is not None else tuple(np.empty(0, dtype=x.dtype)
+                                                            for x in liq)
+        suf, tabs = cross.tables()
+        geo = self._loggrid
+        x0, inv = geo if geo is not None else (0.0, 0.0)
+        kdw = self.__dict__.get("_kdw")
+        if kdw is None:
+            Q = base.shape[1]
+            kdw = self._kdw = [np.tile(self.band_of * 2 + side, Q // self.K).astype(kdt)
+                               for side in (0, 1)]
+        o, nl, ne, wm = jit.new_positions(
+            w, i_new, t_new, base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
+            m, -1 if self.A is None else int(self.A), suf, tabs, self.edges, x0, inv,
+            geo is not None, kdw[w], 2 * self.B, np.empty(0) if D is None else D, ob, last,
+            buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"], buf["birth"], o,
+            *liq, *exp, opened)
+        if nl:
+            dying["liq"].append(tuple(x[:nl] for x in liq))
+        if ne:
+            dying["exp"].append(tuple(x[:ne] for x in exp))
+        return o, max(wmax, wm)
 
     @staticmethod
     def _carry(buf, o, idx, last, level, cell, kd, W, opened, birth, gathered_births=False):
@@ -1069,21 +1181,16 @@ class Engine:
         kd[...] = kdw
         return j, kd
 
-    def _band_sums(self, x):
-        """``x`` (..., K) summed over each band's tiers: (..., B)."""
-        bands = self.__dict__.get("_bands")
-        if bands is None:
-            bo = np.asarray(self.inp.band_of)
-            bands = self._bands = []
-            for bb in range(self.B):
-                idx = np.flatnonzero(bo == bb)
-                if idx.size:
-                    contiguous = idx[-1] - idx[0] + 1 == idx.size
-                    bands.append((bb, slice(idx[0], idx[-1] + 1) if contiguous else idx))
-        out = np.zeros(x.shape[:-1] + (self.B,))
-        for bb, sel in bands:
-            np.sum(x[..., sel], axis=-1, out=out[..., bb])
-        return out
+    def _add_opened(self, out, amt, w) -> None:
+        """Add the amounts ``amt`` (rows, (entry point, tier)) of side ``w`` to ``out`` (rows,
+        (band, side)), one column at a time in (point, tier) order: the order the compiled loop
+        (:mod:`.cpu_loops`) adds them in, so both paths give the same bits (and a run may
+        switch between them at any block)."""
+        bo = self.inp.band_of
+        K = self.K
+        for q in range(amt.shape[1]):
+            col = out[:, int(bo[q % K]) * 2 + w]
+            col += amt[:, q]
 
     def _zeros(self, size: int, name: str):
         """A zeroed float64 scratch vector, reused between blocks (the caller zeroes it after
@@ -1179,6 +1286,15 @@ class _Crossing:
             np.minimum(prev[:-s], prev[s:], out=nxt[:-s])
             tabs.append(nxt)
         self.suf, self.tabs = suf, tabs
+
+    def tables(self):
+        """(suf, tabs) as arrays: ``suf[t]`` the minimum of the values from ``t`` on
+        (``suf[m]`` = inf), ``tabs[j, p]`` the minimum of ``vals[p : p + 2^j]``."""
+        if self.suf is None:
+            self._build()
+        if not isinstance(self.tabs, np.ndarray):
+            self.tabs = np.stack(self.tabs)
+        return self.suf, self.tabs
 
     def first(self, steps, thr, out=None):
         """First block-local step ``t > steps[r]`` with ``vals[t] <= thr[r, j]`` (``m`` if none).

@@ -71,6 +71,11 @@ class Inputs:
     def n_steps(self) -> int:
         return int(self.lo.shape[1])
 
+    @property
+    def entry_points(self) -> int:
+        """Entry points per bar (``range:N``: N; else 1)."""
+        return int(self.entry.shape[2])
+
     def level_range(self) -> tuple[float, float]:
         """Lowest and highest level any position of these series can have."""
         lo, hi = np.inf, -np.inf
@@ -241,6 +246,11 @@ class FleetInputs:
     @property
     def n_steps(self) -> int:
         return int(self.time.size)
+
+    @property
+    def entry_points(self) -> int:
+        """Entry points per bar, as :attr:`Inputs.entry_points`."""
+        return int(self.params.entry_mode[1])
 
     def group(self, s0: int, s1: int) -> Inputs:
         """The :class:`Inputs` of series ``[s0, s1)``, on the fleet's time axis."""

@@ -236,6 +236,7 @@ print("HEAVY", sorted(m for m in {heavy!r} if m in sys.modules), "EXIT", code)
 
 def _run_cli(*args):
     env = dict(os.environ)
+    env.pop("LIQGPU_JIT", None)  # as run: a small run never loads numba (which brings scipy)
     root = str(Path(liqgpu.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *map(str, args)],

@@ -1,0 +1,326 @@
+"""The compiled loops of :mod:`liqgpu.model.jit` (numba; imported only when they are used).
+
+Module-level functions, so numba caches their machine code between processes (``cache=True``:
+in ``__pycache__`` beside this file, or numba's user cache where that is read-only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit as _njit
+
+#: new positions whose crossings are searched together (:func:`new_positions`)
+BATCH = 2048
+
+njit = _njit(cache=True, nogil=True, boundscheck=False)
+
+
+@njit
+def bin_of(q, u, edges, geo):
+    """Grid bin of level ``q``: j with edges[j] <= q < edges[j+1], else P (outside, NaN).
+    ``u``: on a log grid (``geo``), (log q - log x_0) / log r, an estimate of it that is
+    corrected against the edges; else the edges are searched."""
+    P = edges.shape[0] - 1
+    if not (q >= edges[0] and q < edges[P]):  # NaN too
+        return P
+    if geo:
+        j = int(u)
+        if j < 0:
+            j = 0
+        elif j > P - 1:
+            j = P - 1
+    else:
+        lo, hi = 0, P - 1  # binary search: the last edge <= q
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if edges[mid] <= q:
+                lo = mid
+            else:
+                hi = mid - 1
+        j = lo
+    while j > 0 and q < edges[j]:
+        j -= 1
+    while j < P - 1 and q >= edges[j + 1]:
+        j += 1
+    return j
+
+@njit
+def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, edges, x0,
+                  inv, geo, kdw, nkd, D, ob, last, buf_level, buf_cell, buf_kd, buf_amount,
+                  buf_opened, buf_birth, o, liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k,
+                  exp_w, opened):
+    """The new positions of side ``w`` of one block: what the numpy tile loop of
+    ``Engine._block_np1`` computes (see there), for every (step, entry point, tier).
+
+    Writes the dying (``liq_*``, ``exp_*``: block-local step of death, cell, kd, weight),
+    the survivors into the state buffers from ``o``, each weight into ``D`` (when it has
+    rows) and the opened amounts per (step, kd) into ``opened``. Returns (next free state
+    offset, liquidated count, expired count, largest weight).
+
+    The crossings of a batch of about :data:`BATCH` positions are searched together, a
+    table level at a time (independent loads the processor overlaps; one search after
+    another waits on each load), and bins come from one logarithm per entry."""
+    N0, Q = base.shape
+    Np = ent.shape[1]
+    K = Q // Np
+    J = tabs.shape[0]
+    use_d = D.shape[0] > 0
+    lf = np.empty(K)  # log grid: log(factor) / log r
+    for k in range(K):
+        lf[k] = math.log(fac[k]) * inv if geo else 0.0
+    rb = max(1, BATCH // Q)  # rows a batch
+    lev = np.empty(rb * Q)
+    thr = np.empty(rb * Q)
+    pos = np.empty(rb * Q, dtype=np.int64)
+    cand = np.empty(rb * Q, dtype=np.int64)
+    nl = 0
+    ne = 0
+    wmax = 0.0
+    for r0 in range(0, N0, rb):
+        r1 = min(N0, r0 + rb)
+        nc = 0
+        for r in range(r0, r1):
+            s1 = i_new[r] + 1
+            floor = suf[s1]  # the lowest value after the step: no crossing above it
+            q = (r - r0) * Q
+            for p in range(Np):
+                e = ent[r, p]
+                for k in range(K):
+                    x = e * fac[k]
+                    t = -x if w else x
+                    lev[q] = x
+                    thr[q] = t
+                    pos[q] = m
+                    if m >= 2 and t >= floor:  # crosses in the block (NaN: never)
+                        pos[q] = s1
+                        cand[nc] = q
+                        nc += 1
+                    q += 1
+        for j in range(J - 1, -1, -1):  # binary lifting, the batch's candidates together
+            step = 1 << j
+            row = tabs[j]
+            for c in range(nc):
+                q = cand[c]
+                x = pos[q]
+                # branch-free: the outcome is a coin toss, a mispredicted branch costs more
+                # than the load
+                pos[q] = x + step * (row[min(x, m - 1)] > thr[q])
+        for c in range(nc):
+            q = cand[c]
+            if pos[q] > m:
+                pos[q] = m
+        for r in range(r0, r1):
+            i = i_new[r]
+            sh = share[r, w]
+            gr = g[r]
+            te = i + age if age >= 0 else m  # expiry step (block-local)
+            for p in range(Np):
+                e = ent[r, p]
+                le = (math.log(e) - x0) * inv if geo and e > 0 else 0.0
+                for k in range(K):
+                    q = p * K + k
+                    b = (r - r0) * Q + q
+                    amt = base[r, q] * sh
+                    d = pos[b]
+                    kd = kdw[q]
+                    cell = bin_of(lev[b], le + lf[k], edges, geo) * nkd + kd
+                    W = amt * gr
+                    if W > wmax:
+                        wmax = W
+                    expired = te < m and te <= d
+                    if te < d:
+                        d = te
+                    if expired:
+                        exp_d[ne] = d
+                        exp_c[ne] = cell
+                        exp_k[ne] = kd
+                        exp_w[ne] = W
+                        ne += 1
+                    elif d < m:
+                        liq_d[nl] = d
+                        liq_c[nl] = cell
+                        liq_k[nl] = kd
+                        liq_w[nl] = W
+                        nl += 1
+                    if use_d:
+                        D[ob[r] + cell] += W
+                    opened[r, kd] += amt
+                    if d >= m and amt > 0:
+                        buf_level[o] = lev[b]
+                        buf_cell[o] = cell
+                        buf_kd[o] = kd
+                        buf_amount[o] = W * last
+                        buf_opened[o] = amt
+                        buf_birth[o] = t_new[r]
+                        o += 1
+    return o, nl, ne, wmax
+
+@njit
+def subtract_dead(D, o_of, wd, cmin, d, c, W):
+    """``D[o_of[d] * wd + c - cmin] -= W``, in order (``np.subtract.at``)."""
+    for x in range(d.shape[0]):
+        D[o_of[d[x]] * wd + c[x] - cmin] -= W[x]
+
+@njit
+def snapshots(D, ns, wd, k, fac, G, Go, floor, residue):
+    """The intensity rows of a block from its difference array ``D`` ((ns + 1) rows of
+    ``wd`` cells): the running sum over rows, scaled by ``fac`` into ``G`` (the in-grid
+    columns ``[0, k)``, output dtype) and ``Go`` (the outside bin's), then residues snapped:
+    a cell at or below ``residue`` of the largest (or of ``floor``) is 0. ``D`` is left
+    zeroed. One pass over D instead of numpy's five."""
+    top = 0.0
+    for i in range(ns):
+        f = fac[i]
+        base = i * wd
+        for c in range(wd):
+            if i:
+                D[base + c] += D[base - wd + c]
+                D[base - wd + c] = 0.0
+            if c < k:
+                G[i, c] = D[base + c] * f
+                x = G[i, c]
+            else:
+                Go[i, c - k] = D[base + c] * f
+                x = Go[i, c - k]
+            if x > top:
+                top = x
+            elif -x > top:
+                top = -x
+    for c in range((ns - 1) * wd if ns else 0, (ns + 1) * wd):
+        D[c] = 0.0
+    thr = max(top, floor) * residue
+    for i in range(ns):
+        for c in range(k):
+            if not G[i, c] > thr:
+                G[i, c] = 0.0
+        for c in range(wd - k):
+            if not Go[i, c] > thr:
+                Go[i, c] = 0.0
+
+@njit
+def liquidated(L, rows_of, r0, wd, cmin, k, d, c, W, f_liq, acc, acc_o, touched):
+    """Liquidated weights ``W * f_liq[d]`` summed per (output row, cell) in float64 in
+    ``L`` (zero), then added once to the chunk's rows ``acc`` (in-grid columns) and
+    ``acc_o`` (outside bin); only the cells hit are touched, and left zero in ``L``."""
+    nt = 0
+    for x in range(d.shape[0]):
+        idx = (rows_of[d[x]] - r0) * wd + c[x] - cmin
+        if L[idx] == 0.0:  # first hit (a repeat after a zero amount adds 0 below)
+            touched[nt] = idx
+            nt += 1
+        L[idx] += W[x] * f_liq[d[x]]
+    for t in range(nt):
+        idx = touched[t]
+        row = idx // wd
+        col = idx - row * wd
+        if col < k:
+            acc[row, col] += L[idx]
+        else:
+            acc_o[row, col - k] += L[idx]
+        L[idx] = 0.0
+
+
+@njit
+def first_at_or_below(run, q):
+    """First ``t`` with ``run[t] <= q`` in the non-increasing ``run`` (its length if none)."""
+    lo, hi = 0, run.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if run[mid] <= q:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit
+def carried_deaths(level, birth, amount, opened, kd, cell, run0, run1, split, m, aged, age_off,
+                   retire, zero_a, churned, closed, cells0, cmin, c_d, status):
+    """The carried positions of a block (longs ``[0, split)``, then shorts): what the numpy
+    block computes for them before its new positions (see ``Engine._block_np1``).
+
+    ``c_d``: block-local step of death (``m``: alive at the end; 0 where gone at the start);
+    ``status``: 0 alive, 1 liquidated, 2 expired, 3 gone at the start (retired: what churn
+    shrank below ``retire`` of its opening amount, added to ``churned``; or closed to zero
+    (``zero_a``), added to ``closed``); ``cells0``: their live amounts per cell from
+    ``cmin``. ``run0``/``run1``: running minima of the lows / minus highs; ``aged``: whether
+    positions expire, at block-local step ``birth + age_off``; ``retire`` -1 without
+    retirement. Returns the largest live amount."""
+    wmax = 0.0
+    for x in range(level.shape[0]):
+        if x < split:
+            q = level[x]
+            run = run0
+        else:
+            q = -level[x]
+            run = run1
+        d = m
+        if q >= run[m - 1]:  # crosses in the block (most do not; NaN never)
+            d = first_at_or_below(run, q)
+        liq = d < m
+        exp = False
+        if aged:
+            te = birth[x] + age_off
+            exp = te < m and te <= d
+            if te < d:
+                d = te
+            liq = liq and not exp
+        a = amount[x]
+        gone = False
+        if retire >= 0.0 and a < retire * opened[x]:
+            churned[kd[x]] += a
+            gone = True
+        if zero_a and not gone and not (exp and d == 0):
+            closed[kd[x]] += a
+            gone = True
+        if gone:
+            d = 0
+            status[x] = 3
+            a = 0.0
+        elif liq:
+            status[x] = 1
+        elif exp:
+            status[x] = 2
+        else:
+            status[x] = 0
+        c_d[x] = d
+        cells0[cell[x] - cmin] += a
+        if a > wmax:
+            wmax = a
+    return wmax
+
+
+@njit
+def carried_split(lo, hi, m, status, c_d, cell, kd, amount, level, opened, birth, last,
+                  buf_level, buf_cell, buf_kd, buf_amount, buf_opened, buf_birth, o,
+                  liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k, exp_w):
+    """Carried positions ``[lo, hi)`` (one side): the liquidated and expired (step, cell, kd,
+    weight) into ``liq_*``/``exp_*``, the survivors into the state buffers from ``o`` with
+    their amount times ``last``; in index order. Returns (next offset, liquidated, expired)."""
+    nl = 0
+    ne = 0
+    for x in range(lo, hi):
+        s = status[x]
+        if s == 1:
+            liq_d[nl] = c_d[x]
+            liq_c[nl] = cell[x]
+            liq_k[nl] = kd[x]
+            liq_w[nl] = amount[x]
+            nl += 1
+        elif s == 2:
+            exp_d[ne] = c_d[x]
+            exp_c[ne] = cell[x]
+            exp_k[ne] = kd[x]
+            exp_w[ne] = amount[x]
+            ne += 1
+        if c_d[x] >= m:
+            buf_level[o] = level[x]
+            buf_cell[o] = cell[x]
+            buf_kd[o] = kd[x]
+            buf_amount[o] = amount[x] * last
+            buf_opened[o] = opened[x]
+            buf_birth[o] = birth[x]
+            o += 1
+    return o, nl, ne

@@ -1,0 +1,137 @@
+"""Compiled loops (numba) for the numpy engine's large runs.
+
+The numpy engine (:meth:`liqgpu.model.engine.Engine._block_np1`) makes a dozen passes over each
+tile of new positions (levels, the first crossing by binary lifting, bins, weights, the
+difference array, the dying, the survivors) and several over each block's cubes. The loops of
+:mod:`.cpu_loops` do each in one pass, with the same formulas in the same order: their results
+are the numpy path's bit for bit (tested), so a run may switch between the two at any block.
+
+numba is a dependency of datashader, so it is installed with liqgpu; where it is missing (or
+``LIQGPU_JIT=0``) the numpy loops run. Importing numba and loading the loops' machine code
+from its cache costs about 0.5 s a process (compiling them, the first time on a machine, about
+5 s more). So a run uses them only where they save more than that (:func:`wanted`), and loads
+them on a background thread (:func:`preload`) while its first blocks run the numpy loops; it
+switches as soon as they are ready (:func:`loaded`). ``LIQGPU_JIT=1`` loads them at once and
+uses them from the first block (tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: the time the compiled loops save, per new position and per output cube cell (measured on a
+#: 2-core machine, year of 1-minute bars: v2 42 M positions 4.0 -> 2.7 s, v1 1.3 -> 0.75 s),
+#: and the least saving for which a run loads them (their import and loading cost ~0.5 s)
+SAVING_PER_POSITION = 30e-9
+SAVING_PER_CELL = 3e-9
+MIN_SAVING_S = 0.6
+
+_KERNELS = None  # the module once imported; False: numba cannot be imported
+_READY = threading.Event()  # set once the loops are loaded (or cannot be)
+_LOCK = threading.Lock()
+_THREAD: threading.Thread | None = None
+
+
+def _mode() -> str:
+    mode = os.environ.get("LIQGPU_JIT", "auto").strip().lower()
+    return {"0": "off", "no": "off", "false": "off", "1": "on", "yes": "on",
+            "true": "on"}.get(mode, mode if mode in ("off", "on") else "auto")
+
+
+def wanted(n_positions: int, n_cells: int = 0) -> bool:
+    """Whether a run opening ``n_positions`` positions into cubes of ``n_cells`` cells should
+    use the compiled loops: ``LIQGPU_JIT`` = ``0`` (never), ``1`` (always, where numba is
+    installed), else where they save at least :data:`MIN_SAVING_S`. Imports nothing."""
+    mode = _mode()
+    if mode == "off" or _KERNELS is False:
+        return False
+    saving = n_positions * SAVING_PER_POSITION + n_cells * SAVING_PER_CELL
+    if mode == "auto" and saving < MIN_SAVING_S:
+        return False
+    return importlib.util.find_spec("numba") is not None
+
+
+def kernels():
+    """The compiled loops (:mod:`.cpu_loops`), imported here, or None where numba cannot be
+    imported."""
+    global _KERNELS
+    with _LOCK:
+        if _KERNELS is None:
+            try:
+                from . import cpu_loops  # imports numba
+
+                _KERNELS = cpu_loops
+            except ImportError as exc:  # numba is optional at run time: numpy loops remain
+                log.info("numba unavailable (%s): the engine runs its numpy loops", exc)
+                _KERNELS = False
+    return _KERNELS or None
+
+
+def preload() -> None:
+    """Import and load the compiled loops on a background thread (once a process); with
+    ``LIQGPU_JIT=1``, here and now."""
+    global _THREAD
+    if _mode() == "on":
+        _load()
+        return
+    with _LOCK:
+        if _THREAD is None and not _READY.is_set():
+            _THREAD = threading.Thread(target=_load, name="liqgpu-jit-load", daemon=True)
+            _THREAD.start()
+
+
+def loaded():
+    """The compiled loops if they are loaded, else None (a run keeps its numpy loops until
+    then)."""
+    return (_KERNELS or None) if _READY.is_set() else None
+
+
+def _load() -> None:
+    global _KERNELS
+    t = time.perf_counter()
+    try:
+        mod = kernels()
+        if mod is not None:
+            warm(mod)
+            log.debug("compiled loops loaded in %.2f s", time.perf_counter() - t)
+    except Exception:  # a failed load must not fail the run: the numpy loops give the same
+        log.warning("the compiled loops could not be loaded; the numpy loops run",
+                    exc_info=True)
+        global _KERNELS
+        _KERNELS = False
+    finally:
+        _READY.set()
+
+
+def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
+    """Call each loop once on tiny arrays of the types a store run passes, so numba loads (or
+    compiles) their machine code here rather than in the run's first block."""
+    i8 = np.zeros(1, dtype=np.int64)
+    f = np.zeros(1)
+    kd = np.zeros(1, dtype=kd_dtype)
+    dying = (i8.copy(), i8.copy(), kd.copy(), f.copy())
+    mod.new_positions(0, i8, i8, np.zeros((1, 1)), np.zeros((1, 2)), np.ones((1, 1)),
+                      np.ones(1), np.ones(1), 2, -1, np.full(3, np.inf), np.zeros((1, 2)),
+                      np.array([0.5, 2.0]), 0.0, 1.0, True, kd, 2, np.zeros(4), i8, 1.0,
+                      f.copy(), np.zeros(1, dtype=np.int32), kd.copy(), f.copy(), f.copy(),
+                      np.zeros(1, dtype=np.int32), 0, *dying,
+                      *(x.copy() for x in dying), np.zeros((1, 2)))
+    i4 = np.zeros(1, dtype=np.int32)
+    mod.carried_deaths(f, i4, f, f, kd, i4, np.ones(2), np.ones(2), 1, 2, False, 0, -1.0, False,
+                       np.zeros(2), np.zeros(2), np.zeros(2), 0, i8.copy(), np.zeros(1, np.int8))
+    mod.carried_split(0, 1, 2, np.zeros(1, np.int8), i8, i4, kd, f, f, f, i4, 1.0, f.copy(),
+                      i4.copy(), kd.copy(), f.copy(), f.copy(), i4.copy(), 0, *dying,
+                      *(x.copy() for x in dying))
+    mod.subtract_dead(np.zeros(2), i8, 2, 0, i8, i8, f)
+    cube = np.zeros((2, 4), dtype=cube_dtype)[:, 1:3]  # chunk rows and columns: strided
+    out = np.zeros((2, 4))[:, 1:3]
+    mod.snapshots(np.zeros(8), 1, 2, 1, np.ones(1), cube, out, 0.0, 1e-12)
+    mod.liquidated(np.zeros(4), i8, 0, 2, 0, 1, i8, i8, f, np.ones(1), cube, out, i8.copy())

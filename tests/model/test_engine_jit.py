@@ -1,0 +1,153 @@
+"""The compiled loops (liqgpu.model.jit / cpu_loops, numba) against the numpy loops of the same
+block (Engine._block_np1): bit for bit, on markets and parameters that reach every branch (v1
+and v2, range entries, expiry, closures to zero, narrow and linear grids, retirement), so a run
+may switch from one to the other at any block; and the decision rules of liqgpu.model.jit."""
+
+import numpy as np
+import pytest
+
+import liqgpu.model.engine as engine_mod
+import liqgpu.model.jit as jit_mod
+from liqgpu.model.engine import CHUNK_FIELDS, Engine
+from liqgpu.model.grid import Grid
+from liqgpu.model.inputs import prepare
+from liqgpu.model.v1 import Params, reference_estimate
+from liqgpu.model.v2 import ParamsV2
+
+from helpers import make_series, random_market
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture(autouse=True)
+def _loaded(monkeypatch):
+    monkeypatch.setenv("LIQGPU_JIT", "1")  # load at once, use from the first block
+    jit_mod.preload()
+    assert jit_mod.loaded() is not None
+
+
+def _run(inputs, grid, every, chunk, jit, dtype=np.float64, switch_at=None):
+    e = Engine(inputs, grid, every, dtype=dtype, jit=jit)
+    assert e._fast and e._jit == jit
+    if switch_at is not None:  # the compiled loops "load" only at block ``switch_at``
+        calls = iter(range(10**9))
+        real = jit_mod.loaded
+        e_mod = engine_mod._jit
+
+        class Late:
+            def __getattr__(self, name):
+                return getattr(e_mod, name)
+
+            @staticmethod
+            def loaded():
+                return real() if next(calls) >= switch_at else None
+
+        engine_mod._jit = Late()
+    try:
+        parts = list(e.run(chunk))
+    finally:
+        engine_mod._jit = jit_mod
+    if switch_at is not None:
+        assert next(calls) > switch_at + 1  # blocks ran on both sides of the switch
+    out = {f: np.concatenate([getattr(p, f) for p in parts], axis=1) for f in CHUNK_FIELDS
+           if getattr(parts[0], f) is not None}
+    return out, e.state_arrays()
+
+
+def _market(seed, n, gk, p):
+    data, extra = random_market(seed, n, nan_rows=0.05, oi_mode="mixed", with_mark=seed % 2 == 0)
+    s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
+                    open_=data["open_"], extra=extra, kind="inverse" if seed % 3 == 0 else "linear",
+                    contract_size=10.0 if seed % 3 == 0 else 1.0)
+    grid = {"cover": lambda: Grid.covering(*prepare([s], p).level_range()),
+            "narrow": lambda: Grid.log(85, 115, 10),
+            "linear": lambda: Grid.linear(20, 400, 0.5)}[gk]()
+    return s, grid
+
+
+CASES = [
+    # seed, n, model params, grid, every, chunk, block positions
+    (1, 3000, dict(churn=0.3), "cover", 60, 7, 1 << 20),
+    (2, 2500, dict(churn=3.0, entry="range:3", max_age="17h"), "cover", 13, 11, 1 << 14),
+    (3, 2000, dict(churn=30.0, max_age="2h", closure="none"), "narrow", 7, 40, 1 << 12),
+    (4, 2200, dict(churn=0.3), "linear", 30, 5, 1 << 13),
+    (5, 1500, dict(churn=0.3, max_age="2h"), "narrow", 7, 40, 1 << 12),
+    (6, 3000, None, "cover", 60, 7, 1 << 20),  # model v1
+    (7, 2500, dict(entry="vwap", max_age="17h"), "narrow", 13, 11, 1 << 20),  # v1
+    (8, 2000, dict(closure="none", max_age="2h"), "linear", 7, 40, 1 << 20),  # v1
+]
+
+
+def _params(case):
+    seed, _, kw, *_ = case
+    if seed >= 6:
+        return Params(**(kw or {}))
+    return ParamsV2(leverages="log:2:150:12", **kw)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_loops_equal_numpy_loops_bit_for_bit(case, dtype, monkeypatch):
+    seed, n, _, gk, every, chunk, bp = case
+    monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
+    p = _params(case)
+    s, grid = _market(seed, n, gk, p)
+    slow, st_s = _run(prepare([s], p), grid, every, chunk, False, dtype)
+    fast, st_f = _run(prepare([s], p), grid, every, chunk, True, dtype)
+    assert set(fast) == set(slow)
+    for f in slow:
+        assert fast[f].dtype == slow[f].dtype
+        np.testing.assert_array_equal(fast[f], slow[f], err_msg=f)
+    assert set(st_f) == set(st_s)
+    for k in st_s:  # the same live positions, in the same order
+        np.testing.assert_array_equal(st_f[k], st_s[k], err_msg=k)
+    # and a run that switches to them in its middle (a background load finishing)
+    mixed, st_m = _run(prepare([s], p), grid, every, chunk, True, dtype, switch_at=3)
+    for f in slow:
+        np.testing.assert_array_equal(mixed[f], slow[f], err_msg=f)
+
+
+def test_compiled_loops_match_the_reference():
+    """MODEL.md's oracle, directly: v1 with expiry on a grid many levels fall outside of."""
+    data, extra = random_market(11, 400, nan_rows=0.05, with_mark=True)
+    s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
+                    open_=data["open_"], extra=extra)
+    p = Params(max_age="90min", entry="vwap", side_split="taker")
+    grid = Grid.log(85, 115, 50)
+    ref = reference_estimate(s, p, grid, 7)
+    got, _ = _run(prepare([s], p), grid, 7, 5, True)
+    for v in ("intensity", "liquidated", "added", "closed", "expired", "outside",
+              "outside_liquidated"):
+        scale = max(np.abs(ref[v]).max(), 1e-300)
+        assert np.abs(got[v] - ref[v]).max() / scale < 1e-9, v
+
+
+def test_bins_equal_the_grid_s_bins():
+    """The compiled bin search (log estimate + correction, or a search in the edges) gives
+    Grid.bin_index's bin for levels on, between and outside the edges, and NaN."""
+    loops = jit_mod.kernels()
+    rng = np.random.default_rng(5)
+    for grid in (Grid.log(85, 115, 10), Grid.linear(20, 400, 0.5)):
+        e = grid.edges
+        q = np.concatenate([e, (e[:-1] + e[1:]) / 2, np.nextafter(e, -np.inf),
+                            rng.uniform(e[0] * 0.5, e[-1] * 1.5, 2000), [np.nan, -1.0, np.inf]])
+        geo = engine_mod._geometric(e)
+        x0, inv = geo if geo is not None else (0.0, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = (np.log(q) - x0) * inv
+        got = [loops.bin_of(float(x), float(uu) if np.isfinite(uu) else 0.0, e, geo is not None)
+               for x, uu in zip(q, u)]
+        np.testing.assert_array_equal(got, grid.bin_index(q))
+
+
+def test_which_runs_use_them(monkeypatch):
+    monkeypatch.setenv("LIQGPU_JIT", "auto")
+    # a month of 1-minute bars, v2 (3.5 M positions, 9 M cells): the load would cost more
+    assert not jit_mod.wanted(3_500_000, 9_400_000)
+    # a year, v2 (42 M positions) or v1 (5.3 M positions, 167 M cells): worth it
+    assert jit_mod.wanted(42_000_000, 230_000_000)
+    assert jit_mod.wanted(5_300_000, 167_000_000)
+    monkeypatch.setenv("LIQGPU_JIT", "0")
+    assert not jit_mod.wanted(10**12)
+    monkeypatch.setenv("LIQGPU_JIT", "1")
+    assert jit_mod.wanted(1)
