@@ -465,19 +465,14 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
 
 
 def _chunk_encoders(store: str, names) -> dict | None:
-    """The store writer's direct chunk encoders (:class:`~liqgpu.store.writer.ChunkEncoder`)
-    of the template's arrays ``names``, or None where one of them has codecs they do not
-    write (zarr writes those regions itself)."""
-    import zarr
-
-    from .store.writer import ChunkEncoder
+    """The direct chunk encoders (:class:`~liqgpu.store.direct.ChunkEncoder`) of the template's
+    arrays ``names``, or None where one of them has a layout they do not write (zarr writes
+    those regions itself)."""
+    from .store.direct import ChunkEncoder
 
     out = {}
     for v in names:
-        a = zarr.open_array(str(Path(store) / v), mode="r", zarr_format=3)
-        spec = {"shape": a.shape, "chunks": a.chunks, "dtype": a.dtype,
-                "fill_value": a.fill_value, "compressors": a.compressors}
-        out[v] = ChunkEncoder.for_spec(Path(store) / v, spec)
+        out[v] = ChunkEncoder.for_array(Path(store) / v)
         if out[v] is None:
             return None
     return out

@@ -224,6 +224,31 @@ class ChunkEncoder:
         return cls(folder, spec["shape"], spec["chunks"], dtype,
                    _fill(spec.get("fill_value"), dtype), codec)
 
+    @classmethod
+    def for_array(cls, folder) -> "ChunkEncoder | None":
+        """The encoder of the array already at ``folder`` (read from its ``zarr.json``), or
+        None where its layout is not one written here (other codecs or data type, other chunk
+        keys): zarr writes those itself."""
+        folder = Path(folder)
+        doc = json.loads((folder / ZARR_JSON).read_text())
+        dt = doc.get("data_type")
+        try:
+            dtype = (np.dtype(f"<U{dt['configuration']['length_bytes'] // 4}")
+                     if isinstance(dt, dict) and dt.get("name") == "fixed_length_utf32"
+                     else np.dtype(dt))
+        except (TypeError, KeyError):
+            return None
+        fill = doc.get("fill_value")
+        spec = {"shape": doc["shape"], "dtype": dtype,
+                "chunks": doc["chunk_grid"]["configuration"]["chunk_shape"],
+                "fill_value": float(fill) if isinstance(fill, str) and dtype.kind == "f"
+                else fill, "attributes": doc.get("attributes"),
+                "dimension_names": doc.get("dimension_names")}
+        for name in CODECS:
+            if array_doc({**spec, "codecs": name}) == doc:
+                return cls.for_spec(folder, {**spec, "codecs": name})
+        return None
+
     def write_all(self, data: np.ndarray) -> None:
         """Write the whole array ``data`` (its full shape), chunk by chunk."""
         if tuple(data.shape) != self.shape:

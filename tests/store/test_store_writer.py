@@ -351,11 +351,12 @@ def _sample(dtype, shape, fill, rng):
     ("<U3", None, "zstd"), ("uint8", None, "blosc"), ("bool", None, "zstd")])
 def test_direct_arrays_are_zarrs(tmp_path, dtype, fill, codecs):
     """An array written by liqgpu.store.direct (its zarr.json, then chunk rows as the store
-    writer writes them, or the whole array at once) is the one zarr writes, file for file and
+    writer writes them, or the whole array at once, or through the encoder of an array zarr
+    created, as distributed tasks write) is the one zarr writes, file for file and
     byte for byte (edge chunks padded, all-fill chunks left out, NaN fill), and zarr reads it."""
     import zarr
 
-    from liqgpu.store.direct import create_array
+    from liqgpu.store.direct import ChunkEncoder, create_array
     from liqgpu.store.layout import _quiet_zarr, compressors
 
     shape, chunks = (3, 10, 7, 2), (1, 4, 3, 2)
@@ -382,7 +383,14 @@ def test_direct_arrays_are_zarrs(tmp_path, dtype, fill, codecs):
         for r in range(-(-shape[1] // chunks[1])):
             rows.write_row(s, r, data[s:s + 1, r * 4:(r + 1) * 4])
     create_array(tmp_path / "all" / "x", spec, data)
-    for how in ("rows", "all"):
+    (tmp_path / "doc" / "x").mkdir(parents=True)  # the encoder of an array zarr created
+    (tmp_path / "doc" / "x" / "zarr.json").write_bytes(want["zarr.json"])
+    ChunkEncoder.for_array(tmp_path / "doc" / "x").write_all(data)
+    with _quiet_zarr():  # other codecs: not written here
+        root.create_array("y", shape=shape, dtype=dtype, chunks=chunks,
+                          chunk_key_encoding={"name": "default", "separator": "."})
+    assert ChunkEncoder.for_array(tmp_path / "z" / "y") is None
+    for how in ("rows", "all", "doc"):
         got = files(tmp_path / how / "x")
         assert sorted(got) == sorted(want), how
         assert json.loads(got.pop("zarr.json")) == json.loads(want["zarr.json"]), how
