@@ -319,20 +319,22 @@ def _td_str(td) -> str:
 
 
 def compressors(kind: str = "blosc") -> tuple:
-    """The bytes-to-bytes codecs of every array liqgpu writes: a compressor, then a crc32c
-    checksum (checked first on reading, so a damaged chunk never reaches the decompressor)."""
+    """The bytes-to-bytes codecs of the arrays liqgpu writes: a compressor, then a crc32c
+    checksum (checked first on reading, so a damaged chunk never reaches the decompressor).
+    ``cube``: the price-grid variables; ``blosc``: the other arrays; ``zstd``: coordinates."""
     from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-    if kind == "blosc":
+    if kind == "cube":
         # lz4 level 1, no shuffle, chosen by measurement (bench/codecs.py; bench/RESULTS.md,
-        # 2026-11-27): on real cube chunks, one core, it encodes ~1.8x faster than the lz4 5 +
-        # byte shuffle used before (~2.4 against ~1.3 GB/s of float32), decodes faster, and the
-        # cube chunks are 0.8-0.9x the size (they are mostly exact zeros, long runs lz4 finds
-        # better unshuffled). Cost: the float64 resume pack barely compresses without a shuffle
-        # (a year store: 38 -> 52 MB, same time), so whole stores are 0.84x (fleet) to 1.02x
-        # (year v1) the size. Blosc-zstd 1 halves the size but is ~1.8x slower than before;
-        # plain Zstd 1 halves it at about the old speed, but ChunkEncoder does not encode it.
+        # 2026-11-27): on real cube chunks, one core, it encodes ~1.8x faster than lz4 5 + byte
+        # shuffle (~2.4 against ~1.3 GB/s of float32), decodes faster, and the chunks are
+        # 0.8-0.9x the size: they are mostly exact zeros, long runs lz4 finds better
+        # unshuffled. Blosc-zstd 1 halves the size but is ~1.8x slower than before.
         return (BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"), Crc32cCodec())
+    if kind == "blosc":
+        # the rest (per-tier sums, bars, the resume pack): dense float64, which lz4 only
+        # compresses byte-shuffled (the resume pack of a year: 38 MB shuffled, 52 unshuffled)
+        return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
     return (ZstdCodec(level=0), Crc32cCodec())  # zarr's default compressor
 
 
@@ -343,14 +345,14 @@ SPARSE_VARS = CUBE_VARS + ("realized",)
 
 
 def encoding_for(ds, tc: int, pc: int) -> dict:
-    comp = compressors()
+    comp, cube = compressors(), compressors("cube")
     enc = {}
     K = ds.sizes["leverage"]
     for v in CUBE_VARS:
-        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": comp, "fill_value": 0.0,
+        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": cube, "fill_value": 0.0,
                   "write_empty_chunks": False}
     if "realized" in ds:
-        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": comp, "fill_value": 0.0,
+        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": cube, "fill_value": 0.0,
                            "write_empty_chunks": False}
     for v in TIER_VARS + V2_TIER_VARS:
         if v in ds:
