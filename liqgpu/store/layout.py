@@ -325,7 +325,7 @@ def compressors(kind: str = "blosc") -> tuple:
     from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
     if kind == "cube":
-        # lz4 level 1, no shuffle, chosen by measurement (bench/codecs.py; bench/RESULTS.md,
+        # lz4 level 1, no shuffle, chosen by measurement (bench/codec_choice.py; bench/RESULTS.md,
         # 2026-11-27): on real cube chunks, one core, it encodes ~1.8x faster than lz4 5 + byte
         # shuffle (~2.4 against ~1.3 GB/s of float32), decodes faster, and the chunks are
         # 0.8-0.9x the size: they are mostly exact zeros, long runs lz4 finds better

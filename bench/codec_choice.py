@@ -33,15 +33,14 @@ numcodecs' Blosc, typesize 4, as liqgpu's ChunkEncoder writes them); ``Zstd`` ro
 ``zarr.codecs.ZstdCodec`` (numcodecs' Zstd underneath; level 0 means zstd's default, 3);
 ``none``: no compressor, only the checksum.
 
-    python bench/codecs.py --work /tmp/codech              # everything (about 10 minutes)
-    python bench/codecs.py --work /tmp/codech --quick      # fewer codecs and chunks
+    python bench/codec_choice.py --work /tmp/codech              # everything (about 10 minutes)
+    python bench/codec_choice.py --work /tmp/codech --quick      # fewer codecs and chunks
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics as st
 import subprocess
 import sys
@@ -50,6 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from run import commit, machine  # bench/run.py: the same header as the other benches
 
 ROOT = Path(__file__).resolve().parents[1]
 CUBES = ("intensity", "liquidated")
@@ -182,27 +183,6 @@ def one_pass(codec, chunks: list[bytes]) -> tuple[float, float, int]:
     return t_enc, t_dec, sum(len(e) + 4 for e, _ in encoded)
 
 
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {cpu}, Python {platform.python_version()}"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/liqgpu-codecs"),
@@ -272,7 +252,7 @@ def main() -> None:
 
     ref = next(r for r in results if r[1] == "lz4 5 shuffle")  # the setting before this bench
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"## {now} · commit {commit()} · store codec by measurement (bench/codecs.py)\n")
+    print(f"## {now} · commit {commit()} · store codec by measurement (bench/codec_choice.py)\n")
     print(f"Machine: {machine()}; numcodecs {numcodecs.__version__}, c-blosc "
           f"{numcodecs.blosc.VERSION_STRING}. One thread, medians of {args.repeat} rounds "
           f"(every codec once a round); load average {load0[0]:.2f} before, "
