@@ -318,12 +318,21 @@ def _td_str(td) -> str:
     return format_duration(timedelta(seconds=secs))
 
 
-#: the bytes-to-bytes codecs of every array liqgpu writes, as zarr v3 metadata spells them: a
+#: the bytes-to-bytes codecs of the arrays liqgpu writes, as zarr v3 metadata spells them: a
 #: compressor, then a crc32c checksum (checked first on reading, so a damaged chunk never
-#: reaches the decompressor). Blosc's typesize is each array's item size. "blosc" (lz4 + byte
-#: shuffle: about twice as fast as zstd-3 here) for data, "zstd" (zarr's default) for
-#: coordinates.
+#: reaches the decompressor). Blosc's typesize is each array's item size. ``cube``: the
+#: price-grid variables; ``blosc``: the other arrays; ``zstd``: coordinates (zarr's default).
 CODECS = {
+    # lz4 level 1, no shuffle, chosen by measurement (bench/codec_choice.py; bench/RESULTS.md,
+    # 2026-11-27): on real cube chunks, one core, it encodes ~1.8x faster than lz4 5 + byte
+    # shuffle (~2.4 against ~1.3 GB/s of float32), decodes faster, and the chunks are
+    # 0.8-0.9x the size: they are mostly exact zeros, long runs lz4 finds better
+    # unshuffled. Blosc-zstd 1 halves the size but is ~1.8x slower than before.
+    "cube": ({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 1,
+                                                 "shuffle": "noshuffle", "blocksize": 0}},
+             {"name": "crc32c"}),
+    # the rest (per-tier sums, bars, the resume pack): dense float64, which lz4 only
+    # compresses byte-shuffled (the resume pack of a year: 38 MB shuffled, 52 unshuffled)
     "blosc": ({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5,
                                                   "shuffle": "shuffle", "blocksize": 0}},
               {"name": "crc32c"}),
@@ -353,14 +362,14 @@ def encoding_for(ds, tc: int, pc: int) -> dict:
 def _encoding(ds, tc: int, pc: int, codecs) -> dict:
     """Each variable's chunks, codecs (``codecs(name)`` of a :data:`CODECS` name), fill value
     and chunk keys."""
-    comp = codecs("blosc")
+    comp, cube = codecs("blosc"), codecs("cube")
     enc = {}
     K = ds.sizes["leverage"]
     for v in CUBE_VARS:
-        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": comp, "fill_value": 0.0,
+        enc[v] = {"chunks": (1, tc, pc, K, 2), "compressors": cube, "fill_value": 0.0,
                   "write_empty_chunks": False}
     if "realized" in ds:
-        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": comp, "fill_value": 0.0,
+        enc["realized"] = {"chunks": (1, tc, pc, 2), "compressors": cube, "fill_value": 0.0,
                            "write_empty_chunks": False}
     for v in TIER_VARS + V2_TIER_VARS:
         if v in ds:

@@ -407,8 +407,7 @@ class ExchangeServer:
                 seen_conns = self.connections
                 # minutes pass while the client is away, but never past the replay's last: at a
                 # venue later minutes always come, and the first closed bar after a gap brings
-                # the REST backfill of the minutes before it (a skip past the end left the
-                # client without them: a rare short store in the restart test)
+                # the REST backfill of the minutes before it
                 i = min(i + self.gap_on_reconnect, self.r.n - 1)
                 continue
             seen_conns = self.connections

@@ -346,7 +346,7 @@ def _sample(dtype, shape, fill, rng):
 
 
 @pytest.mark.parametrize("dtype,fill,codecs", [
-    ("float32", 0.0, "blosc"), ("float64", float("nan"), "blosc"),
+    ("float32", 0.0, "cube"), ("float32", 0.0, "blosc"), ("float64", float("nan"), "blosc"),
     ("float32", float("nan"), "blosc"), ("int64", None, "zstd"), ("float64", float("nan"), "zstd"),
     ("<U3", None, "zstd"), ("uint8", None, "blosc"), ("bool", None, "zstd")])
 def test_direct_arrays_are_zarrs(tmp_path, dtype, fill, codecs):
