@@ -184,6 +184,10 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
 
         preload()
     params = resolve_params(params, model)
+    if not distributed and backend != "cupy":  # a large run: the compiled loops load now,
+        from .model import jit  # beside the reading, not beside the engine's first blocks
+
+        jit.preload_if(rows_hint(paths) * params.entry_mode[1] * params.n_tiers * 2)
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
                           contract_size=contract_size, step=step, max_bars=max_bars,
                           max_gap=max_gap) for p in paths]
@@ -200,6 +204,26 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
     return estimate(series, params=params, grid=grid, every=every, backend=backend, out=out,
                     overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
                     progress=progress, realized=realized, reopen=False), 0
+
+
+def rows_hint(paths) -> int:
+    """About how many bars the series files hold, before reading them: a Parquet file's row
+    count from its footer, a CSV file's size over 60 bytes a row (0 for what cannot be read;
+    reading the files checks them)."""
+    import os
+
+    n = 0
+    for p in paths:
+        try:
+            if str(p).lower().endswith((".parquet", ".pq")):
+                import pyarrow.parquet as pq
+
+                n += pq.read_metadata(p).num_rows
+            else:
+                n += os.path.getsize(p) // 60
+        except Exception:  # noqa: BLE001 - a hint only; load_series reports a bad file
+            continue
+    return n
 
 
 def store_info(path, *, verify: bool = False) -> dict:

@@ -8,11 +8,13 @@ are the numpy path's bit for bit (tested), so a run may switch between the two a
 
 numba is a dependency of datashader, so it is installed with liqgpu; where it is missing (or
 ``LIQGPU_JIT=0``) the numpy loops run. Importing numba and loading the loops' machine code
-from its cache costs about 0.5 s a process (compiling them, the first time on a machine, about
-5 s more). So a run uses them only where they save more than that (:func:`wanted`), and loads
-them on a background thread (:func:`preload`) while its first blocks run the numpy loops; it
-switches as soon as they are ready (:func:`loaded`). ``LIQGPU_JIT=1`` loads them at once and
-uses them from the first block (tests).
+from its cache costs about 0.6 s of a process, mostly holding the GIL (compiling them, the first
+time on a machine, about 5 s more). So a run uses them only where they save clearly more than
+that (:func:`wanted`), and loads them on a background thread (:func:`preload`; `liqgpu
+estimate` starts it before reading its files, from their row counts, :func:`preload_if`)
+while it reads, plans and runs its first blocks with the numpy loops; the engine switches as
+soon as they are ready (:func:`loaded`). ``LIQGPU_JIT=1`` loads them at once and uses them
+from the first block (tests).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 #: and the least saving for which a run loads them (their import and loading cost ~0.5 s)
 SAVING_PER_POSITION = 30e-9
 SAVING_PER_CELL = 3e-9
-MIN_SAVING_S = 0.6
+#: whole processes, year of 1-minute bars (2026-11-27): v1 (0.66 s estimated) ran 3.0 s
+#: without them and 3.2 s with; v2 (1.9 s estimated) 4.9 s without, 4.6 s with
+MIN_SAVING_S = 1.0
 
 _KERNELS = None  # the module once imported; False: numba cannot be imported
 _READY = threading.Event()  # set once the loops are loaded (or cannot be)
@@ -86,6 +90,16 @@ def preload() -> None:
         if _THREAD is None and not _READY.is_set():
             _THREAD = threading.Thread(target=_load, name="liqgpu-jit-load", daemon=True)
             _THREAD.start()
+
+
+def preload_if(n_positions: int) -> bool:
+    """Start loading the compiled loops (:func:`preload`) if a run opening about
+    ``n_positions`` positions will want them, counting the positions alone (a run's cube
+    cells, not known yet, only add to the saving); returns whether it did."""
+    if n_positions <= 0 or not wanted(n_positions):
+        return False
+    preload()
+    return True
 
 
 def loaded():

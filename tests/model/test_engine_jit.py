@@ -144,9 +144,11 @@ def test_which_runs_use_them(monkeypatch):
     monkeypatch.setenv("LIQGPU_JIT", "auto")
     # a month of 1-minute bars, v2 (3.5 M positions, 9 M cells): the load would cost more
     assert not jit_mod.wanted(3_500_000, 9_400_000)
-    # a year, v2 (42 M positions) or v1 (5.3 M positions, 167 M cells): worth it
+    # a year, v2 (42 M positions): worth it; v1 (5.3 M positions, 167 M cells): not quite
     assert jit_mod.wanted(42_000_000, 230_000_000)
-    assert jit_mod.wanted(5_300_000, 167_000_000)
+    assert not jit_mod.wanted(5_300_000, 167_000_000)
+    # before reading the files, the positions alone decide (a fleet of 200 x 90 days, 5 min)
+    assert jit_mod.wanted(200 * 25_920 * 80)
     monkeypatch.setenv("LIQGPU_JIT", "0")
     assert not jit_mod.wanted(10**12)
     monkeypatch.setenv("LIQGPU_JIT", "1")
