@@ -313,21 +313,25 @@ class SeriesEngines:
         S, whole = len(engines), self.spans[0] == (0, self.P)
         out: dict = {}
         small: dict = {}
+        stacked = not (S == 1 and whole)  # else: one series on the whole grid, its own arrays
+        if stacked:  # each engine computes straight into its span of the stacked cubes
+            nb = min(b1, self.n_buckets) - b0
+            out = {f: np.zeros((S, nb, self.P, self.B, 2), dtype=self.dtype)
+                   for f in ("intensity", "liquidated")}
         for i, e in enumerate(engines):
-            part = e.chunk(b0, b1)
+            j0, j1 = self.spans[i]
+            into = {f: c[i, :, j0:j1].reshape(c.shape[1], -1) for f, c in out.items()}
+            # (bins, cells, sides) are contiguous in each row: views, never copies
+            assert all(np.may_share_memory(v, out[f]) for f, v in into.items())
+            part = e.chunk(b0, b1, into=into)
             for f in CHUNK_FIELDS:
                 x = getattr(part, f)
                 if x is None:
                     continue
                 if f not in ("intensity", "liquidated"):
                     small.setdefault(f, []).append(x)
-                elif S == 1 and whole:
-                    out[f] = x  # one series on the whole grid: its own arrays, no copy
-                else:
-                    if f not in out:
-                        out[f] = np.zeros((S, x.shape[1], self.P) + x.shape[3:], dtype=x.dtype)
-                    j0, j1 = self.spans[i]
-                    out[f][i, :, j0:j1] = x[0]
+                elif not stacked:
+                    out[f] = x
             del part
         for f, parts in small.items():
             out[f] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
@@ -495,8 +499,10 @@ class Engine:
             opened=d(np.asarray(arrays.get("opened", arrays["amount"]), dtype=np.float64)),
         )
 
-    def chunk(self, b0: int, b1: int) -> ChunkResult:
-        """Compute buckets [b0, b1); chunks must be requested in order."""
+    def chunk(self, b0: int, b1: int, into: dict | None = None) -> ChunkResult:
+        """Compute buckets [b0, b1); chunks must be requested in order. ``into`` (numpy, one
+        series): zeroed arrays (nb, bins x leverage cells x 2) of the output dtype, views
+        into a larger cube as well, that receive ``intensity`` and ``liquidated``."""
         xp, S, n = self.xp, self.S, self.n
         nb = b1 - b0
         t0, t1 = b0 * n, min(b1 * n, self.T)
@@ -506,9 +512,10 @@ class Engine:
         # numpy, one series: the cubes in the output dtype, the outside bin (float64) apart
         cube = (lambda: np.zeros((nb, self.P * 2 * self.B), dtype=self.dtype)) if fast else \
             (lambda: xp.zeros((nb, width)))
+        into = into if fast and into is not None else {}
         acc = {
-            "intensity": cube(),
-            "liquidated": cube(),
+            "intensity": into["intensity"] if "intensity" in into else cube(),
+            "liquidated": into["liquidated"] if "liquidated" in into else cube(),
             "added": xp.zeros((nb, nkd)),
             "closed": xp.zeros((nb, nkd)),
             "expired": xp.zeros((nb, nkd)),

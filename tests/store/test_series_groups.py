@@ -228,11 +228,11 @@ def test_a_grouped_run_holds_one_group_of_engines_and_inputs_at_a_time(tmp_path,
         inputs.add(out)
         return out
 
-    def counting_chunk(self, b0, b1):
+    def counting_chunk(self, b0, b1, **kw):
         gc.collect()
         seen["engines"] = max(seen["engines"], len(engines))
         seen["series"] = max(seen["series"], sum(x.n_series for x in inputs))
-        return chunk(self, b0, b1)
+        return chunk(self, b0, b1, **kw)
 
     monkeypatch.setattr(E.Engine, "__init__", counting_init)
     monkeypatch.setattr(I, "prepare", counting_prepare)
