@@ -18,7 +18,7 @@ in from outside, liqgpu itself is not instrumented) notes, in the process:
 
 For the year it also measures, in this process and the same run, the floors the issue compares
 against: ``np.copyto`` of the output cubes' bytes (float32) and the chosen codec's raw time on
-the same bytes (Blosc lz4 + shuffle, as the store writes).
+the same bytes (the cube codec the store writes, liqgpu.store.layout.CODECS).
 
     python bench/stages.py                      # mid v1+v2 (5 runs each), year v2 (1), fleet 20 x 90 d
     python bench/stages.py --work mid --runs 7 --models v2
@@ -147,8 +147,9 @@ def make_inputs(work: str, tmp: Path, series: int) -> list[Path]:
 
 
 def floors(out_bytes: int) -> dict:
-    """np.copyto of ``out_bytes`` of float32 and Blosc lz4+shuffle (clevel 5) over them, in
-    64 MiB pieces (the store's chunks are smaller; the codec's speed per byte is what counts)."""
+    """np.copyto of ``out_bytes`` of float32 and the store's cube codec (Blosc, as
+    ``liqgpu.store.layout.CODECS['cube']`` sets it) over them, in 64 MiB pieces (the store's
+    chunks are smaller; the codec's speed per byte is what counts)."""
     import numpy as np
     from numcodecs import Blosc
 
@@ -167,7 +168,12 @@ def floors(out_bytes: int) -> dict:
     from numcodecs import blosc
 
     blosc.use_threads = False  # one thread: the raw speed of the codec per core
-    codec = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE, typesize=4)
+    sys.path.insert(0, str(REPO))
+    from liqgpu.store.layout import CODECS
+
+    cfg = CODECS["cube"][0]["configuration"]
+    codec = Blosc(cname=cfg["cname"], clevel=cfg["clevel"], typesize=4,
+                  shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[cfg["shuffle"]])
     piece = (64 << 20) // 4
     t = time.perf_counter()
     comp = 0
@@ -217,7 +223,7 @@ def main() -> None:
             alone = engine_alone(f, model)
             fl = floors(_cube_bytes(f, model))
             print(f"\nyear {model} floors (this process, after the runs): np.copyto of the output "
-                  f"cubes {fl['copyto_s']:.3f} s; lz4+shuffle on them, one thread "
+                  f"cubes {fl['copyto_s']:.3f} s; the store's cube codec on them, one thread "
                   f"{fl['codec_s']:.3f} s (ratio {fl['codec_ratio']:.1f}); engine / copyto "
                   f"{med['engine'] / fl['copyto_s']:.1f}x in the store run (beside the writer), "
                   f"{alone / fl['copyto_s']:.1f}x alone ({alone:.3f} s: a process that runs the "
