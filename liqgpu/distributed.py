@@ -475,6 +475,7 @@ def _chunk_encoders(store: str, names) -> dict | None:
         out[v] = ChunkEncoder.for_array(Path(store) / v)
         if out[v] is None:
             return None
+        out[v].pooled = False  # a task encodes in its own thread: workers are the parallelism
     return out
 
 

@@ -201,6 +201,9 @@ class ChunkEncoder:
         self.dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 \
             else np.dtype(dtype)
         self.fill, self.codec = fill, codec
+        #: encode a row's chunks on the process's thread pool; off where the caller's own
+        #: threads are the parallelism (a Dask worker's tasks: one core each)
+        self.pooled = True
 
     @classmethod
     def for_spec(cls, folder: Path, spec: dict) -> "ChunkEncoder":
@@ -317,10 +320,11 @@ class ChunkEncoder:
                 full[tuple(slice(0, n) for n in block.shape)] = block
                 block = full
             jobs.append((self.folder / ".".join(["c", *map(str, idx)]), block))
-        if len(jobs) > 1:
+        if len(jobs) > 1 and self.pooled:
             list(_pool().map(self._encode_write, jobs))
-        elif jobs:
-            self._encode_write(jobs[0])
+        else:
+            for job in jobs:
+                self._encode_write(job)
 
     def _encode_write(self, job) -> None:
         import google_crc32c
