@@ -429,8 +429,8 @@ def part_fleet(args) -> dict:
 
     orig_chunk, t_run, last = eng.Engine.chunk, [time.perf_counter()], [time.perf_counter()]
 
-    def chunk(self, b0, b1):  # progress in the log, so a run cut short still says its rate
-        r = orig_chunk(self, b0, b1)
+    def chunk(self, b0, b1, **kw):  # progress in the log, so a run cut short says its rate
+        r = orig_chunk(self, b0, b1, **kw)
         now = time.perf_counter()
         if now - last[0] > 10 or b1 >= self.n_buckets:
             last[0] = now

@@ -90,11 +90,11 @@ def test_failure_mid_write_leaves_no_store(tmp_path, small, monkeypatch):
     calls = {"n": 0}
     real = engine.Engine.chunk
 
-    def failing(self, b0, b1):
+    def failing(self, b0, b1, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("simulated crash")
-        return real(self, b0, b1)
+        return real(self, b0, b1, **kw)
 
     monkeypatch.setattr(engine.Engine, "chunk", failing)
     with pytest.raises(RuntimeError):
