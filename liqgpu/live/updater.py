@@ -484,11 +484,9 @@ class _Layout:
         return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks).copy()
 
     def encode(self, chunk: np.ndarray) -> bytes:
-        import google_crc32c
+        from ..store.direct import encode_chunk
 
-        body = bytes(self.codec.encode(np.ascontiguousarray(chunk, dtype=self.dtype)
-                                       .view(np.uint8).ravel()))
-        return body + np.array([google_crc32c.value(body)], dtype=np.uint32).view("B").tobytes()
+        return encode_chunk(self.codec, self.dtype, chunk)
 
     def empty(self, chunk: np.ndarray) -> bool:
         """All fill value (zarr, with write_empty_chunks off, then stores no chunk)."""

@@ -327,15 +327,20 @@ class ChunkEncoder:
                 self._encode_write(job)
 
     def _encode_write(self, job) -> None:
-        import google_crc32c
-
         path, block = job
-        raw = np.ascontiguousarray(block, dtype=self.dtype).view(np.uint8).reshape(-1)
-        enc = self.codec.encode(raw)  # releases the GIL: the pool's threads compress in parallel
-        crc = google_crc32c.value(enc).to_bytes(4, "little")
         with open(path, "wb") as fh:
-            fh.write(enc)
-            fh.write(crc)
+            fh.write(encode_chunk(self.codec, self.dtype, block))
+
+
+def encode_chunk(codec, dtype, block) -> bytes:
+    """A chunk file's bytes: ``block`` as C-order ``dtype`` (little-endian), compressed by
+    the numcodecs ``codec``, then its CRC32C (little-endian), as zarr's bytes, compressor and
+    crc32c codecs write it."""
+    import google_crc32c
+
+    raw = np.ascontiguousarray(block, dtype=dtype).view(np.uint8).reshape(-1)
+    body = bytes(codec.encode(raw))  # releases the GIL: pool threads compress in parallel
+    return body + google_crc32c.value(body).to_bytes(4, "little")
 
 
 _POOL: list = []
