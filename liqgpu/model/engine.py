@@ -400,8 +400,8 @@ class Engine:
     dtype : numpy dtype
         Dtype of ``intensity`` and ``liquidated`` in the results (float32 in stores).
     jit : bool or None
-        numpy, one series: run the new positions through the compiled loops of :mod:`.jit`
-        (the same results); None: where :func:`.jit.wanted` says so for this run's size.
+        numpy, one series: run the block's hot loops compiled (:mod:`.jit`, the same results)
+        once they are loaded; None: where :func:`.jit.wanted` says so for this run's size.
     """
 
     def __init__(self, inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,

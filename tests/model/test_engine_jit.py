@@ -153,3 +153,23 @@ def test_which_runs_use_them(monkeypatch):
     assert not jit_mod.wanted(10**12)
     monkeypatch.setenv("LIQGPU_JIT", "1")
     assert jit_mod.wanted(1)
+
+
+def test_row_hint_of_series_files(tmp_path, monkeypatch):
+    """What `liqgpu estimate` sizes a run by before reading its files: a Parquet footer's row
+    count, a CSV's bytes over 60, nothing for an unreadable file; a large run starts loading
+    the compiled loops then."""
+    from liqgpu.api import rows_hint
+    from liqgpu.synth import synthetic_frame
+
+    df = synthetic_frame(days=2, seed=3)
+    df.to_parquet(tmp_path / "a.parquet")
+    df.to_csv(tmp_path / "b.csv", index=False)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    csv_rows = (tmp_path / "b.csv").stat().st_size // 60
+    assert rows_hint([tmp_path / "a.parquet"]) == len(df) == 2880
+    assert rows_hint([tmp_path / "a.parquet", tmp_path / "b.csv", tmp_path / "bad.parquet",
+                      tmp_path / "missing.csv"]) == len(df) + csv_rows
+    monkeypatch.setenv("LIQGPU_JIT", "auto")
+    assert not jit_mod.preload_if(2880 * 80)  # two days of v2: numpy loops
+    assert not jit_mod.preload_if(0)
