@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,6 +78,18 @@ def assert_same_store(got_path, ref_path) -> None:
         {k: v for k, v in ref.attrs.items() if k not in skip}
     assert got.attrs["backend"] == "numpy+dask"
     assert not partial_path(got_path).exists()
+    # the resume state (streamed from the tasks' saved states): the one-process run's, packed
+    # the same way
+    from liqgpu.store import read_group
+
+    (ga, aa), (ra, rb) = read_group(got_path, "resume"), read_group(ref_path, "resume")
+    assert aa == rb and list(ga) == list(ra)
+    assert ga["state_level"].size > 0
+    for k in ra:
+        assert ga[k].dtype == ra[k].dtype and ga[k].shape == ra[k].shape, k
+        np.testing.assert_array_equal(ga[k], ra[k], err_msg=k)
+    assert (Path(got_path) / "resume" / "zarr.json").read_text() == \
+        (Path(ref_path) / "resume" / "zarr.json").read_text()
     # the cube is not all zeros: the comparison above means something
     assert float(ref["intensity"].max()) > 0 and float(ref["liquidated"].max()) > 0
 

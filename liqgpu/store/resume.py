@@ -4,15 +4,19 @@ bucket, the last valid OI, every input bar) that ``liqgpu update`` continues fro
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import InputError
 from .layout import _quiet_zarr
 
 #: the largest chunk of a packed array: a larger pack (a fleet's resume state and bars) is
-#: written in chunks of this many bytes, one at a time, so writing it holds one chunk; smaller
-#: packs stay one chunk (as they always were)
+#: written in chunks of this many bytes, a few at a time (:data:`PACK_CHUNKS_AT_ONCE`), so
+#: writing it holds a few chunks; smaller packs stay one chunk (as they always were)
 PACK_CHUNK_BYTES = 64 * 2**20
+#: pack chunks assembled and written together (their compression spread over the cores)
+PACK_CHUNKS_AT_ONCE = min(4, os.cpu_count() or 1)
 
 
 class Pieces:
@@ -102,19 +106,22 @@ def _size(v) -> int:
 
 def _write_chunked(enc, vals: list, chunk: int, dtype) -> None:
     """Write the arrays ``vals`` one after another into the 1-D array of chunk encoder ``enc``
-    (:class:`~liqgpu.store.direct.ChunkEncoder`), a chunk of ``chunk`` elements at a time."""
-    buf = np.empty(chunk, dtype=dtype)
+    (:class:`~liqgpu.store.direct.ChunkEncoder`), a chunk of ``chunk`` elements at a time,
+    up to :data:`PACK_CHUNKS_AT_ONCE` chunks per write (compressed in parallel on the
+    encoder's thread pool)."""
+    per = max(1, PACK_CHUNKS_AT_ONCE if enc.pooled else 1)
+    buf = np.empty(chunk * per, dtype=dtype)
     n = start = 0
     for v in vals:
         for piece in _flat_pieces(v):
             i = 0
             while i < piece.size:
-                k = min(chunk - n, piece.size - i)
+                k = min(buf.size - n, piece.size - i)
                 buf[n:n + k] = piece[i:i + k]
                 n, i = n + k, i + k
-                if n == chunk:
+                if n == buf.size:
                     enc.write_block(start, buf)
-                    start, n = start + chunk, 0
+                    start, n = start + buf.size, 0
     if n:
         enc.write_block(start, buf[:n])
 
