@@ -974,16 +974,8 @@ class Engine:
                 if Go is not None:
                     np.multiply(Dr[i, k:], fac[i], out=Go[i])
             D.fill(0.0)
-            # +W and -W of a dead position cancel to rounding, not to zero: snap such residues
-            # (far below MODEL.md's 1e-9 tolerance) so empty cells are exactly empty. Their
-            # scale: the largest cell, or the largest single amount entered (a block whose
-            # cells all emptied has only residues left)
-            parts = [x for x in (G, Go) if x is not None and x.size]
-            top = max([max(float(x.max()), -float(x.min())) for x in parts], default=0.0)
-            top = max(top, wmax * float(fac.min()))
-            for x in parts:
-                np.maximum(x, 0.0, out=x)
-                np.multiply(x, x > top * RESIDUE, out=x)
+            snap_residues([x for x in (G, Go) if x is not None and x.size],
+                          wmax * float(fac.min()))
 
         # --- liquidated amounts: summed in float64 over the block (in the difference array's
         # buffer, free again), then added to the chunk's rows -----------------------------------
@@ -1249,6 +1241,24 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------------------------
+def snap_residues(parts: list, floor: float) -> None:
+    """Snap the cancellation residues of a block's snapshot rows ``parts`` in place.
+
+    +W and -W of a dead position cancel to rounding, not to zero: a cell at or below
+    :data:`RESIDUE` of the largest (far below MODEL.md's 1e-9 tolerance), or of ``floor``
+    (the largest single amount entered: a block whose cells all emptied has only residues
+    left), and every negative one, becomes exactly 0. Compared as integers (the bits of a
+    non-negative float order as the float; a negative one's are negative): one compare and
+    one multiply per cell, the result as ``not x > thr`` (``cpu_loops.snapshots``) gives."""
+    top = max([max(float(x.max()), -float(x.min())) for x in parts], default=0.0)
+    top = max(top, floor)
+    for x in parts:
+        ints = np.int32 if x.dtype.itemsize == 4 else np.int64
+        xi = x.view(ints)
+        thr = np.asarray(top * RESIDUE, dtype=x.dtype).view(ints)
+        np.multiply(xi, xi > thr, out=xi)
+
+
 def _geometric(edges):
     """(log x_0, 1 / log r) when the edges are x_0 r^j to well within a bin (a log grid), so
     that floor((log q - log x_0) / log r) is a level's bin or a neighbour of it; else None."""

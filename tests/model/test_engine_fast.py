@@ -102,3 +102,31 @@ def test_cross_new_short_blocks(m):
             for j in range(5):
                 hit = np.flatnonzero(vals[i + 1:] <= thr[r, j])
                 assert got[r, j] == (i + 1 + hit[0] if hit.size else m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_snap_residues_keeps_cells_above_the_threshold_bit_for_bit(dtype):
+    """Residue snapping: cells at or below 1e-12 of the largest
+    (or of the floor), negative ones and -0.0 become +0.0; every other cell is untouched."""
+    from liqgpu.model.engine import RESIDUE, snap_residues
+
+    rng = np.random.default_rng(3)
+    x = rng.lognormal(5, 2, (40, 30)).astype(dtype)
+    x[::3, ::2] = rng.normal(0, 1e-10, x[::3, ::2].shape)  # residues of both signs
+    x[1, 1], x[2, 2], x[3, 3] = -0.0, -5.0, 0.0
+    top = float(np.abs(x).max())
+    x[4, 4] = dtype(top * RESIDUE * 2)  # small but above the threshold: kept
+    ref = np.where(x > dtype(top * RESIDUE), x, 0).astype(dtype)
+    view = np.zeros((50, 40), dtype=dtype)  # the chunk's rows: a strided view
+    view[5:45, 3:33] = x
+    outer = rng.lognormal(0, 1, 8)  # another part (the outside bin's), float64, smaller
+    outer[2] = -1e-9
+    snap_residues([view[5:45, 3:33], outer], floor=0.0)
+    got = view[5:45, 3:33]
+    assert got.tobytes() == ref.tobytes()  # bit for bit: no -0.0 left, the rest untouched
+    assert got[4, 4] > 0 and not np.signbit(view).any()
+    assert outer[2] == 0 and not np.signbit(outer).any() and (outer[[0, 1, 3]] > 1).all()
+    # the floor raises the threshold: a block whose cells all emptied keeps only residues
+    y = np.array([1e-3, 2e-3, -1e-3], dtype=dtype)
+    snap_residues([y], floor=1e10)
+    assert not y.any() and not np.signbit(y).any()
