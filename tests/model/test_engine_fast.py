@@ -119,7 +119,7 @@ def test_snap_residues_keeps_cells_above_the_threshold_bit_for_bit(dtype):
     ref = np.where(x > dtype(top * RESIDUE), x, 0).astype(dtype)
     view = np.zeros((50, 40), dtype=dtype)  # the chunk's rows: a strided view
     view[5:45, 3:33] = x
-    outer = rng.lognormal(0, 1, 8)  # another part (the outside bin's), float64, smaller
+    outer = 1 + rng.lognormal(0, 1, 8)  # another part (the outside bin's), float64, smaller
     outer[2] = -1e-9
     snap_residues([view[5:45, 3:33], outer], floor=0.0)
     got = view[5:45, 3:33]
