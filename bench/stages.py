@@ -213,27 +213,91 @@ def main() -> None:
                       + f" | {max(r['rss_gb'] for r in rows):.2f} | {med['store_mb']:.1f} |",
                       flush=True)
                 if work == "year":
-                    later.append((model, med, files[0]))
+                    later.append((model, med, files[0], runs))
             if work != "year":
                 for f in files:
                     f.unlink()
         # the floors last: their arrays in this process would count in the peak RSS of the
         # processes started after them (a child's peak includes the parent's pages at fork)
-        for model, med, f in later:
-            alone = engine_alone(f, model)
+        for model, med, f, runs in later:
+            alones = [engine_alone(f, model) for _ in range(max(runs, 1))]
+            alone = st.median(alones)
+            wa = [write_alone(f, model, tmp / "alone.zarr") for _ in range(max(runs, 1))]
+            w_s = st.median([x["write_s"] for x in wa])
+            c_s = st.median([x["codec_s"] for x in wa])
             fl = floors(_cube_bytes(f, model))
             print(f"\nyear {model} floors (this process, after the runs): np.copyto of the output "
                   f"cubes {fl['copyto_s']:.3f} s; the store's cube codec on them, one thread "
                   f"{fl['codec_s']:.3f} s (ratio {fl['codec_ratio']:.1f}); engine / copyto "
                   f"{med['engine'] / fl['copyto_s']:.1f}x in the store run (beside the writer), "
-                  f"{alone / fl['copyto_s']:.1f}x alone ({alone:.3f} s: a process that runs the "
-                  f"engine and writes nothing); write / codec "
-                  f"{med['write'] / fl['codec_s']:.2f}x", flush=True)
+                  f"{alone / fl['copyto_s']:.1f}x alone (median {alone:.3f} s of "
+                  f"{len(alones)} processes that run the engine and write nothing: "
+                  f"{' '.join(f'{x:.3f}' for x in alones)}); write busy in the store run / "
+                  f"codec {med['write'] / fl['codec_s']:.2f}x", flush=True)
+            print(f"year {model} write alone (the real chunks, computed first; one encoding "
+                  f"thread; medians of {len(wa)} processes): writer {w_s:.3f} s, the cube codec "
+                  f"over the same {wa[0]['cube_bytes'] / 1e9:.2f} GB {c_s:.3f} s: "
+                  f"**{w_s / c_s:.2f}x**", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\nstart: interpreter start-up; imports: to the CLI command; first: process start to the "
           "engine's first chunk; engine and write are busy times summed (write on its own thread, "
           "overlapping the engine); wall: the whole process. Medians over the runs.")
+
+
+WRITE_ALONE = r"""
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+import liqgpu
+import liqgpu.store.direct as D
+import liqgpu.store.writer as W
+from liqgpu.pipeline import plan, resolve_params, run_to_store
+from liqgpu.store.layout import CODECS
+D._POOL[:] = [ThreadPoolExecutor(max_workers=1)]  # one encoding thread, as the codec's time
+out = {}
+def write_behind(chunks, write, depth=1, prepare=None):
+    parts = list(chunks)  # the engine runs here, before the clock
+    cubes = [np.ascontiguousarray(p.arrays[v]) for p in parts if hasattr(p, "b0")
+             for v in ("intensity", "liquidated") if v in p.arrays]
+    t = time.perf_counter()
+    if prepare:
+        prepare()
+    for p in parts:
+        write(p)
+    out["write_s"] = time.perf_counter() - t
+    from numcodecs import Blosc, blosc
+    blosc.use_threads = False
+    cfg = CODECS["cube"][0]["configuration"]
+    codec = Blosc(cname=cfg["cname"], clevel=cfg["clevel"], typesize=4,
+                  shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[cfg["shuffle"]])
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        n = 0
+        for c in cubes:
+            flat = c.reshape(-1)
+            for i in range(0, flat.size, 1 << 24):
+                n += len(codec.encode(flat[i:i + (1 << 24)]))
+        ts.append(time.perf_counter() - t)
+    out["codec_s"] = sorted(ts)[1]
+    out["cube_bytes"] = sum(c.nbytes for c in cubes)
+W.write_behind = write_behind
+p = plan([liqgpu.load_series(sys.argv[1])], params=resolve_params(None, sys.argv[2]), every="1h")
+run_to_store(p, sys.argv[3])
+print("WRITE " + json.dumps(out))
+"""
+
+
+def write_alone(f: Path, model: str, out: Path) -> dict:
+    """The store writer alone on the year's real chunks (computed first, held in memory), with
+    one encoding thread, and the cube codec on one thread over the same cubes' bytes (median of
+    3): the writer's own cost per byte against the codec's, without the engine beside it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", WRITE_ALONE, str(f), model, str(out)], env=env,
+                       check=True, capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads([x for x in r.stdout.splitlines() if x.startswith("WRITE ")][-1][6:])
 
 
 def engine_alone(f: Path, model: str) -> float:

@@ -168,7 +168,8 @@ def snapshots(D, ns, wd, k, fac, G, Go, floor, residue):
     """The intensity rows of a block from its difference array ``D`` ((ns + 1) rows of
     ``wd`` cells): the running sum over rows, scaled by ``fac`` into ``G`` (the in-grid
     columns ``[0, k)``, output dtype) and ``Go`` (the outside bin's), then residues snapped:
-    a cell at or below ``residue`` of the largest (or of ``floor``) is 0. ``D`` is left
+    a cell at or below ``residue`` of the largest (or of ``floor``) is 0, as
+    ``engine.snap_residues`` does. ``D`` is left
     zeroed. One pass over D instead of numpy's five."""
     top = 0.0
     for i in range(ns):
@@ -186,8 +187,6 @@ def snapshots(D, ns, wd, k, fac, G, Go, floor, residue):
                 x = Go[i, c - k]
             if x > top:
                 top = x
-            elif -x > top:
-                top = -x
     for c in range((ns - 1) * wd if ns else 0, (ns + 1) * wd):
         D[c] = 0.0
     thr = max(top, floor) * residue

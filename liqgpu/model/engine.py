@@ -1247,10 +1247,11 @@ def snap_residues(parts: list, floor: float) -> None:
     +W and -W of a dead position cancel to rounding, not to zero: a cell at or below
     :data:`RESIDUE` of the largest (far below MODEL.md's 1e-9 tolerance), or of ``floor``
     (the largest single amount entered: a block whose cells all emptied has only residues
-    left), and every negative one, becomes exactly 0. Compared as integers (the bits of a
-    non-negative float order as the float; a negative one's are negative): one compare and
-    one multiply per cell, the result as ``not x > thr`` (``cpu_loops.snapshots``) gives."""
-    top = max([max(float(x.max()), -float(x.min())) for x in parts], default=0.0)
+    left), and every negative one (a residue: far below ``floor``), becomes exactly 0.
+    Compared as integers (the bits of a non-negative float order as the float; a negative
+    one's are negative): one compare and one multiply per cell, the result as ``not x > thr``
+    (``cpu_loops.snapshots``) gives."""
+    top = max([float(x.max()) for x in parts], default=0.0)
     top = max(top, floor)
     for x in parts:
         ints = np.int32 if x.dtype.itemsize == 4 else np.int64
