@@ -596,10 +596,11 @@ def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: in
     from .store import resume_group, write_group
     from .store.resume import Pieces
 
+    from .model.engine import state_column
+
     files = [Path(plan.done) / f"{i}.state.npz" for i in range(len(series))]
     heads = [_npz_heads(f) for f in files]
     lengths = [h["level"][0][0] for h in heads]
-    shift = {"cell": engine_cells, "kd": 2 * n_tiers}  # K: cells of the leverage dimension
 
     def pieces(k):
         for i, f in enumerate(files):
@@ -607,8 +608,7 @@ def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: in
                 yield np.full(lengths[i], i, dtype=np.int64)
                 continue
             with np.load(f) as z:
-                a = z[k]
-            yield a + i * shift[k] if k in shift else a
+                yield state_column(k, z[k], i, ncell=engine_cells, K=n_tiers)
 
     state = {}
     for k, (shape, dtype) in heads[0].items():

@@ -171,12 +171,21 @@ def merge_states(parts: list[dict], *, ncell: int, K: int) -> dict:
         return {**parts[0], "series": np.zeros(parts[0]["level"].shape, dtype=np.int64)}
     out = []
     for i, a in enumerate(parts):
-        a = dict(a)
-        a["cell"] = a["cell"] + i * ncell
-        a["kd"] = a["kd"] + i * 2 * K  # K: cells of the output's leverage dimension
+        a = {k: state_column(k, v, i, ncell=ncell, K=K) for k, v in a.items()}
         a["series"] = np.full(a["level"].shape, i, dtype=np.int64)
         out.append(a)
     return {k: np.concatenate([p[k] for p in out]) for k in out[0]}
+
+
+def state_column(k: str, a, i: int, *, ncell: int, K: int):
+    """Column ``k`` of a single-series engine's live positions, numbered as series ``i`` of
+    one batched engine numbers them (cells and tier-sides shifted; ``series`` is set apart).
+    ``K``: cells of the output's leverage dimension."""
+    if k == "cell":
+        return a + i * ncell
+    if k == "kd":
+        return a + i * 2 * K
+    return a
 
 
 def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,
