@@ -220,8 +220,10 @@ def main() -> None:
         # the floors last: their arrays in this process would count in the peak RSS of the
         # processes started after them (a child's peak includes the parent's pages at fork)
         for model, med, f, runs in later:
-            alones = [engine_alone(f, model) for _ in range(max(runs, 1))]
+            pairs = [engine_alone(f, model) for _ in range(max(runs, 1))]
+            alones = [e for e, _ in pairs]
             alone = st.median(alones)
+            paired = st.median([e / c for e, c in pairs])
             wa = [write_alone(f, model, tmp / "alone.zarr") for _ in range(max(runs, 1))]
             w_s = st.median([x["write_s"] for x in wa])
             c_s = st.median([x["codec_s"] for x in wa])
@@ -234,7 +236,9 @@ def main() -> None:
                   f"{med['engine'] / fl['copyto_s']:.1f}x in the store run (beside the writer), "
                   f"{alone / fl['copyto_s']:.1f}x alone (median {alone:.3f} s of "
                   f"{len(alones)} processes that run the engine and write nothing: "
-                  f"{' '.join(f'{x:.3f}' for x in alones)}); write busy in the store run / "
+                  f"{' '.join(f'{x:.3f}' for x in alones)}; paired with np.copyto in each of "
+                  f"those processes: median **{paired:.1f}x**, "
+                  f"{' '.join(f'{e / c:.1f}' for e, c in pairs)}); write busy in the store run / "
                   f"codec {med['write'] / fl['codec_s']:.2f}x", flush=True)
             print(f"year {model} write alone (the real chunks, computed first; one encoding "
                   f"thread; medians of {len(wa)} processes): writer {w_s:.3f} s, the cube codec "
@@ -310,22 +314,34 @@ def write_alone(f: Path, model: str, out: Path) -> dict:
     return json.loads([x for x in r.stdout.splitlines() if x.startswith("WRITE ")][-1][6:])
 
 
-def engine_alone(f: Path, model: str) -> float:
+def engine_alone(f: Path, model: str) -> tuple[float, float]:
     """Seconds of the engine's chunks in a process of their own that writes nothing (the
     same plan as the store run; its compiled loops, if any, load as in a store run): the
-    engine without the writer's thread beside it on the machine's cores."""
-    code = ("import sys, time, liqgpu\n"
+    engine without the writer's thread beside it on the machine's cores; and, in the same
+    process right after, ``np.copyto`` of the same cubes' bytes (best of 3 into memory already
+    touched): the pair is taken side by side, in the same phase of a noisy machine."""
+    code = ("import sys, time, numpy as np, liqgpu\n"
             "from liqgpu.pipeline import plan, resolve_params\n"
             "p = plan([liqgpu.load_series(sys.argv[1])], params=resolve_params(None, sys.argv[2]),"
             " every='1h')\n"
             "t = time.perf_counter()\n"
+            "n = 0\n"
             "for c in p.chunks():\n"
-            "    pass\n"
-            "print(time.perf_counter() - t)\n")
+            "    n += c.intensity.size + c.liquidated.size\n"
+            "e = time.perf_counter() - t\n"
+            "src = np.ones(n, dtype=np.float32)\n"
+            "dst = np.zeros(n, dtype=np.float32)\n"
+            "ts = []\n"
+            "for _ in range(3):\n"
+            "    t = time.perf_counter()\n"
+            "    np.copyto(dst, src)\n"
+            "    ts.append(time.perf_counter() - t)\n"
+            "print(e, min(ts))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run([sys.executable, "-c", code, str(f), model], env=env, check=True,
                        capture_output=True, text=True)
-    return float(r.stdout.split()[-1])
+    e, c = r.stdout.split()[-2:]
+    return float(e), float(c)
 
 
 def _cube_bytes(f: Path, model: str) -> int:
