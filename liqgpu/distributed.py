@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -408,6 +409,7 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     from .model.engine import make_engine
     from .model.inputs import bucket_prices, prepare
     from .store import CUBE_VARS, TIER_VARS, V2_TIER_VARS, _quiet_zarr
+    from .store.writer import spans_of, union_spans
 
     if hook is not None:
         hook(i, s.name)
@@ -446,7 +448,8 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
             for v in CUBE_VARS:
                 data = [getattr(h, v) for h in held]
                 data = data[0] if len(data) == 1 else np.concatenate(data, axis=1)
-                _write_chunk_rows(encoders[v], i, held[0].b0, data, chunk.spans)
+                spans = functools.reduce(union_spans, [spans_of(h.spans, v) for h in held])
+                _write_chunk_rows(encoders[v], i, held[0].b0, data, spans)
             held = []
         # the per-tier and price variables are small: one write covering the whole time axis
         data = {v: (("series", "time", "leverage", "side"), a) for v, a in small.items()}

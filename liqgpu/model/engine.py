@@ -67,8 +67,12 @@ class ChunkResult:
     outside: np.ndarray
     outside_liquidated: np.ndarray
     churned: np.ndarray | None = None  # (S, nb, K, 2) float64; model v2 only
-    #: per series, the price bins ``[j0, j1)`` outside which its cubes are zero (None: any)
-    spans: list | None = None
+    #: per series, the price bins ``[j0, j1)`` outside which its cubes are zero (None: any);
+    #: or, per cube (``intensity``, ``liquidated``), such a list for this chunk's buckets
+    spans: list | dict | None = None
+    #: numpy, one series: per cube, the bins ``[j0, j1)`` of this engine's grid that its
+    #: blocks wrote in this chunk (every other cell is zero); None where not tracked
+    touched: dict | None = None
 
 
 CHUNK_FIELDS = ("intensity", "liquidated", "added", "closed", "expired", "outside",
@@ -327,12 +331,16 @@ class SeriesEngines:
             nb = min(b1, self.n_buckets) - b0
             out = {f: np.zeros((S, nb, self.P, self.B, 2), dtype=self.dtype)
                    for f in ("intensity", "liquidated")}
+        touched = {"intensity": [], "liquidated": []}  # per cube, each series' written bins
         for i, e in enumerate(engines):
             j0, j1 = self.spans[i]
             into = {f: c[i, :, j0:j1].reshape(c.shape[1], -1) for f, c in out.items()}
             # (bins, cells, sides) are contiguous in each row: views, never copies
             assert all(np.may_share_memory(v, out[f]) for f, v in into.items())
             part = e.chunk(b0, b1, into=into)
+            for f, spans in touched.items():
+                t = part.touched[f] if part.touched is not None else (0, j1 - j0)
+                spans.append((j0 + t[0], j0 + t[1]) if t[1] > t[0] else (0, 0))
             for f in CHUNK_FIELDS:
                 x = getattr(part, f)
                 if x is None:
@@ -345,7 +353,7 @@ class SeriesEngines:
         for f, parts in small.items():
             out[f] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return ChunkResult(b0=b0, b1=b1, **{f: out[f] for f in CHUNK_FIELDS if f in out},
-                           spans=None if S == 1 and whole else list(self.spans[:S]))
+                           spans=touched)
 
     def _cells(self, cell, i: int, to_global: bool):
         """Cell numbers of series ``i``'s positions between its span and the whole grid."""
@@ -536,6 +544,7 @@ class Engine:
             acc["outside_liquidated"] = np.zeros((nb, nkd))
         tables = None if fast else _SparseTables(self.lo[:, t0:t1], -self.hi[:, t0:t1], xp,
                                                  ops=self.ops)
+        self._touched = {"intensity": [None, None], "liquidated": [None, None]} if fast else None
         for a, b in self._blocks(t0, t1):
             if fast:
                 self._block_np1(a, b, b0, acc)
@@ -544,6 +553,12 @@ class Engine:
         if b1 >= self.n_buckets:
             self._release()
         return self._finish(b0, b1, acc)
+
+    def _touch(self, cube: str, c0: int, c1: int) -> None:
+        """Columns ``[c0, c1)`` of the chunk's ``cube`` were written (the union is kept)."""
+        span = self._touched[cube]
+        span[0] = c0 if span[0] is None else min(span[0], c0)
+        span[1] = c1 if span[1] is None else max(span[1], c1)
 
     def _release(self) -> None:
         """After the last chunk: free the numpy path's scratch buffers and its spare set of
@@ -985,6 +1000,8 @@ class Engine:
             D.fill(0.0)
             snap_residues([x for x in (G, Go) if x is not None and x.size],
                           wmax * float(fac.min()))
+        if D is not None and k > 0:  # the columns the snapshot rows were written in
+            self._touch("intensity", cmin, cmin + k)
 
         # --- liquidated amounts: summed in float64 over the block (in the difference array's
         # buffer, free again), then added to the chunk's rows -----------------------------------
@@ -992,6 +1009,9 @@ class Engine:
             dd, cc, _, ww = liq
             r0, r1 = row_a, int(rows_of[-1]) + 1  # output rows of the block
             L = self._zeros((r1 - r0) * wd, "D")
+            c_lo, c_hi = int(cc.min()), int(cc.max()) + 1  # the liquidated cells' columns
+            if c_lo < cmin + k:
+                self._touch("liquidated", c_lo, min(c_hi, cmin + k))
             if jit is not None:  # only the cells hit, no pass over the block's rows
                 jit.liquidated(L, rows_of, r0, wd, cmin, k, dd, cc, ww, f_liq,
                                acc["liquidated"][r0:r1, cmin:cmin + k],
@@ -1002,7 +1022,7 @@ class Engine:
                 L2 = L.reshape(r1 - r0, wd)
                 # only the columns liquidations reached (near the prices of the block, where
                 # the block's columns hold every level its positions have)
-                c0, c1 = int(cc.min()) - cmin, int(cc.max()) - cmin + 1
+                c0, c1 = c_lo - cmin, c_hi - cmin
                 if c0 < k:
                     acc["liquidated"][r0:r1, cmin + c0:cmin + min(c1, k)] += L2[:, c0:min(c1, k)]
                 if c1 > k:
@@ -1219,7 +1239,11 @@ class Engine:
             c = x.reshape(nb, S, P + 1, K, 2).transpose(1, 0, 2, 3, 4)
             return c
 
+        touched = None
         if self._fast:  # already in the output dtype, the outside bin apart (S = 1)
+            nkd = 2 * K  # cells (columns) of a bin
+            touched = {f: (0, 0) if c0 is None else (c0 // nkd, -(-c1 // nkd))
+                       for f, (c0, c1) in self._touched.items()}
             intensity = acc["intensity"].reshape(1, nb, P, K, 2)
             outside = acc["outside"].reshape(1, nb, K, 2)
             liquidated = acc["liquidated"].reshape(1, nb, P, K, 2)
@@ -1246,6 +1270,7 @@ class Engine:
             outside=outside,
             outside_liquidated=outside_liquidated,
             churned=small(acc["churned"]) if self.churn else None,
+            touched=touched,
         )
 
 

@@ -186,8 +186,7 @@ class StoreWriter:
             return
         for k, data in part.arrays.items():
             # the engine's cubes: a series fills them only within its own price span
-            spans = part.spans if k in CUBE_VARS else None
-            self._put(k, part.b0, part.b1, data, part.s0, spans)
+            self._put(k, part.b0, part.b1, data, part.s0, spans_of(part.spans, k))
 
     def _put(self, k: str, b0: int, b1: int, data, s0: int = 0, spans=None) -> None:
         c, n = self._specs[k]["chunks"][1], self._specs[k]["shape"][1]
@@ -202,11 +201,14 @@ class StoreWriter:
             buf = self._rows.get((k, r, s0))
             if buf is None:
                 buf = self._rows[(k, r, s0)] = [np.empty((data.shape[0], r1 - r0)
-                                                         + data.shape[2:], dtype=data.dtype), 0]
+                                                         + data.shape[2:], dtype=data.dtype), 0,
+                                                spans]
+            else:  # the row's pieces: the union of what each one wrote
+                buf[2] = union_spans(buf[2], spans)
             buf[0][:, lo - r0:hi - r0] = piece
             buf[1] += hi - lo
             if buf[1] == r1 - r0:  # the chunk row is complete
-                enc.write_row(s0, r, buf[0], spans)
+                enc.write_row(s0, r, buf[0], buf[2])
                 del self._rows[(k, r, s0)]
 
     def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
@@ -238,6 +240,23 @@ class StoreWriter:
         if exc_type is not None:
             self.abort()
         self._lock.close()
+
+
+def spans_of(spans, k: str):
+    """The price spans that hold for array ``k`` of a :class:`Part` (or an engine chunk):
+    its own when ``spans`` is given per cube, the series' when it is one list for the cubes,
+    else None (every chunk is looked at)."""
+    if isinstance(spans, dict):
+        return spans.get(k)
+    return spans if k in CUBE_VARS else None
+
+
+def union_spans(a, b):
+    """Per series, the bins either of two span lists covers (None: every bin)."""
+    if a is None or b is None:
+        return None
+    return [(min(x0, y0), max(x1, y1)) if x1 > x0 and y1 > y0 else
+            ((x0, x1) if x1 > x0 else (y0, y1)) for (x0, x1), (y0, y1) in zip(a, b)]
 
 
 def finish(root, attrs: dict | None = None) -> None:

@@ -130,3 +130,40 @@ def test_snap_residues_keeps_cells_above_the_threshold_bit_for_bit(dtype):
     y = np.array([1e-3, 2e-3, -1e-3], dtype=dtype)
     snap_residues([y], floor=1e10)
     assert not y.any() and not np.signbit(y).any()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[6]])
+def test_chunks_report_the_bins_their_cubes_were_written_in(case, jit, monkeypatch):
+    """Each chunk's ``touched`` bins hold every non-zero cell of its cubes (the store writer
+    skips the chunks outside them unread), and they are tight: the liquidated cube's are
+    narrower than the grid, and every chunk's range has a non-zero cell at each end's bin."""
+    if jit:
+        import liqgpu.model.jit as jit_mod
+
+        monkeypatch.setenv("LIQGPU_JIT", "1")
+        jit_mod.preload()
+        if jit_mod.loaded() is None:
+            pytest.skip("numba is not installed")
+    n, churn, entry, max_age, closure, gk, every, chunk, bp, tile = case
+    data, extra = random_market(n, n, nan_rows=0.05, oi_mode="mixed")
+    s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
+                    open_=data["open_"], extra=extra)
+    p = (Params(entry=entry, max_age=max_age, closure=closure) if churn is None else
+         ParamsV2(leverages="log:2:150:12", churn=churn, entry=entry, max_age=max_age,
+                  closure=closure))
+    grid = {"cover": lambda: Grid.covering(*prepare([s], p).level_range()),
+            "narrow": lambda: Grid.log(85, 115, 10)}[gk]()
+    e = Engine(prepare([s], p), grid, every, dtype=np.float64, jit=jit)
+    assert e._fast
+    narrower = 0
+    for part in e.run(chunk):
+        for f in ("intensity", "liquidated"):
+            cube = getattr(part, f)[0]  # (nb, P, K, 2)
+            j0, j1 = part.touched[f]
+            hit = np.flatnonzero(np.abs(cube).sum(axis=(0, 2, 3)))
+            if hit.size:
+                assert j0 <= hit[0] and hit[-1] < j1, (f, j0, j1, hit[0], hit[-1])
+            assert 0 <= j0 <= j1 <= grid.n_bins
+            narrower += f == "liquidated" and j1 - j0 < grid.n_bins
+    assert narrower > 0

@@ -481,3 +481,53 @@ def test_chunk_encoder_skips_chunks_outside_each_series_span(tmp_path):
     assert sorted(os.listdir(tmp_path / "span")) == want
     for f in want:
         assert (tmp_path / "span" / f).read_bytes() == (tmp_path / "plain" / f).read_bytes()
+
+
+def test_writer_skips_chunks_the_engine_never_wrote_and_the_store_is_whole(tmp_path,
+                                                                           monkeypatch):
+    """The engine's per-chunk bins (``ChunkResult.spans`` per cube) let the writer skip price
+    chunks unread; the store still holds every non-zero cell of the in-memory run, and a chunk
+    row split at the resume bucket gets the union of its two pieces' bins."""
+    from liqgpu.store.direct import ChunkEncoder
+
+    s = liqgpu.synthetic_series(days=6, seed=21)
+    kw = dict(every="1h", backend="numpy", chunk_buckets=24)
+    looked = {"intensity": 0, "liquidated": 0}
+    orig = ChunkEncoder._write
+
+    def counting(self, data, idxs, origin):
+        idxs = list(idxs)
+        if self.folder.name in looked:
+            looked[self.folder.name] += len(idxs)
+        return orig(self, data, iter(idxs), origin)
+
+    monkeypatch.setattr(ChunkEncoder, "_write", counting)
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate([s], out=out, reopen=False, **kw)
+    mem = liqgpu.estimate([s], **kw)
+    got = liqgpu.open_store(out, chunks=None)
+    meta = json.loads((out / "intensity" / "zarr.json").read_text())
+    tc, pc = meta["chunk_grid"]["configuration"]["chunk_shape"][1:3]
+    P, nb = mem.sizes["price"], mem.sizes["time"]
+    assert P > 2 * pc  # several price chunks, so there is something to skip
+    total = -(-nb // tc) * -(-P // pc)
+    for v in ("intensity", "liquidated"):
+        np.testing.assert_array_equal(got[v].values, mem[v].values, err_msg=v)
+        assert float(np.abs(mem[v].values).max()) > 0
+        assert looked[v] <= total, (v, looked[v], total)
+    # liquidations stay near the price: most of their chunks are never read (live levels span
+    # the grid here: 2x leverage lies 50 % away)
+    assert looked["liquidated"] < total // 2, (looked, total)
+
+
+def test_union_of_span_lists():
+    from liqgpu.store.writer import spans_of, union_spans
+
+    assert union_spans([(3, 5), (0, 0), (1, 2)], [(4, 9), (2, 4), (0, 0)]) == \
+        [(3, 9), (2, 4), (1, 2)]
+    assert union_spans([(0, 0)], [(0, 0)]) == [(0, 0)]
+    assert union_spans(None, [(1, 2)]) is None and union_spans([(1, 2)], None) is None
+    per_cube = {"intensity": [(0, 7)], "liquidated": [(2, 3)]}
+    assert spans_of(per_cube, "liquidated") == [(2, 3)]
+    assert spans_of(per_cube, "added") is None and spans_of(per_cube, "realized") is None
+    assert spans_of([(1, 4)], "intensity") == [(1, 4)] and spans_of([(1, 4)], "added") is None
