@@ -42,11 +42,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_fast_block_equals_generic_block(case, monkeypatch):
-    n, churn, entry, max_age, closure, gk, every, chunk, bp, tile = case
-    monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
-    monkeypatch.setattr(engine_mod, "TILE_POSITIONS", tile)
+def _case(case):
+    """The series, parameters and grid of a row of :data:`CASES`."""
+    n, churn, entry, max_age, closure, gk = case[:6]
     data, extra = random_market(n, n, nan_rows=0.05, oi_mode="mixed")
     s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
                     open_=data["open_"], extra=extra)
@@ -56,6 +54,15 @@ def test_fast_block_equals_generic_block(case, monkeypatch):
     grid = {"cover": lambda: Grid.covering(*prepare([s], p).level_range()),
             "narrow": lambda: Grid.log(85, 115, 10),
             "linear": lambda: Grid.linear(20, 400, 0.5)}[gk]()
+    return s, p, grid
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fast_block_equals_generic_block(case, monkeypatch):
+    every, chunk, bp, tile = case[-4:]
+    monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
+    monkeypatch.setattr(engine_mod, "TILE_POSITIONS", tile)
+    s, p, grid = _case(case)
     fast, st_f = _run(prepare([s], p), grid, every, chunk, True)
     slow, st_s = _run(prepare([s], p), grid, every, chunk, False)
     scale = max(np.abs(slow["added"]).max(), 1e-300)
@@ -145,15 +152,8 @@ def test_chunks_report_the_bins_their_cubes_were_written_in(case, jit, monkeypat
         jit_mod.preload()
         if jit_mod.loaded() is None:
             pytest.skip("numba is not installed")
-    n, churn, entry, max_age, closure, gk, every, chunk, bp, tile = case
-    data, extra = random_market(n, n, nan_rows=0.05, oi_mode="mixed")
-    s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
-                    open_=data["open_"], extra=extra)
-    p = (Params(entry=entry, max_age=max_age, closure=closure) if churn is None else
-         ParamsV2(leverages="log:2:150:12", churn=churn, entry=entry, max_age=max_age,
-                  closure=closure))
-    grid = {"cover": lambda: Grid.covering(*prepare([s], p).level_range()),
-            "narrow": lambda: Grid.log(85, 115, 10)}[gk]()
+    every, chunk = case[6:8]
+    s, p, grid = _case(case)
     e = Engine(prepare([s], p), grid, every, dtype=np.float64, jit=jit)
     assert e._fast
     narrower = 0
