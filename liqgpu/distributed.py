@@ -623,7 +623,8 @@ def _write_resume(partial: Path, plan, series, *, engine_cells: int, n_tiers: in
 
 
 def _npz_heads(path: Path) -> dict:
-    """``{name: (shape, dtype)}`` of the arrays in an ``np.savez`` file, from their headers."""
+    """``{name: (shape, dtype)}`` of the arrays in an ``np.savez`` file, from their headers
+    (format 1.0, or 2.0 for a header over 64 KiB: what ``np.savez`` writes for plain dtypes)."""
     import zipfile
 
     fmt = np.lib.format
@@ -632,14 +633,12 @@ def _npz_heads(path: Path) -> dict:
         for name in zf.namelist():
             with zf.open(name) as fh:
                 version = fmt.read_magic(fh)
-                read = {(1, 0): fmt.read_array_header_1_0,
-                        (2, 0): fmt.read_array_header_2_0}.get(version)
-                if read is None:  # a newer header: read the array itself
-                    with np.load(path) as z:
-                        a = z[name.removesuffix(".npy")]
-                    shape, dtype = a.shape, a.dtype
-                else:
-                    shape, _, dtype = read(fh)
+                if version not in ((1, 0), (2, 0)):
+                    raise RuntimeError(f"{path}: {name} has .npy format {version}, not one "
+                                       f"np.savez writes for a saved state")
+                read = fmt.read_array_header_1_0 if version == (1, 0) else \
+                    fmt.read_array_header_2_0
+                shape, _, dtype = read(fh)
             out[name.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
     return out
 

@@ -330,3 +330,15 @@ def test_without_dask_distributed_installed(fleet, tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"pip install 'liqgpu\[dist\]'"):
         estimate_distributed(fleet[:1], out=tmp_path / "d.zarr", workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_state_headers_are_read_without_the_data(tmp_path):
+    from liqgpu.distributed import _npz_heads
+
+    f = tmp_path / "0.state.npz"
+    np.savez(f, level=np.zeros(7), cell=np.arange(7, dtype=np.int64),
+             kd=np.zeros((7, 2), dtype=np.int8), empty=np.zeros(0, dtype=np.float32))
+    assert _npz_heads(f) == {"level": ((7,), np.dtype(np.float64)),
+                             "cell": ((7,), np.dtype(np.int64)),
+                             "kd": ((7, 2), np.dtype(np.int8)),
+                             "empty": ((0,), np.dtype(np.float32))}
