@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -303,23 +304,10 @@ class ChunkEncoder:
         ``origin`` on (on the thread pool when there are several)."""
         cs, cshape = self.chunks, self.shape
         self.folder.mkdir(parents=True, exist_ok=True)
-        nan_fill = isinstance(self.fill, float) and np.isnan(self.fill)
-        jobs = []
-        for idx in idxs:
-            sl = tuple(slice(i * c - o, min((i + 1) * c, n) - o)
-                       for i, c, n, o in zip(idx, cs, cshape, origin))
-            block = data[sl]
-            if nan_fill:
-                empty = bool(np.isnan(block).all())
-            else:
-                empty = not bool((block != self.fill).any())
-            if empty:
-                continue
-            if block.shape != cs:  # an edge chunk: padded with the fill value
-                full = np.full(cs, self.fill, dtype=self.dtype)
-                full[tuple(slice(0, n) for n in block.shape)] = block
-                block = full
-            jobs.append((self.folder / ".".join(["c", *map(str, idx)]), block))
+        jobs = [(self.folder / ".".join(["c", *map(str, idx)]),
+                 data[tuple(slice(i * c - o, min((i + 1) * c, n) - o)
+                            for i, c, n, o in zip(idx, cs, cshape, origin))])
+                for idx in idxs]
         if len(jobs) > 1 and self.pooled:
             list(_pool().map(self._encode_write, jobs))
         else:
@@ -327,20 +315,89 @@ class ChunkEncoder:
                 self._encode_write(job)
 
     def _encode_write(self, job) -> None:
+        """Copy one chunk into this thread's buffer (padded with the fill value at the array's
+        edge), encode it and write its file, unless it is all fill value. The check for that
+        runs only on chunks that encode as small as an all-fill chunk: Blosc-lz4 packs a run of
+        one value into a few bytes per block, so a chunk with any other value encodes larger,
+        and the full pass over its elements is saved for the (few) chunks it can decide."""
         path, block = job
-        with open(path, "wb") as fh:
-            fh.write(encode_chunk(self.codec, self.dtype, block))
+        buf = self._buffer()
+        if block.shape != self.chunks:
+            buf.fill(self.fill)
+            buf[tuple(slice(0, n) for n in block.shape)] = block
+        else:
+            np.copyto(buf, block, casting="unsafe")
+        body = encode_body(self.codec, buf)
+        if len(body) <= self._fill_size() and self._all_fill(buf):
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, body)
+            _write_all(fd, crc32c_bytes(body))
+        finally:
+            os.close(fd)
+
+    def _buffer(self) -> np.ndarray:
+        """This thread's buffer for a chunk of this array's shape and dtype (reused, so its
+        pages are touched once, not once per chunk; a few shapes kept per thread)."""
+        bufs = _LOCAL.__dict__.setdefault("bufs", {})
+        key = (self.chunks, self.dtype.str)
+        buf = bufs.get(key)
+        if buf is None:
+            if len(bufs) >= 8:
+                bufs.pop(next(iter(bufs)))
+            buf = bufs[key] = np.empty(self.chunks, dtype=self.dtype)
+        return buf
+
+    def _fill_size(self) -> int:
+        """An upper bound of the encoded size of an all-fill chunk: any chunk that encodes
+        larger holds another value (with a margin: twice the fill chunk's size, for NaN of
+        other payloads, which count as the fill)."""
+        if not hasattr(self, "_fill_bound"):
+            self._fill_bound = 2 * len(encode_body(
+                self.codec, np.full(self.chunks, self.fill, dtype=self.dtype))) + 64
+        return self._fill_bound
+
+    def _all_fill(self, buf: np.ndarray) -> bool:
+        """Whether the chunk holds only the fill value, compared as zarr compares it: a zero
+        fill bit for bit (a chunk of -0.0 is written), a NaN fill as any NaN, others by value."""
+        if isinstance(self.fill, float) and np.isnan(self.fill):
+            return bool(np.isnan(buf).all())
+        if isinstance(self.fill, float) and self.fill == 0 and buf.dtype.kind == "f":
+            return not bool(buf.view(f"u{buf.dtype.itemsize}").any())
+        return not bool((buf != self.fill).any())
+
+
+_LOCAL = threading.local()
+
+
+def _write_all(fd: int, data) -> None:
+    """Write all of ``data`` to the file descriptor ``fd`` (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def encode_body(codec, block) -> bytes:
+    """``block`` as C-order little-endian bytes (its dtype already so), compressed by the
+    numcodecs ``codec`` (which releases the GIL: pool threads compress in parallel)."""
+    raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1)
+    return bytes(codec.encode(raw))
+
+
+def crc32c_bytes(body) -> bytes:
+    """The CRC32C of ``body``, little-endian: the crc32c codec's four bytes at a chunk's end."""
+    import google_crc32c
+
+    return google_crc32c.value(body).to_bytes(4, "little")
 
 
 def encode_chunk(codec, dtype, block) -> bytes:
     """A chunk file's bytes: ``block`` as C-order ``dtype`` (little-endian), compressed by
     the numcodecs ``codec``, then its CRC32C (little-endian), as zarr's bytes, compressor and
     crc32c codecs write it."""
-    import google_crc32c
-
-    raw = np.ascontiguousarray(block, dtype=dtype).view(np.uint8).reshape(-1)
-    body = bytes(codec.encode(raw))  # releases the GIL: pool threads compress in parallel
-    return body + google_crc32c.value(body).to_bytes(4, "little")
+    body = encode_body(codec, np.ascontiguousarray(block, dtype=dtype))
+    return body + crc32c_bytes(body)
 
 
 _POOL: list = []

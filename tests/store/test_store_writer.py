@@ -342,6 +342,14 @@ def _sample(dtype, shape, fill, rng):
     data[:, :, 3:6] = fill  # whole chunks of fill: not written
     data[1] = fill  # a whole series of fill
     data[2, 8:, :, 1] = fill  # part of an edge chunk
+    if dtype.kind == "f":  # the emptiness check's edges: equal to the fill, not the same bits
+        if np.isnan(fill):  # a chunk of NaN of another payload: all fill, not written
+            data[0, 0:4, 0:3].view(f"u{dtype.itemsize}")[...] = \
+                np.array(np.nan, dtype).view(f"u{dtype.itemsize}") + 1
+        else:  # a chunk of -0.0: equal to 0, not written
+            data[0, 0:4, 0:3] = -0.0
+        data[0, 4:8, 0:3] = fill  # all fill but one tiny value: written
+        data[0, 5, 1, 0] = 0.0 if np.isnan(fill) else np.finfo(dtype).smallest_subnormal
     return data
 
 
