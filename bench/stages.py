@@ -18,7 +18,10 @@ in from outside, liqgpu itself is not instrumented) notes, in the process:
 
 For the year it also measures, in this process and the same run, the floors the issue compares
 against: ``np.copyto`` of the output cubes' bytes (float32) and the chosen codec's raw time on
-the same bytes (the cube codec the store writes, liqgpu.store.layout.CODECS).
+the same bytes (the cube codec the store writes, liqgpu.store.layout.CODECS); and, for the
+store writer alone, the kernel's cost of its files: the same chunk files' bytes written as as
+many new files by a bare loop (each timed section starts after ``os.sync()``, so the writeback
+of earlier runs is not in its clock).
 
     python bench/stages.py                      # mid v1+v2 (5 runs each), year v2 (1), fleet 20 x 90 d
     python bench/stages.py --work mid --runs 7 --models v2
@@ -228,6 +231,8 @@ def main() -> None:
             w_s = st.median([x["write_s"] for x in wa])
             c_s = st.median([x["codec_s"] for x in wa])
             r_s = st.median([x["resume_s"] for x in wa])
+            f_s = st.median([x["files_s"] for x in wa])
+            both = " ".join("%.2f" % (x["write_s"] / (x["codec_s"] + x["files_s"])) for x in wa)
             ratios = " ".join("%.2f" % (x["write_s"] / x["codec_s"]) for x in wa)
             fl = floors(_cube_bytes(f, model))
             print(f"\nyear {model} floors (this process, after the runs): np.copyto of the output "
@@ -244,7 +249,9 @@ def main() -> None:
                   f"thread; medians of {len(wa)} processes): writer {w_s:.3f} s, the cube codec "
                   f"over the same {wa[0]['cube_bytes'] / 1e9:.2f} GB {c_s:.3f} s: "
                   f"**{w_s / c_s:.2f}x** (per process: "
-                  f"{ratios}); the resume "
+                  f"{ratios}); the same {wa[0]['files']} chunk files "
+                  f"({wa[0]['file_bytes'] / 1e6:.0f} MB) written by a bare loop {f_s:.3f} s: "
+                  f"writer / (codec + files) **{w_s / (c_s + f_s):.2f}x** ({both}); the resume "
                   f"group apart, {r_s:.3f} s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -254,7 +261,8 @@ def main() -> None:
 
 
 WRITE_ALONE = r"""
-import json, sys, time
+import json, os, sys, time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import liqgpu
@@ -268,6 +276,7 @@ def write_behind(chunks, write, depth=1, prepare=None):
     parts = list(chunks)  # the engine runs here, before the clock
     cubes = [np.ascontiguousarray(p.arrays[v]) for p in parts if hasattr(p, "b0")
              for v in ("intensity", "liquidated") if v in p.arrays]
+    os.sync()  # the page cache's writeback of earlier runs not in this one's clock
     t = time.perf_counter()
     if prepare:
         prepare()
@@ -298,6 +307,24 @@ def write_behind(chunks, write, depth=1, prepare=None):
 W.write_behind = write_behind
 p = plan([liqgpu.load_series(sys.argv[1])], params=resolve_params(None, sys.argv[2]), every="1h")
 run_to_store(p, sys.argv[3])
+# the files' floor: the cube chunk files the writer wrote, their bytes written again as as many
+# new files beside the store by a bare loop (the kernel's cost of the files, no encoding)
+files = [(f.name, f.read_bytes()) for v in ("intensity", "liquidated")
+         for f in Path(sys.argv[3], v).glob("c.*")]
+ts = []
+for rep in range(3):
+    d = Path(sys.argv[3] + f".files{rep}")
+    d.mkdir()
+    os.sync()
+    t = time.perf_counter()
+    for name, b in files:
+        fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b)
+        os.close(fd)
+    ts.append(time.perf_counter() - t)
+out["files_s"] = sorted(ts)[1]
+out["files"] = len(files)
+out["file_bytes"] = sum(len(b) for _, b in files)
 print("WRITE " + json.dumps(out))
 """
 
@@ -310,7 +337,8 @@ def write_alone(f: Path, model: str, out: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run([sys.executable, "-c", WRITE_ALONE, str(f), model, str(out)], env=env,
                        check=True, capture_output=True, text=True)
-    shutil.rmtree(out, ignore_errors=True)
+    for d in [out] + [Path(f"{out}.files{i}") for i in range(3)]:
+        shutil.rmtree(d, ignore_errors=True)
     return json.loads([x for x in r.stdout.splitlines() if x.startswith("WRITE ")][-1][6:])
 
 

@@ -205,6 +205,8 @@ class ChunkEncoder:
         #: encode a row's chunks on the process's thread pool; off where the caller's own
         #: threads are the parallelism (a Dask worker's tasks: one core each)
         self.pooled = True
+        self._made = False  # the array's folder made
+        self._fill_bound = None  # see _fill_size
 
     @classmethod
     def for_spec(cls, folder: Path, spec: dict) -> "ChunkEncoder":
@@ -303,7 +305,9 @@ class ChunkEncoder:
         """Encode and write chunks ``idxs`` of the array, ``data`` holding its elements from
         ``origin`` on (on the thread pool when there are several)."""
         cs, cshape = self.chunks, self.shape
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self._made:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
         jobs = [(self.folder / ".".join(["c", *map(str, idx)]),
                  data[tuple(slice(i * c - o, min((i + 1) * c, n) - o)
                             for i, c, n, o in zip(idx, cs, cshape, origin))])
@@ -315,21 +319,31 @@ class ChunkEncoder:
                 self._encode_write(job)
 
     def _encode_write(self, job) -> None:
-        """Copy one chunk into this thread's buffer (padded with the fill value at the array's
-        edge), encode it and write its file, unless it is all fill value. The check for that
-        runs only on chunks that encode as small as an all-fill chunk: Blosc-lz4 packs a run of
-        one value into a few bytes per block, so a chunk with any other value encodes larger,
-        and the full pass over its elements is saved for the (few) chunks it can decide."""
+        """Encode one chunk and write its file, unless it is all fill value. A chunk that is
+        not one contiguous piece of ``data`` is copied into this thread's buffer first (padded
+        with the fill value at the array's edge). For chunks up to :data:`PROBE_BYTES`, the
+        check for all-fill runs only on chunks that encode as small as an all-fill chunk:
+        Blosc-lz4 packs a run of one value into a few bytes per block, so a chunk with any
+        other value encodes larger, and the pass over its elements is saved."""
         path, block = job
-        buf = self._buffer()
-        if block.shape != self.chunks:
-            buf.fill(self.fill)
-            buf[tuple(slice(0, n) for n in block.shape)] = block
+        if block.shape == self.chunks and block.dtype == self.dtype \
+                and block.flags.c_contiguous:
+            buf = block
         else:
-            np.copyto(buf, block, casting="unsafe")
-        body = encode_body(self.codec, buf)
-        if len(body) <= self._fill_size() and self._all_fill(buf):
+            buf = self._buffer()
+            if block.shape != self.chunks:
+                buf.fill(self.fill)
+                buf[tuple(slice(0, n) for n in block.shape)] = block
+            else:
+                np.copyto(buf, block, casting="unsafe")
+        if buf.nbytes <= PROBE_BYTES:
+            body = encode_body(self.codec, buf)
+            if len(body) <= self._fill_size() and self._all_fill(buf):
+                return
+        elif self._all_fill(buf):
             return
+        else:
+            body = encode_body(self.codec, buf)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, body)
@@ -338,8 +352,11 @@ class ChunkEncoder:
             os.close(fd)
 
     def _buffer(self) -> np.ndarray:
-        """This thread's buffer for a chunk of this array's shape and dtype (reused, so its
-        pages are touched once, not once per chunk; a few shapes kept per thread)."""
+        """A buffer for one chunk: this thread's for the array's chunk shape and dtype when
+        the chunk is at most :data:`PROBE_BYTES` (reused, so its pages are touched once, not
+        once per chunk; a few kept per thread), else a new one."""
+        if int(np.prod(self.chunks)) * self.dtype.itemsize > PROBE_BYTES:
+            return np.empty(self.chunks, dtype=self.dtype)
         bufs = _LOCAL.__dict__.setdefault("bufs", {})
         key = (self.chunks, self.dtype.str)
         buf = bufs.get(key)
@@ -353,7 +370,7 @@ class ChunkEncoder:
         """An upper bound of the encoded size of an all-fill chunk: any chunk that encodes
         larger holds another value (with a margin: twice the fill chunk's size, for NaN of
         other payloads, which count as the fill)."""
-        if not hasattr(self, "_fill_bound"):
+        if self._fill_bound is None:
             self._fill_bound = 2 * len(encode_body(
                 self.codec, np.full(self.chunks, self.fill, dtype=self.dtype))) + 64
         return self._fill_bound
@@ -369,6 +386,11 @@ class ChunkEncoder:
 
 
 _LOCAL = threading.local()
+
+#: chunks up to this many bytes are copied into a reused per-thread buffer and encoded before
+#: the check for all-fill (which then runs only on those that encode small); larger ones (the
+#: resume packs, dense) are checked first and, when contiguous in the data, not copied
+PROBE_BYTES = 4 * 2**20
 
 
 def _write_all(fd: int, data) -> None:

@@ -357,15 +357,21 @@ def _sample(dtype, shape, fill, rng):
     ("float32", 0.0, "cube"), ("float32", 0.0, "blosc"), ("float64", float("nan"), "blosc"),
     ("float32", float("nan"), "blosc"), ("int64", None, "zstd"), ("float64", float("nan"), "zstd"),
     ("<U3", None, "zstd"), ("uint8", None, "blosc"), ("bool", None, "zstd")])
-def test_direct_arrays_are_zarrs(tmp_path, dtype, fill, codecs):
+@pytest.mark.parametrize("probe", [True, False], ids=["encoded-first", "checked-first"])
+def test_direct_arrays_are_zarrs(tmp_path, monkeypatch, dtype, fill, codecs, probe):
     """An array written by liqgpu.store.direct (its zarr.json, then chunk rows as the store
     writer writes them, or the whole array at once, or through the encoder of an array zarr
     created, as distributed tasks write) is the one zarr writes, file for file and
-    byte for byte (edge chunks padded, all-fill chunks left out, NaN fill), and zarr reads it."""
+    byte for byte (edge chunks padded, all-fill chunks left out, NaN fill), and zarr reads it;
+    with small chunks encoded before the all-fill check, and with large ones checked first."""
     import zarr
 
+    from liqgpu.store import direct
     from liqgpu.store.direct import ChunkEncoder, create_array
     from liqgpu.store.layout import _quiet_zarr, compressors
+
+    if not probe:
+        monkeypatch.setattr(direct, "PROBE_BYTES", 0)
 
     shape, chunks = (3, 10, 7, 2), (1, 4, 3, 2)
     data = _sample(dtype, shape, fill, np.random.default_rng(1))
