@@ -27,6 +27,7 @@ of earlier runs is not in its clock).
     python bench/stages.py --work mid --runs 7 --models v2
     python bench/stages.py --work year --models v1 v2 --runs 1
     python bench/stages.py --work fleet --series 200 --runs 1
+    python bench/stages.py --work year --models v1 v2 --runs 5 --dir /dev/shm   # stores on tmpfs
 """
 
 from __future__ import annotations
@@ -193,11 +194,15 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=None)
     ap.add_argument("--runs", type=int, default=None, help="runs per row [mid 5, others 1]")
     ap.add_argument("--series", type=int, default=20, help="fleet size [20]")
+    ap.add_argument("--dir", default=None,
+                    help="folder for the inputs and stores [a temporary folder on the system's "
+                         "temp disk]; /dev/shm (tmpfs) takes the file system's cost of the "
+                         "chunk files out of the writer's times")
     a = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="liqgpu-stages-"))
+    tmp = Path(tempfile.mkdtemp(prefix="liqgpu-stages-", dir=a.dir))
     cols = ["start", "imports", "read", "plan", "first", "engine", "write", "commit", "wall"]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · commit "
-          f"{_commit()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.2f}")
+          f"{_commit()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.2f} · stores in {tmp.parent}")
     print("| work | model | runs | " + " | ".join(cols) + " | peak RSS GB | store MB |")
     print("|---|---|---|" + "---|" * (len(cols) + 2))
     later = []
@@ -306,7 +311,10 @@ def write_behind(chunks, write, depth=1, prepare=None):
     out["cube_bytes"] = sum(c.nbytes for c in cubes)
 W.write_behind = write_behind
 p = plan([liqgpu.load_series(sys.argv[1])], params=resolve_params(None, sys.argv[2]), every="1h")
-run_to_store(p, sys.argv[3])
+import threading
+th = threading.Thread(target=run_to_store, args=(p, sys.argv[3]))  # the writes off the main
+th.start()  # thread, as in a store run (its write-behind thread): Blosc's own threads stay off
+th.join()
 # the files' floor: the cube chunk files the writer wrote, their bytes written again as as many
 # new files beside the store by a bare loop (the kernel's cost of the files, no encoding)
 files = [(f.name, f.read_bytes()) for v in ("intensity", "liquidated")

@@ -207,6 +207,7 @@ class ChunkEncoder:
         self.pooled = True
         self._made = False  # the array's folder made
         self._fill_bound = None  # see _fill_size
+        self._chunk_bytes = int(np.prod(self.chunks)) * self.dtype.itemsize
 
     @classmethod
     def for_spec(cls, folder: Path, spec: dict) -> "ChunkEncoder":
@@ -336,7 +337,7 @@ class ChunkEncoder:
                 buf[tuple(slice(0, n) for n in block.shape)] = block
             else:
                 np.copyto(buf, block, casting="unsafe")
-        if buf.nbytes <= PROBE_BYTES:
+        if self._chunk_bytes <= PROBE_BYTES:
             body = encode_body(self.codec, buf)
             if len(body) <= self._fill_size() and self._all_fill(buf):
                 return
@@ -355,7 +356,7 @@ class ChunkEncoder:
         """A buffer for one chunk: this thread's for the array's chunk shape and dtype when
         the chunk is at most :data:`PROBE_BYTES` (reused, so its pages are touched once, not
         once per chunk; a few kept per thread), else a new one."""
-        if int(np.prod(self.chunks)) * self.dtype.itemsize > PROBE_BYTES:
+        if self._chunk_bytes > PROBE_BYTES:
             return np.empty(self.chunks, dtype=self.dtype)
         bufs = _LOCAL.__dict__.setdefault("bufs", {})
         key = (self.chunks, self.dtype.str)
