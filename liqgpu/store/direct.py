@@ -347,8 +347,7 @@ class ChunkEncoder:
             body = encode_body(self.codec, buf)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, body)
-            _write_all(fd, crc32c_bytes(body))
+            _write_all(fd, body, crc32c_bytes(body))
         finally:
             os.close(fd)
 
@@ -394,11 +393,15 @@ _LOCAL = threading.local()
 PROBE_BYTES = 4 * 2**20
 
 
-def _write_all(fd: int, data) -> None:
-    """Write all of ``data`` to the file descriptor ``fd`` (``os.write`` may write less)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def _write_all(fd: int, *pieces: bytes) -> None:
+    """Write ``pieces`` one after another to the file descriptor ``fd``, in one system call
+    (``os.writev``; what a short write leaves is written after)."""
+    n = os.writev(fd, pieces)
+    total = sum(len(p) for p in pieces)
+    if n < total:
+        view = memoryview(b"".join(pieces))[n:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def encode_body(codec, block) -> bytes:
