@@ -989,17 +989,10 @@ class Engine:
         if D is not None and jit is not None:  # the same, fused in one pass
             jit.snapshots(D, ns, wd, k, fac, G, Go, wmax * float(fac.min()), RESIDUE)
         elif D is not None:
-            Dr = D[: ns * wd].reshape(ns, wd)
-            Go = Go if k < wd else None
-            for i in range(ns):  # cumsum over rows, row by row (cumsum(axis=0) is slow)
-                if i:
-                    np.add(Dr[i - 1], Dr[i], out=Dr[i])
-                np.multiply(Dr[i, :k], fac[i], out=G[i])
-                if Go is not None:
-                    np.multiply(Dr[i, k:], fac[i], out=Go[i])
+            top = snapshot_rows(D[: ns * wd].reshape(ns, wd), fac, G, Go if k < wd else None)
             D.fill(0.0)
             snap_residues([x for x in (G, Go) if x is not None and x.size],
-                          wmax * float(fac.min()))
+                          wmax * float(fac.min()), top)
         if D is not None and k > 0:  # the columns the snapshot rows were written in
             self._touch("intensity", cmin, cmin + k)
 
@@ -1275,7 +1268,44 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------------------------
-def snap_residues(parts: list, floor: float) -> None:
+#: bytes of float64 snapshot rows scaled at once by :func:`snapshot_rows` (they stay in cache
+#: between the scaling, the cast into the output and the maximum)
+SNAP_BATCH_BYTES = 256 * 1024
+
+
+def snapshot_rows(Dr, fac, G, Go) -> float:
+    """A block's intensity rows from its difference rows ``Dr`` ((ns, wd), float64, summed
+    over rows in place): row ``i`` scaled by ``fac[i]`` into ``G[i]`` (its first ``k``
+    columns, the output dtype) and ``Go[i]`` (the rest: the outside bins; None when there are
+    none). Returns the largest value written, as the output dtype holds it (what ``max()`` of
+    ``G`` and ``Go`` gives: rounding is monotone).
+
+    The running sum goes row by row (``cumsum(axis=0)`` is several times slower); the scaling
+    runs on batches of rows into a float64 scratch that stays in cache, then is cast into the
+    output (a float64 product cast to float32 is what a mixed-type multiply writes, bit for bit,
+    without numpy's buffered casting loop), and the maximum is taken there, so the snapping
+    needs no pass of its own for it."""
+    ns, wd = Dr.shape
+    k = G.shape[1]
+    step = max(1, SNAP_BATCH_BYTES // (8 * max(wd, 1)))
+    T = np.empty((min(step, ns), wd))
+    top = -np.inf
+    for i0 in range(0, ns, step):
+        i1 = min(ns, i0 + step)
+        for i in range(max(i0, 1), i1):
+            np.add(Dr[i - 1], Dr[i], out=Dr[i])
+        Tb = T[: i1 - i0]
+        np.multiply(Dr[i0:i1], fac[i0:i1, None], out=Tb)
+        if k:
+            np.copyto(G[i0:i1], Tb[:, :k], casting="unsafe")
+        if Go is not None:
+            np.copyto(Go[i0:i1], Tb[:, k:], casting="unsafe")
+        if Tb.size:
+            top = max(top, float(Tb.max()))
+    return float(G.dtype.type(top)) if ns and wd else 0.0
+
+
+def snap_residues(parts: list, floor: float, top: float | None = None) -> None:
     """Snap the cancellation residues of a block's snapshot rows ``parts`` in place.
 
     +W and -W of a dead position cancel to rounding, not to zero: a cell at or below
@@ -1284,8 +1314,10 @@ def snap_residues(parts: list, floor: float) -> None:
     left), and every negative one (a residue: far below ``floor``), becomes exactly 0.
     Compared as integers (the bits of a non-negative float order as the float; a negative
     one's are negative): one compare and one multiply per cell, the result as ``not x > thr``
-    (``cpu_loops.snapshots``) gives."""
-    top = max([float(x.max()) for x in parts], default=0.0)
+    (``cpu_loops.snapshots``) gives. ``top``: the largest cell of ``parts`` where the caller
+    knows it (:func:`snapshot_rows`), else found here."""
+    if top is None:
+        top = max([float(x.max()) for x in parts], default=0.0)
     top = max(top, floor)
     for x in parts:
         ints = np.int32 if x.dtype.itemsize == 4 else np.int64
