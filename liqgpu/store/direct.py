@@ -395,8 +395,8 @@ PROBE_BYTES = 4 * 2**20
 
 def _write_all(fd: int, *pieces: bytes) -> None:
     """Write ``pieces`` one after another to the file descriptor ``fd``, in one system call
-    (``os.writev``; what a short write leaves is written after)."""
-    n = os.writev(fd, pieces)
+    (``os.writev``, where the OS has it; what a short write leaves is written after)."""
+    n = os.writev(fd, pieces) if hasattr(os, "writev") else 0
     total = sum(len(p) for p in pieces)
     if n < total:
         view = memoryview(b"".join(pieces))[n:]
