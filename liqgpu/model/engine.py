@@ -564,6 +564,7 @@ class Engine:
         """After the last chunk: free the numpy path's scratch buffers and its spare set of
         state buffers (the current state stays where it is)."""
         self.__dict__.pop("_scratch", None)
+        self.__dict__.pop("_dyingbufs", None)
         sets = self.__dict__.get("_statebufs")
         if sets is not None:
             sets[1 - self._turn] = None
@@ -889,7 +890,9 @@ class Engine:
                 D[:wd] = cells0
 
         buf = self._state_buffers(nc + 2 * N0 * Q)
-        dying = {"liq": [], "exp": []}  # (step, cell, kd, W) of those that die in the block
+        # (step, cell, kd, W) of those that die in the block, in the order they are found: the
+        # numpy loops append arrays; the compiled ones write into one reused set of buffers
+        dying = _Dying(None if jit is None else self._dying_buffers(nc + 2 * N0 * Q))
         opened = np.zeros((N0, nkd))  # amount opened per (step, kd)
         cross = [_Crossing(v) for v in vals]
         rows = max(1, TILE_POSITIONS // max(Q, 1))
@@ -902,7 +905,7 @@ class Engine:
                 for key, mask in (("liq", c_liq), ("exp", c_exp)):
                     if mask is not None:
                         idx = np.flatnonzero(mask[sl])
-                        dying[key].append(tuple(np.take(x, idx) for x in grp))
+                        dying.append(key, tuple(np.take(x, idx) for x in grp))
                 o = self._carry(buf, o, np.flatnonzero(c_d[sl] >= m), last,  # gone: c_d = 0
                                 st.level[sl], st.cell[sl], st.kd[sl], c_W[sl], st.opened[sl],
                                 st.birth[sl])
@@ -929,7 +932,7 @@ class Engine:
                 for key, mask in (("liq", liq), ("exp", exp)):
                     if mask is not None:
                         idx = np.flatnonzero(mask)
-                        dying[key].append(tuple(np.take(x, idx) for x in grp))
+                        dying.append(key, tuple(np.take(x, idx) for x in grp))
                 if D is not None:  # rows in order: nearly sorted indices, where add.at is fast
                     np.add.at(D, (cell + ob[i0:i1, None]).reshape(-1), grp[3])
                 self._add_opened(opened[i0:i1], amt, w)
@@ -943,8 +946,7 @@ class Engine:
                 n_long = o
 
         # --- flows ----------------------------------------------------------------------------
-        liq, exp = ([np.concatenate(x) for x in zip(*dying[k])] if dying[k] else None
-                    for k in ("liq", "exp"))
+        liq, exp = dying.arrays("liq"), dying.arrays("exp")
         # in-grid cells go to the output cubes (output dtype), the outside bin (float64) apart
         k = max(0, min(wd, P * nkd - cmin))  # columns of the block that are in the grid
         o0 = max(cmin - P * nkd, 0)
@@ -1038,16 +1040,14 @@ class Engine:
         appended to ``dying``, the survivors into the state buffers from ``o``; returns the
         next free offset."""
         n = sl.stop - sl.start
-        kdt = self._kd_dtype
-        liq, exp = ((np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
-                     np.empty(n, dtype=kdt), np.empty(n)) for _ in range(2))
+        liq, exp = dying.room("liq", n), dying.room("exp", n)
         o, nl, ne = jit.carried_split(
             sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
             st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
             buf["birth"], o, *liq, *exp)
-        dying["liq"].append(tuple(x[:nl] for x in liq))
+        dying.took("liq", nl)
         if self.A is not None:
-            dying["exp"].append(tuple(x[:ne] for x in exp))
+            dying.took("exp", ne)
         return o
 
     def _new_jit(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
@@ -1057,11 +1057,9 @@ class Engine:
         buffers from ``o``; returns the next free offset and the largest weight so far."""
         n = base.size
         kdt = self._kd_dtype
-        liq = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=kdt),
-               np.empty(n))
-        exp = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=kdt),
-               np.empty(n)) if self.A is not None else tuple(np.empty(0, dtype=x.dtype)
-                                                            for x in liq)
+        liq = dying.room("liq", n)
+        exp = dying.room("exp", n) if self.A is not None else \
+            tuple(np.empty(0, dtype=x.dtype) for x in liq)
         suf, tabs = cross.tables()
         geo = self._loggrid
         x0, inv = geo if geo is not None else (0.0, 0.0)
@@ -1077,9 +1075,9 @@ class Engine:
             buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"], buf["birth"], o,
             *liq, *exp, opened)
         if nl:
-            dying["liq"].append(tuple(x[:nl] for x in liq))
+            dying.took("liq", nl)
         if ne:
-            dying["exp"].append(tuple(x[:ne] for x in exp))
+            dying.took("exp", ne)
         return o, max(wmax, wm)
 
     @staticmethod
@@ -1113,6 +1111,19 @@ class Engine:
                              "side": np.empty(cap, dtype=np.int8),
                              "series": np.zeros(cap, dtype=np.int64)}
         return buf
+
+    def _dying_buffers(self, size: int) -> dict:
+        """Arrays for a block's dying positions (liquidated, expired: step, cell, kd, weight;
+        at most ``size`` of each), reused from block to block (:class:`_Dying`)."""
+        bufs = self.__dict__.get("_dyingbufs")
+        if bufs is None or bufs["liq"][0].shape[0] < size:
+            cap = max(size, int(1.25 * (0 if bufs is None else bufs["liq"][0].shape[0])))
+            self._dyingbufs = bufs = None
+            bufs = self._dyingbufs = {
+                key: (np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64),
+                      np.empty(cap, dtype=self._kd_dtype), np.empty(cap))
+                for key in ("liq", "exp")}
+        return bufs
 
     @property
     def _kd_dtype(self):
@@ -1338,6 +1349,44 @@ def _geometric(edges):
         return None
     off = (lx - lx[0]) / lr - np.arange(P + 1)
     return (float(lx[0]), 1.0 / lr) if float(np.abs(off).max()) < 0.25 else None
+
+
+class _Dying:
+    """The positions that die in a block, per kind (``liq``, ``exp``): (step, cell, kd,
+    weight) arrays in the order they are found. The numpy loops :meth:`append` arrays of their
+    own; the compiled loops write into the free :meth:`room` of one set of buffers (no arrays
+    allocated per call, no concatenation) and report what they wrote (:meth:`took`)."""
+
+    __slots__ = ("bufs", "parts", "n", "seen")
+
+    def __init__(self, bufs=None):
+        self.bufs = bufs
+        self.parts = {"liq": [], "exp": []}
+        self.n = {"liq": 0, "exp": 0}
+        self.seen = {"liq": False, "exp": False}
+
+    def append(self, key: str, arrays: tuple) -> None:
+        self.parts[key].append(arrays)
+
+    def room(self, key: str, size: int) -> tuple:
+        """The buffers' next ``size`` free entries of ``key`` (views to write into)."""
+        at = self.n[key]
+        if at + size > self.bufs[key][0].shape[0]:  # the compiled loops do not check bounds
+            raise RuntimeError(f"dying buffers too small: {at} + {size} > "
+                               f"{self.bufs[key][0].shape[0]}")
+        return tuple(x[at:at + size] for x in self.bufs[key])
+
+    def took(self, key: str, count: int) -> None:
+        """``count`` entries of ``key`` were written at the start of the last room."""
+        self.n[key] += count
+        self.seen[key] = True
+
+    def arrays(self, key: str):
+        """The block's dying of ``key`` as one tuple of arrays, or None if none was found."""
+        if self.seen[key]:
+            return tuple(x[:self.n[key]] for x in self.bufs[key])
+        parts = self.parts[key]
+        return tuple(np.concatenate(x) for x in zip(*parts)) if parts else None
 
 
 def _bincount(idx, weights, minlength):

@@ -209,3 +209,28 @@ def test_engine_snapshots_do_not_depend_on_the_batch(case, monkeypatch):
     dflt, _ = _run(prepare([s], p), grid, every, chunk, True)
     for f in dflt:
         assert one[f].tobytes() == dflt[f].tobytes(), f
+
+
+def test_dying_buffers_keep_order_and_refuse_to_overflow():
+    """The compiled loops' dying positions: each writes at the start of its room, what they
+    took comes back in order, without copies; a room past the buffers' end is refused (the
+    loops do not check bounds), and the numpy loops' appended arrays are concatenated."""
+    from liqgpu.model.engine import _Dying
+
+    bufs = {k: (np.zeros(6, np.int64), np.zeros(6, np.int64), np.zeros(6, np.int8),
+                np.zeros(6)) for k in ("liq", "exp")}
+    d = _Dying(bufs)
+    assert d.arrays("liq") is None
+    for vals in ([1, 2], [], [3, 4, 5]):
+        room = d.room("liq", 3)
+        room[0][:len(vals)] = vals
+        d.took("liq", len(vals))
+    got = d.arrays("liq")
+    assert got[0].tolist() == [1, 2, 3, 4, 5] and np.shares_memory(got[0], bufs["liq"][0])
+    assert d.arrays("exp") is None
+    with pytest.raises(RuntimeError, match="too small"):
+        d.room("liq", 2)
+    n = _Dying()
+    n.append("exp", (np.array([7]), np.array([1]), np.array([0], np.int8), np.array([0.5])))
+    n.append("exp", (np.array([8]), np.array([2]), np.array([1], np.int8), np.array([0.25])))
+    assert n.arrays("exp")[0].tolist() == [7, 8] and n.arrays("liq") is None
