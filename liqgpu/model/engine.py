@@ -866,7 +866,7 @@ class Engine:
         # carried positions' amounts per cell at the start (live from the first snapshot), and
         # per (band, side) from those: cells are (bin, band, side) and cmin a multiple of 2B
         live0 = np.zeros(nkd)
-        wmax = 0.0  # the largest weight entered in D (residue scale)
+        wmax = 0.0  # the largest weight of the carried positions (entered in D's first row)
         if nc and jit is not None:  # the carried positions' deaths, in one loop
             c_d = np.empty(nc, dtype=np.int64)
             c_status = np.empty(nc, dtype=np.int8)
@@ -910,8 +910,8 @@ class Engine:
                                 st.level[sl], st.cell[sl], st.kd[sl], c_W[sl], st.opened[sl],
                                 st.birth[sl])
             if jit is not None:  # compiled: one loop over this side's new positions
-                o, wmax = self._new_jit(jit, w, i_new, t_new, base, share, ent, g, cross[w], m,
-                                        D, ob, last, buf, o, dying, opened, wmax)
+                o = self._new_jit(jit, w, i_new, t_new, base, share, ent, g, cross[w], m, D, ob,
+                                  last, buf, o, dying, opened)
             for i0 in range(0, N0 if jit is None else 0, rows):  # numpy: tile by tile
                 i1 = min(N0, i0 + rows)
                 amt = base[i0:i1] * share[i0:i1, w, None]  # (r, Q)
@@ -919,8 +919,6 @@ class Engine:
                 d = cross[w].first(i_new[i0:i1], -lev if w else lev)
                 cell, kd = self._cells(lev, ent[i0:i1], w)
                 W = amt * g[i0:i1, None]
-                if W.size:
-                    wmax = max(wmax, float(W.max()))
                 liq = d < m
                 exp = None
                 if A is not None:
@@ -986,15 +984,15 @@ class Engine:
                         np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
             r = int(snaps[0] + a) // n - b0
             fac = np.exp(Lc[snaps])
+            floor = residue_floor(wmax, base, share, g, o_of[i_new], fac)
             G = acc["intensity"][r: r + ns, cmin:cmin + k]
             Go = acc["outside"][r: r + ns, o0:o0 + wd - k]
         if D is not None and jit is not None:  # the same, fused in one pass
-            jit.snapshots(D, ns, wd, k, fac, G, Go, wmax * float(fac.min()), RESIDUE)
+            jit.snapshots(D, ns, wd, k, fac, G, Go, floor, RESIDUE)
         elif D is not None:
             top = snapshot_rows(D[: ns * wd].reshape(ns, wd), fac, G, Go if k < wd else None)
             D.fill(0.0)
-            snap_residues([x for x in (G, Go) if x is not None and x.size],
-                          wmax * float(fac.min()), top)
+            snap_residues([x for x in (G, Go) if x is not None and x.size], floor, top)
         if D is not None and k > 0:  # the columns the snapshot rows were written in
             self._touch("intensity", cmin, cmin + k)
 
@@ -1051,10 +1049,10 @@ class Engine:
         return o
 
     def _new_jit(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
-                 o, dying, opened, wmax):
+                 o, dying, opened):
         """The new positions of side ``w`` through the compiled loop (:mod:`.jit`): the
         numpy tile loop's results, appended to ``dying`` and ``opened`` and the state
-        buffers from ``o``; returns the next free offset and the largest weight so far."""
+        buffers from ``o``; returns the next free offset."""
         n = base.size
         kdt = self._kd_dtype
         liq = dying.room("liq", n)
@@ -1068,7 +1066,7 @@ class Engine:
             Q = base.shape[1]
             kdw = self._kdw = [np.tile(self.band_of * 2 + side, Q // self.K).astype(kdt)
                                for side in (0, 1)]
-        o, nl, ne, wm = jit.new_positions(
+        o, nl, ne, _ = jit.new_positions(
             w, i_new, t_new, base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
             m, -1 if self.A is None else int(self.A), suf, tabs, self.edges, x0, inv,
             geo is not None, kdw[w], 2 * self.B, np.empty(0) if D is None else D, ob, last,
@@ -1078,7 +1076,7 @@ class Engine:
             dying.took("liq", nl)
         if ne:
             dying.took("exp", ne)
-        return o, max(wmax, wm)
+        return o
 
     @staticmethod
     def _carry(buf, o, idx, last, level, cell, kd, W, opened, birth, gathered_births=False):
@@ -1314,6 +1312,28 @@ def snapshot_rows(Dr, fac, G, Go) -> float:
         if Tb.size:
             top = max(top, float(Tb.max()))
     return float(G.dtype.type(top)) if ns and wd else 0.0
+
+
+def residue_floor(w_carried: float, base, share, g, rows, fac) -> float:
+    """The scale of a block's cancellation residues, in the snapshots' units: over its snapshot
+    rows, the largest weight entered at or before the row times the row's factor (what that
+    position holds there, or would had it lived). The carried positions enter the first row
+    with weights up to ``w_carried``; a new position at step ``r`` enters row ``rows[r]`` (none
+    where that is past the last: born after the block's last snapshot) with its weight
+    ``base * share * g`` (largest per step: the row's largest base times its larger share).
+
+    Not the largest weight times the smallest factor: a position born after a snapshot has a
+    weight above its amount by the survival since then, which under heavy churn (v2, churn 100
+    an hour) is many orders of magnitude, and cells far above their residues were snapped."""
+    ns = fac.shape[0]
+    wrow = np.zeros(ns)
+    if ns:
+        wrow[0] = w_carried
+    if base.size:
+        w_new = base.max(axis=1) * share.max(axis=1) * g
+        ok = rows < ns
+        np.maximum.at(wrow, rows[ok], w_new[ok])
+    return float((np.maximum.accumulate(wrow) * fac).max()) if ns else 0.0
 
 
 def snap_residues(parts: list, floor: float, top: float | None = None) -> None:
