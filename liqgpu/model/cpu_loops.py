@@ -57,7 +57,7 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
     Writes the dying (``liq_*``, ``exp_*``: block-local step of death, cell, kd, weight),
     the survivors into the state buffers from ``o``, each weight into ``D`` (when it has
     rows) and the opened amounts per (step, kd) into ``opened``. Returns (next free state
-    offset, liquidated count, expired count, largest weight).
+    offset, liquidated count, expired count).
 
     The crossings of a batch of about :data:`BATCH` positions are searched together, a
     table level at a time (independent loads the processor overlaps; one search after
@@ -77,7 +77,6 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
     cand = np.empty(rb * Q, dtype=np.int64)
     nl = 0
     ne = 0
-    wmax = 0.0
     for r0 in range(0, N0, rb):
         r1 = min(N0, r0 + rb)
         nc = 0
@@ -127,8 +126,6 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
                     kd = kdw[q]
                     cell = bin_of(lev[b], le + lf[k], edges, geo) * nkd + kd
                     W = amt * gr
-                    if W > wmax:
-                        wmax = W
                     expired = te < m and te <= d
                     if te < d:
                         d = te
@@ -155,7 +152,7 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
                         buf_opened[o] = amt
                         buf_birth[o] = t_new[r]
                         o += 1
-    return o, nl, ne, wmax
+    return o, nl, ne
 
 @njit
 def subtract_dead(D, o_of, wd, cmin, d, c, W):

@@ -1066,7 +1066,7 @@ class Engine:
             Q = base.shape[1]
             kdw = self._kdw = [np.tile(self.band_of * 2 + side, Q // self.K).astype(kdt)
                                for side in (0, 1)]
-        o, nl, ne, _ = jit.new_positions(
+        o, nl, ne = jit.new_positions(
             w, i_new, t_new, base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
             m, -1 if self.A is None else int(self.A), suf, tabs, self.edges, x0, inv,
             geo is not None, kdw[w], 2 * self.B, np.empty(0) if D is None else D, ob, last,
@@ -1341,8 +1341,9 @@ def snap_residues(parts: list, floor: float, top: float | None = None) -> None:
 
     +W and -W of a dead position cancel to rounding, not to zero: a cell at or below
     :data:`RESIDUE` of the largest (far below MODEL.md's 1e-9 tolerance), or of ``floor``
-    (the largest single amount entered: a block whose cells all emptied has only residues
-    left), and every negative one (a residue: far below ``floor``), becomes exactly 0.
+    (the block's residue scale, :func:`residue_floor`: a block whose cells all emptied has
+    only residues left), and every negative one (a residue: far below ``floor``), becomes
+    exactly 0.
     Compared as integers (the bits of a non-negative float order as the float; a negative
     one's are negative): one compare and one multiply per cell, the result as ``not x > thr``
     (``cpu_loops.snapshots``) gives. ``top``: the largest cell of ``parts`` where the caller
