@@ -172,10 +172,12 @@ def test_chunks_report_the_bins_their_cubes_were_written_in(case, jit, monkeypat
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [0, 5, 23, 37])
 @pytest.mark.parametrize("batch_rows", [1, 3, 1000])
-def test_snapshot_rows_bit_for_bit_with_the_row_loop(dtype, k, batch_rows, monkeypatch):
+@pytest.mark.parametrize("zero", [False, True])
+def test_snapshot_rows_bit_for_bit_with_the_row_loop(dtype, k, batch_rows, zero, monkeypatch):
     """The batched snapshot rows (running sum, scale, cast into the output and its outside
     bins) equal the plain row loop's bit for bit, whatever the batch, and the maximum they
-    return is the outputs' largest value."""
+    return is the outputs' largest value; the difference rows are left summed in place, or
+    all zero when asked."""
     from liqgpu.model.engine import snapshot_rows
 
     rng = np.random.default_rng(k + batch_rows)
@@ -190,12 +192,49 @@ def test_snapshot_rows_bit_for_bit_with_the_row_loop(dtype, k, batch_rows, monke
         np.multiply(ref[i, k:], fac[i], out=want_Go[i])
     monkeypatch.setattr(engine_mod, "SNAP_BATCH_BYTES", batch_rows * 8 * wd)
     G, Go = np.full((ns, k), np.nan, dtype), np.full((ns, wd - k), np.nan, dtype)
-    top = snapshot_rows(D, fac, G, Go if k < wd else None)
-    np.testing.assert_array_equal(D, ref)  # summed over rows in place
+    top = snapshot_rows(D, fac, G, Go if k < wd else None, zero=zero)
+    np.testing.assert_array_equal(D, np.zeros_like(ref) if zero else ref)
     assert G.tobytes() == want_G.tobytes()
     if k < wd:
         assert Go.tobytes() == want_Go.tobytes()
     assert top == max(float(x.max()) for x in (want_G, want_Go) if x.size)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("j_lo, j_hi", [(0, 15), (5, 24), (21, 24)])  # in, across, past k
+def test_liquidated_into_cell_by_cell_equals_the_region_add(dtype, j_lo, j_hi, monkeypatch):
+    """A block's liquidated sums added cell by cell (only the cells with a sum) give the
+    chunk's cubes the region's in-place add gives, bit for bit (rows already holding values
+    from an earlier block included), the outside bins get the columns past ``k``, and the
+    sums are left zeroed."""
+    from liqgpu.model.engine import liquidated_into
+
+    rng = np.random.default_rng(j_lo + j_hi)
+    rows, wd, cmin, k, r0, o0 = 6, 24, 16, 20, 2, 3  # block column j: chunk column 16 + j
+    c_lo, c_hi = cmin + j_lo, cmin + j_hi
+    L = np.zeros((rows, wd))
+    hit_r = rng.integers(0, rows, 40)
+    hit_c = rng.integers(j_lo, j_hi, 40)
+    np.add.at(L, (hit_r, hit_c), rng.lognormal(0, 3, 40))
+    # cells already holding values (as a row an earlier block added to): sums rounded once
+    base = rng.lognormal(0, 1, (10, 40)).astype(dtype)
+    base_o = rng.lognormal(0, 1, (10, 8))
+    got = []
+    for ratio in (10**9, 0):  # every region sparse, then every one dense
+        monkeypatch.setattr(engine_mod, "SPARSE_LIQUIDATED", ratio)
+        out, out_o, L2 = base.copy(), base_o.copy(), L.copy()
+        liquidated_into(out, out_o, L2, r0, cmin, k, o0, c_lo, c_hi)
+        assert not L2.any()
+        got.append((out, out_o))
+    (sp, sp_o), (de, de_o) = got
+    assert sp.tobytes() == de.tobytes() and sp_o.tobytes() == de_o.tobytes()
+    want = base.copy()
+    want[r0:r0 + rows, cmin:cmin + k] += L[:, :k]  # the in-grid columns, rounded once
+    assert sp.tobytes() == want.tobytes()
+    want_o = base_o.copy()
+    want_o[r0:r0 + rows, o0:o0 + wd - k] += L[:, k:]
+    np.testing.assert_array_equal(sp_o, want_o)
+    assert (sp != base).any() == (j_lo < k)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[6]])
