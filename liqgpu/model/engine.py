@@ -1387,7 +1387,8 @@ def snap_residues(parts: list, floor: float, top: float | None = None) -> None:
     Compared as integers (the bits of a non-negative float order as the float; a negative
     one's are negative): one compare and one multiply per cell, the result as ``not x > thr``
     (``cpu_loops.snapshots``) gives. ``top``: the largest cell of ``parts`` where the caller
-    knows it (:func:`snapshot_rows`), else found here."""
+    knows it (:func:`snapshot_rows`), else found here. Rows go a batch at a time through one
+    mask buffer that stays in cache (a mask of a whole block is tens of MB of fresh pages)."""
     if top is None:
         top = max([float(x.max()) for x in parts], default=0.0)
     top = max(top, floor)
@@ -1395,7 +1396,20 @@ def snap_residues(parts: list, floor: float, top: float | None = None) -> None:
         ints = np.int32 if x.dtype.itemsize == 4 else np.int64
         xi = x.view(ints)
         thr = np.asarray(top * RESIDUE, dtype=x.dtype).view(ints)
-        np.multiply(xi, xi > thr, out=xi)
+        if xi.ndim != 2 or not xi.size:
+            np.multiply(xi, xi > thr, out=xi)
+            continue
+        step = max(1, SNAP_MASK_CELLS // xi.shape[1])
+        mask = np.empty((min(step, xi.shape[0]), xi.shape[1]), dtype=bool)
+        for i0 in range(0, xi.shape[0], step):
+            rows = xi[i0:i0 + step]
+            m = mask[: rows.shape[0]]
+            np.greater(rows, thr, out=m)
+            np.multiply(rows, m, out=rows)
+
+
+#: cells of the snapshot rows snapped at once by :func:`snap_residues` (its mask stays in cache)
+SNAP_MASK_CELLS = 64 * 1024
 
 
 def _geometric(edges):
