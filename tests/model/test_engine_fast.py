@@ -112,10 +112,14 @@ def test_cross_new_short_blocks(m):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_snap_residues_keeps_cells_above_the_threshold_bit_for_bit(dtype):
+@pytest.mark.parametrize("mask_cells", [1, 70, 1 << 16])  # rows snapped a batch at a time
+def test_snap_residues_keeps_cells_above_the_threshold_bit_for_bit(dtype, mask_cells,
+                                                                    monkeypatch):
     """Residue snapping: cells at or below 1e-12 of the largest
     (or of the floor), negative ones and -0.0 become +0.0; every other cell is untouched."""
     from liqgpu.model.engine import RESIDUE, snap_residues
+
+    monkeypatch.setattr(engine_mod, "SNAP_MASK_CELLS", mask_cells)
 
     rng = np.random.default_rng(3)
     x = rng.lognormal(5, 2, (40, 30)).astype(dtype)
