@@ -241,6 +241,73 @@ def test_liquidated_into_cell_by_cell_equals_the_region_add(dtype, j_lo, j_hi, m
     assert (sp != base).any() == (j_lo < k)
 
 
+def test_cube_pool_reuses_free_arrays_zeroed_and_makes_room():
+    """The pool hands a free array of the shape asked for back zeroed, never one held
+    (directly or through a view), and when full drops a free one of another shape."""
+    from liqgpu.model.engine import _CubePool
+
+    pool = _CubePool(keep=2)
+    a = pool.zeros((3, 4), np.float32)
+    a[:] = 7
+    view = a[1:]
+    b = pool.zeros((3, 4), np.float32)
+    assert b is not a and pool.made == 2  # a is held by its view
+    del a, view
+    c = pool.zeros((3, 4), np.float32)
+    assert pool.made == 2 and not c.any() and c.dtype == np.float32  # a's memory, zeroed
+    assert pool.zeros((3, 4), np.float64).dtype == np.float64 and pool.made == 3  # full, held
+    del c
+    d = pool.zeros((5,), np.float32)  # c's slot is free: dropped for d's shape
+    assert pool.made == 4 and [x.shape for x in pool.bufs] == [(3, 4), (5,)]
+    assert pool.bufs[0] is b and pool.bufs[1] is d
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("case", [CASES[2], CASES[8]])  # v2 and v1, chunks of 40 buckets
+def test_chunk_cubes_are_reused_only_when_nothing_holds_them(case, jit, monkeypatch):
+    """A chunk's cubes come from the engine's pool when an earlier chunk's are free: dropped
+    chunks give their memory to later ones (zeroed: the same cubes bit for bit as fresh
+    ones), held chunks keep theirs untouched (views, reshapes and the arrays themselves)."""
+    if jit:
+        import liqgpu.model.jit as jit_mod
+
+        monkeypatch.setenv("LIQGPU_JIT", "1")
+        jit_mod.preload()
+        if jit_mod.loaded() is None:
+            pytest.skip("numba is not installed")
+    every, chunk = case[6:8]
+    s, p, grid = _case(case)
+
+    def engine():
+        e = Engine(prepare([s], p), grid, every, dtype=np.float32, jit=jit)
+        assert e._fast
+        return e
+
+    def addr(x):
+        return x.__array_interface__["data"][0]
+
+    e = engine()
+    held = list(e.run(chunk))  # every chunk held: no memory shared between them
+    assert len(held) >= 4 and e._cubes.made == 2 * len(held)
+    snap = [(c.intensity.copy(), c.liquidated.copy()) for c in held]
+    assert len({addr(c.intensity) for c in held} | {addr(c.liquidated) for c in held}) \
+        == 2 * len(held)
+    dropped, e = [], engine()
+    for c in e.run(chunk):  # each chunk copied and let go
+        dropped.append((c.intensity.copy(), c.liquidated.copy()))
+    assert e._cubes.made <= 6 < 2 * len(held)  # later chunks took earlier chunks' memory
+    for (i0, l0), (i1, l1), c in zip(snap, dropped, held):
+        assert i0.tobytes() == i1.tobytes() == c.intensity.tobytes()
+        assert l0.tobytes() == l1.tobytes() == c.liquidated.tobytes()
+    assert any(i.any() for i, _ in snap) and any(x.any() for _, x in snap)
+    views = []  # a view of a slice held: its chunk's memory is not reused
+    for c in engine().run(chunk):
+        views.append(c.intensity[:, 1:])
+    assert len({addr(v) for v in views}) == len(views)
+    for v, (i0, _) in zip(views, snap):
+        assert v.tobytes() == i0[:, 1:].tobytes()
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[6]])
 def test_engine_snapshots_do_not_depend_on_the_batch(case, monkeypatch):
     """A whole run, batches of one row against the default: the same cubes bit for bit."""
