@@ -26,6 +26,16 @@ def _run(inputs, grid, every, chunk, fast):
     return out, e.state_arrays()
 
 
+def _compiled_or_skip(monkeypatch):
+    """Load the compiled loops now (``LIQGPU_JIT=1``), or skip where numba is missing."""
+    import liqgpu.model.jit as jit_mod
+
+    monkeypatch.setenv("LIQGPU_JIT", "1")
+    jit_mod.preload()
+    if jit_mod.loaded() is None:
+        pytest.skip("numba is not installed")
+
+
 CASES = [
     # n, churn, entry, max_age, closure, grid, every, chunk, block positions, tile positions
     (3000, 0.3, "close", None, "proportional", "cover", 60, 7, 1 << 20, 1 << 17),
@@ -150,12 +160,7 @@ def test_chunks_report_the_bins_their_cubes_were_written_in(case, jit, monkeypat
     skips the chunks outside them unread), and they are tight: the liquidated cube's are
     narrower than the grid, and every chunk's range has a non-zero cell at each end's bin."""
     if jit:
-        import liqgpu.model.jit as jit_mod
-
-        monkeypatch.setenv("LIQGPU_JIT", "1")
-        jit_mod.preload()
-        if jit_mod.loaded() is None:
-            pytest.skip("numba is not installed")
+        _compiled_or_skip(monkeypatch)
     every, chunk = case[6:8]
     s, p, grid = _case(case)
     e = Engine(prepare([s], p), grid, every, dtype=np.float64, jit=jit)
@@ -269,12 +274,7 @@ def test_chunk_cubes_are_reused_only_when_nothing_holds_them(case, jit, monkeypa
     chunks give their memory to later ones (zeroed: the same cubes bit for bit as fresh
     ones), held chunks keep theirs untouched (views, reshapes and the arrays themselves)."""
     if jit:
-        import liqgpu.model.jit as jit_mod
-
-        monkeypatch.setenv("LIQGPU_JIT", "1")
-        jit_mod.preload()
-        if jit_mod.loaded() is None:
-            pytest.skip("numba is not installed")
+        _compiled_or_skip(monkeypatch)
     every, chunk = case[6:8]
     s, p, grid = _case(case)
 
