@@ -368,14 +368,18 @@ def write_alone(f: Path, model: str, out: Path) -> dict:
 
 def engine_alone(f: Path, model: str) -> tuple[float, float]:
     """Seconds of the engine's chunks in a process of their own that writes nothing (the
-    same plan as the store run; its compiled loops, if any, load as in a store run): the
+    same plan as the store run; its compiled loops, if any, start loading before the series
+    file is read, as ``liqgpu estimate`` starts them, ``liqgpu.api``): the
     engine without the writer's thread beside it on the machine's cores; and, in the same
     process right after, ``np.copyto`` of the same cubes' bytes (best of 3 into memory already
     touched): the pair is taken side by side, in the same phase of a noisy machine."""
     code = ("import sys, time, numpy as np, liqgpu\n"
+            "from liqgpu.api import rows_hint\n"
+            "from liqgpu.model import jit\n"
             "from liqgpu.pipeline import plan, resolve_params\n"
-            "p = plan([liqgpu.load_series(sys.argv[1])], params=resolve_params(None, sys.argv[2]),"
-            " every='1h')\n"
+            "params = resolve_params(None, sys.argv[2])\n"
+            "jit.preload_if(rows_hint([sys.argv[1]]) * params.entry_mode[1] * params.n_tiers * 2)\n"
+            "p = plan([liqgpu.load_series(sys.argv[1])], params=params, every='1h')\n"
             "t = time.perf_counter()\n"
             "n = 0\n"
             "for c in p.chunks():\n"
