@@ -1474,6 +1474,9 @@ def _bincount(idx, weights, minlength):
     return np.bincount(idx, weights=weights, minlength=minlength)
 
 
+_REFCOUNTS = sys.implementation.name == "cpython" and hasattr(sys, "getrefcount")
+
+
 class _CubePool:
     """The output cubes of an engine's chunks (numpy), reused once nothing holds them.
 
@@ -1489,6 +1492,9 @@ class _CubePool:
         self.keep = keep  # e.g. two cubes each of the chunk computed, queued and being written
         self.bufs: list = []
         self.made = 0  # arrays allocated (the rest were reused)
+        # an array only a list holds: what a free one counts, read the same way (interpreters
+        # differ in whether getrefcount's argument counts)
+        self._probe = [np.empty(0)]
 
     def zeros(self, shape, dtype) -> np.ndarray:
         """A zeroed array of ``shape`` and ``dtype``: a free one of the pool, else new."""
@@ -1509,9 +1515,12 @@ class _CubePool:
 
     def _free(self, shape=None, dtype=None) -> "int | None":
         """The index of an array nothing else holds (of ``shape`` and ``dtype`` if given)."""
+        if not _REFCOUNTS:  # no reference counts to go by: nothing is reused
+            return None
+        free = sys.getrefcount(self._probe[0])
         for i in range(len(self.bufs)):
-            # the pool's list and getrefcount's argument: nothing else refers to it
-            if sys.getrefcount(self.bufs[i]) <= 2 and (
+            # as many references as the probe's: the pool's list alone refers to it
+            if sys.getrefcount(self.bufs[i]) <= free and (
                     shape is None or (self.bufs[i].shape == shape and self.bufs[i].dtype == dtype)):
                 return i
         return None

@@ -267,6 +267,18 @@ def test_cube_pool_reuses_free_arrays_zeroed_and_makes_room():
     assert pool.bufs[0] is b and pool.bufs[1] is d
 
 
+def test_cube_pool_reuses_nothing_without_reference_counts(monkeypatch):
+    """Where the interpreter has no reference counts to go by, every cube is new."""
+    from liqgpu.model.engine import _CubePool
+
+    monkeypatch.setattr(engine_mod, "_REFCOUNTS", False)
+    pool = _CubePool(keep=2)
+    a = pool.zeros((3,), np.float32)
+    del a
+    b = pool.zeros((3,), np.float32)
+    assert pool.made == 2 and not b.any()
+
+
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("case", [CASES[2], CASES[8]])  # v2 and v1, chunks of 40 buckets
 def test_chunk_cubes_are_reused_only_when_nothing_holds_them(case, jit, monkeypatch):
