@@ -231,7 +231,7 @@ def estimate_distributed(
                       end=btime[-1] + step * n_every, allow_unmatched=allow_unmatched)
     del inputs  # the tasks prepare their own series
     n_buckets = -(-time.size // n_every)
-    tc, pc = chunking(g.n_bins, params.n_out, n_buckets)
+    tc, pc = chunking(g.n_bins, params.n_out, n_buckets, len(series))
     ncell = (g.n_bins + 1) * params.n_out * 2
     # the same chunks as a one-process run of all the series (liqgpu.estimate), so a task's
     # numbers equal that run's bit for bit (v2's churn makes rounding follow the chunks)

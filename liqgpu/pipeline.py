@@ -226,7 +226,7 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)
     engine = make_engine(inputs, g, n_every, xp=xp, dtype=dtype)
-    tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets)
+    tc, pc = chunking(g.n_bins, params.n_out, engine.n_buckets, inputs.n_series)
     cb = chunk_buckets or chunk_buckets_for(inputs.n_series, engine.ncell, n_every,
                                             budget_bytes=memory_budget, multiple=tc,
                                             n_buckets=engine.n_buckets)

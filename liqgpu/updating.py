@@ -248,7 +248,7 @@ def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, param
     engine = make_engine(inputs, grid, n_every, xp=xp)
     engine.load_state({k[len("state_"):]: v for k, v in saved.items() if k.startswith("state_")},
                       step_offset=R)
-    tc, pc = chunking(grid.n_bins, params.n_out, engine.n_buckets)
+    tc, pc = chunking(grid.n_bins, params.n_out, engine.n_buckets, len(names))
     cb = chunk_buckets_for(len(names), engine.ncell, n_every, budget_bytes=256 * 2**20,
                            multiple=tc)
     b_first = R // n_every  # the store's bucket that this run's bucket 0 rewrites

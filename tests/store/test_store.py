@@ -57,7 +57,8 @@ def test_store_layout_and_plain_open_zarr(tmp_path, small):
     enc = plain["intensity"].encoding
     from liqgpu.store import chunking
 
-    tc, pc = chunking(plain.sizes["price"], plain.sizes["leverage"], plain.sizes["time"])
+    tc, pc = chunking(plain.sizes["price"], plain.sizes["leverage"], plain.sizes["time"],
+                      plain.sizes["series"])
     assert enc["chunks"] == (1, tc, pc, plain.sizes["leverage"], 2)
     # bucket prices
     np.testing.assert_allclose(plain["high"].values[0, 0], np.nanmax(small["high"][:30]))

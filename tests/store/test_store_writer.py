@@ -14,6 +14,7 @@ import pytest
 
 import liqgpu
 from liqgpu import store as store_mod
+from liqgpu.store import layout as layout_mod
 from liqgpu.model.v1 import Params
 
 
@@ -112,7 +113,7 @@ def test_direct_writer_equals_the_xarray_store(tmp_path, market, case):
     mem = liqgpu.estimate(series, **kw)
     # the same chunks as the store run: the whole-chunk rounding of api.estimate
     P, K, nb = mem.sizes["price"], mem.sizes["leverage"], mem.sizes["time"]
-    tc, pc = store_mod.chunking(P, K, nb)
+    tc, pc = store_mod.chunking(P, K, nb, mem.sizes["series"])
     ref = tmp_path / "ref.zarr"
     meta = json.loads((new / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
     cb = meta["intensity"]["chunk_grid"]["configuration"]["chunk_shape"][1]
@@ -506,6 +507,8 @@ def test_writer_skips_chunks_the_engine_never_wrote_and_the_store_is_whole(tmp_p
 
     s = liqgpu.synthetic_series(days=6, seed=21)
     kw = dict(every="1h", backend="numpy", chunk_buckets=24)
+    # price chunks, as a fleet's or rows larger than a whole-row chunk get
+    monkeypatch.setattr(layout_mod, "ROW_CHUNK_BYTES", 0)
     looked = {"intensity": 0, "liquidated": 0}
     orig = ChunkEncoder._write
 
@@ -559,3 +562,46 @@ def test_chunk_file_write_finishes_a_short_write(tmp_path, monkeypatch):
     direct._write_all(fd, body, tail)
     os.close(fd)
     assert (tmp_path / "c.0").read_bytes() == body + tail
+
+
+def test_chunking_one_series_whole_rows_fleets_price_chunks():
+    """One series: chunks of whole price rows, ~4 MiB of float32 (a multiple of 8 buckets);
+    a fleet, or a row over 4 MiB: 512-bin price chunks of ~1 MiB; a small grid is whole rows
+    either way, and a short run one chunk."""
+    from liqgpu.store.layout import chunking
+
+    assert chunking(2608, 5, 8760) == (40, 2608)  # 40 x 104,320 bytes: 3.98 MiB
+    assert chunking(2608, 5, 8760, n_series=3) == (48, 512)  # 48 x 20,480 bytes: 0.94 MiB
+    assert chunking(60000, 40, 100)[1] == 512  # a row of 19 MB
+    assert chunking(800, 5, 8760, n_series=3) == (32, 800)
+    assert chunking(800, 5, 6) == (6, 800)
+
+
+def test_one_series_cube_chunks_are_compressed_in_place(tmp_path, monkeypatch):
+    """A one-series store's cube chunks are contiguous pieces of the engine's cubes: the
+    writer compresses them where they are, copying none into its buffer but the last, short
+    time chunk (padded); the store equals the in-memory run."""
+    from liqgpu.store.direct import ChunkEncoder
+
+    s = liqgpu.synthetic_series(days=6, seed=21)
+    kw = dict(every="1h", backend="numpy")
+    copied = {"intensity": 0, "liquidated": 0}
+    orig = ChunkEncoder._buffer
+
+    def buffer(self):
+        if self.folder.name in copied:
+            copied[self.folder.name] += 1
+        return orig(self)
+
+    monkeypatch.setattr(ChunkEncoder, "_buffer", buffer)
+    out = tmp_path / "s.zarr"
+    liqgpu.estimate([s], out=out, reopen=False, **kw)
+    meta = json.loads((out / "intensity" / "zarr.json").read_text())
+    tc, pc = meta["chunk_grid"]["configuration"]["chunk_shape"][1:3]
+    mem = liqgpu.estimate([s], **kw)
+    assert pc == mem.sizes["price"] and mem.sizes["time"] > tc  # whole rows, several chunks
+    short = int(mem.sizes["time"] % tc != 0)
+    assert copied == {"intensity": short, "liquidated": short}
+    got = liqgpu.open_store(out, chunks=None)
+    for v in ("intensity", "liquidated"):
+        np.testing.assert_array_equal(got[v].values, mem[v].values, err_msg=v)
