@@ -1,7 +1,7 @@
 """Closed-bar-to-store latency of ``liqgpu live`` (issue 17's target: p99 under 2 s with 3 symbols
 on 3 venues on the 2-core machine).
 
-Three local exchanges (tests/live_server.py: Binance, Bybit and OKX message shapes on 127.0.0.1)
+Three local exchanges (tests/live/live_server.py: Binance, Bybit and OKX message shapes on 127.0.0.1)
 run in a process of their own, as real exchanges would, and replay a simulated minute every
 ``--minute-every`` seconds. The measured process records the 9 series (as ``liqgpu live`` does)
 and keeps the stores current, each through its own update process (``liqgpu live``'s worker;
@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "live"))  # live_server: the local exchanges
 
 VENUES = {"binance": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
           "bybit": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
@@ -134,7 +135,7 @@ def main(argv=None):
 
     # the exchanges: a process of their own (time.monotonic is the same clock in both)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "tests")] + [p for p in sys.path if p and "site-packages" not in p]))
+        [str(ROOT / "tests" / "live")] + [p for p in sys.path if p and "site-packages" not in p]))
     exch = subprocess.Popen([sys.executable, __file__, "--serve", "--minutes", str(a.minutes),
                              "--minute-every", str(a.minute_every), "--warmup", str(a.warmup)],
                             stdin=subprocess.PIPE,
