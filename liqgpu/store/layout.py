@@ -68,9 +68,9 @@ def chunking(n_bins: int, n_tiers: int, n_buckets: int, n_series: int = 1) -> tu
     """(time, price) chunk sizes of the cube variables.
 
     One series: whole price rows, ~4 MiB of float32 a chunk, while a row fits in that. Such a
-    chunk is one contiguous piece of the engine's cubes, so the writer compresses it in place,
-    and the year holds half the files (measured: the writer alone 1.08x / 1.46x the codec for
-    year v1 / v2, against 1.68x / 1.83x with 512-bin chunks of 1 MiB, bench/RESULTS.md).
+    chunk is one contiguous piece of the engine's cubes, so the writer compresses it in place
+    (no copy into its buffer), and a year store holds half the files (bench/RESULTS.md,
+    2026-11-28).
     A fleet, or rows larger than that: price chunks of up to 512 bins, ~1 MiB, so the chunks
     outside a series' own price range are never written (each series pays for its range).
     """
