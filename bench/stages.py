@@ -374,11 +374,10 @@ def engine_alone(f: Path, model: str) -> tuple[float, float]:
     process right after, ``np.copyto`` of the same cubes' bytes (best of 3 into memory already
     touched): the pair is taken side by side, in the same phase of a noisy machine."""
     code = ("import sys, time, numpy as np, liqgpu\n"
-            "from liqgpu.api import rows_hint\n"
-            "from liqgpu.model import jit\n"
+            "from liqgpu.api import preload_loops\n"
             "from liqgpu.pipeline import plan, resolve_params\n"
             "params = resolve_params(None, sys.argv[2])\n"
-            "jit.preload_if(rows_hint([sys.argv[1]]) * params.entry_mode[1] * params.n_tiers * 2)\n"
+            "preload_loops([sys.argv[1]], params)\n"
             "p = plan([liqgpu.load_series(sys.argv[1])], params=params, every='1h')\n"
             "t = time.perf_counter()\n"
             "n = 0\n"

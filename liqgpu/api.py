@@ -185,9 +185,7 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
         preload()
     params = resolve_params(params, model)
     if not distributed and backend != "cupy":  # a large run: the compiled loops load now,
-        from .model import jit  # beside the reading, not beside the engine's first blocks
-
-        jit.preload_if(rows_hint(paths) * params.entry_mode[1] * params.n_tiers * 2)
+        preload_loops(paths, params)  # beside the reading, not beside the first blocks
     series = [load_series(p, exchange=exchange, symbol=symbol, kind=kind,
                           contract_size=contract_size, step=step, max_bars=max_bars,
                           max_gap=max_gap) for p in paths]
@@ -204,6 +202,15 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
     return estimate(series, params=params, grid=grid, every=every, backend=backend, out=out,
                     overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
                     progress=progress, realized=realized, reopen=False), 0
+
+
+def preload_loops(paths, params) -> bool:
+    """Start loading the compiled loops on a thread if a run of the series files ``paths``
+    with ``params`` will want them (:func:`liqgpu.model.jit.preload_if`, from the files' row
+    counts); returns whether it did."""
+    from .model import jit
+
+    return jit.preload_if(rows_hint(paths) * params.entry_mode[1] * params.n_tiers * 2)
 
 
 def rows_hint(paths) -> int:

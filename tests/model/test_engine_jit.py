@@ -173,3 +173,23 @@ def test_row_hint_of_series_files(tmp_path, monkeypatch):
     monkeypatch.setenv("LIQGPU_JIT", "auto")
     assert not jit_mod.preload_if(2880 * 80)  # two days of v2: numpy loops
     assert not jit_mod.preload_if(0)
+
+
+def test_preload_loops_sizes_a_run_by_its_files_and_model(tmp_path, monkeypatch):
+    """`liqgpu estimate` (and bench/stages.py) start the compiled loops for a year of v2 (42 M
+    positions), not for a year of v1 (5 tiers: 5 M) nor two days of v2, and never with
+    LIQGPU_JIT=0."""
+    import liqgpu.api as api
+    from liqgpu.model.registry import default_params
+
+    monkeypatch.setattr(jit_mod, "preload", lambda: None)  # decide, load nothing here
+    monkeypatch.setenv("LIQGPU_JIT", "auto")
+    rows = {"year": 525600, "days": 2880}
+    monkeypatch.setattr(api, "rows_hint", lambda paths: sum(rows[p] for p in paths))
+    v1, v2 = default_params("v1"), default_params("v2")
+    if jit_mod.wanted(10**9):  # numba importable
+        assert api.preload_loops(["year"], v2)
+    assert not api.preload_loops(["year"], v1)
+    assert not api.preload_loops(["days"], v2)
+    monkeypatch.setenv("LIQGPU_JIT", "0")
+    assert not api.preload_loops(["year"], v2)
