@@ -417,9 +417,10 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
     _, xp = resolve(plan.backend)
     padded = _pad(s, plan.time)
     # as liqgpu.estimate runs it: on numpy on its own price span of the grid (its cubes are
-    # zero elsewhere, and those chunks are not written), on CuPy over the whole grid
+    # zero elsewhere, and those chunks are not written), on CuPy over the whole grid; on one
+    # thread (the cluster runs a worker a processor)
     engine = make_engine(prepare([padded], plan.params), plan.grid, plan.n_every, xp=xp,
-                         dtype=np.dtype(plan.dtype), jit=plan.jit)
+                         dtype=np.dtype(plan.dtype), jit=plan.jit, threads=1)
     encoders = _chunk_encoders(plan.store, CUBE_VARS)
     prices = bucket_prices([padded], plan.time, plan.n_every)
     K = plan.params.n_out

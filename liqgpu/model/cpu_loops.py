@@ -155,24 +155,51 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
     return o, nl, ne
 
 @njit
+def new_survivors(w, i_new, base, share, ent, fac, m, age, suf):
+    """How many of side ``w``'s new positions :func:`new_positions` carries into the next
+    state (alive at the block's end, with an amount): where the other side's survivors start
+    when the two sides run at once. The same tests in the same arithmetic."""
+    N0, Q = base.shape
+    Np = ent.shape[1]
+    K = Q // Np
+    n = 0
+    for r in range(N0):
+        i = i_new[r]
+        te = i + age if age >= 0 else m
+        if te < m:  # every position of the row dies in the block (expired at the latest)
+            continue
+        floor = suf[i + 1]
+        sh = share[r, w]
+        for p in range(Np):
+            e = ent[r, p]
+            for k in range(K):
+                x = e * fac[k]
+                t = -x if w else x
+                if m >= 2 and t >= floor and i + 1 < m:  # crosses in the block (at the
+                    continue  # block's last step only an infinite level is a candidate)
+                if base[r, p * K + k] * sh > 0:
+                    n += 1
+    return n
+
+@njit
 def subtract_dead(D, o_of, wd, cmin, d, c, W):
     """``D[o_of[d] * wd + c - cmin] -= W``, in order (``np.subtract.at``)."""
     for x in range(d.shape[0]):
         D[o_of[d[x]] * wd + c[x] - cmin] -= W[x]
 
 @njit
-def snapshots(D, ns, wd, k, fac, G, Go, floor, residue):
-    """The intensity rows of a block from its difference array ``D`` ((ns + 1) rows of
-    ``wd`` cells): the running sum over rows, scaled by ``fac`` into ``G`` (the in-grid
-    columns ``[0, k)``, output dtype) and ``Go`` (the outside bin's), then residues snapped:
-    a cell at or below ``residue`` of the largest (or of ``floor``) is 0, as
-    ``engine.snap_residues`` does. ``D`` is left
-    zeroed. One pass over D instead of numpy's five."""
+def snapshot_cols(D, ns, wd, c0, c1, k, fac, G, Go):
+    """The intensity rows of a block in its columns ``[c0, c1)``, from its difference array
+    ``D`` ((ns + 1) rows of ``wd`` cells): the running sum over rows, scaled by ``fac`` into
+    ``G`` (the in-grid columns ``[0, k)``, output dtype) and ``Go`` (the outside bin's). One
+    pass over D instead of numpy's four; D's columns are left zeroed. Returns the largest cell
+    written (after the cast), for :func:`snap_cols`. Column ranges are independent, so two
+    threads may fill two of them at once."""
     top = 0.0
     for i in range(ns):
         f = fac[i]
         base = i * wd
-        for c in range(wd):
+        for c in range(c0, c1):
             if i:
                 D[base + c] += D[base - wd + c]
                 D[base - wd + c] = 0.0
@@ -184,16 +211,25 @@ def snapshots(D, ns, wd, k, fac, G, Go, floor, residue):
                 x = Go[i, c - k]
             if x > top:
                 top = x
-    for c in range((ns - 1) * wd if ns else 0, (ns + 1) * wd):
-        D[c] = 0.0
+    for i in range(max(ns - 1, 0), ns + 1):  # the last snapshot row and the one past it
+        for c in range(c0, c1):
+            D[i * wd + c] = 0.0
+    return top
+
+
+@njit
+def snap_cols(G, Go, ns, c0, c1, k, top, floor, residue):
+    """Residues snapped in the columns ``[c0, c1)`` of a block's intensity rows: a cell at or
+    below ``residue`` of the largest (``top``, or of ``floor``) is 0, as
+    ``engine.snap_residues`` does."""
     thr = max(top, floor) * residue
     for i in range(ns):
-        for c in range(k):
+        for c in range(c0, min(c1, k)):
             if not G[i, c] > thr:
                 G[i, c] = 0.0
-        for c in range(wd - k):
-            if not Go[i, c] > thr:
-                Go[i, c] = 0.0
+        for c in range(max(c0, k), c1):
+            if not Go[i, c - k] > thr:
+                Go[i, c - k] = 0.0
 
 @njit
 def liquidated(L, rows_of, r0, wd, cmin, k, d, c, W, f_liq, acc, acc_o, touched):
@@ -232,20 +268,20 @@ def first_at_or_below(run, q):
 
 
 @njit
-def carried_deaths(level, birth, amount, opened, kd, cell, run0, run1, split, m, aged, age_off,
-                   retire, zero_a, churned, closed, cells0, cmin, c_d, status):
-    """The carried positions of a block (longs ``[0, split)``, then shorts): what the numpy
-    block computes for them before its new positions (see ``Engine._block_np1``).
+def carried_deaths(lo, hi, level, birth, amount, opened, run0, run1, split, m, aged, age_off,
+                   retire, zero_a, c_d, status):
+    """The carried positions ``[lo, hi)`` of a block (longs ``[0, split)``, then shorts): what
+    the numpy block computes for them before its new positions (see ``Engine._block_np1``).
 
     ``c_d``: block-local step of death (``m``: alive at the end; 0 where gone at the start);
-    ``status``: 0 alive, 1 liquidated, 2 expired, 3 gone at the start (retired: what churn
-    shrank below ``retire`` of its opening amount, added to ``churned``; or closed to zero
-    (``zero_a``), added to ``closed``); ``cells0``: their live amounts per cell from
-    ``cmin``. ``run0``/``run1``: running minima of the lows / minus highs; ``aged``: whether
-    positions expire, at block-local step ``birth + age_off``; ``retire`` -1 without
-    retirement. Returns the largest live amount."""
+    ``status``: 0 alive, 1 liquidated, 2 expired, 3 retired at the start (what churn shrank
+    below ``retire`` of its opening amount), 4 closed to zero at the start (``zero_a``);
+    :func:`carried_split` sums those amounts. ``run0``/``run1``: running minima of the lows /
+    minus highs; ``aged``: whether positions expire, at block-local step ``birth + age_off``;
+    ``retire`` -1 without retirement. Returns the largest live amount. Each position is its own:
+    two threads may take two ranges at once."""
     wmax = 0.0
-    for x in range(level.shape[0]):
+    for x in range(lo, hi):
         if x < split:
             q = level[x]
             run = run0
@@ -264,16 +300,14 @@ def carried_deaths(level, birth, amount, opened, kd, cell, run0, run1, split, m,
                 d = te
             liq = liq and not exp
         a = amount[x]
-        gone = False
+        gone = 0
         if retire >= 0.0 and a < retire * opened[x]:
-            churned[kd[x]] += a
-            gone = True
-        if zero_a and not gone and not (exp and d == 0):
-            closed[kd[x]] += a
-            gone = True
+            gone = 3
+        elif zero_a and not (exp and d == 0):
+            gone = 4
         if gone:
             d = 0
-            status[x] = 3
+            status[x] = gone
             a = 0.0
         elif liq:
             status[x] = 1
@@ -282,7 +316,6 @@ def carried_deaths(level, birth, amount, opened, kd, cell, run0, run1, split, m,
         else:
             status[x] = 0
         c_d[x] = d
-        cells0[cell[x] - cmin] += a
         if a > wmax:
             wmax = a
     return wmax
@@ -291,26 +324,43 @@ def carried_deaths(level, birth, amount, opened, kd, cell, run0, run1, split, m,
 @njit
 def carried_split(lo, hi, m, status, c_d, cell, kd, amount, level, opened, birth, last,
                   buf_level, buf_cell, buf_kd, buf_amount, buf_opened, buf_birth, o,
-                  liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k, exp_w):
+                  liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k, exp_w, cmin, cells0, d0,
+                  churned, closed):
     """Carried positions ``[lo, hi)`` (one side): the liquidated and expired (step, cell, kd,
     weight) into ``liq_*``/``exp_*``, the survivors into the state buffers from ``o`` with
-    their amount times ``last``; in index order. Returns (next offset, liquidated, expired)."""
+    their amount times ``last``; in index order. Their live amounts at the block's start are
+    summed per cell from ``cmin`` into ``cells0`` and into ``d0`` (the difference array's
+    first row, where it has one), those gone at the start per kd into ``churned`` (status 3)
+    or ``closed`` (4). A side writes only its own cells and kd. Returns (next offset,
+    liquidated, expired)."""
     nl = 0
     ne = 0
+    use_d = d0.shape[0] > 0
     for x in range(lo, hi):
         s = status[x]
+        a = amount[x]
         if s == 1:
             liq_d[nl] = c_d[x]
             liq_c[nl] = cell[x]
             liq_k[nl] = kd[x]
-            liq_w[nl] = amount[x]
+            liq_w[nl] = a
             nl += 1
         elif s == 2:
             exp_d[ne] = c_d[x]
             exp_c[ne] = cell[x]
             exp_k[ne] = kd[x]
-            exp_w[ne] = amount[x]
+            exp_w[ne] = a
             ne += 1
+        elif s == 3:
+            churned[kd[x]] += a
+            a = 0.0
+        elif s == 4:
+            closed[kd[x]] += a
+            a = 0.0
+        c = cell[x] - cmin
+        cells0[c] += a
+        if use_d:
+            d0[c] += a
         if c_d[x] >= m:
             buf_level[o] = level[x]
             buf_cell[o] = cell[x]

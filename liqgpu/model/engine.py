@@ -52,6 +52,10 @@ BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks 
 TILE_POSITIONS = 1 << 17  # v2 numpy: new positions handled together (their passes stay in cache)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
+#: compiled loops on two threads: the least work a block hands the second thread (positions
+#: of a side, cells of its snapshot rows); below it the hand-over costs more than it saves
+SPLIT_POSITIONS = 1 << 14
+SPLIT_CELLS = 1 << 16
 
 
 @dataclass
@@ -194,13 +198,13 @@ def state_column(k: str, a, i: int, *, ncell: int, K: int):
 
 
 def make_engine(inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,
-                jit: bool | None = None):
+                jit: bool | None = None, threads: int | None = None):
     """The engine for these inputs: on numpy, one :class:`Engine` per series, each on the bins
     its own levels can reach, run in lockstep (:class:`SeriesEngines`; ``jit``: its compiled
-    loops, None: decided from these inputs' size); on CuPy, one batched :class:`Engine`
-    (large launches)."""
+    loops, None: decided from these inputs' size; ``threads``: theirs, None:
+    :func:`.jit.threads`); on CuPy, one batched :class:`Engine` (large launches)."""
     if ops_for(xp).on_host:
-        return SeriesEngines(inputs, grid, every, dtype=dtype, jit=jit)
+        return SeriesEngines(inputs, grid, every, dtype=dtype, jit=jit, threads=threads)
     return Engine(inputs, grid, every, xp=xp, dtype=dtype)
 
 
@@ -249,8 +253,9 @@ class SeriesEngines:
     """
 
     def __init__(self, inputs, grid: Grid, every: int, *, dtype=np.float32,
-                 jit: bool | None = None):
+                 jit: bool | None = None, threads: int | None = None):
         self.inputs, self.grid, self.every, self.dtype = inputs, grid, int(every), dtype
+        self.threads = threads
         self.P = grid.n_bins
         self.n_buckets = -(-inputs.n_steps // self.every)
         self.K, self.B = int(inputs.weights.size), int(inputs.n_out)
@@ -269,7 +274,7 @@ class SeriesEngines:
 
     def _engine(self, i: int) -> "Engine":
         return Engine(self.inputs.select(i), _sub_grid(self.grid, *self.spans[i]), self.every,
-                      dtype=self.dtype, jit=self.jit)
+                      dtype=self.dtype, jit=self.jit, threads=self.threads)
 
     def _made(self) -> list:
         """The engines, made now from a :class:`~liqgpu.model.inputs.FleetInputs` if they
@@ -420,10 +425,13 @@ class Engine:
     jit : bool or None
         numpy, one series: run the block's hot loops compiled (:mod:`.jit`, the same results)
         once they are loaded; None: where :func:`.jit.wanted` says so for this run's size.
+    threads : int or None
+        The compiled loops' threads: 2 runs a block's two sides at once (the same results);
+        None: :func:`.jit.threads` (``LIQGPU_THREADS``, else 2 where two processors are free).
     """
 
     def __init__(self, inputs: Inputs, grid: Grid, every: int, *, xp=np, dtype=np.float32,
-                 jit: bool | None = None):
+                 jit: bool | None = None, threads: int | None = None):
         self.inp = inputs
         self.grid = grid
         self.n = int(every)
@@ -476,8 +484,10 @@ class Engine:
         if jit is None:
             jit = _jit.wanted(positions(inputs), self.n_buckets * self.ncell)
         self._jit = bool(self._fast and jit)
+        self._threads = 1
         if self._jit:
             _jit.preload()
+            self._threads = _jit.threads() if threads is None else max(1, int(threads))
 
     # ------------------------------------------------------------------------------------------
     def run(self, chunk_buckets: int, *, on_bucket=None):
@@ -780,6 +790,9 @@ class Engine:
         nkd = 2 * B
         row_a = a // n - b0
         jit = _jit.loaded() if self._jit else None  # the compiled loops, once loaded
+        # compiled, on two threads: a block's longs and shorts at once (they touch different
+        # cells, so every sum adds the same terms in the same order as on one thread)
+        pool = _jit.helper() if jit is not None and self._threads > 1 else None
         zero_a = bool(self.zero[0, a])
         logc = self.logc[0, a:b]
         if zero_a:
@@ -870,27 +883,34 @@ class Engine:
         # per (band, side) from those: cells are (bin, band, side) and cmin a multiple of 2B
         live0 = np.zeros(nkd)
         wmax = 0.0  # the largest weight of the carried positions (entered in D's first row)
-        if nc and jit is not None:  # the carried positions' deaths, in one loop
+        if pool is not None and nc + N0 * Q < SPLIT_POSITIONS:
+            pool = None  # too little to share
+        cells0 = churned = closed = None
+        if nc and jit is not None:  # the carried positions' deaths, in one loop (on two
+            # threads: half each); their sums per cell and kd follow with their split below
             c_d = np.empty(nc, dtype=np.int64)
             c_status = np.empty(nc, dtype=np.int8)
             cells0, churned, closed = np.zeros(wd), np.zeros(nkd), np.zeros(nkd)
-            wmax = jit.carried_deaths(
-                st.level, st.birth, st.amount, st.opened, st.kd, st.cell,
-                np.minimum.accumulate(vals[0]), np.minimum.accumulate(vals[1]), split, m,
-                A is not None, 0 if A is None else int(A - a), RETIRE if self.retire else -1.0,
-                zero_a,
-                churned, closed, cells0, cmin, c_d, c_status)
-            if self.retire:
-                acc["churned"][row_a] += churned
-            if zero_a:
-                acc["closed"][row_a] += closed
+            runs = (np.minimum.accumulate(vals[0]), np.minimum.accumulate(vals[1]))
+
+            def deaths(lo, hi):
+                return jit.carried_deaths(
+                    lo, hi, st.level, st.birth, st.amount, st.opened, *runs, split, m,
+                    A is not None, 0 if A is None else int(A - a),
+                    RETIRE if self.retire else -1.0, zero_a, c_d, c_status)
+
+            if pool is not None:
+                wmax = max(_beside(pool, lambda: deaths(nc // 2, nc), lambda: deaths(0, nc // 2)))
+            else:
+                wmax = deaths(0, nc)
         elif nc:
             cells0 = _bincount(st.cell - cmin, cw, wd)
             wmax = float(cw.max())
-        if nc:
             live0 = cells0.reshape(-1, nkd).sum(axis=0)
             if D is not None:
                 D[:wd] = cells0
+        carried = None if cells0 is None or jit is None else \
+            (cmin, cells0, np.empty(0) if D is None else D[:wd], churned, closed)
 
         buf = self._state_buffers(nc + 2 * N0 * Q)
         # (step, cell, kd, W) of those that die in the block, in the order they are found: the
@@ -900,9 +920,14 @@ class Engine:
         cross = [_Crossing(v) for v in vals]
         rows = max(1, TILE_POSITIONS // max(Q, 1))
         o = n_long = 0
-        for w, sl in sides:
+        if pool is not None:  # both sides at once
+            o, n_long = self._sides_jit(pool, jit, sides, st, c_d, c_status, m, last, buf,
+                                        dying, i_new, t_new, base, share, ent, g, cross, D, ob,
+                                        opened, carried)
+        for w, sl in sides if pool is None else ():
             if nc and jit is not None:
-                o = self._carried_jit(jit, sl, st, c_d, c_status, m, last, buf, o, dying)
+                o = self._carried_jit(jit, sl, st, c_d, c_status, m, last, buf, o, dying,
+                                      carried)
             elif nc:  # carried positions of this side
                 grp = (c_d[sl], st.cell[sl], st.kd[sl], c_W[sl])
                 for key, mask in (("liq", c_liq), ("exp", c_exp)):
@@ -945,53 +970,78 @@ class Engine:
                                 amt.reshape(-1), births, gathered_births=True)
             if w == 0:
                 n_long = o
+        if carried is not None:  # the compiled split summed the carried amounts
+            live0 = cells0.reshape(-1, nkd).sum(axis=0)
+            if self.retire:
+                acc["churned"][row_a] += churned
+            if zero_a:
+                acc["closed"][row_a] += closed
 
         # --- flows ----------------------------------------------------------------------------
         liq, exp = dying.arrays("liq"), dying.arrays("exp")
         # in-grid cells go to the output cubes (output dtype), the outside bin (float64) apart
         k = max(0, min(wd, P * nkd - cmin))  # columns of the block that are in the grid
         o0 = max(cmin - P * nkd, 0)
-        Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
-        if liq is not None and liq[0].size:
-            Lq = _bincount(liq[0] * nkd + liq[2], liq[3], m * nkd)
-        if exp is not None and exp[0].size:
-            dd, _, kk, ww = exp
-            self.ops.scatter_add(acc["expired"], rows_of[dd] * nkd + kk, ww * f_exp[dd])
-        if N0:
-            self.ops.scatter_rows(acc["added"], rows_of[i_new], opened)
 
-        # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
-        # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
-        E = np.zeros((m + 1, nkd))
-        E[0] = live0
-        E[i_new + 1] += opened * g[:, None]
-        live_post = E[:m]
-        live_post -= Lq.reshape(m, nkd)
-        if exp is not None and exp[0].size:
-            live_post -= _bincount(exp[0] * nkd + exp[2], exp[3], m * nkd).reshape(m, nkd)
-        np.cumsum(live_post, axis=0, out=live_post)
-        live_pre = live_post + Lq.reshape(m, nkd)
-        closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
-        self.ops.scatter_rows(acc["closed"], rows_of, closed_step)
-        if self.churn:
-            churn_step = (self.phi[0, a:b] * f_liq)[:, None] * live_post
-            self.ops.scatter_rows(acc["churned"], rows_of, churn_step)
+        def flows():
+            Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
+            if liq is not None and liq[0].size:
+                Lq = _bincount(liq[0] * nkd + liq[2], liq[3], m * nkd)
+            if exp is not None and exp[0].size:
+                dd, _, kk, ww = exp
+                self.ops.scatter_add(acc["expired"], rows_of[dd] * nkd + kk, ww * f_exp[dd])
+            if N0:
+                self.ops.scatter_rows(acc["added"], rows_of[i_new], opened)
 
-        # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
-        if D is not None:
+            # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
+            # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
+            E = np.zeros((m + 1, nkd))
+            E[0] = live0
+            E[i_new + 1] += opened * g[:, None]
+            live_post = E[:m]
+            live_post -= Lq.reshape(m, nkd)
+            if exp is not None and exp[0].size:
+                live_post -= _bincount(exp[0] * nkd + exp[2], exp[3], m * nkd).reshape(m, nkd)
+            np.cumsum(live_post, axis=0, out=live_post)
+            live_pre = live_post + Lq.reshape(m, nkd)
+            closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
+            self.ops.scatter_rows(acc["closed"], rows_of, closed_step)
+            if self.churn:
+                churn_step = (self.phi[0, a:b] * f_liq)[:, None] * live_post
+                self.ops.scatter_rows(acc["churned"], rows_of, churn_step)
+
+        def subtract():  # the dying leave the difference array
             for dead in (liq, exp):
                 if dead is not None and dead[0].size:
                     if jit is not None:
                         jit.subtract_dead(D, o_of, wd, cmin, *dead[:2], dead[3])
                     else:
                         np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
+
+        if D is not None and pool is not None:  # compiled, two threads: side by side
+            _beside(pool, subtract, flows)
+        else:
+            flows()
+            if D is not None:
+                subtract()
+
+        # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
+        if D is not None:
             r = int(snaps[0] + a) // n - b0
             fac = np.exp(Lc[snaps])
             floor = residue_floor(wmax, base, share, g, o_of[i_new], fac)
             G = acc["intensity"][r: r + ns, cmin:cmin + k]
             Go = acc["outside"][r: r + ns, o0:o0 + wd - k]
         if D is not None and jit is not None:  # the same, fused in one pass
-            jit.snapshots(D, ns, wd, k, fac, G, Go, floor, RESIDUE)
+            if pool is not None and wd >= 2 and ns * wd >= SPLIT_CELLS:  # half the columns
+                h = wd // 2
+                top = max(_beside(pool, lambda: jit.snapshot_cols(D, ns, wd, h, wd, k, fac, G, Go),
+                                  lambda: jit.snapshot_cols(D, ns, wd, 0, h, k, fac, G, Go)))
+                _beside(pool, lambda: jit.snap_cols(G, Go, ns, h, wd, k, top, floor, RESIDUE),
+                        lambda: jit.snap_cols(G, Go, ns, 0, h, k, top, floor, RESIDUE))
+            else:
+                top = jit.snapshot_cols(D, ns, wd, 0, wd, k, fac, G, Go)
+                jit.snap_cols(G, Go, ns, 0, wd, k, top, floor, RESIDUE)
         elif D is not None:
             top = snapshot_rows(D[: ns * wd].reshape(ns, wd), fac, G, Go if k < wd else None,
                                 zero=True)
@@ -1010,10 +1060,19 @@ class Engine:
             if c_lo < cmin + k:
                 self._touch("liquidated", c_lo, min(c_hi, cmin + k))
             if jit is not None:  # only the cells hit, no pass over the block's rows
-                jit.liquidated(L, rows_of, r0, wd, cmin, k, dd, cc, ww, f_liq,
-                               acc["liquidated"][r0:r1, cmin:cmin + k],
-                               acc["outside_liquidated"][r0:r1, o0:o0 + wd - k],
-                               np.empty(dd.shape[0], dtype=np.int64))
+                args = (L, rows_of, r0, wd, cmin, k)
+                outs = (f_liq, acc["liquidated"][r0:r1, cmin:cmin + k],
+                        acc["outside_liquidated"][r0:r1, o0:o0 + wd - k])
+                nl0 = dying.first_side.get("liq", 0)  # the longs' (two threads: each side's
+                if pool is not None and 0 < nl0 < dd.shape[0]:  # cells are its own)
+                    _beside(pool, lambda: jit.liquidated(*args, dd[nl0:], cc[nl0:], ww[nl0:],
+                                                         *outs, np.empty(dd.shape[0] - nl0,
+                                                                         dtype=np.int64)),
+                            lambda: jit.liquidated(*args, dd[:nl0], cc[:nl0], ww[:nl0], *outs,
+                                                   np.empty(nl0, dtype=np.int64)))
+                else:
+                    jit.liquidated(*args, dd, cc, ww, *outs,
+                                   np.empty(dd.shape[0], dtype=np.int64))
             else:
                 np.add.at(L, (rows_of[dd] - r0) * wd + (cc - cmin), ww * f_liq[dd])
                 liquidated_into(acc["liquidated"], acc["outside_liquidated"],
@@ -1029,20 +1088,77 @@ class Engine:
         self._sorted = (self.state, n_long)
         self.peak_live = max(self.peak_live, o)
 
-    def _carried_jit(self, jit, sl, st, c_d, c_status, m, last, buf, o, dying) -> int:
+    def _sides_jit(self, pool, jit, sides, st, c_d, c_status, m, last, buf, dying, i_new,
+                   t_new, base, share, ent, g, cross, D, ob, opened,
+                   carried) -> tuple[int, int]:
+        """Both sides' carried and new positions through the compiled loops at once, the
+        shorts on ``pool``'s thread: the dying, the survivors and the opened amounts exactly
+        where one thread puts them, side after side. The shorts' survivors start where the
+        longs' end, counted first (:func:`.cpu_loops.new_survivors`); their dying are written
+        past the longs' most and moved down after. Returns (next free offset, longs' end)."""
+        split, nc = sides[0][1].stop, sides[1][1].stop
+        n = base.size
+        A = self.A
+        suf, _ = cross[0].tables()
+        n_long = int(np.count_nonzero(c_d[:split] >= m)) if split else 0
+        n_long += int(jit.new_survivors(0, i_new, base, share, ent,
+                                        np.ascontiguousarray(self.factors[0, :, 0]), m,
+                                        -1 if A is None else int(A), suf))
+        keys = ("liq", "exp") if A is not None else ("liq",)
+        size = (split + n, nc - split + n)  # each side's most dying
+        rooms = {key: (dying.room(key, size[0] + size[1]), size[0]) for key in keys}
+        cross[1].tables()  # built here, not on two threads at once
+        self._kdw_of(0)
+
+        def side(w):
+            sl = sides[w][1]
+            liq = tuple(x[size[0] * w:] for x in rooms["liq"][0])
+            exp = tuple(x[size[0] * w:] for x in rooms["exp"][0]) if A is not None else \
+                tuple(np.empty(0, dtype=x.dtype) for x in liq)
+            o, nl, ne = n_long * w, 0, 0
+            if sl.stop > sl.start:
+                o, nl, ne = self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, o,
+                                               liq, exp, carried)
+            o, nl2, ne2 = self._new_call(jit, w, i_new, t_new, base, share, ent, g, cross[w],
+                                         m, D, ob, last, buf, o, tuple(x[nl:] for x in liq),
+                                         tuple(x[ne:] for x in exp), opened)
+            return o, nl + nl2, ne + ne2
+
+        (o0, nl0, ne0), (o1, nl1, ne1) = _beside(pool, lambda: side(1), lambda: side(0))
+        if o0 != n_long:  # the count and the loop disagree: the state would be corrupt
+            raise RuntimeError(f"engine: the longs' survivors were counted {n_long}, "
+                               f"{o0} were carried")
+        for key, n0, n1 in (("liq", nl0, nl1), ("exp", ne0, ne1))[:len(keys)]:
+            arrays, at1 = rooms[key]
+            if n1 and at1 != n0:
+                for x in arrays:
+                    x[n0:n0 + n1] = x[at1:at1 + n1]
+            dying.took(key, n0 + n1)
+            dying.first_side[key] = n0
+        return o1, n_long
+
+    def _carried_jit(self, jit, sl, st, c_d, c_status, m, last, buf, o, dying,
+                     carried) -> int:
         """The carried positions ``sl`` (one side) through the compiled loop: the dying
-        appended to ``dying``, the survivors into the state buffers from ``o``; returns the
-        next free offset."""
+        appended to ``dying``, the survivors into the state buffers from ``o``, their amounts
+        summed into ``carried``'s arrays; returns the next free offset."""
         n = sl.stop - sl.start
-        liq, exp = dying.room("liq", n), dying.room("exp", n)
-        o, nl, ne = jit.carried_split(
-            sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
-            st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
-            buf["birth"], o, *liq, *exp)
+        o, nl, ne = self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, o,
+                                       dying.room("liq", n), dying.room("exp", n), carried)
         dying.took("liq", nl)
         if self.A is not None:
             dying.took("exp", ne)
         return o
+
+    @staticmethod
+    def _carried_call(jit, sl, st, c_d, c_status, m, last, buf, o, liq, exp, carried):
+        """:func:`.cpu_loops.carried_split` of the carried positions ``sl`` into these dying
+        arrays and ``carried`` sums (cmin, per cell, the difference array's first row,
+        churned and closed per kd); returns (next free offset, liquidated, expired)."""
+        return jit.carried_split(
+            sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
+            st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
+            buf["birth"], o, *liq, *exp, *carried)
 
     def _new_jit(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
                  o, dying, opened):
@@ -1050,29 +1166,39 @@ class Engine:
         numpy tile loop's results, appended to ``dying`` and ``opened`` and the state
         buffers from ``o``; returns the next free offset."""
         n = base.size
-        kdt = self._kd_dtype
         liq = dying.room("liq", n)
         exp = dying.room("exp", n) if self.A is not None else \
             tuple(np.empty(0, dtype=x.dtype) for x in liq)
-        suf, tabs = cross.tables()
-        geo = self._loggrid
-        x0, inv = geo if geo is not None else (0.0, 0.0)
-        kdw = self.__dict__.get("_kdw")
-        if kdw is None:
-            Q = base.shape[1]
-            kdw = self._kdw = [np.tile(self.band_of * 2 + side, Q // self.K).astype(kdt)
-                               for side in (0, 1)]
-        o, nl, ne = jit.new_positions(
-            w, i_new, t_new, base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
-            m, -1 if self.A is None else int(self.A), suf, tabs, self.edges, x0, inv,
-            geo is not None, kdw[w], 2 * self.B, np.empty(0) if D is None else D, ob, last,
-            buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"], buf["birth"], o,
-            *liq, *exp, opened)
+        o, nl, ne = self._new_call(jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob,
+                                   last, buf, o, liq, exp, opened)
         if nl:
             dying.took("liq", nl)
         if ne:
             dying.took("exp", ne)
         return o
+
+    def _kdw_of(self, w):
+        """The kd of each (entry point, tier) column of side ``w``'s new positions."""
+        kdw = self.__dict__.get("_kdw")
+        if kdw is None:
+            Q = int(self.entry.shape[2]) * self.K
+            kdw = self._kdw = [np.tile(self.band_of * 2 + side, Q // self.K).astype(
+                self._kd_dtype) for side in (0, 1)]
+        return kdw[w]
+
+    def _new_call(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
+                  o, liq, exp, opened):
+        """:func:`.cpu_loops.new_positions` of side ``w`` into these dying arrays; returns
+        (next free offset, liquidated, expired)."""
+        suf, tabs = cross.tables()
+        geo = self._loggrid
+        x0, inv = geo if geo is not None else (0.0, 0.0)
+        return jit.new_positions(
+            w, i_new, t_new, base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
+            m, -1 if self.A is None else int(self.A), suf, tabs, self.edges, x0, inv,
+            geo is not None, self._kdw_of(w), 2 * self.B, np.empty(0) if D is None else D, ob,
+            last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
+            buf["birth"], o, *liq, *exp, opened)
 
     @staticmethod
     def _carry(buf, o, idx, last, level, cell, kd, W, opened, birth, gathered_births=False):
@@ -1435,10 +1561,11 @@ class _Dying:
     own; the compiled loops write into the free :meth:`room` of one set of buffers (no arrays
     allocated per call, no concatenation) and report what they wrote (:meth:`took`)."""
 
-    __slots__ = ("bufs", "parts", "n", "seen")
+    __slots__ = ("bufs", "parts", "n", "seen", "first_side")
 
     def __init__(self, bufs=None):
         self.bufs = bufs
+        self.first_side = {}  # two threads: how many of the entries are the longs'
         self.parts = {"liq": [], "exp": []}
         self.n = {"liq": 0, "exp": 0}
         self.seen = {"liq": False, "exp": False}
@@ -1465,6 +1592,22 @@ class _Dying:
             return tuple(x[:self.n[key]] for x in self.bufs[key])
         parts = self.parts[key]
         return tuple(np.concatenate(x) for x in zip(*parts)) if parts else None
+
+
+def _beside(pool, there, here) -> tuple:
+    """``here()`` on this thread while ``there()`` runs on ``pool``'s: (here's result, there's).
+    The other thread is waited for even when ``here`` fails, so nothing writes into a block's
+    arrays after it has ended."""
+    later = pool.submit(there)
+    try:
+        mine = here()
+    except BaseException:
+        try:
+            later.result()
+        except BaseException:  # the first error is the one to report
+            pass
+        raise
+    return mine, later.result()
 
 
 def _bincount(idx, weights, minlength):

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from ..errors import InputError
+
 log = logging.getLogger(__name__)
 
 #: the time the compiled loops save, per new position and per output cube cell (measured on a
@@ -38,10 +40,14 @@ SAVING_PER_CELL = 3e-9
 #: without them and 3.2 s with; v2 (1.9 s estimated) 4.9 s without, 4.6 s with
 MIN_SAVING_S = 1.0
 
+#: the most threads a block's compiled loops use: its two sides (longs, shorts) at once
+MAX_THREADS = 2
+
 _KERNELS = None  # the module once imported; False: numba cannot be imported
 _READY = threading.Event()  # set once the loops are loaded (or cannot be)
 _LOCK = threading.Lock()
 _THREAD: threading.Thread | None = None
+_HELPER: tuple | None = None  # (pid, executor): the thread that runs a block's second side
 
 
 def _mode() -> str:
@@ -61,6 +67,41 @@ def wanted(n_positions: int, n_cells: int = 0) -> bool:
     if mode == "auto" and saving < MIN_SAVING_S:
         return False
     return importlib.util.find_spec("numba") is not None
+
+
+def threads() -> int:
+    """Threads a block's compiled loops run on: ``LIQGPU_THREADS`` (1: one after the other;
+    at most :data:`MAX_THREADS`), else 2 where this process may use two processors or more.
+    A block's two sides are independent and write different cells, so they run at once with
+    the same results, bit for bit. Raises InputError for a value that is not a count."""
+    raw = os.environ.get("LIQGPU_THREADS", "")
+    if raw.strip():
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise InputError(f"LIQGPU_THREADS={raw!r}: must be a whole number of threads, 1 or "
+                             f"more")
+        return min(n, MAX_THREADS)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cpus))
+
+
+def helper():
+    """The thread that runs the second side of a block (one per process, made on first use;
+    a forked child makes its own: its parent's thread is not in it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    global _HELPER
+    with _LOCK:
+        pid = os.getpid()
+        if _HELPER is None or _HELPER[0] != pid:
+            _HELPER = (pid, ThreadPoolExecutor(1, thread_name_prefix="liqgpu-side"))
+        return _HELPER[1]
 
 
 def kernels():
@@ -138,14 +179,18 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
                       f.copy(), np.zeros(1, dtype=np.int32), kd.copy(), f.copy(), f.copy(),
                       np.zeros(1, dtype=np.int32), 0, *dying,
                       *(x.copy() for x in dying), np.zeros((1, 2)))
+    mod.new_survivors(0, i8, np.zeros((1, 1)), np.zeros((1, 2)), np.ones((1, 1)), np.ones(1),
+                      2, -1, np.full(3, np.inf))
     i4 = np.zeros(1, dtype=np.int32)
-    mod.carried_deaths(f, i4, f, f, kd, i4, np.ones(2), np.ones(2), 1, 2, False, 0, -1.0, False,
-                       np.zeros(2), np.zeros(2), np.zeros(2), 0, i8.copy(), np.zeros(1, np.int8))
+    mod.carried_deaths(0, 1, f, i4, f, f, np.ones(2), np.ones(2), 1, 2, False, 0, -1.0, False,
+                       i8.copy(), np.zeros(1, np.int8))
     mod.carried_split(0, 1, 2, np.zeros(1, np.int8), i8, i4, kd, f, f, f, i4, 1.0, f.copy(),
                       i4.copy(), kd.copy(), f.copy(), f.copy(), i4.copy(), 0, *dying,
-                      *(x.copy() for x in dying))
+                      *(x.copy() for x in dying), 0, np.zeros(2), np.zeros(2), np.zeros(2),
+                      np.zeros(2))
     mod.subtract_dead(np.zeros(2), i8, 2, 0, i8, i8, f)
     cube = np.zeros((2, 4), dtype=cube_dtype)[:, 1:3]  # chunk rows and columns: strided
     out = np.zeros((2, 4))[:, 1:3]
-    mod.snapshots(np.zeros(8), 1, 2, 1, np.ones(1), cube, out, 0.0, 1e-12)
+    mod.snapshot_cols(np.zeros(8), 1, 2, 0, 2, 1, np.ones(1), cube, out)
+    mod.snap_cols(cube, out, 1, 0, 2, 1, 0.0, 0.0, 1e-12)
     mod.liquidated(np.zeros(4), i8, 0, 2, 0, 1, i8, i8, f, np.ones(1), cube, out, i8.copy())

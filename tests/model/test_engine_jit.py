@@ -3,6 +3,8 @@ block (Engine._block_np1): bit for bit, on markets and parameters that reach eve
 and v2, range entries, expiry, closures to zero, narrow and linear grids, retirement), so a run
 may switch from one to the other at any block; and the decision rules of liqgpu.model.jit."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -26,9 +28,9 @@ def _loaded(monkeypatch):
     assert jit_mod.loaded() is not None
 
 
-def _run(inputs, grid, every, chunk, jit, dtype=np.float64, switch_at=None):
-    e = Engine(inputs, grid, every, dtype=dtype, jit=jit)
-    assert e._fast and e._jit == jit
+def _run(inputs, grid, every, chunk, jit, dtype=np.float64, switch_at=None, threads=1):
+    e = Engine(inputs, grid, every, dtype=dtype, jit=jit, threads=threads)
+    assert e._fast and e._jit == jit and e._threads == (threads if jit else 1)
     if switch_at is not None:  # the compiled loops "load" only at block ``switch_at``
         calls = iter(range(10**9))
         real = jit_mod.loaded
@@ -87,13 +89,31 @@ def _params(case):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_compiled_loops_equal_numpy_loops_bit_for_bit(case, dtype, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_loops_equal_numpy_loops_bit_for_bit(case, dtype, threads, monkeypatch):
+    """On one thread, and on two (a block's sides at once: every block shares its work here,
+    however small)."""
     seed, n, _, gk, every, chunk, bp = case
     monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
+    monkeypatch.setattr(engine_mod, "SPLIT_POSITIONS", 0)
+    monkeypatch.setattr(engine_mod, "SPLIT_CELLS", 0)
     p = _params(case)
     s, grid = _market(seed, n, gk, p)
     slow, st_s = _run(prepare([s], p), grid, every, chunk, False, dtype)
-    fast, st_f = _run(prepare([s], p), grid, every, chunk, True, dtype)
+    ran = set()  # (loop, thread) of each compiled loop the run calls
+    loops = jit_mod.kernels()
+    for name in ("new_positions", "carried_deaths", "carried_split", "subtract_dead",
+                 "snapshot_cols", "snap_cols", "liquidated"):
+        def spy(*a, _f=getattr(loops, name), _n=name):
+            ran.add((_n, threading.current_thread().name.startswith("liqgpu-side")))
+            return _f(*a)
+        monkeypatch.setattr(loops, name, spy)
+    fast, st_f = _run(prepare([s], p), grid, every, chunk, True, dtype, threads=threads)
+    on_helper = {n for n, helper in ran if helper}
+    if threads == 2:  # every loop ran on the helper thread too (a share of the work)
+        assert on_helper == {n for n, _ in ran}, ran
+    else:
+        assert not on_helper
     assert set(fast) == set(slow)
     for f in slow:
         assert fast[f].dtype == slow[f].dtype
@@ -102,7 +122,8 @@ def test_compiled_loops_equal_numpy_loops_bit_for_bit(case, dtype, monkeypatch):
     for k in st_s:  # the same live positions, in the same order
         np.testing.assert_array_equal(st_f[k], st_s[k], err_msg=k)
     # and a run that switches to them in its middle (a background load finishing)
-    mixed, st_m = _run(prepare([s], p), grid, every, chunk, True, dtype, switch_at=3)
+    mixed, st_m = _run(prepare([s], p), grid, every, chunk, True, dtype, switch_at=3,
+                       threads=threads)
     for f in slow:
         np.testing.assert_array_equal(mixed[f], slow[f], err_msg=f)
 
@@ -193,3 +214,43 @@ def test_preload_loops_sizes_a_run_by_its_files_and_model(tmp_path, monkeypatch)
     assert not api.preload_loops(["days"], v2)
     monkeypatch.setenv("LIQGPU_JIT", "0")
     assert not api.preload_loops(["year"], v2)
+
+
+def test_threads_come_from_liqgpu_threads_or_the_processors(monkeypatch):
+    import os
+
+    from liqgpu.errors import InputError
+
+    monkeypatch.setenv("LIQGPU_THREADS", "1")
+    assert jit_mod.threads() == 1
+    monkeypatch.setenv("LIQGPU_THREADS", " 8 ")
+    assert jit_mod.threads() == jit_mod.MAX_THREADS == 2  # a block has two sides to share
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv("LIQGPU_THREADS", bad)
+        with pytest.raises(InputError, match=f"LIQGPU_THREADS='{bad}'"):
+            jit_mod.threads()
+    monkeypatch.delenv("LIQGPU_THREADS")
+    for cpus, want in (({0}, 1), ({0, 1}, 2), (set(range(16)), 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, c=cpus: c)
+        assert jit_mod.threads() == want
+    # an engine takes the setting, or its own count
+    s, grid = _market(1, 600, "cover", _params(CASES[0]))
+    p = _params(CASES[0])
+    assert Engine(prepare([s], p), grid, 60, jit=True)._threads == 2
+    assert Engine(prepare([s], p), grid, 60, jit=True, threads=1)._threads == 1
+    assert Engine(prepare([s], p), grid, 60, jit=False)._threads == 1  # numpy: one
+
+
+def test_a_forked_child_gets_its_own_helper_thread():
+    """The parent's helper thread is not in a forked child: the child makes its own rather than
+    queueing work no thread will run."""
+    import multiprocessing as mp
+
+    assert jit_mod.helper().submit(lambda: 7).result(timeout=10) == 7
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_helper_answers).get(timeout=30) == 7
+
+
+def _helper_answers():
+    return jit_mod.helper().submit(lambda: 7).result(timeout=10)
