@@ -244,10 +244,15 @@ def main() -> None:
         # the floors last: their arrays in this process would count in the peak RSS of the
         # processes started after them (a child's peak includes the parent's pages at fork)
         for model, med, f, runs in later:
-            pairs = [engine_alone(f, model) for _ in range(max(runs, 1))]
+            pairs, pairs1 = [], []  # the engine's default threads, and one (alternated)
+            for _ in range(max(runs, 1)):
+                pairs.append(engine_alone(f, model))
+                pairs1.append(engine_alone(f, model, threads=1))
             alones = [e for e, _ in pairs]
             alone = st.median(alones)
             paired = st.median([e / c for e, c in pairs])
+            alone1 = st.median([e for e, _ in pairs1])
+            paired1 = st.median([e / c for e, c in pairs1])
             wa = [write_alone(f, model, tmp / "alone.zarr") for _ in range(max(runs, 1))]
             w_s = st.median([x["write_s"] for x in wa])
             c_s = st.median([x["codec_s"] for x in wa])
@@ -264,8 +269,10 @@ def main() -> None:
                   f"{len(alones)} processes that run the engine and write nothing: "
                   f"{' '.join(f'{x:.3f}' for x in alones)}; paired with np.copyto in each of "
                   f"those processes: median **{paired:.1f}x**, "
-                  f"{' '.join(f'{e / c:.1f}' for e, c in pairs)}); write busy in the store run / "
-                  f"codec {med['write'] / fl['codec_s']:.2f}x", flush=True)
+                  f"{' '.join(f'{e / c:.1f}' for e, c in pairs)}; the compiled loops on "
+                  f"{_threads()} thread(s), LIQGPU_THREADS; on one thread, alternated with "
+                  f"those: median {alone1:.3f} s, paired {paired1:.1f}x); write busy in the "
+                  f"store run / codec {med['write'] / fl['codec_s']:.2f}x", flush=True)
             print(f"year {model} write alone (the real chunks, computed first; one encoding "
                   f"thread; medians of {len(wa)} processes): writer {w_s:.3f} s, the cube codec "
                   f"over the same {wa[0]['cube_bytes'] / 1e9:.2f} GB {c_s:.3f} s: "
@@ -366,13 +373,21 @@ def write_alone(f: Path, model: str, out: Path) -> dict:
     return json.loads([x for x in r.stdout.splitlines() if x.startswith("WRITE ")][-1][6:])
 
 
-def engine_alone(f: Path, model: str) -> tuple[float, float]:
+def _threads() -> int:
+    sys.path.insert(0, str(REPO))
+    from liqgpu.model import jit
+
+    return jit.threads()
+
+
+def engine_alone(f: Path, model: str, threads: int | None = None) -> tuple[float, float]:
     """Seconds of the engine's chunks in a process of their own that writes nothing (the
     same plan as the store run; its compiled loops, if any, start loading before the series
     file is read, as ``liqgpu estimate`` starts them, ``liqgpu.api``): the
     engine without the writer's thread beside it on the machine's cores; and, in the same
     process right after, ``np.copyto`` of the same cubes' bytes (best of 3 into memory already
-    touched): the pair is taken side by side, in the same phase of a noisy machine."""
+    touched): the pair is taken side by side, in the same phase of a noisy machine.
+    ``threads``: the compiled loops' (``LIQGPU_THREADS``; None: the default)."""
     code = ("import sys, time, numpy as np, liqgpu\n"
             "from liqgpu.api import preload_loops\n"
             "from liqgpu.pipeline import plan, resolve_params\n"
@@ -393,6 +408,8 @@ def engine_alone(f: Path, model: str) -> tuple[float, float]:
             "    ts.append(time.perf_counter() - t)\n"
             "print(e, min(ts))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    if threads is not None:
+        env["LIQGPU_THREADS"] = str(threads)
     r = subprocess.run([sys.executable, "-c", code, str(f), model], env=env, check=True,
                        capture_output=True, text=True)
     e, c = r.stdout.split()[-2:]

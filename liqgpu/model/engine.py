@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -1018,8 +1019,12 @@ class Engine:
                     else:
                         np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
 
+        def snap_floor():  # (needs nothing above: the helper thread takes it with subtract)
+            return residue_floor(wmax, base, share, g, o_of[i_new], np.exp(Lc[snaps]))
+
+        floor = None
         if D is not None and pool is not None:  # compiled, two threads: side by side
-            _beside(pool, subtract, flows)
+            _, floor = _beside(pool, lambda: (subtract(), snap_floor())[1], flows)
         else:
             flows()
             if D is not None:
@@ -1029,7 +1034,8 @@ class Engine:
         if D is not None:
             r = int(snaps[0] + a) // n - b0
             fac = np.exp(Lc[snaps])
-            floor = residue_floor(wmax, base, share, g, o_of[i_new], fac)
+            if floor is None:
+                floor = snap_floor()
             G = acc["intensity"][r: r + ns, cmin:cmin + k]
             Go = acc["outside"][r: r + ns, o0:o0 + wd - k]
         if D is not None and jit is not None:  # the same, fused in one pass
@@ -1091,51 +1097,103 @@ class Engine:
     def _sides_jit(self, pool, jit, sides, st, c_d, c_status, m, last, buf, dying, i_new,
                    t_new, base, share, ent, g, cross, D, ob, opened,
                    carried) -> tuple[int, int]:
-        """Both sides' carried and new positions through the compiled loops at once, the
-        shorts on ``pool``'s thread: the dying, the survivors and the opened amounts exactly
-        where one thread puts them, side after side. The shorts' survivors start where the
-        longs' end, counted first (:func:`.cpu_loops.new_survivors`); their dying are written
-        past the longs' most and moved down after. Returns (next free offset, longs' end)."""
-        split, nc = sides[0][1].stop, sides[1][1].stop
-        n = base.size
-        A = self.A
-        suf, _ = cross[0].tables()
-        n_long = int(np.count_nonzero(c_d[:split] >= m)) if split else 0
-        n_long += int(jit.new_survivors(0, i_new, base, share, ent,
-                                        np.ascontiguousarray(self.factors[0, :, 0]), m,
-                                        -1 if A is None else int(A), suf))
-        keys = ("liq", "exp") if A is not None else ("liq",)
-        size = (split + n, nc - split + n)  # each side's most dying
-        rooms = {key: (dying.room(key, size[0] + size[1]), size[0]) for key in keys}
-        cross[1].tables()  # built here, not on two threads at once
+        """Both sides' carried and new positions through the compiled loops on two threads:
+        the dying, the survivors and the opened amounts exactly where one thread puts them,
+        side after side.
+
+        The work is cut in pieces taken in turn by this thread and ``pool``'s: a side's
+        carried positions with the first half of its new ones (in that order: both add to the
+        difference array's first row), and the second half (rows cut where a snapshot row
+        starts, so the halves add to different rows of it). The sides seldom cost the same
+        (in a rising market the shorts cross more levels, the longs live longer), and
+        whichever thread is free takes the next piece. Each piece's survivors start where the
+        pieces before it end, counted first (:func:`.cpu_loops.new_survivors`); its dying are
+        written at the most the pieces before it can have and moved down after. Returns
+        (next free offset, longs' end)."""
+        N0, Q = base.shape
+        age = -1 if self.A is None else int(self.A)
+        keys = ("liq", "exp") if self.A is not None else ("liq",)
+        r_h = N0 // 2  # the first row of the second half
+        if N0 >= 2:
+            r_h = int(np.searchsorted(ob, ob[r_h], side="left"))
+            if r_h == 0:
+                r_h = int(np.searchsorted(ob, ob[0], side="right"))
+        halves = ((0, r_h), (r_h, N0)) if 0 < r_h < N0 else ((0, N0),)
+        facs = [np.ascontiguousarray(self.factors[0, :, w]) for w in (0, 1)]
+        sufs = [cross[w].tables()[0] for w in (0, 1)]  # built here, not on two threads
         self._kdw_of(0)
 
-        def side(w):
-            sl = sides[w][1]
-            liq = tuple(x[size[0] * w:] for x in rooms["liq"][0])
-            exp = tuple(x[size[0] * w:] for x in rooms["exp"][0]) if A is not None else \
-                tuple(np.empty(0, dtype=x.dtype) for x in liq)
-            o, nl, ne = n_long * w, 0, 0
+        # the pieces in the state's order, (side, carried slice or None, rows), and the tasks
+        pieces, tasks, n_side0 = [], [[], [], [], []], 0
+        for w, sl in sides:
             if sl.stop > sl.start:
-                o, nl, ne = self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, o,
-                                               liq, exp, carried)
-            o, nl2, ne2 = self._new_call(jit, w, i_new, t_new, base, share, ent, g, cross[w],
-                                         m, D, ob, last, buf, o, tuple(x[nl:] for x in liq),
-                                         tuple(x[ne:] for x in exp), opened)
-            return o, nl + nl2, ne + ne2
+                tasks[w].append(len(pieces))
+                pieces.append((w, sl, None))
+            for i, h in enumerate(halves):
+                tasks[w + 2 * i].append(len(pieces))
+                pieces.append((w, None, h))
+            if w == 0:
+                n_side0 = len(pieces)
+        # where each piece's survivors and dying start
+        starts, room_at, o, at = [], [], 0, 0
+        for p, (w, sl, h) in enumerate(pieces):
+            starts.append(o)
+            room_at.append(at)
+            if sl is not None:
+                o += int(np.count_nonzero(c_d[sl] >= m))
+                at += sl.stop - sl.start
+            else:
+                r0, r1 = h
+                if p < len(pieces) - 1:  # (the last piece's end is not needed)
+                    o += int(jit.new_survivors(w, i_new[r0:r1], base[r0:r1], share[r0:r1],
+                                               ent[r0:r1], facs[w], m, age, sufs[w]))
+                at += (r1 - r0) * Q
+        rooms = {key: dying.room(key, at) for key in keys}
+        no_exp = tuple(np.empty(0, dtype=x.dtype) for x in rooms["liq"])
 
-        (o0, nl0, ne0), (o1, nl1, ne1) = _beside(pool, lambda: side(1), lambda: side(0))
-        if o0 != n_long:  # the count and the loop disagree: the state would be corrupt
-            raise RuntimeError(f"engine: the longs' survivors were counted {n_long}, "
-                               f"{o0} were carried")
-        for key, n0, n1 in (("liq", nl0, nl1), ("exp", ne0, ne1))[:len(keys)]:
-            arrays, at1 = rooms[key]
-            if n1 and at1 != n0:
-                for x in arrays:
-                    x[n0:n0 + n1] = x[at1:at1 + n1]
-            dying.took(key, n0 + n1)
-            dying.first_side[key] = n0
-        return o1, n_long
+        def run(p):
+            w, sl, h = pieces[p]
+            liq = tuple(x[room_at[p]:] for x in rooms["liq"])
+            exp = tuple(x[room_at[p]:] for x in rooms["exp"]) if "exp" in rooms else no_exp
+            if sl is not None:
+                return self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, starts[p],
+                                          liq, exp, carried)
+            r0, r1 = h
+            return self._new_call(jit, w, i_new[r0:r1], t_new[r0:r1], base[r0:r1],
+                                  share[r0:r1], ent[r0:r1], g[r0:r1], cross[w], m, D, ob[r0:r1],
+                                  last, buf, starts[p], liq, exp, opened[r0:r1])
+
+        order = iter([t for t in tasks if t])  # each thread takes the next task when free
+        lock = threading.Lock()
+        results = [None] * len(pieces)
+
+        def worker():
+            while True:
+                with lock:
+                    task = next(order, None)
+                if task is None:
+                    return
+                for p in task:  # in turn
+                    results[p] = run(p)
+
+        _beside(pool, worker, worker)
+        for p in range(len(pieces) - 1):  # each piece ends where the next starts
+            if results[p][0] != starts[p + 1]:  # else the state would be corrupt
+                raise RuntimeError(f"engine: piece {p} of a block counted "
+                                   f"{starts[p + 1] - starts[p]} survivors and carried "
+                                   f"{results[p][0] - starts[p]}")
+        for key, c in (("liq", 1), ("exp", 2))[:len(keys)]:
+            arrays, n = rooms[key], 0
+            for p in range(len(pieces)):
+                k = results[p][c]
+                if k and room_at[p] != n:
+                    for x in arrays:
+                        x[n:n + k] = x[room_at[p]:room_at[p] + k]
+                n += k
+                if p == n_side0 - 1:
+                    dying.first_side[key] = n
+            dying.took(key, n)
+        return results[-1][0], starts[n_side0]
 
     def _carried_jit(self, jit, sl, st, c_d, c_status, m, last, buf, o, dying,
                      carried) -> int:
