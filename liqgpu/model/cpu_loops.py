@@ -75,6 +75,8 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
     thr = np.empty(rb * Q)
     pos = np.empty(rb * Q, dtype=np.int64)
     cand = np.empty(rb * Q, dtype=np.int64)
+    cpos = np.empty(rb * Q, dtype=np.int32)  # the candidates' search, packed
+    cthr = np.empty(rb * Q)
     nl = 0
     ne = 0
     for r0 in range(0, N0, rb):
@@ -92,24 +94,26 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
                     lev[q] = x
                     thr[q] = t
                     pos[q] = m
-                    if m >= 2 and t >= floor:  # crosses in the block (NaN: never)
+                    if t >= floor and s1 < m:  # crosses in the block (NaN: never)
                         pos[q] = s1
                         cand[nc] = q
                         nc += 1
                     q += 1
+        for c in range(nc):
+            q = cand[c]
+            cpos[c] = pos[q]
+            cthr[c] = thr[q]
         for j in range(J - 1, -1, -1):  # binary lifting, the batch's candidates together
             step = 1 << j
             row = tabs[j]
             for c in range(nc):
-                q = cand[c]
-                x = pos[q]
                 # branch-free: the outcome is a coin toss, a mispredicted branch costs more
-                # than the load
-                pos[q] = x + step * (row[min(x, m - 1)] > thr[q])
+                # than the load. A jump never passes the crossing (the window before it
+                # holds no value at or below the level), which is before m: no bound check
+                x = cpos[c]
+                cpos[c] = x + step * (row[x] > cthr[c])
         for c in range(nc):
-            q = cand[c]
-            if pos[q] > m:
-                pos[q] = m
+            pos[cand[c]] = cpos[c]
         for r in range(r0, r1):
             i = i_new[r]
             sh = share[r, w]
@@ -175,8 +179,8 @@ def new_survivors(w, i_new, base, share, ent, fac, m, age, suf):
             for k in range(K):
                 x = e * fac[k]
                 t = -x if w else x
-                if m >= 2 and t >= floor and i + 1 < m:  # crosses in the block (at the
-                    continue  # block's last step only an infinite level is a candidate)
+                if t >= floor and i + 1 < m:  # crosses in the block
+                    continue
                 if base[r, p * K + k] * sh > 0:
                     n += 1
     return n
