@@ -254,3 +254,32 @@ def test_a_forked_child_gets_its_own_helper_thread():
 
 def _helper_answers():
     return jit_mod.helper().submit(lambda: 7).result(timeout=10)
+
+
+def test_beside_waits_for_the_other_thread_and_reports_errors():
+    """A block's two halves: the caller's result first; an error on either thread reaches the
+    caller, and only after the other thread has finished (no write into a block's arrays after
+    it has ended)."""
+    import time
+
+    pool = jit_mod.helper()
+    assert engine_mod._beside(pool, lambda: 2, lambda: 1) == (1, 2)
+    done = []
+
+    def slow():
+        time.sleep(0.2)
+        done.append(True)
+        return 0
+
+    def fails():
+        raise ValueError("here")
+
+    with pytest.raises(ValueError, match="here"):
+        engine_mod._beside(pool, slow, fails)
+    assert done == [True]  # waited for
+
+    def fails_there():
+        raise KeyError("there")
+
+    with pytest.raises(KeyError, match="there"):
+        engine_mod._beside(pool, fails_there, lambda: 1)
