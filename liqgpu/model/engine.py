@@ -53,8 +53,9 @@ BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks 
 TILE_POSITIONS = 1 << 17  # v2 numpy: new positions handled together (their passes stay in cache)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
-#: compiled loops on two threads: the least work a block hands the second thread (positions
-#: of a side, cells of its snapshot rows); below it the hand-over costs more than it saves
+#: compiled loops on two threads: the least work for which a block shares its positions
+#: (carried and new) and its snapshot rows' cells; below it the hand-over costs more than it
+#: saves
 SPLIT_POSITIONS = 1 << 14
 SPLIT_CELLS = 1 << 16
 
@@ -791,8 +792,9 @@ class Engine:
         nkd = 2 * B
         row_a = a // n - b0
         jit = _jit.loaded() if self._jit else None  # the compiled loops, once loaded
-        # compiled, on two threads: a block's longs and shorts at once (they touch different
-        # cells, so every sum adds the same terms in the same order as on one thread)
+        # compiled, on two threads: pieces of a block that add to different elements (a cell
+        # is one side's; a half of a side's new positions has its own snapshot rows), so every
+        # sum adds the same terms in the same order as on one thread
         pool = _jit.helper() if jit is not None and self._threads > 1 else None
         zero_a = bool(self.zero[0, a])
         logc = self.logc[0, a:b]
