@@ -63,6 +63,7 @@ class _Plan:
     grid: Grid
     params: object  # Params (v1) or ParamsV2
     chunk_buckets: int
+    tc: int  # buckets per time chunk of the store: the first chunk, as liqgpu.estimate cuts
     backend: str
     dtype: str
     jit: bool | None = None  # numpy tasks: the compiled loops (decided for the whole fleet)
@@ -257,7 +258,7 @@ def estimate_distributed(
              params.n_tiers, len(todo), len(series) - len(todo), cb)
     plan = _Plan(store=str(partial / "store.zarr"), done=str(partial / "done"), time=time,
                  n_every=n_every, n_buckets=n_buckets, grid=g, params=params, chunk_buckets=cb,
-                 backend=backend, dtype="float32",
+                 tc=tc, backend=backend, dtype="float32",
                  # a worker loads them once for all its tasks: decided on the fleet's size
                  jit=_jit.wanted(len(series) * time.size * params.entry_mode[1] * params.n_tiers
                                  * 2, len(series) * n_buckets * g.n_bins * params.n_out * 2))
@@ -434,7 +435,8 @@ def _series_task(i: int, s, plan: _Plan, hook=None) -> dict:
 
     with _quiet_zarr():
         held = []  # pieces of a time chunk cut at the resume bucket, until it is whole
-        for chunk in engine.run(plan.chunk_buckets, on_bucket=(plan.n_buckets - 1, capture)):
+        for chunk in engine.run(plan.chunk_buckets, on_bucket=(plan.n_buckets - 1, capture),
+                                first=plan.tc):
             for v in tier_vars:
                 small[v][:, chunk.b0:chunk.b1] = getattr(chunk, v)
             if encoders is None:

@@ -207,8 +207,6 @@ def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np
     >>> out[0, 0, 0, 0]
     np.float64(1000.0)
     """
-    from .io.tables import time_ns
-
     if unknown_side not in ("skip", "split"):
         raise InputError(f"unknown_side: {unknown_side!r} is not skip or split")
     edges = np.asarray(edges, dtype=np.float64)
@@ -223,48 +221,12 @@ def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np
     S, T, P = len(series_names), t_b.size, edges.size - 1
     out = np.zeros((S, T, P, 2), dtype=np.float64)
     n = len(events)
-    summary = {"events": int(n), "binned": 0, "notional_binned": 0.0}
-    reasons = ("other_series", "before_range", "after_range", "below_grid", "above_grid",
-               "unknown_side")
-    for r in reasons:
-        summary[r] = {"count": 0, "notional": 0.0}
+    summary = _empty_summary(events, S, T)
     if n == 0 or S == 0 or T == 0:
-        if n:
-            summary["other_series" if S == 0 else "after_range"] = {
-                "count": int(n), "notional": float(np.nansum(events["notional"]))}
         return (out, summary) if return_summary else out
 
-    missing = [c for c in EVENT_REQUIRED if c not in events.columns]
-    if missing:
-        raise InputError(f"events: missing column(s) {', '.join(missing)}")
-    t = time_ns(events["time"])
-    price = events["price"].to_numpy(dtype=np.float64)
-    notional = events["notional"].to_numpy(dtype=np.float64)
-    if not (np.isfinite(price).all() and np.isfinite(notional).all()):
-        raise InputError("events: price and notional must be finite numbers")
-    names = (events["exchange"].astype(str) + ":" + events["symbol"].astype(str)).str.lower()
-    lookup = {name.lower(): i for i, name in enumerate(series_names)}
-    s_idx = names.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
-    side = events["side"].astype(str).str.lower().to_numpy()
-    side_idx = np.where(side == "long", 0, np.where(side == "short", 1, -1))
-
-    o = np.searchsorted(t_b, t, side="right") - 1
-    j = np.searchsorted(edges, price, side="right") - 1
-
-    def left_out(reason, mask):
-        summary[reason]["count"] += int(mask.sum())
-        summary[reason]["notional"] += float(notional[mask].sum())
-        return mask
-
-    bad = left_out("other_series", s_idx < 0)
-    bad |= left_out("before_range", ~bad & (o < 0))
-    in_bucket = (o >= 0) & (t < t_b[np.clip(o, 0, T - 1)] + every_ns)
-    bad |= left_out("after_range", ~bad & ~in_bucket)
-    bad |= left_out("below_grid", ~bad & (j < 0))
-    bad |= left_out("above_grid", ~bad & (j >= P))
-    if unknown_side == "skip":
-        bad |= left_out("unknown_side", ~bad & (side_idx < 0))
-    ok = ~bad
+    s_idx, o, j, side_idx, notional, ok = _classify(events, series_names, t_b, every_ns,
+                                                    edges, unknown_side, summary)
     known = ok & (side_idx >= 0)
     np.add.at(out, (s_idx[known], o[known], j[known], side_idx[known]), notional[known])
     unk = ok & (side_idx < 0)
@@ -272,9 +234,7 @@ def bin_realized(events, *, series_names: list[str], time: np.ndarray, every: np
         for k in (0, 1):
             np.add.at(out, (s_idx[unk], o[unk], j[unk], np.full(int(unk.sum()), k)),
                       notional[unk] / 2)
-    summary["binned"] = int(ok.sum())
-    summary["notional_binned"] = float(notional[ok].sum())
-    left = {r: summary[r]["count"] for r in reasons if summary[r]["count"]}
+    left = {r: summary[r]["count"] for r in REASONS if summary[r]["count"]}
     if left and log_left_out:
         log.warning("realized: %d of %d events not binned (%s)", n - summary["binned"], n,
                     ", ".join(f"{k} {v}" for k, v in left.items()))
@@ -315,6 +275,82 @@ def check_matched(events, *, series_names: list[str], start, end,
     log.warning("%s (left out: --allow-unmatched)", msg)
 
 
+REASONS = ("other_series", "before_range", "after_range", "below_grid", "above_grid",
+           "unknown_side")
+
+
+def _empty_summary(events, S: int, T: int) -> dict:
+    """:func:`bin_realized`'s summary before any event is classified; where there is no series
+    or no bucket, every event is counted left out."""
+    n = len(events)
+    summary = {"events": int(n), "binned": 0, "notional_binned": 0.0}
+    for r in REASONS:
+        summary[r] = {"count": 0, "notional": 0.0}
+    if n and (S == 0 or T == 0):
+        summary["other_series" if S == 0 else "after_range"] = {
+            "count": int(n), "notional": float(np.nansum(events["notional"]))}
+    return summary
+
+
+def realized_summary(events, *, series_names: list[str], time: np.ndarray,
+                     every: np.timedelta64, edges: np.ndarray,
+                     unknown_side: str = "skip") -> dict:
+    """:func:`bin_realized`'s summary of these events over the whole time axis ``time``,
+    without the cube: what a run binning them chunk by chunk reports, in one pass, so its
+    sums do not depend on how the run cut its time axis."""
+    edges = np.asarray(edges, dtype=np.float64)
+    t_b = np.asarray(time).astype("datetime64[ns]").view(np.int64)
+    summary = _empty_summary(events, len(series_names), t_b.size)
+    if len(events) and len(series_names) and t_b.size:
+        _classify(events, series_names, t_b, int(np.timedelta64(every, "ns").astype(np.int64)),
+                  edges, unknown_side, summary)
+    return summary
+
+
+def _classify(events, series_names, t_b, every_ns: int, edges, unknown_side: str,
+              summary: dict):
+    """Each event's series, bucket, bin and side (``bin_realized``'s checks), and whether it
+    is binned; the counts and notional of those left out, per reason, and of those binned,
+    added to ``summary``. Returns (series, bucket, bin, side, notional, binned)."""
+    from .io.tables import time_ns
+
+    missing = [c for c in EVENT_REQUIRED if c not in events.columns]
+    if missing:
+        raise InputError(f"events: missing column(s) {', '.join(missing)}")
+    T, P = t_b.size, edges.size - 1
+    t = time_ns(events["time"])
+    price = events["price"].to_numpy(dtype=np.float64)
+    notional = events["notional"].to_numpy(dtype=np.float64)
+    if not (np.isfinite(price).all() and np.isfinite(notional).all()):
+        raise InputError("events: price and notional must be finite numbers")
+    names = (events["exchange"].astype(str) + ":" + events["symbol"].astype(str)).str.lower()
+    lookup = {name.lower(): i for i, name in enumerate(series_names)}
+    s_idx = names.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+    side = events["side"].astype(str).str.lower().to_numpy()
+    side_idx = np.where(side == "long", 0, np.where(side == "short", 1, -1))
+
+    o = np.searchsorted(t_b, t, side="right") - 1
+    j = np.searchsorted(edges, price, side="right") - 1
+
+    def left_out(reason, mask):
+        summary[reason]["count"] += int(mask.sum())
+        summary[reason]["notional"] += float(notional[mask].sum())
+        return mask
+
+    bad = left_out("other_series", s_idx < 0)
+    bad |= left_out("before_range", ~bad & (o < 0))
+    in_bucket = (o >= 0) & (t < t_b[np.clip(o, 0, T - 1)] + every_ns)
+    bad |= left_out("after_range", ~bad & ~in_bucket)
+    bad |= left_out("below_grid", ~bad & (j < 0))
+    bad |= left_out("above_grid", ~bad & (j >= P))
+    if unknown_side == "skip":
+        bad |= left_out("unknown_side", ~bad & (side_idx < 0))
+    ok = ~bad
+    summary["binned"] += int(ok.sum())
+    summary["notional_binned"] += float(notional[ok].sum())
+    return s_idx, o, j, side_idx, notional, ok
+
+
 # -- reading and binning for a run (estimate, update, the Dask tasks) ----------------------------
 def read_events(realized):
     """Normalized events from paths and/or DataFrames (``--realized``), sorted by time; None
@@ -341,7 +377,6 @@ class EventBinner:
 
         self.ev, self.names, self.btime, self.every, self.edges = events, names, btime, every, edges
         self.t = time_ns(events["time"])
-        self.summary = None
 
     def add_to(self, ds, b0: int, b1: int):
         ds["realized"] = (("series", "time", "price", "side"), self.cube(b0, b1),
@@ -357,26 +392,16 @@ class EventBinner:
         last = b1 == self.btime.size
         i0 = 0 if first else int(np.searchsorted(self.t, lo, side="left"))
         i1 = self.t.size if last else int(np.searchsorted(self.t, hi, side="left"))
-        cube, summ = bin_realized(self.ev.iloc[i0:i1], series_names=self.names,
-                                  time=self.btime[b0:b1], every=self.every, edges=self.edges,
-                                  return_summary=True, log_left_out=False)
-        self._merge(summ)
+        cube = bin_realized(self.ev.iloc[i0:i1], series_names=self.names,
+                            time=self.btime[b0:b1], every=self.every, edges=self.edges,
+                            log_left_out=False)
         return cube.astype(np.float32)
 
-    def _merge(self, summ: dict) -> None:
-        if self.summary is None:
-            self.summary = summ
-            return
-        for k, v in summ.items():
-            if isinstance(v, dict):
-                self.summary[k]["count"] += v["count"]
-                self.summary[k]["notional"] += v["notional"]
-            elif k != "events":
-                self.summary[k] += v
-        self.summary["events"] += summ["events"]
-
     def finish(self) -> dict:
-        s = self.summary or {"events": 0, "binned": 0, "notional_binned": 0.0}
+        """The summary of every event over the whole time axis (one pass: the same sums
+        however the run cut its chunks), with a warning for those left out."""
+        s = realized_summary(self.ev, series_names=self.names, time=self.btime,
+                             every=self.every, edges=self.edges)
         left = {k: v["count"] for k, v in s.items() if isinstance(v, dict) and v["count"]}
         if left:
             log.warning("realized: %d of %d events not binned (%s)", s["events"] - s["binned"],

@@ -202,8 +202,12 @@ class Plan:
 
     def chunks(self, progress: bool = False):
         """The engine's :class:`~liqgpu.model.engine.ChunkResult` s, in time order."""
-        run = self.engine.run(self.chunk_buckets, on_bucket=(self.last, self.capture))
-        return progress_bar(run, -(-self.n_buckets // self.chunk_buckets), progress)
+        from .model.engine import chunk_edges
+
+        run = self.engine.run(self.chunk_buckets, on_bucket=(self.last, self.capture),
+                              first=self.tc)
+        n = len(chunk_edges(self.n_buckets, self.chunk_buckets, self.last, self.tc))
+        return progress_bar(run, n, progress)
 
 
 def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "clock",
@@ -395,12 +399,14 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
         return Group("resume", *resume_group(p.series, p.inputs.step, state(), last * p.n_every,
                                              stream=True))
 
-    edges = chunk_edges(nb, p.chunk_buckets, last)
+    # the first chunk is one time chunk, the first results sooner (the distributed tasks cut
+    # the same way: v2's rounding follows the chunks)
+    edges = chunk_edges(nb, p.chunk_buckets, last, p.tc)
 
     def parts():
         for gi, (s0, s1) in enumerate(groups):
             eng = p.engine if one else p.engine.group(s0, s1)
-            for chunk in eng.run(p.chunk_buckets,
+            for chunk in eng.run(p.chunk_buckets, first=p.tc,
                                  on_bucket=(last, lambda e, gi=gi: capture(gi, e))):
                 arrays = {v: getattr(chunk, v) for v in names}
                 if binner is not None and one:

@@ -74,3 +74,34 @@ def test_bucket_shorter_than_spacing_and_bad_args():
                      edges=np.array([1.0, 1.0]))
     empty = bin_realized(ev.iloc[:0], series_names=["a:b"], time=TIME, every=HOUR, edges=EDGES)
     assert empty.shape == (1, 3, 3, 2) and empty.sum() == 0
+
+
+def test_a_run_s_summary_does_not_depend_on_its_chunks():
+    """EventBinner bins chunk by chunk (as estimate's engine chunks, or the Dask pass's larger
+    ones) and reports one summary: the same dict, to the last bit, however the time axis is
+    cut, and the one bin_realized gives over the whole axis."""
+    from liqgpu.events import EventBinner
+
+    rng = np.random.default_rng(3)
+    n, T = 4000, 48
+    t0 = np.datetime64("2024-01-01T00:00", "ns")
+    time = t0 + np.arange(T) * HOUR
+    offs = rng.integers(-3600, (T + 2) * 3600, n) * np.timedelta64(1, "s")
+    ev = pd.DataFrame({
+        "time": pd.to_datetime(t0 + offs, utc=True),
+        "exchange": rng.choice(["bybit", "okx"], n), "symbol": "BTCUSDT",
+        "side": rng.choice(["long", "short", "unknown"], n, p=[0.45, 0.45, 0.1]),
+        "price": rng.uniform(95.0, 135.0, n),
+        # magnitudes far apart: a sum's rounding depends on how it is grouped
+        "notional": rng.choice([0.1, 3.7, 1e12, 7e15], n) * rng.uniform(0.5, 1.5, n)})
+    ev = ev.sort_values("time", kind="stable").reset_index(drop=True)
+    names = ["bybit:BTCUSDT"]
+    whole, ref = bin_realized(ev, series_names=names, time=time, every=HOUR, edges=EDGES,
+                              return_summary=True, log_left_out=False)
+    for cuts in ([0, T], [0, 1, T], [0, 5, 17, 18, 40, T], list(range(T + 1))):
+        b = EventBinner(ev, names, time, HOUR, EDGES)
+        cube = np.concatenate([b.cube(b0, b1) for b0, b1 in zip(cuts[:-1], cuts[1:])], axis=1)
+        np.testing.assert_array_equal(cube, whole.astype(np.float32))
+        assert b.finish() == ref, cuts
+    assert ref["binned"] > 0 and ref["other_series"]["count"] > 0 \
+        and ref["before_range"]["count"] > 0 and ref["after_range"]["count"] > 0

@@ -166,11 +166,15 @@ def positions(inputs) -> int:
         * int(inputs.weights.size) * 2
 
 
-def chunk_edges(n_buckets: int, chunk_buckets: int, cut: int | None = None) -> list:
-    """Consecutive ``(b0, b1)`` chunks of ``chunk_buckets`` buckets, also split at ``cut``."""
+def chunk_edges(n_buckets: int, chunk_buckets: int, cut: int | None = None,
+                first: int | None = None) -> list:
+    """Consecutive ``(b0, b1)`` chunks of ``chunk_buckets`` buckets, also split at ``cut`` and
+    at ``first`` (a shorter first chunk: the run's first results, and its progress, come
+    sooner)."""
     edges = set(range(0, n_buckets, chunk_buckets)) | {n_buckets}
-    if cut is not None and 0 <= cut < n_buckets:
-        edges.add(cut)
+    for at in (cut, first):
+        if at is not None and 0 <= at < n_buckets:
+            edges.add(at)
     edges = sorted(edges)
     return list(zip(edges[:-1], edges[1:]))
 
@@ -317,11 +321,11 @@ class SeriesEngines:
             e.__dict__.pop("_scratch", None)
             e.__dict__.pop("_sorted", None)
 
-    def run(self, chunk_buckets: int, *, on_bucket=None):
+    def run(self, chunk_buckets: int, *, on_bucket=None, first: int | None = None):
         """As :meth:`Engine.run`, with the series stacked in each :class:`ChunkResult`."""
         cut, fn = on_bucket if on_bucket is not None else (None, None)
         self._made()
-        for b0, b1 in chunk_edges(self.n_buckets, chunk_buckets, cut):
+        for b0, b1 in chunk_edges(self.n_buckets, chunk_buckets, cut, first):
             if b0 == cut:
                 fn(self)
             yield self.chunk(b0, b1)
@@ -492,14 +496,15 @@ class Engine:
             self._threads = _jit.threads() if threads is None else max(1, int(threads))
 
     # ------------------------------------------------------------------------------------------
-    def run(self, chunk_buckets: int, *, on_bucket=None):
+    def run(self, chunk_buckets: int, *, on_bucket=None, first: int | None = None):
         """Yield :class:`ChunkResult` for consecutive chunks of ``chunk_buckets`` buckets.
 
         ``on_bucket=(b, fn)`` splits the chunks at bucket ``b`` and calls ``fn(self)`` there,
-        with the state as it is before that bucket's first step (for resumable stores).
+        with the state as it is before that bucket's first step (for resumable stores);
+        ``first``: the first chunk's end (:func:`chunk_edges`).
         """
         cut, fn = on_bucket if on_bucket is not None else (None, None)
-        for b0, b1 in chunk_edges(self.n_buckets, chunk_buckets, cut):
+        for b0, b1 in chunk_edges(self.n_buckets, chunk_buckets, cut, first):
             if b0 == cut:
                 fn(self)
             yield self.chunk(b0, b1)

@@ -356,3 +356,28 @@ def test_dying_buffers_keep_order_and_refuse_to_overflow():
     n.append("exp", (np.array([7]), np.array([1]), np.array([0], np.int8), np.array([0.5])))
     n.append("exp", (np.array([8]), np.array([2]), np.array([1], np.int8), np.array([0.25])))
     assert n.arrays("exp")[0].tolist() == [7, 8] and n.arrays("liq") is None
+
+
+def test_chunk_edges_cut_and_a_short_first_chunk():
+    from liqgpu.model.engine import chunk_edges
+
+    assert chunk_edges(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert chunk_edges(10, 4, cut=9, first=2) == [(0, 2), (2, 4), (4, 8), (8, 9), (9, 10)]
+    assert chunk_edges(10, 4, first=4) == chunk_edges(10, 4) == chunk_edges(10, 4, first=0)
+    assert chunk_edges(3, 4, first=5) == [(0, 3)]
+
+
+def test_a_run_s_first_chunk_is_one_time_chunk_of_the_store():
+    """The first results come after one store time chunk, not a whole engine chunk; every
+    chunk still ends on a time chunk's edge (or the resume cut, or the end)."""
+    from liqgpu.pipeline import plan
+
+    data, extra = random_market(4, 6000)
+    s = make_series(data["close"], data["oi"], high=data["high"], low=data["low"],
+                    open_=data["open_"], extra=extra)
+    p = plan([s], ParamsV2(), every="5min", chunk_buckets=None)
+    assert p.chunk_buckets >= 2 * p.tc  # else there is nothing to shorten
+    got = [(c.b0, c.b1) for c in p.chunks()]
+    assert got[0] == (0, p.tc)
+    assert all(b1 % p.tc == 0 or b1 in (p.last, p.n_buckets) for _, b1 in got)
+    assert got[-1][1] == p.n_buckets and all(a[1] == b[0] for a, b in zip(got, got[1:]))
