@@ -928,15 +928,12 @@ class Engine:
         cross = [_Crossing(v) for v in vals]
         rows = max(1, TILE_POSITIONS // max(Q, 1))
         o = n_long = 0
-        if pool is not None:  # both sides at once
+        if jit is not None:  # compiled: each side's carried, then new positions, in pieces
             o, n_long = self._sides_jit(pool, jit, sides, st, c_d, c_status, m, last, buf,
                                         dying, i_new, t_new, base, share, ent, g, cross, D, ob,
                                         opened, carried)
-        for w, sl in sides if pool is None else ():
-            if nc and jit is not None:
-                o = self._carried_jit(jit, sl, st, c_d, c_status, m, last, buf, o, dying,
-                                      carried)
-            elif nc:  # carried positions of this side
+        for w, sl in sides if jit is None else ():  # numpy
+            if nc:  # carried positions of this side
                 grp = (c_d[sl], st.cell[sl], st.kd[sl], c_W[sl])
                 for key, mask in (("liq", c_liq), ("exp", c_exp)):
                     if mask is not None:
@@ -945,10 +942,7 @@ class Engine:
                 o = self._carry(buf, o, np.flatnonzero(c_d[sl] >= m), last,  # gone: c_d = 0
                                 st.level[sl], st.cell[sl], st.kd[sl], c_W[sl], st.opened[sl],
                                 st.birth[sl])
-            if jit is not None:  # compiled: one loop over this side's new positions
-                o = self._new_jit(jit, w, i_new, t_new, base, share, ent, g, cross[w], m, D, ob,
-                                  last, buf, o, dying, opened)
-            for i0 in range(0, N0 if jit is None else 0, rows):  # numpy: tile by tile
+            for i0 in range(0, N0, rows):  # tile by tile
                 i1 = min(N0, i0 + rows)
                 amt = base[i0:i1] * share[i0:i1, w, None]  # (r, Q)
                 lev = (ent[i0:i1, :, None] * self.factors[0, :, w]).reshape(i1 - i0, Q)
@@ -1104,11 +1098,12 @@ class Engine:
     def _sides_jit(self, pool, jit, sides, st, c_d, c_status, m, last, buf, dying, i_new,
                    t_new, base, share, ent, g, cross, D, ob, opened,
                    carried) -> tuple[int, int]:
-        """Both sides' carried and new positions through the compiled loops on two threads:
-        the dying, the survivors and the opened amounts exactly where one thread puts them,
-        side after side.
+        """Both sides' carried and new positions through the compiled loops: the dying, the
+        survivors and the opened amounts side after side, in the state's order. Without
+        ``pool`` the pieces below run in turn on this thread, each where the last one ended.
 
-        The work is cut in pieces taken in turn by this thread and ``pool``'s: a side's
+        With ``pool`` (a second thread) the work is cut in pieces taken in turn by this thread
+        and ``pool``'s, with the same results: a side's
         carried positions with the first half of its new ones (in that order: both add to the
         difference array's first row), and the second half (rows cut where a snapshot row
         starts, so the halves add to different rows of it). The sides seldom cost the same
@@ -1125,7 +1120,7 @@ class Engine:
             r_h = int(np.searchsorted(ob, ob[r_h], side="left"))
             if r_h == 0:
                 r_h = int(np.searchsorted(ob, ob[0], side="right"))
-        halves = ((0, r_h), (r_h, N0)) if 0 < r_h < N0 else ((0, N0),)
+        halves = ((0, r_h), (r_h, N0)) if 0 < r_h < N0 and pool is not None else ((0, N0),)
         facs = [np.ascontiguousarray(self.factors[0, :, w]) for w in (0, 1)]
         sufs = [cross[w].tables()[0] for w in (0, 1)]  # built here, not on two threads
         self._kdw_of(0)
@@ -1141,34 +1136,45 @@ class Engine:
                 pieces.append((w, None, h))
             if w == 0:
                 n_side0 = len(pieces)
-        # where each piece's survivors and dying start
-        starts, room_at, o, at = [], [], 0, 0
-        for p, (w, sl, h) in enumerate(pieces):
-            starts.append(o)
-            room_at.append(at)
-            if sl is not None:
-                o += int(np.count_nonzero(c_d[sl] >= m))
-                at += sl.stop - sl.start
-            else:
-                r0, r1 = h
-                if p < len(pieces) - 1:  # (the last piece's end is not needed)
-                    o += int(jit.new_survivors(w, i_new[r0:r1], base[r0:r1], share[r0:r1],
-                                               ent[r0:r1], facs[w], m, age, sufs[w]))
-                at += (r1 - r0) * Q
-        rooms = {key: dying.room(key, at) for key in keys}
+        sizes = [sl.stop - sl.start if sl is not None else (h[1] - h[0]) * Q
+                 for _, sl, h in pieces]  # each piece's most dying
+        rooms = {key: dying.room(key, sum(sizes)) for key in keys}
         no_exp = tuple(np.empty(0, dtype=x.dtype) for x in rooms["liq"])
 
-        def run(p):
+        def run(p, start, at_liq, at_exp):
             w, sl, h = pieces[p]
-            liq = tuple(x[room_at[p]:] for x in rooms["liq"])
-            exp = tuple(x[room_at[p]:] for x in rooms["exp"]) if "exp" in rooms else no_exp
+            liq = tuple(x[at_liq:] for x in rooms["liq"])
+            exp = tuple(x[at_exp:] for x in rooms["exp"]) if "exp" in rooms else no_exp
             if sl is not None:
-                return self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, starts[p],
-                                          liq, exp, carried)
+                return self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, start, liq,
+                                          exp, carried)
             r0, r1 = h
             return self._new_call(jit, w, i_new[r0:r1], t_new[r0:r1], base[r0:r1],
                                   share[r0:r1], ent[r0:r1], g[r0:r1], cross[w], m, D, ob[r0:r1],
-                                  last, buf, starts[p], liq, exp, opened[r0:r1])
+                                  last, buf, start, liq, exp, opened[r0:r1])
+
+        if pool is None:  # one thread: each piece where the last one ended
+            o, n_long, n = 0, 0, {"liq": 0, "exp": 0}
+            for p in range(len(pieces)):
+                if p == n_side0:
+                    n_long = o
+                o, nl, ne = run(p, o, n["liq"], n["exp"])
+                n["liq"] += nl
+                n["exp"] += ne
+            for key in keys:
+                dying.took(key, n[key])
+            return o, n_long
+
+        # two threads: where each piece's survivors and dying start, counted first
+        starts, room_at, o = [], [sum(sizes[:p]) for p in range(len(pieces))], 0
+        for p, (w, sl, h) in enumerate(pieces):
+            starts.append(o)
+            if sl is not None:
+                o += int(np.count_nonzero(c_d[sl] >= m))
+            elif p < len(pieces) - 1:  # (the last piece's end is not needed)
+                r0, r1 = h
+                o += int(jit.new_survivors(w, i_new[r0:r1], base[r0:r1], share[r0:r1],
+                                           ent[r0:r1], facs[w], m, age, sufs[w]))
 
         order = iter([t for t in tasks if t])  # each thread takes the next task when free
         lock = threading.Lock()
@@ -1181,7 +1187,7 @@ class Engine:
                 if task is None:
                     return
                 for p in task:  # in turn
-                    results[p] = run(p)
+                    results[p] = run(p, starts[p], room_at[p], room_at[p])
 
         _beside(pool, worker, worker)
         for p in range(len(pieces) - 1):  # each piece ends where the next starts
@@ -1202,19 +1208,6 @@ class Engine:
             dying.took(key, n)
         return results[-1][0], starts[n_side0]
 
-    def _carried_jit(self, jit, sl, st, c_d, c_status, m, last, buf, o, dying,
-                     carried) -> int:
-        """The carried positions ``sl`` (one side) through the compiled loop: the dying
-        appended to ``dying``, the survivors into the state buffers from ``o``, their amounts
-        summed into ``carried``'s arrays; returns the next free offset."""
-        n = sl.stop - sl.start
-        o, nl, ne = self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, o,
-                                       dying.room("liq", n), dying.room("exp", n), carried)
-        dying.took("liq", nl)
-        if self.A is not None:
-            dying.took("exp", ne)
-        return o
-
     @staticmethod
     def _carried_call(jit, sl, st, c_d, c_status, m, last, buf, o, liq, exp, carried):
         """:func:`.cpu_loops.carried_split` of the carried positions ``sl`` into these dying
@@ -1224,23 +1217,6 @@ class Engine:
             sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
             st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
             buf["birth"], o, *liq, *exp, *carried)
-
-    def _new_jit(self, jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob, last, buf,
-                 o, dying, opened):
-        """The new positions of side ``w`` through the compiled loop (:mod:`.jit`): the
-        numpy tile loop's results, appended to ``dying`` and ``opened`` and the state
-        buffers from ``o``; returns the next free offset."""
-        n = base.size
-        liq = dying.room("liq", n)
-        exp = dying.room("exp", n) if self.A is not None else \
-            tuple(np.empty(0, dtype=x.dtype) for x in liq)
-        o, nl, ne = self._new_call(jit, w, i_new, t_new, base, share, ent, g, cross, m, D, ob,
-                                   last, buf, o, liq, exp, opened)
-        if nl:
-            dying.took("liq", nl)
-        if ne:
-            dying.took("exp", ne)
-        return o
 
     def _kdw_of(self, w):
         """The kd of each (entry point, tier) column of side ``w``'s new positions."""
