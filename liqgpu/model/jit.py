@@ -40,14 +40,14 @@ SAVING_PER_CELL = 3e-9
 #: without them and 3.2 s with; v2 (1.9 s estimated) 4.9 s without, 4.6 s with
 MIN_SAVING_S = 1.0
 
-#: the most threads a block's compiled loops use: its two sides (longs, shorts) at once
+#: the most threads a block's compiled loops use (its pieces: two sides, each in halves)
 MAX_THREADS = 2
 
 _KERNELS = None  # the module once imported; False: numba cannot be imported
 _READY = threading.Event()  # set once the loops are loaded (or cannot be)
 _LOCK = threading.Lock()
 _THREAD: threading.Thread | None = None
-_HELPER: tuple | None = None  # (pid, executor): the thread that runs a block's second side
+_HELPER: tuple | None = None  # (pid, executor): the second thread of the compiled loops
 
 
 def _mode() -> str:
@@ -72,8 +72,8 @@ def wanted(n_positions: int, n_cells: int = 0) -> bool:
 def threads() -> int:
     """Threads a block's compiled loops run on: ``LIQGPU_THREADS`` (1: one after the other;
     at most :data:`MAX_THREADS`), else 2 where this process may use two processors or more.
-    A block's two sides are independent and write different cells, so they run at once with
-    the same results, bit for bit. Raises InputError for a value that is not a count."""
+    A block's pieces (its two sides, each in halves) add to different elements, so they run
+    at once with the same results, bit for bit. Raises InputError for a value that is not a count."""
     raw = os.environ.get("LIQGPU_THREADS", "")
     if raw.strip():
         try:
@@ -92,7 +92,7 @@ def threads() -> int:
 
 
 def helper():
-    """The thread that runs the second side of a block (one per process, made on first use;
+    """The second thread of the compiled loops (one per process, made on first use;
     a forked child makes its own: its parent's thread is not in it)."""
     from concurrent.futures import ThreadPoolExecutor
 
