@@ -206,3 +206,16 @@ def test_demo_bad_options_write_nothing(tmp_path, args, message):
     assert r.exit_code == 2, r.output
     assert message in r.output and not isinstance(r.exception, (ValueError, TypeError))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["zero", "0"])
+def test_a_bad_liqgpu_threads_exits_2_and_writes_nothing(tmp_path, bars, monkeypatch, value):
+    pytest.importorskip("numba")
+    monkeypatch.setenv("LIQGPU_JIT", "1")  # the compiled loops, whose threads it sets
+    monkeypatch.setenv("LIQGPU_THREADS", value)
+    out = tmp_path / "s.zarr"
+    r = CliRunner().invoke(main, ["estimate", str(bars), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert f"LIQGPU_THREADS='{value}': must be a whole number of threads" in r.output
+    assert isinstance(r.exception, SystemExit)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.csv"]
