@@ -4,6 +4,7 @@ and v2, range entries, expiry, closures to zero, narrow and linear grids, retire
 may switch from one to the other at any block; and the decision rules of liqgpu.model.jit."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -108,6 +109,25 @@ def test_compiled_loops_equal_numpy_loops_bit_for_bit(case, dtype, threads, monk
             ran.add((_n, threading.current_thread().name.startswith("liqgpu-side")))
             return _f(*a)
         monkeypatch.setattr(loops, name, spy)
+    if threads == 2:  # the pieces of a side go to whichever thread is free: here the helper
+        real = engine_mod._beside  # starts first, so it takes carried and new positions too
+
+        def beside(pool, there, here):
+            if getattr(here, "__name__", "") != "worker":
+                return real(pool, there, here)
+            started = threading.Event()
+
+            def helper_first():
+                started.set()
+                return there()
+
+            def after():
+                started.wait(5)
+                time.sleep(0.002)
+                return here()
+            return real(pool, helper_first, after)
+
+        monkeypatch.setattr(engine_mod, "_beside", beside)
     fast, st_f = _run(prepare([s], p), grid, every, chunk, True, dtype, threads=threads)
     on_helper = {n for n, helper in ran if helper}
     if threads == 2:  # every loop ran on the helper thread too (a share of the work)
