@@ -61,7 +61,10 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
 
     The crossings of a batch of about :data:`BATCH` positions are searched together, a
     table level at a time (independent loads the processor overlaps; one search after
-    another waits on each load), and bins come from one logarithm per entry."""
+    another waits on each load), and bins come from one logarithm per entry. The batch's
+    weights enter ``D`` after, in a loop of their own: its rows are far apart in memory, and
+    updates with nothing else between them are many in flight at once (the same updates in
+    the same order)."""
     N0, Q = base.shape
     Np = ent.shape[1]
     K = Q // Np
@@ -130,6 +133,8 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
                     kd = kdw[q]
                     cell = bin_of(lev[b], le + lf[k], edges, geo) * nkd + kd
                     W = amt * gr
+                    cand[b] = ob[r] + cell  # (cand and thr are free again: D's index
+                    thr[b] = W  # and weight of each position, for the loop below)
                     expired = te < m and te <= d
                     if te < d:
                         d = te
@@ -145,8 +150,6 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
                         liq_k[nl] = kd
                         liq_w[nl] = W
                         nl += 1
-                    if use_d:
-                        D[ob[r] + cell] += W
                     opened[r, kd] += amt
                     if d >= m and amt > 0:
                         buf_level[o] = lev[b]
@@ -156,6 +159,9 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
                         buf_opened[o] = amt
                         buf_birth[o] = t_new[r]
                         o += 1
+        if use_d:  # a tight loop: many independent updates in flight
+            for b in range((r1 - r0) * Q):
+                D[cand[b]] += thr[b]
     return o, nl, ne
 
 @njit
