@@ -545,10 +545,15 @@ class Engine:
         width = S * self.ncell
         nkd = S * 2 * self.B
         fast = self._fast
-        # numpy, one series: the cubes in the output dtype, the outside bin (float64) apart
-        cube = (lambda: self._cubes.zeros((nb, self.P * 2 * self.B), self.dtype)) if fast else \
-            (lambda: xp.zeros((nb, width)))
+        # numpy, one series: the cubes in the output dtype, the outside bin (float64) apart.
+        # The chunk's own cubes are not zeroed first: each block writes every cell of the rows
+        # it is the first to reach (:meth:`_fill_rows`), so no pass of its own zeroes them
         into = into if fast and into is not None else {}
+        self._fill = fast and not into
+        self._liq_filled = 0  # rows of the liquidated cube zeroed so far
+        cube = (lambda: self._cubes.get((nb, self.P * 2 * self.B), self.dtype,
+                                        zeroed=not self._fill)) if fast else \
+            (lambda: xp.zeros((nb, width)))
         acc = {
             "intensity": into["intensity"] if "intensity" in into else cube(),
             "liquidated": into["liquidated"] if "liquidated" in into else cube(),
@@ -569,9 +574,28 @@ class Engine:
                 self._block_np1(a, b, b0, acc)
             else:
                 self._block(a, b, t0, b0, tables, acc)
+        if fast:
+            self._fill_rows(acc, "liquidated", nb)  # (none left: the blocks reached every row)
         if b1 >= self.n_buckets:
             self._release()
         return self._finish(b0, b1, acc)
+
+    def _fill_rows(self, acc, cube: str, r1: int, c0: int = 0, c1: int = 0) -> None:
+        """Zero what the chunk's unzeroed cubes (``self._fill``) hold of the rows a block
+        reaches: the liquidated cube's rows up to ``r1`` not zeroed yet (a block's first row
+        may be the last one's), and the intensity rows ``r1`` (a slice: the block's snapshot
+        rows) outside the columns ``[c0, c1)`` the snapshot writes."""
+        if not self._fill:
+            return
+        x = acc[cube]
+        if cube == "liquidated":
+            if r1 > self._liq_filled:
+                x[self._liq_filled:r1] = 0
+                self._liq_filled = r1
+            return
+        rows = x[r1]
+        rows[:, :max(c0, 0)] = 0
+        rows[:, max(c1, c0, 0):] = 0
 
     def _touch(self, cube: str, c0: int, c1: int) -> None:
         """Columns ``[c0, c1)`` of the chunk's ``cube`` were written (the union is kept)."""
@@ -1023,17 +1047,28 @@ class Engine:
         def snap_floor():  # (needs nothing above: the helper thread takes it with subtract)
             return residue_floor(wmax, base, share, g, o_of[i_new], np.exp(Lc[snaps]))
 
+        r_end = int(rows_of[-1]) + 1  # the output rows of the block end there
+
+        def fill():  # the block's rows of an unzeroed liquidated cube
+            self._fill_rows(acc, "liquidated", r_end)
+
         floor = None
         if D is not None and pool is not None:  # compiled, two threads: side by side
-            _, floor = _beside(pool, lambda: (subtract(), snap_floor())[1], flows)
+            _, floor = _beside(pool, lambda: (subtract(), fill(), snap_floor())[2], flows)
         else:
             flows()
             if D is not None:
                 subtract()
+            fill()
 
         # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
-        if D is not None:
+        if ns:
             r = int(snaps[0] + a) // n - b0
+            snap_rows = slice(r, r + ns)
+            width = acc["intensity"].shape[1]
+        if ns and D is None:  # no cell: the rows are 0 (in an unzeroed cube: made so)
+            self._fill_rows(acc, "intensity", snap_rows, 0, 0)
+        if D is not None:
             fac = np.exp(Lc[snaps])
             if floor is None:
                 floor = snap_floor()
@@ -1042,14 +1077,19 @@ class Engine:
         if D is not None and jit is not None:  # the same, fused in one pass
             if pool is not None and wd >= 2 and ns * wd >= SPLIT_CELLS:  # half the columns
                 h = wd // 2
-                top = max(_beside(pool, lambda: jit.snapshot_cols(D, ns, wd, h, wd, k, fac, G, Go),
-                                  lambda: jit.snapshot_cols(D, ns, wd, 0, h, k, fac, G, Go)))
+                top = max(_beside(  # each with one side of the rows outside the block's columns
+                    pool, lambda: (self._fill_rows(acc, "intensity", snap_rows, 0, cmin + k),
+                                   jit.snapshot_cols(D, ns, wd, h, wd, k, fac, G, Go))[1],
+                    lambda: (self._fill_rows(acc, "intensity", snap_rows, cmin, width),
+                             jit.snapshot_cols(D, ns, wd, 0, h, k, fac, G, Go))[1]))
                 _beside(pool, lambda: jit.snap_cols(G, Go, ns, h, wd, k, top, floor, RESIDUE),
                         lambda: jit.snap_cols(G, Go, ns, 0, h, k, top, floor, RESIDUE))
             else:
+                self._fill_rows(acc, "intensity", snap_rows, cmin, cmin + k)
                 top = jit.snapshot_cols(D, ns, wd, 0, wd, k, fac, G, Go)
                 jit.snap_cols(G, Go, ns, 0, wd, k, top, floor, RESIDUE)
         elif D is not None:
+            self._fill_rows(acc, "intensity", snap_rows, cmin, cmin + k)
             top = snapshot_rows(D[: ns * wd].reshape(ns, wd), fac, G, Go if k < wd else None,
                                 zero=True)
             D[ns * wd:] = 0.0  # the row past the last snapshot
@@ -1682,10 +1722,16 @@ class _CubePool:
 
     def zeros(self, shape, dtype) -> np.ndarray:
         """A zeroed array of ``shape`` and ``dtype``: a free one of the pool, else new."""
+        return self.get(shape, dtype)
+
+    def get(self, shape, dtype, zeroed: bool = True) -> np.ndarray:
+        """An array of ``shape`` and ``dtype``, a free one of the pool, else new; zeroed
+        unless ``zeroed`` is false (then a reused one holds what it held)."""
         dtype = np.dtype(dtype)
         i = self._free(shape, dtype)
         if i is not None:
-            self.bufs[i].fill(0)
+            if zeroed:
+                self.bufs[i].fill(0)
             return self.bufs[i]
         if len(self.bufs) >= self.keep:  # full: a free array of another shape makes room
             i = self._free()

@@ -381,3 +381,44 @@ def test_a_run_s_first_chunk_is_one_time_chunk_of_the_store():
     assert got[0] == (0, p.tc)
     assert all(b1 % p.tc == 0 or b1 in (p.last, p.n_buckets) for _, b1 in got)
     assert got[-1][1] == p.n_buckets and all(a[1] == b[0] for a, b in zip(got, got[1:]))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5], CASES[8]])
+def test_unzeroed_chunk_cubes_get_every_cell_written(case, jit, threads, monkeypatch):
+    """A chunk's own cubes are not zeroed first: its blocks write every cell of their rows
+    (snapshot columns, the zeros beside them, the liquidated rows each first reaches). Cubes
+    handed out full of NaN give the chunks zeroed cubes give, bit for bit, on blocks cut
+    inside output rows too."""
+    if jit:
+        _compiled_or_skip(monkeypatch)
+    monkeypatch.setattr(engine_mod, "SPLIT_POSITIONS", 0)  # two threads: every block split
+    monkeypatch.setattr(engine_mod, "SPLIT_CELLS", 0)
+    every, chunk, bp = case[6:9]
+    monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", bp)
+    s, p, grid = _case(case)
+
+    def chunks():
+        e = Engine(prepare([s], p), grid, every, dtype=np.float32, jit=jit, threads=threads)
+        assert e._fast
+        return [(c.intensity.copy(), c.liquidated.copy(), c.touched) for c in e.run(chunk)]
+
+    want = chunks()
+    get = engine_mod._CubePool.get
+    asked = []
+
+    def poisoned(self, shape, dtype, zeroed=True):
+        asked.append(zeroed)
+        x = get(self, shape, dtype, zeroed)
+        if not zeroed:
+            x.fill(np.nan)
+        return x
+
+    monkeypatch.setattr(engine_mod._CubePool, "get", poisoned)
+    got = chunks()
+    assert asked and not any(asked)  # every cube unzeroed
+    assert len(got) == len(want) >= 3
+    for (i0, l0, t0), (i1, l1, t1) in zip(want, got):
+        assert i1.tobytes() == i0.tobytes() and l1.tobytes() == l0.tobytes() and t1 == t0
+    assert any(i.any() for i, _, _ in want) and any(x.any() for _, x, _ in want)
