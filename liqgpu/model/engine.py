@@ -920,7 +920,7 @@ class Engine:
         cells0 = churned = closed = None
         if nc and jit is not None:  # the carried positions' deaths, in one loop (on two
             # threads: half each); their sums per cell and kd follow with their split below
-            c_d = np.empty(nc, dtype=np.int64)
+            c_d = np.empty(nc, dtype=np.int32)  # (a block's steps fit; less to move)
             c_status = np.empty(nc, dtype=np.int8)
             cells0, churned, closed = np.zeros(wd), np.zeros(nkd), np.zeros(nkd)
             runs = (np.minimum.accumulate(vals[0]), np.minimum.accumulate(vals[1]))
@@ -1320,8 +1320,8 @@ class Engine:
         if bufs is None or bufs["liq"][0].shape[0] < size:
             cap = max(size, int(1.25 * (0 if bufs is None else bufs["liq"][0].shape[0])))
             self._dyingbufs = bufs = None
-            bufs = self._dyingbufs = {
-                key: (np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64),
+            bufs = self._dyingbufs = {  # (steps and cells fit in int32: less to write and read)
+                key: (np.empty(cap, dtype=np.int32), np.empty(cap, dtype=np.int32),
                       np.empty(cap, dtype=self._kd_dtype), np.empty(cap))
                 for key in ("liq", "exp")}
         return bufs

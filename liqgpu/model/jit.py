@@ -172,7 +172,8 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
     i8 = np.zeros(1, dtype=np.int64)
     f = np.zeros(1)
     kd = np.zeros(1, dtype=kd_dtype)
-    dying = (i8.copy(), i8.copy(), kd.copy(), f.copy())
+    i4 = np.zeros(1, dtype=np.int32)
+    dying = (i4.copy(), i4.copy(), kd.copy(), f.copy())
     mod.new_positions(0, i8, i8, np.zeros((1, 1)), np.zeros((1, 2)), np.ones((1, 1)),
                       np.ones(1), np.ones(1), 2, -1, np.full(3, np.inf), np.zeros((1, 2)),
                       np.array([0.5, 2.0]), 0.0, 1.0, True, kd, 2, np.zeros(4), i8, 1.0,
@@ -181,16 +182,18 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
                       *(x.copy() for x in dying), np.zeros((1, 2)))
     mod.new_survivors(0, i8, np.zeros((1, 1)), np.zeros((1, 2)), np.ones((1, 1)), np.ones(1),
                       2, -1, np.full(3, np.inf))
-    i4 = np.zeros(1, dtype=np.int32)
     mod.carried_deaths(0, 1, f, i4, f, f, np.ones(2), np.ones(2), 1, 2, False, 0, -1.0, False,
-                       i8.copy(), np.zeros(1, np.int8))
-    mod.carried_split(0, 1, 2, np.zeros(1, np.int8), i8, i4, kd, f, f, f, i4, 1.0, f.copy(),
+                       i4.copy(), np.zeros(1, np.int8))
+    mod.carried_split(0, 1, 2, np.zeros(1, np.int8), i4, i4, kd, f, f, f, i4, 1.0, f.copy(),
                       i4.copy(), kd.copy(), f.copy(), f.copy(), i4.copy(), 0, *dying,
                       *(x.copy() for x in dying), 0, np.zeros(2), np.zeros(2), np.zeros(2),
                       np.zeros(2))
-    mod.subtract_dead(np.zeros(2), i8, 2, 0, i8, i8, f)
-    cube = np.zeros((2, 4), dtype=cube_dtype)[:, 1:3]  # chunk rows and columns: strided
-    out = np.zeros((2, 4))[:, 1:3]
-    mod.snapshot_cols(np.zeros(8), 1, 2, 0, 2, 1, np.ones(1), cube, out)
-    mod.snap_cols(cube, out, 1, 0, 2, 1, 0.0, 0.0, 1e-12)
-    mod.liquidated(np.zeros(4), i8, 0, 2, 0, 1, i8, i8, f, np.ones(1), cube, out, i8.copy())
+    mod.subtract_dead(np.zeros(2), i8, 2, 0, i4, i4, f)
+    # a block's part of the chunk's cubes: strided columns, or whole rows (contiguous: numba
+    # compiles each memory layout apart, and would compile the other in the run)
+    for cube in (np.zeros((2, 4), dtype=cube_dtype)[:, 1:3], np.zeros((2, 2), dtype=cube_dtype)):
+        for out in (np.zeros((2, 4))[:, 1:3], np.zeros((2, 2))):
+            mod.snapshot_cols(np.zeros(8), 1, 2, 0, 2, 1, np.ones(1), cube, out)
+            mod.snap_cols(cube, out, 1, 0, 2, 1, 0.0, 0.0, 1e-12)
+            mod.liquidated(np.zeros(4), i8, 0, 2, 0, 1, i4, i4, f, np.ones(1), cube, out,
+                           i8.copy())
