@@ -303,3 +303,32 @@ def test_beside_waits_for_the_other_thread_and_reports_errors():
 
     with pytest.raises(KeyError, match="there"):
         engine_mod._beside(pool, fails_there, lambda: 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_store_run_compiles_nothing_after_the_load(threads, monkeypatch):
+    """A run with float32 cubes (a store's) passes its loops only the types and memory
+    layouts :func:`liqgpu.model.jit.warm` loaded (chunk cubes as strided column ranges and as
+    whole rows): numba compiles nothing in the run's blocks."""
+    monkeypatch.setattr(engine_mod, "SPLIT_POSITIONS", 0)
+    monkeypatch.setattr(engine_mod, "SPLIT_CELLS", 0)
+    loops = jit_mod.kernels()
+    jit_mod.warm(loops)
+    names = [n for n in dir(loops) if hasattr(getattr(loops, n), "signatures")]
+    before = {n: len(getattr(loops, n).signatures) for n in names}
+    layouts = set()
+    real = loops.snapshot_cols
+
+    def spy(D, ns, wd, c0, c1, k, fac, G, Go):
+        layouts.add(G.flags.c_contiguous)
+        return real(D, ns, wd, c0, c1, k, fac, G, Go)
+
+    monkeypatch.setattr(loops, "snapshot_cols", spy)
+    for case in CASES:
+        p = _params(case)
+        s, grid = _market(case[0], case[1], case[3], p)
+        _run(prepare([s], p), grid, case[4], case[5], True, np.float32, threads=threads)
+    assert layouts == {True, False}  # both layouts reached
+    monkeypatch.undo()
+    after = {n: len(getattr(loops, n).signatures) for n in names}
+    assert after == before
