@@ -192,6 +192,73 @@ def new_survivors(w, i_new, base, share, ent, fac, m, age, suf):
     return n
 
 @njit
+def flows(m, nkd, live0, i_new, opened, g, liq_d, liq_k, liq_w, x_exp, f_closed, f_churn,
+          Lq, closed, churned):
+    """A block's flows per (step, kd), as the numpy block's ``flows`` computes them (see
+    ``Engine._block_np1``) before it adds them per output row, in one pass instead of ten,
+    the same sums in the same order: the weight liquidated per step (``Lq``, zero, ``m *
+    nkd``, as ``np.bincount`` sums it), the live weight after each step's liquidation (the
+    carried ``live0``, plus each new step's ``opened * g`` from the step after, minus the
+    liquidated and ``x_exp``, the expired (empty if none), summed over the steps as
+    ``np.cumsum`` does), times ``f_closed`` before the liquidation (plus ``Lq``) into
+    ``closed`` and times ``f_churn`` (empty: no churn) into ``churned``, both ``(m, nkd)``."""
+    for x in range(liq_d.shape[0]):
+        Lq[liq_d[x] * nkd + liq_k[x]] += liq_w[x]
+    N0 = i_new.shape[0]
+    use_exp = x_exp.shape[0] > 0
+    use_churn = f_churn.shape[0] > 0
+    run = np.empty(nkd)  # the running sum of the live weight after liquidation
+    nxt = 0  # the next new step (i_new is sorted)
+    for t in range(m):
+        born = -1  # the row of the new positions born the step before (alive from t)
+        while nxt < N0 and i_new[nxt] + 1 < t:
+            nxt += 1
+        if nxt < N0 and i_new[nxt] + 1 == t:
+            born = nxt
+        for k in range(nkd):
+            if t == 0:
+                e = live0[k]
+            elif born >= 0:
+                e = opened[born, k] * g[born]
+            else:
+                e = 0.0
+            lq = Lq[t * nkd + k]
+            v = e - lq
+            if use_exp:
+                v = v - x_exp[t * nkd + k]
+            if t:
+                v = run[k] + v
+            run[k] = v
+            closed[t, k] = f_closed[t] * (v + lq)
+            if use_churn:
+                churned[t, k] = f_churn[t] * v
+
+
+@njit
+def row_weights(base, share, g, rows, wrow):
+    """``np.maximum.at(wrow, rows[ok], base.max(axis=1) * share.max(axis=1) * g)`` over the
+    rows of ``wrow`` (``ok``: ``rows < wrow.shape[0]``; ``engine.residue_floor``), NaN kept
+    as numpy's maxima keep it."""
+    ns = wrow.shape[0]
+    for r in range(base.shape[0]):
+        i = rows[r]
+        if i >= ns:
+            continue
+        b = base[r, 0]
+        for q in range(1, base.shape[1]):
+            x = base[r, q]
+            if x > b or x != x:
+                b = x
+        sh = share[r, 0]
+        x = share[r, 1]
+        if x > sh or x != x:
+            sh = x
+        w = b * sh * g[r]
+        if w > wrow[i] or w != w:
+            wrow[i] = w
+
+
+@njit
 def subtract_dead(D, o_of, wd, cmin, d, c, W):
     """``D[o_of[d] * wd + c - cmin] -= W``, in order (``np.subtract.at``)."""
     for x in range(d.shape[0]):

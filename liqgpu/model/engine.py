@@ -547,7 +547,8 @@ class Engine:
         fast = self._fast
         # numpy, one series: the cubes in the output dtype, the outside bin (float64) apart.
         # The chunk's own cubes are not zeroed first: each block writes every cell of the rows
-        # it is the first to reach (:meth:`_fill_rows`), so no pass of its own zeroes them
+        # it is the first to reach (:meth:`_fill_rows`, :meth:`_liq_rows`), so no pass of its
+        # own zeroes them
         into = into if fast and into is not None else {}
         self._fill = fast and not into
         self._liq_filled = 0  # rows of the liquidated cube zeroed so far
@@ -574,28 +575,30 @@ class Engine:
                 self._block_np1(a, b, b0, acc)
             else:
                 self._block(a, b, t0, b0, tables, acc)
-        if fast:
-            self._fill_rows(acc, "liquidated", nb)  # (none left: the blocks reached every row)
+        if fast:  # (none left: the blocks reached every row)
+            z0, z1 = self._liq_rows(nb)
+            acc["liquidated"][z0:z1] = 0
         if b1 >= self.n_buckets:
             self._release()
         return self._finish(b0, b1, acc)
 
-    def _fill_rows(self, acc, cube: str, r1: int, c0: int = 0, c1: int = 0) -> None:
-        """Zero what the chunk's unzeroed cubes (``self._fill``) hold of the rows a block
-        reaches: the liquidated cube's rows up to ``r1`` not zeroed yet (a block's first row
-        may be the last one's), and the intensity rows ``r1`` (a slice: the block's snapshot
-        rows) outside the columns ``[c0, c1)`` the snapshot writes."""
+    def _liq_rows(self, r1: int) -> tuple[int, int]:
+        """The rows ``[z0, z1)`` of the chunk's unzeroed liquidated cube (``self._fill``) a
+        block reaching up to row ``r1`` zeroes (those no block before it reached: a block's
+        first row may be the last one's), counted as zeroed; (0, 0) if none."""
+        if not self._fill or r1 <= self._liq_filled:
+            return 0, 0
+        z0, self._liq_filled = self._liq_filled, r1
+        return z0, r1
+
+    def _fill_rows(self, acc, rows, c0: int, c1: int) -> None:
+        """Zero the intensity ``rows`` (a slice: a block's snapshot rows) of the chunk's
+        unzeroed cube (``self._fill``) outside the columns ``[c0, c1)`` the snapshot writes."""
         if not self._fill:
             return
-        x = acc[cube]
-        if cube == "liquidated":
-            if r1 > self._liq_filled:
-                x[self._liq_filled:r1] = 0
-                self._liq_filled = r1
-            return
-        rows = x[r1]
-        rows[:, :max(c0, 0)] = 0
-        rows[:, max(c1, c0, 0):] = 0
+        x = acc["intensity"][rows]
+        x[:, :max(c0, 0)] = 0
+        x[:, max(c1, c0, 0):] = 0
 
     def _touch(self, cube: str, c0: int, c1: int) -> None:
         """Columns ``[c0, c1)`` of the chunk's ``cube`` were written (the union is kept)."""
@@ -1010,30 +1013,46 @@ class Engine:
         o0 = max(cmin - P * nkd, 0)
 
         def flows():
-            Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
-            if liq is not None and liq[0].size:
-                Lq = _bincount(liq[0] * nkd + liq[2], liq[3], m * nkd)
             if exp is not None and exp[0].size:
                 dd, _, kk, ww = exp
                 self.ops.scatter_add(acc["expired"], rows_of[dd] * nkd + kk, ww * f_exp[dd])
             if N0:
                 self.ops.scatter_rows(acc["added"], rows_of[i_new], opened)
-
-            # live amount per (step, kd) after each step's liquidation (before closure: + Lq):
-            # alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m if alive
-            E = np.zeros((m + 1, nkd))
-            E[0] = live0
-            E[i_new + 1] += opened * g[:, None]
-            live_post = E[:m]
-            live_post -= Lq.reshape(m, nkd)
-            if exp is not None and exp[0].size:
-                live_post -= _bincount(exp[0] * nkd + exp[2], exp[3], m * nkd).reshape(m, nkd)
-            np.cumsum(live_post, axis=0, out=live_post)
-            live_pre = live_post + Lq.reshape(m, nkd)
-            closed_step = (self.cfrac[0, a:b] * f_exp)[:, None] * live_pre
+            f_closed = self.cfrac[0, a:b] * f_exp
+            f_churn = self.phi[0, a:b] * f_liq if self.churn else None
+            if jit is not None:  # the same, fused in one pass
+                none = np.empty(0)
+                x_exp = none if exp is None or not exp[0].size else \
+                    _bincount(exp[0] * nkd + exp[2], exp[3], m * nkd)
+                dl = (np.empty(0, dtype=np.int32), np.empty(0, dtype=self._kd_dtype), none) \
+                    if liq is None else (liq[0], liq[2], liq[3])
+                closed_step = np.empty((m, nkd))
+                churn_step = np.empty((m, nkd) if self.churn else (0, nkd))
+                jit.flows(m, nkd, live0, i_new, opened, g, *dl, x_exp, f_closed,
+                          none if f_churn is None else f_churn, np.zeros(m * nkd), closed_step,
+                          churn_step)
+            else:
+                Lq = np.zeros(m * nkd)  # W liquidated per (step, kd)
+                if liq is not None and liq[0].size:
+                    Lq = _bincount(liq[0] * nkd + liq[2], liq[3], m * nkd)
+                # live amount per (step, kd) after each step's liquidation (before closure:
+                # + Lq): alive on [start, d) with start 0 (carried) or birth + 1 (new), d = m
+                # if alive
+                E = np.zeros((m + 1, nkd))
+                E[0] = live0
+                E[i_new + 1] += opened * g[:, None]
+                live_post = E[:m]
+                live_post -= Lq.reshape(m, nkd)
+                if exp is not None and exp[0].size:
+                    live_post -= _bincount(exp[0] * nkd + exp[2], exp[3],
+                                           m * nkd).reshape(m, nkd)
+                np.cumsum(live_post, axis=0, out=live_post)
+                live_pre = live_post + Lq.reshape(m, nkd)
+                closed_step = f_closed[:, None] * live_pre
+                if self.churn:
+                    churn_step = f_churn[:, None] * live_post
             self.ops.scatter_rows(acc["closed"], rows_of, closed_step)
             if self.churn:
-                churn_step = (self.phi[0, a:b] * f_liq)[:, None] * live_post
                 self.ops.scatter_rows(acc["churned"], rows_of, churn_step)
 
         def subtract():  # the dying leave the difference array
@@ -1045,21 +1064,25 @@ class Engine:
                         np.subtract.at(D, o_of[dead[0]] * wd + (dead[1] - cmin), dead[3])
 
         def snap_floor():  # (needs nothing above: the helper thread takes it with subtract)
-            return residue_floor(wmax, base, share, g, o_of[i_new], np.exp(Lc[snaps]))
+            return residue_floor(wmax, base, share, g, o_of[i_new], np.exp(Lc[snaps]), jit)
 
-        r_end = int(rows_of[-1]) + 1  # the output rows of the block end there
+        # the rows of an unzeroed liquidated cube this block is the first to reach
+        z0, z1 = self._liq_rows(int(rows_of[-1]) + 1)
+        zm = (z0 + z1) // 2
 
-        def fill():  # the block's rows of an unzeroed liquidated cube
-            self._fill_rows(acc, "liquidated", r_end)
+        def fill(lo, hi):
+            if hi > lo:
+                acc["liquidated"][lo:hi] = 0
 
         floor = None
         if D is not None and pool is not None:  # compiled, two threads: side by side
-            _, floor = _beside(pool, lambda: (subtract(), fill(), snap_floor())[2], flows)
+            _, floor = _beside(pool, lambda: (subtract(), fill(zm, z1), snap_floor())[2],
+                               lambda: (flows(), fill(z0, zm)))
         else:
             flows()
             if D is not None:
                 subtract()
-            fill()
+            fill(z0, z1)
 
         # --- intensity snapshots at bucket ends inside [a, b) ---------------------------------
         if ns:
@@ -1067,7 +1090,7 @@ class Engine:
             snap_rows = slice(r, r + ns)
             width = acc["intensity"].shape[1]
         if ns and D is None:  # no cell: the rows are 0 (in an unzeroed cube: made so)
-            self._fill_rows(acc, "intensity", snap_rows, 0, 0)
+            self._fill_rows(acc, snap_rows, 0, 0)
         if D is not None:
             fac = np.exp(Lc[snaps])
             if floor is None:
@@ -1078,18 +1101,18 @@ class Engine:
             if pool is not None and wd >= 2 and ns * wd >= SPLIT_CELLS:  # half the columns
                 h = wd // 2
                 top = max(_beside(  # each with one side of the rows outside the block's columns
-                    pool, lambda: (self._fill_rows(acc, "intensity", snap_rows, 0, cmin + k),
+                    pool, lambda: (self._fill_rows(acc, snap_rows, 0, cmin + k),
                                    jit.snapshot_cols(D, ns, wd, h, wd, k, fac, G, Go))[1],
-                    lambda: (self._fill_rows(acc, "intensity", snap_rows, cmin, width),
+                    lambda: (self._fill_rows(acc, snap_rows, cmin, width),
                              jit.snapshot_cols(D, ns, wd, 0, h, k, fac, G, Go))[1]))
                 _beside(pool, lambda: jit.snap_cols(G, Go, ns, h, wd, k, top, floor, RESIDUE),
                         lambda: jit.snap_cols(G, Go, ns, 0, h, k, top, floor, RESIDUE))
             else:
-                self._fill_rows(acc, "intensity", snap_rows, cmin, cmin + k)
+                self._fill_rows(acc, snap_rows, cmin, cmin + k)
                 top = jit.snapshot_cols(D, ns, wd, 0, wd, k, fac, G, Go)
                 jit.snap_cols(G, Go, ns, 0, wd, k, top, floor, RESIDUE)
         elif D is not None:
-            self._fill_rows(acc, "intensity", snap_rows, cmin, cmin + k)
+            self._fill_rows(acc, snap_rows, cmin, cmin + k)
             top = snapshot_rows(D[: ns * wd].reshape(ns, wd), fac, G, Go if k < wd else None,
                                 zero=True)
             D[ns * wd:] = 0.0  # the row past the last snapshot
@@ -1564,7 +1587,7 @@ def liquidated_into(out, out_o, L2, r0: int, cmin: int, k: int, o0: int, c_lo: i
         L2[:, j0:c1] = 0.0
 
 
-def residue_floor(w_carried: float, base, share, g, rows, fac) -> float:
+def residue_floor(w_carried: float, base, share, g, rows, fac, jit=None) -> float:
     """The scale of a block's cancellation residues, in the snapshots' units: over its snapshot
     rows, the largest weight entered at or before the row times the row's factor (what that
     position holds there, or would had it lived). The carried positions enter the first row
@@ -1579,7 +1602,9 @@ def residue_floor(w_carried: float, base, share, g, rows, fac) -> float:
     wrow = np.zeros(ns)
     if ns:
         wrow[0] = w_carried
-    if base.size:
+    if base.size and jit is not None:  # the compiled loops: the same, in one pass
+        jit.row_weights(base, share, g, rows, wrow)
+    elif base.size:
         w_new = base.max(axis=1) * share.max(axis=1) * g
         ok = rows < ns
         np.maximum.at(wrow, rows[ok], w_new[ok])

@@ -189,6 +189,10 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
                       *(x.copy() for x in dying), 0, np.zeros(2), np.zeros(2), np.zeros(2),
                       np.zeros(2))
     mod.subtract_dead(np.zeros(2), i8, 2, 0, i4, i4, f)
+    mod.row_weights(np.zeros((1, 1)), np.zeros((1, 2)), f, i8, np.zeros(1))
+    rows = np.zeros((1, 2))
+    mod.flows(1, 2, np.zeros(2), i8, rows, f, i4, kd, f, f, f, f, np.zeros(2), rows.copy(),
+              rows.copy())
     # a block's part of the chunk's cubes: strided columns, or whole rows (contiguous: numba
     # compiles each memory layout apart, and would compile the other in the run)
     for cube in (np.zeros((2, 4), dtype=cube_dtype)[:, 1:3], np.zeros((2, 2), dtype=cube_dtype)):
