@@ -165,33 +165,6 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
     return o, nl, ne
 
 @njit
-def new_survivors(w, i_new, base, share, ent, fac, m, age, suf):
-    """How many of side ``w``'s new positions :func:`new_positions` carries into the next
-    state (alive at the block's end, with an amount): where the other side's survivors start
-    when the two sides run at once. The same tests in the same arithmetic."""
-    N0, Q = base.shape
-    Np = ent.shape[1]
-    K = Q // Np
-    n = 0
-    for r in range(N0):
-        i = i_new[r]
-        te = i + age if age >= 0 else m
-        if te < m:  # every position of the row dies in the block (expired at the latest)
-            continue
-        floor = suf[i + 1]
-        sh = share[r, w]
-        for p in range(Np):
-            e = ent[r, p]
-            for k in range(K):
-                x = e * fac[k]
-                t = -x if w else x
-                if t >= floor and i + 1 < m:  # crosses in the block
-                    continue
-                if base[r, p * K + k] * sh > 0:
-                    n += 1
-    return n
-
-@njit
 def flows(m, nkd, live0, i_new, opened, g, liq_d, liq_k, liq_w, x_exp, f_closed, f_churn,
           Lq, closed, churned):
     """A block's flows per (step, kd), as the numpy block's ``flows`` computes them (see
@@ -345,105 +318,79 @@ def first_at_or_below(run, q):
 
 
 @njit
-def carried_deaths(lo, hi, level, birth, amount, opened, run0, run1, split, m, aged, age_off,
-                   retire, zero_a, c_d, status):
-    """The carried positions ``[lo, hi)`` of a block (longs ``[0, split)``, then shorts): what
-    the numpy block computes for them before its new positions (see ``Engine._block_np1``).
+def carried(segs, w, run, m, aged, age_off, retire, zero_a, level, birth, amount, opened,
+            cell, kd, last, buf_level, buf_cell, buf_kd, buf_amount, buf_opened, buf_birth, o,
+            liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k, exp_w, cmin, cells0, d0, churned,
+            closed):
+    """The carried positions of side ``w`` of a block (the index ranges ``segs``, ``(k, 2)``,
+    in order): what the numpy block computes for them (see ``Engine._block_np1``), in one pass.
 
-    ``c_d``: block-local step of death (``m``: alive at the end; 0 where gone at the start);
-    ``status``: 0 alive, 1 liquidated, 2 expired, 3 retired at the start (what churn shrank
-    below ``retire`` of its opening amount), 4 closed to zero at the start (``zero_a``);
-    :func:`carried_split` sums those amounts. ``run0``/``run1``: running minima of the lows /
-    minus highs; ``aged``: whether positions expire, at block-local step ``birth + age_off``;
-    ``retire`` -1 without retirement. Returns the largest live amount. Each position is its own:
-    two threads may take two ranges at once."""
-    wmax = 0.0
-    for x in range(lo, hi):
-        if x < split:
-            q = level[x]
-            run = run0
-        else:
-            q = -level[x]
-            run = run1
-        d = m
-        if q >= run[m - 1]:  # crosses in the block (most do not; NaN never)
-            d = first_at_or_below(run, q)
-        liq = d < m
-        exp = False
-        if aged:
-            te = birth[x] + age_off
-            exp = te < m and te <= d
-            if te < d:
-                d = te
-            liq = liq and not exp
-        a = amount[x]
-        gone = 0
-        if retire >= 0.0 and a < retire * opened[x]:
-            gone = 3
-        elif zero_a and not (exp and d == 0):
-            gone = 4
-        if gone:
-            d = 0
-            status[x] = gone
-            a = 0.0
-        elif liq:
-            status[x] = 1
-        elif exp:
-            status[x] = 2
-        else:
-            status[x] = 0
-        c_d[x] = d
-        if a > wmax:
-            wmax = a
-    return wmax
-
-
-@njit
-def carried_split(lo, hi, m, status, c_d, cell, kd, amount, level, opened, birth, last,
-                  buf_level, buf_cell, buf_kd, buf_amount, buf_opened, buf_birth, o,
-                  liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k, exp_w, cmin, cells0, d0,
-                  churned, closed):
-    """Carried positions ``[lo, hi)`` (one side): the liquidated and expired (step, cell, kd,
-    weight) into ``liq_*``/``exp_*``, the survivors into the state buffers from ``o`` with
-    their amount times ``last``; in index order. Their live amounts at the block's start are
-    summed per cell from ``cmin`` into ``cells0`` and into ``d0`` (the difference array's
-    first row, where it has one), those gone at the start per kd into ``churned`` (status 3)
-    or ``closed`` (4). A side writes only its own cells and kd. Returns (next offset,
-    liquidated, expired)."""
+    Each position's step of death: ``run`` is the running minimum of the lows (longs) or
+    minus highs (shorts), which the level (minus the level) crosses at the first step it is
+    at or above (``m``: not in this block); expiry (``aged``) at block-local step ``birth +
+    age_off``. Gone at the block's start: retired (``retire`` >= 0, what churn shrank below
+    ``retire`` of its opening amount: summed per kd into ``churned``) or closed to zero
+    (``zero_a``: into ``closed``). The liquidated and expired (step, cell, kd, weight) go
+    into ``liq_*``/``exp_*``, the survivors into the state buffers from ``o`` with their
+    amount times ``last``, the live amounts at the start per cell from ``cmin`` into
+    ``cells0`` and ``d0`` (the difference array's first row, where it has one). A side writes
+    only its own cells and kd. Returns (next offset, liquidated, expired, the largest live
+    amount)."""
     nl = 0
     ne = 0
+    wmax = 0.0
     use_d = d0.shape[0] > 0
-    for x in range(lo, hi):
-        s = status[x]
-        a = amount[x]
-        if s == 1:
-            liq_d[nl] = c_d[x]
-            liq_c[nl] = cell[x]
-            liq_k[nl] = kd[x]
-            liq_w[nl] = a
-            nl += 1
-        elif s == 2:
-            exp_d[ne] = c_d[x]
-            exp_c[ne] = cell[x]
-            exp_k[ne] = kd[x]
-            exp_w[ne] = a
-            ne += 1
-        elif s == 3:
-            churned[kd[x]] += a
-            a = 0.0
-        elif s == 4:
-            closed[kd[x]] += a
-            a = 0.0
-        c = cell[x] - cmin
-        cells0[c] += a
-        if use_d:
-            d0[c] += a
-        if c_d[x] >= m:
-            buf_level[o] = level[x]
-            buf_cell[o] = cell[x]
-            buf_kd[o] = kd[x]
-            buf_amount[o] = amount[x] * last
-            buf_opened[o] = opened[x]
-            buf_birth[o] = birth[x]
-            o += 1
-    return o, nl, ne
+    for s in range(segs.shape[0]):
+        for x in range(segs[s, 0], segs[s, 1]):
+            q = -level[x] if w else level[x]
+            d = m
+            if q >= run[m - 1]:  # crosses in the block (most do not; NaN never)
+                d = first_at_or_below(run, q)
+            liq = d < m
+            exp = False
+            if aged:
+                te = birth[x] + age_off
+                exp = te < m and te <= d
+                if te < d:
+                    d = te
+                liq = liq and not exp
+            a = amount[x]
+            k = kd[x]
+            live = a
+            if retire >= 0.0 and a < retire * opened[x]:  # retired
+                churned[k] += a
+                live = 0.0
+                d = 0
+            elif zero_a and not (exp and d == 0):  # closed to zero
+                closed[k] += a
+                live = 0.0
+                d = 0
+            elif liq:
+                liq_d[nl] = d
+                liq_c[nl] = cell[x]
+                liq_k[nl] = k
+                liq_w[nl] = a
+                nl += 1
+            elif exp:
+                exp_d[ne] = d
+                exp_c[ne] = cell[x]
+                exp_k[ne] = k
+                exp_w[ne] = a
+                ne += 1
+            if live > wmax:
+                wmax = live
+            c = cell[x] - cmin
+            cells0[c] += live
+            if use_d:
+                d0[c] += live
+            if d >= m:
+                buf_level[o] = level[x]
+                buf_cell[o] = cell[x]
+                buf_kd[o] = k
+                buf_amount[o] = a * last
+                buf_opened[o] = opened[x]
+                buf_birth[o] = birth[x]
+                o += 1
+    return o, nl, ne, wmax
+
+

@@ -843,13 +843,15 @@ class Engine:
         vals = (self.lo[0, a:b], -self.hi[0, a:b])  # liquidation when vals[side][t] <= thr
         rows_of = np.arange(a, b) // n - b0  # output row of each block step
 
-        st, split = self._side_sorted()
-        nc = len(st)
-        sides = ((0, slice(0, split)), (1, slice(split, nc)))
+        st, segs = self._side_sorted(compact=jit is None)
+        nc = sum(hi - lo for _, lo, hi in segs)
+        if jit is None:  # numpy: each side one slice, longs first
+            split = sum(hi - lo for w, lo, hi in segs if w == 0)
+            sides = ((0, slice(0, split)), (1, slice(split, nc)))
 
         # --- carried positions: death (block-local step; m: none in this block) -------------
         c_W = cw = st.amount  # cw: zero where gone at the block's start
-        c_d = c_liq = c_exp = c_status = None
+        c_d = c_liq = c_exp = None
         if nc and jit is None:  # (compiled: below, once the block's cells are known)
             c_d = np.full(nc, m, dtype=np.int64)
             for w, sl in sides:
@@ -908,7 +910,7 @@ class Engine:
         # the columns (cells) this block touches, and its intensity difference array:
         # a position is in snapshots [birth's, death's) (o_of: step -> the first snapshot at or
         # after it, ns: none in this block): +W at the first, -W at the second (row ns: dropped)
-        cmin, wd = self._cell_range(st.cell, ent)
+        cmin, wd = self._cell_range([st.cell[lo:hi] for _, lo, hi in segs], ent)
         snaps = _snapshot_steps(a, b, n, self.T, np) - a  # block-local
         ns = int(snaps.shape[0])
         D = self._zeros((ns + 1) * wd, "D") if ns and wd else None
@@ -921,23 +923,9 @@ class Engine:
         if pool is not None and nc + N0 * Q < SPLIT_POSITIONS:
             pool = None  # too little to share
         cells0 = churned = closed = None
-        if nc and jit is not None:  # the carried positions' deaths, in one loop (on two
-            # threads: half each); their sums per cell and kd follow with their split below
-            c_d = np.empty(nc, dtype=np.int32)  # (a block's steps fit; less to move)
-            c_status = np.empty(nc, dtype=np.int8)
+        if nc and jit is not None:  # the carried positions' sums per cell and kd, filled in
+            # by the compiled loop that finds their deaths (each side its own cells and kd)
             cells0, churned, closed = np.zeros(wd), np.zeros(nkd), np.zeros(nkd)
-            runs = (np.minimum.accumulate(vals[0]), np.minimum.accumulate(vals[1]))
-
-            def deaths(lo, hi):
-                return jit.carried_deaths(
-                    lo, hi, st.level, st.birth, st.amount, st.opened, *runs, split, m,
-                    A is not None, 0 if A is None else int(A - a),
-                    RETIRE if self.retire else -1.0, zero_a, c_d, c_status)
-
-            if pool is not None:
-                wmax = max(_beside(pool, lambda: deaths(nc // 2, nc), lambda: deaths(0, nc // 2)))
-            else:
-                wmax = deaths(0, nc)
         elif nc:
             cells0 = _bincount(st.cell - cmin, cw, wd)
             wmax = float(cw.max())
@@ -956,9 +944,9 @@ class Engine:
         rows = max(1, TILE_POSITIONS // max(Q, 1))
         o = n_long = 0
         if jit is not None:  # compiled: each side's carried, then new positions, in pieces
-            o, n_long = self._sides_jit(pool, jit, sides, st, c_d, c_status, m, last, buf,
-                                        dying, i_new, t_new, base, share, ent, g, cross, D, ob,
-                                        opened, carried)
+            segs, wmax = self._sides_jit(pool, jit, st, segs, a, zero_a, m, last, buf, dying,
+                                         i_new, t_new, base, share, ent, g, cross, D, ob,
+                                         opened, carried)
         for w, sl in sides if jit is None else ():  # numpy
             if nc:  # carried positions of this side
                 grp = (c_d[sl], st.cell[sl], st.kd[sl], c_W[sl])
@@ -1149,34 +1137,31 @@ class Engine:
                                 L.reshape(r1 - r0, wd), r0, cmin, k, o0, c_lo, c_hi)
 
         # --- survivors carry on with their current amount, longs first ----------------------
-        side = buf["side"][:o]
-        side[:n_long] = 0
-        side[n_long:] = 1
-        self.state = State(level=buf["level"][:o], side=side, cell=buf["cell"][:o],
-                           kd=buf["kd"][:o], series=buf["series"][:o], birth=buf["birth"][:o],
-                           amount=buf["amount"][:o], opened=buf["opened"][:o])
-        self._sorted = (self.state, n_long)
-        self.peak_live = max(self.peak_live, o)
+        if jit is None:
+            segs = ((0, 0, n_long), (1, n_long, o))
+        self._live = (buf, tuple(x for x in segs if x[2] > x[1]))
+        self.peak_live = max(self.peak_live, sum(hi - lo for _, lo, hi in segs))
 
-    def _sides_jit(self, pool, jit, sides, st, c_d, c_status, m, last, buf, dying, i_new,
-                   t_new, base, share, ent, g, cross, D, ob, opened,
-                   carried) -> tuple[int, int]:
+    def _sides_jit(self, pool, jit, st, segs, a, zero_a, m, last, buf, dying, i_new, t_new,
+                   base, share, ent, g, cross, D, ob, opened, carried) -> tuple[tuple, float]:
         """Both sides' carried and new positions through the compiled loops: the dying, the
-        survivors and the opened amounts side after side, in the state's order. Without
-        ``pool`` the pieces below run in turn on this thread, each where the last one ended.
+        survivors and the opened amounts side after side, in the state's order. ``segs``: the
+        carried positions, (side, start, end) index ranges of ``st`` in the state's order.
+        Returns the survivors' ranges in ``buf`` likewise, and the carried positions' largest
+        live amount.
 
-        With ``pool`` (a second thread) the work is cut in pieces taken in turn by this thread
-        and ``pool``'s, with the same results: a side's
-        carried positions with the first half of its new ones (in that order: both add to the
-        difference array's first row), and the second half (rows cut where a snapshot row
-        starts, so the halves add to different rows of it). The sides seldom cost the same
-        (in a rising market the shorts cross more levels, the longs live longer), and
-        whichever thread is free takes the next piece. Each piece's survivors start where the
-        pieces before it end, counted first (:func:`.cpu_loops.new_survivors`); its dying are
-        written at the most the pieces before it can have and moved down after. Returns
-        (next free offset, longs' end)."""
+        The work is cut in pieces: a side's carried positions with the first half of its new
+        ones (in that order: both add to the difference array's first row), and the second
+        half (rows cut where a snapshot row starts, so the halves add to different rows of
+        it). Each piece writes its survivors from the most the pieces before it can have, and
+        its dying likewise (moved down after): no piece waits for another's count. With
+        ``pool`` (a second thread) this thread and ``pool``'s take the pieces in turn,
+        whichever is free (the sides seldom cost the same: in a rising market the shorts cross
+        more levels, the longs live longer); the survivors then stay where they were written,
+        the state in up to three ranges a side. Without it the pieces run in turn on this
+        thread, each where the last one ended, in halves of nothing (one piece of new
+        positions a side), with the same results."""
         N0, Q = base.shape
-        age = -1 if self.A is None else int(self.A)
         keys = ("liq", "exp") if self.A is not None else ("liq",)
         r_h = N0 // 2  # the first row of the second half
         if N0 >= 2:
@@ -1184,102 +1169,94 @@ class Engine:
             if r_h == 0:
                 r_h = int(np.searchsorted(ob, ob[0], side="right"))
         halves = ((0, r_h), (r_h, N0)) if 0 < r_h < N0 and pool is not None else ((0, N0),)
-        facs = [np.ascontiguousarray(self.factors[0, :, w]) for w in (0, 1)]
-        sufs = [cross[w].tables()[0] for w in (0, 1)]  # built here, not on two threads
         self._kdw_of(0)
+        for c in cross:
+            c.tables()  # built here, not on two threads
+        runs = [np.minimum.accumulate(c.vals) for c in cross]  # non-increasing
+        age_off = 0 if self.A is None else int(self.A - a)
+        retire = RETIRE if self.retire else -1.0
 
-        # the pieces in the state's order, (side, carried slice or None, rows), and the tasks
-        pieces, tasks, n_side0 = [], [[], [], [], []], 0
-        for w, sl in sides:
-            if sl.stop > sl.start:
+        # the pieces in the state's order, (side, carried ranges or None, rows), and the tasks
+        pieces, tasks = [], [[], [], [], []]
+        for w in (0, 1):
+            mine = np.array([(lo, hi) for v, lo, hi in segs if v == w],
+                            dtype=np.int64).reshape(-1, 2)
+            if mine.shape[0]:
                 tasks[w].append(len(pieces))
-                pieces.append((w, sl, None))
+                pieces.append((w, mine, None))
             for i, h in enumerate(halves):
                 tasks[w + 2 * i].append(len(pieces))
                 pieces.append((w, None, h))
-            if w == 0:
-                n_side0 = len(pieces)
-        sizes = [sl.stop - sl.start if sl is not None else (h[1] - h[0]) * Q
-                 for _, sl, h in pieces]  # each piece's most dying
+        sizes = [int((c[:, 1] - c[:, 0]).sum()) if c is not None else (h[1] - h[0]) * Q
+                 for _, c, h in pieces]  # each piece's most survivors and most dying
+        at = [sum(sizes[:p]) for p in range(len(pieces))]
         rooms = {key: dying.room(key, sum(sizes)) for key in keys}
         no_exp = tuple(np.empty(0, dtype=x.dtype) for x in rooms["liq"])
 
         def run(p, start, at_liq, at_exp):
-            w, sl, h = pieces[p]
+            w, c, h = pieces[p]
             liq = tuple(x[at_liq:] for x in rooms["liq"])
             exp = tuple(x[at_exp:] for x in rooms["exp"]) if "exp" in rooms else no_exp
-            if sl is not None:
-                return self._carried_call(jit, sl, st, c_d, c_status, m, last, buf, start, liq,
-                                          exp, carried)
+            if c is not None:
+                return jit.carried(
+                    c, w, runs[w], m, self.A is not None, age_off, retire, zero_a, st.level,
+                    st.birth, st.amount, st.opened, st.cell, st.kd, last, buf["level"],
+                    buf["cell"], buf["kd"], buf["amount"], buf["opened"], buf["birth"], start,
+                    *liq, *exp, *carried)
             r0, r1 = h
             return self._new_call(jit, w, i_new[r0:r1], t_new[r0:r1], base[r0:r1],
                                   share[r0:r1], ent[r0:r1], g[r0:r1], cross[w], m, D, ob[r0:r1],
-                                  last, buf, start, liq, exp, opened[r0:r1])
+                                  last, buf, start, liq, exp, opened[r0:r1]) + (0.0,)
 
         if pool is None:  # one thread: each piece where the last one ended
-            o, n_long, n = 0, 0, {"liq": 0, "exp": 0}
+            out, o, n = [], 0, {"liq": 0, "exp": 0}
             for p in range(len(pieces)):
-                if p == n_side0:
-                    n_long = o
-                o, nl, ne = run(p, o, n["liq"], n["exp"])
+                end, nl, ne, wm = run(p, o, n["liq"], n["exp"])
+                out.append((pieces[p][0], o, end, wm))
+                o = end
                 n["liq"] += nl
                 n["exp"] += ne
             for key in keys:
                 dying.took(key, n[key])
-            return o, n_long
+            first_side = None
+        else:  # two threads: each piece from its most
+            order = iter([t for t in tasks if t])  # each thread takes the next task when free
+            lock = threading.Lock()
+            results = [None] * len(pieces)
 
-        # two threads: where each piece's survivors and dying start, counted first
-        starts, room_at, o = [], [sum(sizes[:p]) for p in range(len(pieces))], 0
-        for p, (w, sl, h) in enumerate(pieces):
-            starts.append(o)
-            if sl is not None:
-                o += int(np.count_nonzero(c_d[sl] >= m))
-            elif p < len(pieces) - 1:  # (the last piece's end is not needed)
-                r0, r1 = h
-                o += int(jit.new_survivors(w, i_new[r0:r1], base[r0:r1], share[r0:r1],
-                                           ent[r0:r1], facs[w], m, age, sufs[w]))
+            def worker():
+                while True:
+                    with lock:
+                        task = next(order, None)
+                    if task is None:
+                        return
+                    for p in task:  # in turn
+                        results[p] = run(p, at[p], at[p], at[p])
 
-        order = iter([t for t in tasks if t])  # each thread takes the next task when free
-        lock = threading.Lock()
-        results = [None] * len(pieces)
-
-        def worker():
-            while True:
-                with lock:
-                    task = next(order, None)
-                if task is None:
-                    return
-                for p in task:  # in turn
-                    results[p] = run(p, starts[p], room_at[p], room_at[p])
-
-        _beside(pool, worker, worker)
-        for p in range(len(pieces) - 1):  # each piece ends where the next starts
-            if results[p][0] != starts[p + 1]:  # else the state would be corrupt
-                raise RuntimeError(f"engine: piece {p} of a block counted "
-                                   f"{starts[p + 1] - starts[p]} survivors and carried "
-                                   f"{results[p][0] - starts[p]}")
-        for key, c in (("liq", 1), ("exp", 2))[:len(keys)]:
-            arrays, n = rooms[key], 0
-            for p in range(len(pieces)):
-                k = results[p][c]
-                if k and room_at[p] != n:
-                    for x in arrays:
-                        x[n:n + k] = x[room_at[p]:room_at[p] + k]
-                n += k
-                if p == n_side0 - 1:
-                    dying.first_side[key] = n
-            dying.took(key, n)
-        return results[-1][0], starts[n_side0]
-
-    @staticmethod
-    def _carried_call(jit, sl, st, c_d, c_status, m, last, buf, o, liq, exp, carried):
-        """:func:`.cpu_loops.carried_split` of the carried positions ``sl`` into these dying
-        arrays and ``carried`` sums (cmin, per cell, the difference array's first row,
-        churned and closed per kd); returns (next free offset, liquidated, expired)."""
-        return jit.carried_split(
-            sl.start, sl.stop, m, c_status, c_d, st.cell, st.kd, st.amount, st.level, st.opened,
-            st.birth, last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
-            buf["birth"], o, *liq, *exp, *carried)
+            _beside(pool, worker, worker)
+            out = [(pieces[p][0], at[p], results[p][0], results[p][3])
+                   for p in range(len(pieces))]
+            first_side = sum(1 for w, _, _ in pieces if w == 0)  # the longs' pieces
+            for key, c in (("liq", 1), ("exp", 2))[:len(keys)]:
+                arrays, n = rooms[key], 0
+                for p in range(len(pieces)):
+                    k = results[p][c]
+                    if k and at[p] != n:
+                        for x in arrays:
+                            x[n:n + k] = x[at[p]:at[p] + k]
+                    n += k
+                    if p == first_side - 1:
+                        dying.first_side[key] = n
+                dying.took(key, n)
+        ranges = []  # the survivors' ranges in the state's order, adjacent ones joined
+        for w, lo, hi, _ in out:
+            if hi <= lo:
+                continue
+            if ranges and ranges[-1][0] == w and ranges[-1][2] == lo:
+                ranges[-1] = (w, ranges[-1][1], hi)
+            else:
+                ranges.append((w, lo, hi))
+        return tuple(ranges), max([wm for *_, wm in out], default=0.0)
 
     def _kdw_of(self, w):
         """The kd of each (entry point, tier) column of side ``w``'s new positions."""
@@ -1332,7 +1309,6 @@ class Engine:
             buf = sets[i] = {"level": np.empty(cap), "cell": np.empty(cap, dtype=np.int32),
                              "kd": np.empty(cap, dtype=self._kd_dtype), "amount": np.empty(cap),
                              "opened": np.empty(cap), "birth": np.empty(cap, dtype=np.int32),
-                             "side": np.empty(cap, dtype=np.int8),
                              "series": np.zeros(cap, dtype=np.int64)}
         return buf
 
@@ -1353,33 +1329,66 @@ class Engine:
     def _kd_dtype(self):
         return np.int8 if 2 * self.B <= 127 else np.int64
 
-    def _side_sorted(self):
-        """The live positions with the longs first (as :meth:`_block_np1` leaves them; a loaded
-        state is sorted once, stably, and given the block's dtypes), and the number of longs."""
+    @property
+    def state(self) -> State:
+        """The live positions (flat arrays). The numpy path keeps them in ranges of its state
+        buffers (``_live``, longs first); they are gathered here, copied, when asked for."""
+        live = self.__dict__.get("_live")
+        if live is None:
+            return self.__dict__["_state"]
+        buf, segs = live
+        idx = np.concatenate([np.arange(lo, hi) for _, lo, hi in segs] or [np.zeros(0, int)])
+        side = np.concatenate([np.full(hi - lo, w, dtype=np.int8) for w, lo, hi in segs]
+                              or [np.zeros(0, np.int8)])
+        return State(side=side, **{k: buf[k][idx] for k in STATE_KEYS if k != "side"})
+
+    @state.setter
+    def state(self, st: State) -> None:
+        self.__dict__["_state"] = st
+        self.__dict__["_live"] = None
+
+    def _side_sorted(self, compact: bool = False):
+        """The live positions and their ranges, ``(state, ((side, start, end), ...))`` with
+        the longs first: as :meth:`_block_np1` left them in its buffers, else the state
+        sorted once, stably, and given the block's dtypes. ``compact``: in one range a side
+        (the numpy loops'), gathered if they are not."""
+        live = self.__dict__.get("_live")
+        if live is not None:
+            buf, segs = live
+            one = [x for x in segs if x[0] == 0] + [x for x in segs if x[0] == 1]
+            if not compact:
+                return State(**{k: buf.get(k) for k in STATE_KEYS}), segs  # (no side)
+            if len(segs) <= 2 and all(
+                    lo == (one[i - 1][2] if i else 0) for i, (_, lo, _) in enumerate(one)):
+                n = one[-1][2] if one else 0  # in one range a side, from 0: the first n
+                return State(**{k: None if k == "side" else buf[k][:n]
+                                for k in STATE_KEYS}), segs
         st = self.state
         s = getattr(self, "_sorted", None)
-        if s is not None and s[0] is st:
-            return s
-        side = st.side
-        if side.shape[0] > 1 and bool((side[1:] < side[:-1]).any()):
-            st = st.take(np.argsort(side, kind="stable"))
-        st.kd = st.kd.astype(self._kd_dtype)
-        st.side = st.side.astype(np.int8)
-        st.cell = st.cell.astype(np.int32)  # < 2^31 cells, steps (as the state buffers)
-        st.birth = st.birth.astype(np.int32)
-        self.state = st
-        self._sorted = (st, int(np.count_nonzero(st.side == 0)))
-        return self._sorted
+        if s is None or s[0] is not st:
+            side = st.side
+            if side.shape[0] > 1 and bool((side[1:] < side[:-1]).any()):
+                st = st.take(np.argsort(side, kind="stable"))
+            st.kd = st.kd.astype(self._kd_dtype)
+            st.side = st.side.astype(np.int8)
+            st.cell = st.cell.astype(np.int32)  # < 2^31 cells, steps (as the state buffers)
+            st.birth = st.birth.astype(np.int32)
+            self.state = st
+            n0 = int(np.count_nonzero(st.side == 0))
+            self._sorted = s = (st, tuple(x for x in ((0, 0, n0), (1, n0, len(st)))
+                                          if x[2] > x[1]))
+        return s
 
     def _cell_range(self, cells, ent):
-        """(first cell, number of cells) that carried positions (``cells``) and the new
-        positions of entries ``ent`` can have: a bound from the lowest and highest level, in
-        whole groups of ``2B`` cells (one bin)."""
+        """(first cell, number of cells) that carried positions (``cells``: arrays of their
+        cells) and the new positions of entries ``ent`` can have: a bound from the lowest and
+        highest level, in whole groups of ``2B`` cells (one bin)."""
         nkd = 2 * self.B
         lo, hi = [], []
-        if cells.shape[0]:
-            lo.append(int(cells.min()))
-            hi.append(int(cells.max()) + 1)
+        for c in cells:
+            if c.shape[0]:
+                lo.append(int(c.min()))
+                hi.append(int(c.max()) + 1)
         ok = ent[np.isfinite(ent)]
         if ok.size < ent.size:  # (step, point) without an entry: bin P
             hi.append((self.P + 1) * nkd)

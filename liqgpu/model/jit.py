@@ -180,14 +180,10 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
                       f.copy(), np.zeros(1, dtype=np.int32), kd.copy(), f.copy(), f.copy(),
                       np.zeros(1, dtype=np.int32), 0, *dying,
                       *(x.copy() for x in dying), np.zeros((1, 2)))
-    mod.new_survivors(0, i8, np.zeros((1, 1)), np.zeros((1, 2)), np.ones((1, 1)), np.ones(1),
-                      2, -1, np.full(3, np.inf))
-    mod.carried_deaths(0, 1, f, i4, f, f, np.ones(2), np.ones(2), 1, 2, False, 0, -1.0, False,
-                       i4.copy(), np.zeros(1, np.int8))
-    mod.carried_split(0, 1, 2, np.zeros(1, np.int8), i4, i4, kd, f, f, f, i4, 1.0, f.copy(),
-                      i4.copy(), kd.copy(), f.copy(), f.copy(), i4.copy(), 0, *dying,
-                      *(x.copy() for x in dying), 0, np.zeros(2), np.zeros(2), np.zeros(2),
-                      np.zeros(2))
+    mod.carried(np.zeros((1, 2), dtype=np.int64), 0, np.ones(2), 2, False, 0, -1.0, False, f,
+                i4, f, f, i4, kd, 1.0, f.copy(), i4.copy(), kd.copy(), f.copy(), f.copy(),
+                i4.copy(), 0, *dying, *(x.copy() for x in dying), 0, np.zeros(2), np.zeros(2),
+                np.zeros(2), np.zeros(2))
     mod.subtract_dead(np.zeros(2), i8, 2, 0, i4, i4, f)
     mod.row_weights(np.zeros((1, 1)), np.zeros((1, 2)), f, i8, np.zeros(1))
     rows = np.zeros((1, 2))

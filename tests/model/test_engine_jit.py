@@ -103,7 +103,7 @@ def test_compiled_loops_equal_numpy_loops_bit_for_bit(case, dtype, threads, monk
     slow, st_s = _run(prepare([s], p), grid, every, chunk, False, dtype)
     ran = set()  # (loop, thread) of each compiled loop the run calls
     loops = jit_mod.kernels()
-    for name in ("new_positions", "carried_deaths", "carried_split", "subtract_dead",
+    for name in ("new_positions", "carried", "subtract_dead",
                  "snapshot_cols", "snap_cols", "liquidated"):
         def spy(*a, _f=getattr(loops, name), _n=name):
             ran.add((_n, threading.current_thread().name.startswith("liqgpu-side")))
