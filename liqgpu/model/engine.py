@@ -546,9 +546,10 @@ class Engine:
         nkd = S * 2 * self.B
         fast = self._fast
         # numpy, one series: the cubes in the output dtype, the outside bin (float64) apart.
-        # The chunk's own cubes are not zeroed first: each block writes every cell of the rows
-        # it is the first to reach (:meth:`_fill_rows`, :meth:`_liq_rows`), so no pass of its
-        # own zeroes them
+        # The chunk's own cubes are not zeroed first: a reused cube is zero outside the
+        # columns its last chunk wrote (its pool's ``dirty``), and each block zeroes those of
+        # the rows it is the first to reach where it does not write (:meth:`_fill_rows`,
+        # :meth:`_liq_rows`), so no pass of its own zeroes a cube
         into = into if fast and into is not None else {}
         self._fill = fast and not into
         self._liq_filled = 0  # rows of the liquidated cube zeroed so far
@@ -577,7 +578,10 @@ class Engine:
                 self._block(a, b, t0, b0, tables, acc)
         if fast:  # (none left: the blocks reached every row)
             z0, z1 = self._liq_rows(nb)
-            acc["liquidated"][z0:z1] = 0
+            self._zero_liq(acc, z0, z1)
+        if self._fill:  # the columns each cube may hold non-zero cells in, for its next chunk
+            for f, (c0, c1) in self._touched.items():
+                self._cubes.mark(acc[f], (0, 0) if c0 is None else (c0, c1))
         if b1 >= self.n_buckets:
             self._release()
         return self._finish(b0, b1, acc)
@@ -591,14 +595,26 @@ class Engine:
         z0, self._liq_filled = self._liq_filled, r1
         return z0, r1
 
+    def _zero_liq(self, acc, z0: int, z1: int) -> None:
+        """Zero the rows ``[z0, z1)`` of the chunk's unzeroed liquidated cube where it may
+        hold a value (the columns its last chunk wrote)."""
+        if z1 > z0:
+            d0, d1 = self._cubes.dirty(acc["liquidated"])
+            if d1 > d0:
+                acc["liquidated"][z0:z1, d0:d1] = 0
+
     def _fill_rows(self, acc, rows, c0: int, c1: int) -> None:
         """Zero the intensity ``rows`` (a slice: a block's snapshot rows) of the chunk's
-        unzeroed cube (``self._fill``) outside the columns ``[c0, c1)`` the snapshot writes."""
+        unzeroed cube (``self._fill``) outside the columns ``[c0, c1)`` the snapshot writes,
+        where it may hold a value (the columns its last chunk wrote)."""
         if not self._fill:
             return
+        d0, d1 = self._cubes.dirty(acc["intensity"])
         x = acc["intensity"][rows]
-        x[:, :max(c0, 0)] = 0
-        x[:, max(c1, c0, 0):] = 0
+        if min(c0, d1) > d0:
+            x[:, d0:min(c0, d1)] = 0
+        if d1 > max(c1, c0, d0):
+            x[:, max(c1, c0, d0):d1] = 0
 
     def _touch(self, cube: str, c0: int, c1: int) -> None:
         """Columns ``[c0, c1)`` of the chunk's ``cube`` were written (the union is kept)."""
@@ -1059,8 +1075,7 @@ class Engine:
         zm = (z0 + z1) // 2
 
         def fill(lo, hi):
-            if hi > lo:
-                acc["liquidated"][lo:hi] = 0
+            self._zero_liq(acc, lo, hi)
 
         floor = None
         if D is not None and pool is not None:  # compiled, two threads: side by side
@@ -1749,6 +1764,7 @@ class _CubePool:
     def __init__(self, keep: int = 8):
         self.keep = keep  # e.g. two cubes each of the chunk computed, queued and being written
         self.bufs: list = []
+        self._dirty: dict = {}  # id of a 2-d array -> the columns [c0, c1) it may be non-zero in
         self.made = 0  # arrays allocated (the rest were reused)
         # an array only a list holds: what a free one counts, read the same way (interpreters
         # differ in whether getrefcount's argument counts)
@@ -1759,17 +1775,21 @@ class _CubePool:
         return self.get(shape, dtype)
 
     def get(self, shape, dtype, zeroed: bool = True) -> np.ndarray:
-        """An array of ``shape`` and ``dtype``, a free one of the pool, else new; zeroed
-        unless ``zeroed`` is false (then a reused one holds what it held)."""
+        """An array of ``shape`` and ``dtype``, a free one of the pool, else new (zero);
+        zeroed unless ``zeroed`` is false: then a reused one holds what it held, zero outside
+        the columns :meth:`dirty` gives."""
         dtype = np.dtype(dtype)
         i = self._free(shape, dtype)
         if i is not None:
+            x = self.bufs[i]
             if zeroed:
-                self.bufs[i].fill(0)
-            return self.bufs[i]
+                x.fill(0)
+                self._dirty.pop(id(x), None)
+            return x
         if len(self.bufs) >= self.keep:  # full: a free array of another shape makes room
             i = self._free()
             if i is not None:
+                self._dirty.pop(id(self.bufs[i]), None)
                 del self.bufs[i]
         b = np.zeros(shape, dtype=dtype)
         self.made += 1
@@ -1789,8 +1809,21 @@ class _CubePool:
                 return i
         return None
 
+    def dirty(self, x) -> tuple[int, int]:
+        """The columns ``[c0, c1)`` outside which the pool's 2-d array ``x`` is zero (all of
+        them unless :meth:`mark` said less; none for a new one)."""
+        if not any(b is x for b in self.bufs):
+            return 0, x.shape[1]
+        return self._dirty.get(id(x), (0, 0))
+
+    def mark(self, x, span: tuple[int, int]) -> None:
+        """The pool's array ``x`` is zero outside the columns ``span`` now."""
+        if any(b is x for b in self.bufs):
+            self._dirty[id(x)] = (int(span[0]), int(span[1]))
+
     def clear(self) -> None:
         self.bufs.clear()
+        self._dirty.clear()
 
 
 class _Crossing:

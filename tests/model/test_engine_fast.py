@@ -387,10 +387,11 @@ def test_a_run_s_first_chunk_is_one_time_chunk_of_the_store():
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5], CASES[8]])
 def test_unzeroed_chunk_cubes_get_every_cell_written(case, jit, threads, monkeypatch):
-    """A chunk's own cubes are not zeroed first: its blocks write every cell of their rows
-    (snapshot columns, the zeros beside them, the liquidated rows each first reaches). Cubes
-    handed out full of NaN give the chunks zeroed cubes give, bit for bit, on blocks cut
-    inside output rows too."""
+    """A chunk's own cubes are not zeroed first: a reused cube is zero outside the columns
+    its last chunk wrote, and the blocks write every cell of their rows inside those (the
+    snapshot columns, zeros beside them, the liquidated rows each block first reaches).
+    Reused cubes full of NaN in those columns give the chunks zeroed cubes give, bit for bit,
+    on blocks cut inside output rows too."""
     if jit:
         _compiled_or_skip(monkeypatch)
     monkeypatch.setattr(engine_mod, "SPLIT_POSITIONS", 0)  # two threads: every block split
@@ -406,19 +407,41 @@ def test_unzeroed_chunk_cubes_get_every_cell_written(case, jit, threads, monkeyp
 
     want = chunks()
     get = engine_mod._CubePool.get
-    asked = []
+    poisoned = []
 
-    def poisoned(self, shape, dtype, zeroed=True):
-        asked.append(zeroed)
+    def garbage(self, shape, dtype, zeroed=True):
         x = get(self, shape, dtype, zeroed)
-        if not zeroed:
-            x.fill(np.nan)
+        assert not zeroed
+        c0, c1 = self.dirty(x)
+        x[:, c0:c1] = np.nan  # what a cube may hold there: anything
+        poisoned.append(c1 > c0)
         return x
 
-    monkeypatch.setattr(engine_mod._CubePool, "get", poisoned)
+    monkeypatch.setattr(engine_mod._CubePool, "get", garbage)
     got = chunks()
-    assert asked and not any(asked)  # every cube unzeroed
+    assert sum(poisoned) >= 2  # reused cubes with columns written before
     assert len(got) == len(want) >= 3
     for (i0, l0, t0), (i1, l1, t1) in zip(want, got):
         assert i1.tobytes() == i0.tobytes() and l1.tobytes() == l0.tobytes() and t1 == t0
     assert any(i.any() for i, _, _ in want) and any(x.any() for _, x, _ in want)
+
+
+def test_cube_pool_knows_the_columns_a_reused_cube_may_be_non_zero_in():
+    """A new cube is zero everywhere; one marked with the columns its chunk wrote is zero
+    outside them when reused unzeroed; zeroed it is clean again; an array the pool does not
+    hold may be non-zero anywhere."""
+    from liqgpu.model.engine import _CubePool
+
+    pool = _CubePool(keep=2)
+    a = pool.get((3, 8), np.float32, zeroed=False)
+    assert pool.dirty(a) == (0, 0) and not a.any()
+    a[:, 2:5] = 1
+    pool.mark(a, (2, 5))
+    del a
+    b = pool.get((3, 8), np.float32, zeroed=False)
+    assert pool.made == 1 and pool.dirty(b) == (2, 5) and b[:, 2:5].all()
+    assert not b[:, :2].any() and not b[:, 5:].any()
+    del b
+    c = pool.get((3, 8), np.float32)  # zeroed
+    assert not c.any() and pool.dirty(c) == (0, 0)
+    assert pool.dirty(np.zeros((3, 8))) == (0, 8)
