@@ -47,14 +47,17 @@ def bin_of(q, u, edges, geo):
     return j
 
 @njit
-def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, edges, x0,
-                  inv, geo, kdw, nkd, D, ob, last, buf_level, buf_cell, buf_kd, buf_amount,
+def new_positions(w, i_new, t_new, addn, om, wts, share, ent, fac, g, m, age, suf, tabs, edges,
+                  x0, inv, geo, kdw, nkd, D, ob, last, buf_level, buf_cell, buf_kd, buf_amount,
                   buf_opened, buf_birth, o, liq_d, liq_c, liq_k, liq_w, exp_d, exp_c, exp_k,
                   exp_w, opened):
     """The new positions of side ``w`` of one block: what the numpy tile loop of
     ``Engine._block_np1`` computes (see there), for every (step, entry point, tier).
 
-    Writes the dying (``liq_*``, ``exp_*``: block-local step of death, cell, kd, weight),
+    Each amount is formed where it is used, as the numpy block's ``base * share`` (``addn``:
+    the amount added at each step, ``om``: its entry points' weights, ``wts``: the tiers'),
+    not read from an array of them. Writes the dying (``liq_*``, ``exp_*``: block-local step
+    of death, cell, kd, weight),
     the survivors into the state buffers from ``o``, each weight into ``D`` (when it has
     rows) and the opened amounts per (step, kd) into ``opened``. Returns (next free state
     offset, liquidated count, expired count).
@@ -65,9 +68,10 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
     weights enter ``D`` after, in a loop of their own: its rows are far apart in memory, and
     updates with nothing else between them are many in flight at once (the same updates in
     the same order)."""
-    N0, Q = base.shape
-    Np = ent.shape[1]
-    K = Q // Np
+    N0 = addn.shape[0]
+    Np = om.shape[1]
+    K = wts.shape[0]
+    Q = Np * K
     J = tabs.shape[0]
     use_d = D.shape[0] > 0
     lf = np.empty(K)  # log grid: log(factor) / log r
@@ -125,10 +129,11 @@ def new_positions(w, i_new, t_new, base, share, ent, fac, g, m, age, suf, tabs, 
             for p in range(Np):
                 e = ent[r, p]
                 le = (math.log(e) - x0) * inv if geo and e > 0 else 0.0
+                ao = addn[r] * om[r, p]
                 for k in range(K):
                     q = p * K + k
                     b = (r - r0) * Q + q
-                    amt = base[r, q] * sh
+                    amt = ao * wts[k] * sh
                     d = pos[b]
                     kd = kdw[q]
                     cell = bin_of(lev[b], le + lf[k], edges, geo) * nkd + kd
@@ -208,20 +213,24 @@ def flows(m, nkd, live0, i_new, opened, g, liq_d, liq_k, liq_w, x_exp, f_closed,
 
 
 @njit
-def row_weights(base, share, g, rows, wrow):
+def row_weights(addn, om, wts, share, g, rows, wrow):
     """``np.maximum.at(wrow, rows[ok], base.max(axis=1) * share.max(axis=1) * g)`` over the
     rows of ``wrow`` (``ok``: ``rows < wrow.shape[0]``; ``engine.residue_floor``), NaN kept
-    as numpy's maxima keep it."""
+    as numpy's maxima keep it; ``base[r, p * K + k]`` is ``addn[r] * om[r, p] * wts[k]``."""
     ns = wrow.shape[0]
-    for r in range(base.shape[0]):
+    Np = om.shape[1]
+    K = wts.shape[0]
+    for r in range(addn.shape[0]):
         i = rows[r]
         if i >= ns:
             continue
-        b = base[r, 0]
-        for q in range(1, base.shape[1]):
-            x = base[r, q]
-            if x > b or x != x:
-                b = x
+        b = addn[r] * om[r, 0] * wts[0]
+        for p in range(Np):
+            ao = addn[r] * om[r, p]
+            for k in range(K):
+                x = ao * wts[k]
+                if x > b or x != x:
+                    b = x
         sh = share[r, 0]
         x = share[r, 1]
         if x > sh or x != x:

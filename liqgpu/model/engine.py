@@ -916,8 +916,11 @@ class Engine:
         N0 = int(i_new.shape[0])
         Np = int(self.entry.shape[2])
         Q = Np * K
-        base = ((addb[i_new][:, None] * self.omega[0, t_new])[:, :, None]
-                * self.weights).reshape(N0, Q)  # amount before the side's share
+        addn, om = addb[i_new], self.omega[0, t_new]
+        if jit is None:  # amount before the side's share
+            base = ((addn[:, None] * om)[:, :, None] * self.weights).reshape(N0, Q)
+        else:  # the same, formed by the compiled loops where they use it
+            base = (addn, om, self.weights)
         share = self.share[0, t_new]  # (N0, 2)
         ent = self.entry[0, t_new]  # (N0, Np)
         g = np.exp(-Lc)[i_new]  # normalized weight of a unit amount born at each step
@@ -1176,7 +1179,8 @@ class Engine:
         the state in up to three ranges a side. Without it the pieces run in turn on this
         thread, each where the last one ended, in halves of nothing (one piece of new
         positions a side), with the same results."""
-        N0, Q = base.shape
+        addn, om, wts = base
+        N0, Q = addn.shape[0], om.shape[1] * wts.shape[0]
         keys = ("liq", "exp") if self.A is not None else ("liq",)
         r_h = N0 // 2  # the first row of the second half
         if N0 >= 2:
@@ -1219,7 +1223,8 @@ class Engine:
                     buf["cell"], buf["kd"], buf["amount"], buf["opened"], buf["birth"], start,
                     *liq, *exp, *carried)
             r0, r1 = h
-            return self._new_call(jit, w, i_new[r0:r1], t_new[r0:r1], base[r0:r1],
+            return self._new_call(jit, w, i_new[r0:r1], t_new[r0:r1],
+                                  (addn[r0:r1], om[r0:r1], wts),
                                   share[r0:r1], ent[r0:r1], g[r0:r1], cross[w], m, D, ob[r0:r1],
                                   last, buf, start, liq, exp, opened[r0:r1]) + (0.0,)
 
@@ -1290,7 +1295,7 @@ class Engine:
         geo = self._loggrid
         x0, inv = geo if geo is not None else (0.0, 0.0)
         return jit.new_positions(
-            w, i_new, t_new, base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
+            w, i_new, t_new, *base, share, ent, np.ascontiguousarray(self.factors[0, :, w]), g,
             m, -1 if self.A is None else int(self.A), suf, tabs, self.edges, x0, inv,
             geo is not None, self._kdw_of(w), 2 * self.B, np.empty(0) if D is None else D, ob,
             last, buf["level"], buf["cell"], buf["kd"], buf["amount"], buf["opened"],
@@ -1626,8 +1631,9 @@ def residue_floor(w_carried: float, base, share, g, rows, fac, jit=None) -> floa
     wrow = np.zeros(ns)
     if ns:
         wrow[0] = w_carried
-    if base.size and jit is not None:  # the compiled loops: the same, in one pass
-        jit.row_weights(base, share, g, rows, wrow)
+    if jit is not None:  # the compiled loops: the same, in one pass (``base``: its factors)
+        if base[0].size:
+            jit.row_weights(*base, share, g, rows, wrow)
     elif base.size:
         w_new = base.max(axis=1) * share.max(axis=1) * g
         ok = rows < ns

@@ -174,7 +174,7 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
     kd = np.zeros(1, dtype=kd_dtype)
     i4 = np.zeros(1, dtype=np.int32)
     dying = (i4.copy(), i4.copy(), kd.copy(), f.copy())
-    mod.new_positions(0, i8, i8, np.zeros((1, 1)), np.zeros((1, 2)), np.ones((1, 1)),
+    mod.new_positions(0, i8, i8, f, np.zeros((1, 1)), f, np.zeros((1, 2)), np.ones((1, 1)),
                       np.ones(1), np.ones(1), 2, -1, np.full(3, np.inf), np.zeros((1, 2)),
                       np.array([0.5, 2.0]), 0.0, 1.0, True, kd, 2, np.zeros(4), i8, 1.0,
                       f.copy(), np.zeros(1, dtype=np.int32), kd.copy(), f.copy(), f.copy(),
@@ -185,7 +185,7 @@ def warm(mod, kd_dtype=np.int8, cube_dtype=np.float32) -> None:
                 i4.copy(), 0, *dying, *(x.copy() for x in dying), 0, np.zeros(2), np.zeros(2),
                 np.zeros(2), np.zeros(2))
     mod.subtract_dead(np.zeros(2), i8, 2, 0, i4, i4, f)
-    mod.row_weights(np.zeros((1, 1)), np.zeros((1, 2)), f, i8, np.zeros(1))
+    mod.row_weights(f, np.zeros((1, 1)), f, np.zeros((1, 2)), f, i8, np.zeros(1))
     rows = np.zeros((1, 2))
     mod.flows(1, 2, np.zeros(2), i8, rows, f, i4, kd, f, f, f, f, np.zeros(2), rows.copy(),
               rows.copy())
