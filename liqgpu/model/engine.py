@@ -1847,14 +1847,13 @@ class _Crossing:
         suf = np.empty(m + 1)  # suf[t] = min(vals[t:])
         suf[m] = np.inf
         suf[:m] = np.minimum.accumulate(vals[::-1])[::-1]
-        # tabs[j][p] = min(vals[p : p + 2^j]) (to the block's end)
-        tabs = [vals]
-        for j in range(1, max(1, (m - 1).bit_length())):
-            prev, s = tabs[-1], 1 << (j - 1)
-            nxt = np.empty_like(prev)
+        # tabs[j][p] = min(vals[p : p + 2^j]) (to the block's end), each level into its row
+        tabs = np.empty((max(1, (m - 1).bit_length()), m))
+        tabs[0] = vals
+        for j in range(1, tabs.shape[0]):
+            prev, nxt, s = tabs[j - 1], tabs[j], 1 << (j - 1)
             np.minimum(prev[:-s], prev[s:], out=nxt[:-s])
             nxt[-s:] = prev[-s:]  # windows past the block's end: what is left of it
-            tabs.append(nxt)
         self.suf, self.tabs = suf, tabs
 
     def tables(self):
@@ -1862,8 +1861,6 @@ class _Crossing:
         (``suf[m]`` = inf), ``tabs[j, p]`` the minimum of ``vals[p : p + 2^j]``."""
         if self.suf is None:
             self._build()
-        if not isinstance(self.tabs, np.ndarray):
-            self.tabs = np.stack(self.tabs)
         return self.suf, self.tabs
 
     def first(self, steps, thr, out=None):
