@@ -53,6 +53,9 @@ BLOCK_POSITIONS = 1 << 20  # v2: new positions per block (bounds memory; blocks 
 TILE_POSITIONS = 1 << 17  # v2 numpy: new positions handled together (their passes stay in cache)
 STATE_KEYS = ("level", "side", "cell", "kd", "series", "birth", "amount", "opened")
 RESIDUE = 1e-12  # relative size below which a snapshot cell is cancellation residue
+#: compiled loops on two threads: the parts a side's new positions are cut in (at snapshot rows:
+#: each adds to rows of the difference array of its own), taken by whichever thread is free
+NEW_PARTS = 3
 #: compiled loops on two threads: the least work for which a block shares its positions
 #: (carried and new) and its snapshot rows' cells; below it the hand-over costs more than it
 #: saves
@@ -1168,26 +1171,26 @@ class Engine:
         Returns the survivors' ranges in ``buf`` likewise, and the carried positions' largest
         live amount.
 
-        The work is cut in pieces: a side's carried positions with the first half of its new
-        ones (in that order: both add to the difference array's first row), and the second
-        half (rows cut where a snapshot row starts, so the halves add to different rows of
-        it). Each piece writes its survivors from the most the pieces before it can have, and
+        The work is cut in pieces: a side's carried positions with the first part of its new
+        ones (in that order: both add to the difference array's first row), and the other
+        parts (:data:`NEW_PARTS` in all, rows cut where a snapshot row starts, so the parts add
+        to different rows of it). Each piece writes its survivors from the most the pieces before it can have, and
         its dying likewise (moved down after): no piece waits for another's count. With
         ``pool`` (a second thread) this thread and ``pool``'s take the pieces in turn,
         whichever is free (the sides seldom cost the same: in a rising market the shorts cross
         more levels, the longs live longer); the survivors then stay where they were written,
         the state in up to three ranges a side. Without it the pieces run in turn on this
-        thread, each where the last one ended, in halves of nothing (one piece of new
-        positions a side), with the same results."""
+        thread, each where the last one ended, the new positions of a side in one part, with
+        the same results."""
         addn, om, wts = base
         N0, Q = addn.shape[0], om.shape[1] * wts.shape[0]
         keys = ("liq", "exp") if self.A is not None else ("liq",)
-        r_h = N0 // 2  # the first row of the second half
-        if N0 >= 2:
-            r_h = int(np.searchsorted(ob, ob[r_h], side="left"))
-            if r_h == 0:
-                r_h = int(np.searchsorted(ob, ob[0], side="right"))
-        halves = ((0, r_h), (r_h, N0)) if 0 < r_h < N0 and pool is not None else ((0, N0),)
+        cuts = [0]  # the parts' first rows: each where a snapshot row starts
+        for i in range(1, NEW_PARTS if pool is not None and N0 else 1):
+            r = int(np.searchsorted(ob, ob[N0 * i // NEW_PARTS], side="left"))
+            if cuts[-1] < r < N0:
+                cuts.append(r)
+        halves = tuple(zip(cuts, cuts[1:] + [N0])) if N0 else ((0, N0),)
         self._kdw_of(0)
         for c in cross:
             c.tables()  # built here, not on two threads
@@ -1196,7 +1199,7 @@ class Engine:
         retire = RETIRE if self.retire else -1.0
 
         # the pieces in the state's order, (side, carried ranges or None, rows), and the tasks
-        pieces, tasks = [], [[], [], [], []]
+        pieces, tasks = [], [[] for _ in range(2 * len(halves))]
         for w in (0, 1):
             mine = np.array([(lo, hi) for v, lo, hi in segs if v == w],
                             dtype=np.int64).reshape(-1, 2)
