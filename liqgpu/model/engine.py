@@ -33,6 +33,7 @@ import logging
 import math
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -1773,7 +1774,9 @@ class _CubePool:
     def __init__(self, keep: int = 8):
         self.keep = keep  # e.g. two cubes each of the chunk computed, queued and being written
         self.bufs: list = []
-        self._dirty: dict = {}  # id of a 2-d array -> the columns [c0, c1) it may be non-zero in
+        # id of a 2-d array handed out -> (a weak reference to it, the columns [c0, c1) it may
+        # be non-zero in): the pool's, and new ones it did not keep (held by a caller)
+        self._dirty: dict = {}
         self.made = 0  # arrays allocated (the rest were reused)
         # an array only a list holds: what a free one counts, read the same way (interpreters
         # differ in whether getrefcount's argument counts)
@@ -1793,17 +1796,19 @@ class _CubePool:
             x = self.bufs[i]
             if zeroed:
                 x.fill(0)
-                self._dirty.pop(id(x), None)
+                self._dirty[id(x)] = (weakref.ref(x), (0, 0))
             return x
         if len(self.bufs) >= self.keep:  # full: a free array of another shape makes room
             i = self._free()
             if i is not None:
-                self._dirty.pop(id(self.bufs[i]), None)
                 del self.bufs[i]
         b = np.zeros(shape, dtype=dtype)
         self.made += 1
         if len(self.bufs) < self.keep:
             self.bufs.append(b)
+        if len(self._dirty) > 4 * self.keep:  # forget the arrays gone
+            self._dirty = {k: v for k, v in self._dirty.items() if v[0]() is not None}
+        self._dirty[id(b)] = (weakref.ref(b), (0, 0))  # new: zero
         return b
 
     def _free(self, shape=None, dtype=None) -> "int | None":
@@ -1819,16 +1824,16 @@ class _CubePool:
         return None
 
     def dirty(self, x) -> tuple[int, int]:
-        """The columns ``[c0, c1)`` outside which the pool's 2-d array ``x`` is zero (all of
-        them unless :meth:`mark` said less; none for a new one)."""
-        if not any(b is x for b in self.bufs):
-            return 0, x.shape[1]
-        return self._dirty.get(id(x), (0, 0))
+        """The columns ``[c0, c1)`` outside which the 2-d array ``x`` the pool handed out is
+        zero (none for a new one, what :meth:`mark` said since); all of them for any other."""
+        ref, span = self._dirty.get(id(x), (None, None))
+        return span if ref is not None and ref() is x else (0, x.shape[1])
 
     def mark(self, x, span: tuple[int, int]) -> None:
-        """The pool's array ``x`` is zero outside the columns ``span`` now."""
-        if any(b is x for b in self.bufs):
-            self._dirty[id(x)] = (int(span[0]), int(span[1]))
+        """The array ``x`` the pool handed out is zero outside the columns ``span`` now."""
+        ref, _ = self._dirty.get(id(x), (None, None))
+        if ref is not None and ref() is x:
+            self._dirty[id(x)] = (ref, (int(span[0]), int(span[1])))
 
     def clear(self) -> None:
         self.bufs.clear()

@@ -445,3 +445,11 @@ def test_cube_pool_knows_the_columns_a_reused_cube_may_be_non_zero_in():
     c = pool.get((3, 8), np.float32)  # zeroed
     assert not c.any() and pool.dirty(c) == (0, 0)
     assert pool.dirty(np.zeros((3, 8))) == (0, 8)
+    # new arrays the pool does not keep (it is full of held ones) are known zero too
+    d = pool.get((3, 8), np.float32, zeroed=False)
+    e = pool.get((3, 8), np.float32, zeroed=False)
+    assert pool.made == 3 and len(pool.bufs) == 2 and not any(x is e for x in pool.bufs)
+    assert pool.dirty(e) == (0, 0)
+    e[:, 1] = 1
+    pool.mark(e, (1, 2))
+    assert pool.dirty(e) == (1, 2) and pool.dirty(d) == (0, 0)
