@@ -332,3 +332,45 @@ def test_a_store_run_compiles_nothing_after_the_load(threads, monkeypatch):
     monkeypatch.undo()
     after = {n: len(getattr(loops, n).signatures) for n in names}
     assert after == before
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_state_saved_mid_run_from_its_ranges_resumes_the_same(threads, monkeypatch):
+    """On two threads the live positions lie in ranges of the state buffers with gaps
+    between them; the state saved at a cut gathers them (longs first, in order), and an engine
+    loading it continues bit for bit as the uninterrupted run, on the compiled loops as on
+    numpy's (which start from the saved state in one piece a side)."""
+    monkeypatch.setattr(engine_mod, "SPLIT_POSITIONS", 0)  # every block in pieces
+    monkeypatch.setattr(engine_mod, "SPLIT_CELLS", 0)
+    case = CASES[1]  # v2, range entries, expiry, small blocks
+    monkeypatch.setattr(engine_mod, "BLOCK_POSITIONS", case[6])
+    p = _params(case)
+    s, grid = _market(case[0], case[1], case[3], p)
+    every, chunk, cut = case[4], case[5], 3 * case[5]
+    e = Engine(prepare([s], p), grid, every, dtype=np.float64, jit=True, threads=threads)
+    saved, gaps = {}, []
+
+    def save(eng):
+        live = eng.__dict__.get("_live")
+        gaps.append(live is not None and any(
+            a[2] != b[1] for a, b in zip(live[1], live[1][1:])))
+        saved.update(eng.state_arrays())
+
+    whole = [c for c in e.run(chunk, on_bucket=(cut, save))]
+    assert saved and len(saved["level"]) > 100
+    assert np.all(np.diff(saved["side"]) >= 0)  # longs first
+    if threads == 2:
+        assert gaps == [True]  # the saved state came from ranges with gaps
+    for jit in (True, False):
+        again = Engine(prepare([s], p), grid, every, dtype=np.float64, jit=jit,
+                       threads=threads)
+        again.load_state(saved)
+        rest = [again.chunk(b, min(b + chunk, again.n_buckets))
+                for b in range(cut, again.n_buckets, chunk)]
+        tail = [c for c in whole if c.b0 >= cut]
+        assert [c.b0 for c in rest] == [c.b0 for c in tail]
+        for f in CHUNK_FIELDS:
+            if getattr(tail[0], f) is None:
+                continue
+            for x, y in zip(rest, tail):
+                np.testing.assert_array_equal(getattr(x, f), getattr(y, f), err_msg=f)
