@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 
 import click
 
@@ -62,9 +63,13 @@ def user_errors(fn):
                     f"{exc.filename or 'the output folder'}: no space left on the device "
                     f"(nothing was replaced; free some space and run again)") from None
             damaged = read_error(exc)
-            if damaged is None:
-                raise
-            raise UserError(str(damaged)) from None
+            if damaged is not None:
+                raise UserError(str(damaged)) from None
+            if exc.errno in (errno.EIO, errno.EROFS, errno.EFBIG):  # the disk failed a write
+                raise UserError(
+                    f"{exc.filename or 'the output folder'}: cannot be written "
+                    f"({exc.strerror or os.strerror(exc.errno)}; nothing was replaced)") from None
+            raise
         except Exception as exc:  # a damaged store met while computing (blosc, crc32c, ...)
             damaged = read_error(exc)
             if damaged is None:

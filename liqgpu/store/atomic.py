@@ -18,6 +18,10 @@ store, ``.NAME.upd-*`` for an update's clone) and :func:`commit` it:
   :func:`recover` (run by the next writer, and by readers that can take the lock) moves back.
 * target absent: one ``rename``.
 
+Before either, :func:`flush` puts the new store on the disk, and the folder holding the target
+is synced after the rename, before the old store is deleted: a power loss leaves the old store
+or the whole new one (the rename never reaches the disk ahead of the files it names).
+
 Temporaries are removed only under the lock: the lock is held for a writer's whole life, so a
 temporary found by the lock's holder belongs to a dead process (never to a live writer).
 """
@@ -29,10 +33,12 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shutil
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -154,6 +160,7 @@ def recover(target) -> None:
     if olds and not os.path.lexists(target):
         keep = olds.pop()  # the newest
         os.replace(keep, target)
+        _sync_dir(target.parent)
         log.warning("%s: restored the store that an interrupted commit had moved to %s",
                     target, keep.name)
     for kind in TEMP_KINDS:
@@ -180,12 +187,63 @@ def crash_point(name: str) -> None:
         time.sleep(float(os.environ.get("LIQGPU_PAUSE_S", "2")))
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+def flush(folder) -> None:
+    """Put what was written under ``folder`` on the disk (data and directory entries) before a
+    rename makes it the store: ``syncfs`` of its file system where the system has it (Linux:
+    one call, the file system's dirty pages; a year's store, 130 MB in 800 files, about 0.1 s
+    on this project's machine, against 0.34 s for a ``fsync`` a file), else each file and
+    folder in turn. Without it a power loss after the swap could find the new names but not
+    yet their contents (the page cache had them), with the old store already deleted."""
+    folder = Path(folder)
+    fn = _syncfs()
+    if fn is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if fn(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), str(folder))
+        finally:
+            os.close(fd)
+        return
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            _fsync(os.path.join(root, name))
+        _sync_dir(root)
+
+
+def _syncfs():
+    """libc's ``syncfs`` where the system has one (Linux), else None."""
+    return getattr(_libc(), "syncfs", None) if sys.platform.startswith("linux") else None
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dir(folder) -> None:
+    """Put a rename in ``folder`` on the disk (the folder's own entries), where the system
+    lets a folder be synced."""
+    try:
+        _fsync(folder)
+    except OSError:  # some systems (and file systems) refuse fsync on a folder
+        pass
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically; False when the system cannot."""
     if os.environ.get("LIQGPU_NO_RENAME_EXCHANGE"):
         return False
-    libc_name = ctypes.util.find_library("c")
-    fn = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+    fn = getattr(_libc(), "renameat2", None)
     if fn is None:
         return False
     at_fdcwd = -100
@@ -209,12 +267,18 @@ def commit(new, target, *, defer_cleanup: bool = False) -> Path:
     loop); a kill before it finishes leaves a temporary that the next run removes.
     """
     new, target = Path(new), Path(target)
+    try:
+        flush(new)  # its files on the disk before a name points at them
+    except OSError as exc:  # (named as the store the user asked for)
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     crash_point("before-commit")
     if not os.path.lexists(target):
         os.replace(new, target)
+        _sync_dir(target.parent)
         crash_point("after-commit")
         return target
     if _exchange(new, target):
+        _sync_dir(target.parent)  # the swap on the disk before the old store's files go
         crash_point("after-exchange")  # the old store now sits at `new`
         if defer_cleanup:
             import threading
@@ -227,6 +291,7 @@ def commit(new, target, *, defer_cleanup: bool = False) -> Path:
     os.replace(target, old)
     crash_point("after-aside")
     os.replace(new, target)
+    _sync_dir(target.parent)
     crash_point("after-commit")
     _rmtree(old)
     return target

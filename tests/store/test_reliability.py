@@ -476,3 +476,137 @@ def test_update_after_a_200_year_gap_is_refused(tmp_path, store):
     r = CliRunner().invoke(main, ["update", str(out), str(tmp_path / "far.parquet")])
     assert_one_sentence(r, "far.parquet", "--max-gap")
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+# -- power loss: the new store is on the disk before its name is ---------------------------------
+def _record_commit_steps(monkeypatch):
+    """The order of the commit's steps (flush, renames, folder syncs, deletions), recorded."""
+    from liqgpu.store import atomic
+
+    steps = []
+    real = {k: getattr(atomic, k) for k in ("flush", "_sync_dir", "_exchange", "_rmtree")}
+    real_replace = os.replace
+
+    def flush(folder):
+        steps.append(("flush", Path(folder).name))
+        real["flush"](folder)
+
+    def sync_dir(folder):
+        steps.append(("sync_dir", Path(folder).name))
+        real["_sync_dir"](folder)
+
+    def exchange(a, b):
+        ok = real["_exchange"](a, b)
+        steps.append(("exchange" if ok else "no exchange", Path(a).name))
+        return ok
+
+    def rmtree(p):
+        steps.append(("delete", Path(p).name))
+        real["_rmtree"](p)
+
+    def replace(a, b):  # (the stores' own renames, not those of files inside them)
+        if Path(a).parent == Path(b).parent and Path(b).name.lstrip(".").startswith("s.zarr"):
+            steps.append(("rename", Path(a).name, Path(b).name))
+        real_replace(a, b)
+
+    monkeypatch.setattr(atomic, "flush", flush)
+    monkeypatch.setattr(atomic, "_sync_dir", sync_dir)
+    monkeypatch.setattr(atomic, "_exchange", exchange)
+    monkeypatch.setattr(atomic, "_rmtree", rmtree)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    return steps
+
+
+@pytest.mark.parametrize("command,no_exchange", [
+    ("estimate", False), ("overwrite", False), ("overwrite", True), ("update", False),
+    ("update", True)])
+def test_commit_puts_the_new_store_on_disk_before_the_swap(tmp_path, bars, monkeypatch,
+                                                            command, no_exchange):
+    """Every write path flushes the new store (its files' data and names) before any rename
+    points at it, syncs the folder after the rename, and only then deletes the old store: a
+    power loss at any point leaves the old store or the whole new one."""
+    _, a, b, _ = bars
+    out = tmp_path / "s.zarr"
+    if command != "estimate":
+        assert run_here(*estimate_args(a, out, "15min"))[0] == 0
+    if no_exchange:
+        monkeypatch.setenv("LIQGPU_NO_RENAME_EXCHANGE", "1")
+    steps = _record_commit_steps(monkeypatch)
+    args = {"estimate": estimate_args(a, out, "15min"),
+            "overwrite": estimate_args(a, out, "30min", ["--overwrite"]),
+            "update": ["update", str(out), str(b)]}[command]
+    rc, text = run_here(*args)
+    assert rc == 0, text
+    kinds = [s[0] for s in steps]
+    assert kinds[0] == "flush" and steps[0][1].startswith(".s.zarr.")  # the new store's folder
+    new = steps[0][1]
+    swap = next(i for i, s in enumerate(steps) if s[0] == "exchange"
+                or (s[0] == "rename" and s[1] == new))
+    assert kinds.index("flush") < swap
+    assert steps[swap + 1] == ("sync_dir", tmp_path.name)  # the rename on the disk
+    deletes = [i for i, k in enumerate(kinds) if k == "delete"]
+    assert all(i > swap + 1 for i in deletes)
+    if command == "estimate":
+        assert steps[swap] == ("rename", new, "s.zarr") and not deletes
+    elif no_exchange:  # the old store aside, the new one in, then the old one deleted
+        assert steps[swap - 1][0] == "rename" and steps[swap - 1][1] == "s.zarr"
+        assert len(deletes) == 1 and steps[deletes[0]][1] == steps[swap - 1][2]
+    else:
+        assert steps[swap] == ("exchange", new) and len(deletes) == 1
+    assert leftovers(out) == [] and liqgpu.open_store(out).sizes["time"] > 0
+
+
+def test_flush_without_syncfs_syncs_every_file_and_folder(tmp_path, monkeypatch):
+    """Where the system has no syncfs, every file and every folder of the new store is synced
+    (folders after what they hold)."""
+    from liqgpu.store import atomic
+
+    root = tmp_path / "new"
+    for rel in ("zarr.json", "intensity/zarr.json", "intensity/c.0.0", "resume/pack_f8/c.0"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x" * 10)
+    synced = []
+    real = atomic._fsync
+    monkeypatch.setattr(atomic, "_syncfs", lambda: None)
+    monkeypatch.setattr(atomic, "_fsync", lambda p: (synced.append(Path(p)), real(p)))
+    atomic.flush(root)
+    files = {p for p in root.rglob("*") if p.is_file()}
+    folders = {p for p in root.rglob("*") if p.is_dir()} | {root}
+    assert set(synced) == files | folders and len(synced) == len(files) + len(folders)
+    for d in folders:  # a folder after everything in it
+        assert all(synced.index(d) > synced.index(p) for p in synced if d in p.parents)
+
+
+def test_failed_flush_is_one_sentence_and_keeps_the_old_store(tmp_path, bars, monkeypatch):
+    """A disk that fails the flush (EIO) before the swap: one sentence, exit 2, the old store
+    as it was, no temporary left."""
+    from liqgpu.store import atomic
+
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+    assert run_here(*estimate_args(a, out, "15min"))[0] == 0
+    before = liqgpu.open_store(out).load()
+
+    def failing():
+        def syncfs(fd):
+            import ctypes
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return syncfs
+
+    monkeypatch.setattr(atomic, "_syncfs", failing)
+    r = CliRunner().invoke(main, estimate_args(a, out, "30min", ["--overwrite"]))
+    assert_one_sentence(r, f"{out}: cannot be written", "nothing was replaced")
+    assert liqgpu.open_store(out).load().identical(before) and leftovers(out) == []
+
+
+def test_flush_with_syncfs_on_this_system(tmp_path):
+    """On Linux the flush is one syncfs of the folder's file system, and it succeeds here."""
+    from liqgpu.store import atomic
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("syncfs is Linux's")
+    assert atomic._syncfs() is not None
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "f").write_bytes(b"1")
+    atomic.flush(tmp_path / "new")
