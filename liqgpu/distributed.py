@@ -180,7 +180,7 @@ def estimate_distributed(
                            resolve_every, resolve_grid, resolve_params)
     from .model import jit as _jit
     from .model.engine import chunk_buckets_for
-    from .model.inputs import prepare
+    from .model.inputs import check_columns, prepare
     from .store import base_attrs, check_target, chunking
 
     series = as_series_list(series)
@@ -219,6 +219,7 @@ def estimate_distributed(
 
     # -- what the series share, resolved once on the client ------------------------------------
     series = clock_align(series, every, origin)
+    check_columns(series, params)
     inputs = prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)

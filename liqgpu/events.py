@@ -101,8 +101,9 @@ def _check(f, source: str, header_lines: int) -> None:
         bad = np.flatnonzero(~np.isfinite(v) | (v <= 0))
         if bad.size:
             i = int(bad[0])
-            raise InputError(f"{where(source, i, header_lines)}, column '{col}': {v[i]!r} must be "
-                             "a number > 0")
+            shown = "missing" if np.isnan(v[i]) else f"{float(v[i]):g}"
+            raise InputError(f"{where(source, i, header_lines)}, column '{col}': {shown}; it "
+                             "must be a number > 0")
     bad = np.flatnonzero(~f["side"].isin(EVENT_SIDES).to_numpy())
     if bad.size:
         raise InputError(f"{where(source, int(bad[0]), header_lines)}, column 'side': "
@@ -522,6 +523,10 @@ def _times(values, name: str, col: str) -> np.ndarray:
         num = pd.to_numeric(s.astype(str).str.strip(), errors="coerce")
         if num.notna().all():  # epoch numbers read as text (CSV)
             s = num
+        elif 2 * int(num.notna().sum()) > len(num):  # epoch numbers but for a few: those
+            i = int(np.flatnonzero(num.isna().to_numpy())[0])
+            raise InputError(f"{name}: row {i + 1}, column '{col}': cannot read "
+                             f"{str(s.iloc[i]).strip()!r} as a time")
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         from .io.tables import epoch_to_ns  # s, ms, us or ns by magnitude, as estimate reads
 

@@ -76,10 +76,23 @@ def write_atomic(out: str | Path, write, *, overwrite: bool = False) -> Path:
     try:
         write(tmp)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise as_write_error(exc, out) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def as_write_error(exc: OSError, out) -> OSError:
+    """``exc`` (raised while writing ``out`` through a temporary name; libraries such as Arrow
+    give no errno or file name) as the same kind of error naming ``out``, which is what the
+    user gave."""
+    import errno
+
+    code = exc.errno if exc.errno is not None else (
+        errno.EACCES if isinstance(exc, PermissionError) else errno.EIO)
+    return type(exc)(code, exc.strerror or str(exc) or os.strerror(code), str(out))
 
 
 def _remove_dead_temporaries(out: Path) -> None:

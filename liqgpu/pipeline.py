@@ -219,13 +219,14 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     """
     from .backend import ops_for, resolve
     from .model.engine import chunk_buckets_for, make_engine, series_engine_bytes
-    from .model.inputs import FleetInputs, bucket_prices, prepare
+    from .model.inputs import FleetInputs, bucket_prices, check_columns, prepare
     from .store.layout import base_attrs, chunking
 
     name, xp = resolve(backend) if isinstance(backend, str) else backend
     series = clock_align(series, every, origin)
     # on the host, each series runs in its own engine, a series group at a time: the inputs
     # are prepared a group at a time too (a batched GPU engine takes every series' at once)
+    check_columns(series, params)
     inputs = FleetInputs(series, params) if ops_for(xp).on_host else prepare(series, params)
     g = resolve_grid(grid, inputs)
     n_every = resolve_every(every, inputs.step)

@@ -177,6 +177,10 @@ def load_series(
             import pandas as pd
 
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if path.suffix.lower() != ".gz":
+                from .io.tables import check_complete_rows
+
+                check_complete_rows(path.read_bytes(), df.shape[1], name, 1)
         else:
             raise InputError(f"{name}: unknown file type; use .parquet or .csv")
     except InputError:
@@ -500,12 +504,11 @@ def from_frame(
     t_ns = time.view(np.int64)
     diffs = np.diff(t_ns)
     own = int(diffs.min())
-    off = np.flatnonzero(diffs % own != 0)
-    if off.size:
-        i = int(off[0]) + 1
+    if bool((diffs % own != 0).any()):
+        i, grid = _off_grid(t_ns)
         raise InputError(
-            f"{_where(source, i, header_lines)}, column 'time': {np.datetime_as_string(time[i])}Z is "
-            f"off the {_fmt_step(own)} grid of the rows before it"
+            f"{_where(source, i, header_lines)}, column 'time': {_fmt_time(time[i])}Z is "
+            f"off the {_fmt_step(grid)} grid of the other rows"
         )
     step_ns = own
     if step is not None:
@@ -551,6 +554,27 @@ def from_frame(
     return series
 
 
+def _fmt_time(t) -> str:
+    """A time as ISO text to the second (or the millisecond, or the nanosecond: as fine as it
+    needs), without the zone."""
+    ns = int(np.datetime64(t, "ns").view(np.int64))
+    unit = "s" if ns % 10**9 == 0 else ("ms" if ns % 10**6 == 0 else "ns")
+    return np.datetime_as_string(np.datetime64(t, "ns"), unit=unit)
+
+
+def _off_grid(t_ns: np.ndarray) -> tuple[int, int]:
+    """The first row off the series' grid, and the grid's step, for times (ns, increasing)
+    that are not all on one grid: the step is the commonest difference between rows and the
+    grid the commonest phase on it, so the row blamed is the one that moved (not a neighbour
+    whose distance to it is the smallest difference)."""
+    steps, counts = np.unique(np.diff(t_ns), return_counts=True)
+    step = int(steps[np.argmax(counts)])  # (ties: the smallest)
+    phase = t_ns % step
+    values, counts = np.unique(phase, return_counts=True)
+    off = np.flatnonzero(phase != values[np.argmax(counts)])
+    return (int(off[0]) if off.size else 1), step
+
+
 def max_gap_ns(max_gap=None) -> int | None:
     """``--max-gap`` in ns (None: no limit)."""
     from ._time import parse_duration
@@ -592,7 +616,7 @@ def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) 
         i = int(bad[0]) + 1
         what = "repeats" if d[i - 1] == 0 else "is before"
         raise InputError(
-            f"{_where(source, i, header_lines)}, column 'time': {np.datetime_as_string(time[i])}Z "
+            f"{_where(source, i, header_lines)}, column 'time': {_fmt_time(time[i])}Z "
             f"{what} the previous row's time; times must be strictly increasing"
         )
 
@@ -617,6 +641,14 @@ def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) 
                         f"{_where(source, i, header_lines)}, column '{hi}': {hi} {data[hi][i]:g} is "
                         f"below {lo} {data[lo][i]:g}"
                     )
+        for c in ("open", "close"):  # the bar's range holds its open and close
+            for edge, outside in (("high", data["high"] < data[c]), ("low", data["low"] > data[c])):
+                i = first(outside)
+                if i is not None:
+                    raise InputError(
+                        f"{_where(source, i, header_lines)}, column '{edge}': {edge} "
+                        f"{data[edge][i]:g} is {'below' if edge == 'high' else 'above'} "
+                        f"{c} {data[c][i]:g}")
         for c in ("oi", "volume", "taker_buy_volume", "quote_volume"):
             if c in data:
                 i = first(data[c] < 0)

@@ -204,9 +204,10 @@ def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS,
     from .pipeline import as_series_list as _as_series_list, resolve_every
     from .model.engine import Engine, chunk_buckets_for
     from .model.grid import Grid
-    from .model.inputs import bucket_prices, prepare
+    from .model.inputs import bucket_prices, check_columns, prepare
 
     series = _as_series_list(series)
+    check_columns(series, params)
     inputs = prepare(series, params)
     lo, hi = inputs.level_range()
     g = Grid.covering(lo, hi, bps=bps)

@@ -82,6 +82,49 @@ def test_bad_files_name_file_row_and_column(tmp_path, body, header, expected):
     assert str(p) in str(e.value)
 
 
+@pytest.mark.parametrize("moved,shift_ms,expected", [
+    (4, 60_000, r"row 5 \(line 6\), column 'time': 2026-01-01T00:21:00Z is off the 5m grid"),
+    (4, 30_000, r"row 5 \(line 6\), column 'time': 2026-01-01T00:20:30Z is off the 5m grid"),
+    (0, 60_000, r"row 1 \(line 2\), column 'time': 2026-01-01T00:01:00Z is off the 5m grid"),
+    (11, 120_000, r"row 12 \(line 13\), column 'time': 2026-01-01T00:57:00Z is off the 5m grid")])
+def test_off_grid_time_names_the_row_that_moved(tmp_path, moved, shift_ms, expected):
+    """One time off a 5-minute series' grid: the row that moved is named, with the series'
+    own step (not the smallest difference, which a moved row makes)."""
+    t0, step = 1_767_225_600_000, 300_000
+    body = "".join(f"{t0 + i * step + (shift_ms if i == moved else 0)},100,101,99,100,{10 + i}\n"
+                   for i in range(12))
+    with pytest.raises(InputError, match=expected):
+        load_series(write(tmp_path, body))
+
+
+@pytest.mark.parametrize("last,expected", [
+    ("1767225840000,100,101\n", r"row 5 \(line 6\): 3 of 6 fields; the row is cut off"),
+    ("1767225840000\n", r"row 5 \(line 6\): 1 of 6 fields"),
+    ("1767225840000,100,101,99,100,\n", None),  # every field there, one empty: a gap value
+])
+def test_cut_off_row_is_refused(tmp_path, last, expected):
+    """A row with fewer fields than the header (a download cut off mid-row) is named, not read
+    as a bar of missing values."""
+    p = write(tmp_path, rows(4) + last)
+    if expected is None:
+        assert np.isnan(load_series(p)["oi"][4])
+        return
+    with pytest.raises(InputError, match=expected) as e:
+        load_series(p)
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("bar,expected", [
+    ("99.2,99.5,99,100", r"row 3 \(line 4\), column 'high': high 99.5 is below close 100"),
+    ("102,101,99,100", r"row 3 \(line 4\), column 'high': high 101 is below open 102"),
+    ("100,101,100.5,100.2", r"row 3 \(line 4\), column 'low': low 100.5 is above open 100"),
+    ("100.2,101,99,98", r"row 3 \(line 4\), column 'low': low 99 is above close 98"),
+])
+def test_bar_range_holds_open_and_close(tmp_path, bar, expected):
+    with pytest.raises(InputError, match=expected):
+        load_series(write(tmp_path, rows(2) + f"1767225720000,{bar},5\n"))
+
+
 def test_empty_file_and_missing_file(tmp_path):
     p = tmp_path / "empty.csv"
     p.write_text("")

@@ -63,6 +63,33 @@ def where(source: str, row: int, header_lines: int = 0) -> str:
     return _where(source, row, header_lines)
 
 
+def check_complete_rows(data: bytes, ncols: int, source: str, header_lines: int) -> None:
+    """Refuse a row of the CSV bytes ``data`` with fewer fields than the file's ``ncols``
+    columns (a download cut off mid-row, a broken line): pandas would pass it on with its
+    missing fields empty, as a bar of missing values. Fields are counted by their commas, in
+    files without quotes (where a quoted field may hold one, pandas' own reading stands);
+    blank lines are skipped, as pandas skips them."""
+    if ncols < 2 or b'"' in data:
+        return
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if not buf.size:
+        return
+    if buf[-1] != 10:
+        ends = np.append(ends, buf.size)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    length = ends - starts
+    length = length - ((length > 0) & (buf[np.maximum(ends - 1, 0)] == 13))  # (\r\n)
+    commas = np.flatnonzero(buf == 44)
+    fields = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
+    rows = np.flatnonzero(length > 0)[header_lines:]  # the data rows, as pandas numbers them
+    short = np.flatnonzero(fields[rows] < ncols)
+    if short.size:
+        i = int(short[0])
+        raise InputError(f"{where(source, i, header_lines)}: {int(fields[rows[i]])} of {ncols} "
+                         f"fields; the row is cut off (a truncated file?)")
+
+
 # -- times ---------------------------------------------------------------------------------------
 def epoch_to_ns(values, source: str, column: str, header_lines: int = 0) -> np.ndarray:
     """Epoch times in s, ms, µs or ns (each value by its magnitude), or text timestamps, to int64 ns.
@@ -92,6 +119,10 @@ def epoch_to_ns(values, source: str, column: str, header_lines: int = 0) -> np.n
         num = pd.to_numeric(text, errors="coerce")
         if len(text) and num.notna().all():
             s = num
+        elif 2 * int(num.notna().sum()) > len(num):  # epoch numbers but for a few: those
+            i = int(np.flatnonzero(num.isna().to_numpy())[0])
+            raise InputError(f"{where(source, i, header_lines)}, column '{column}': cannot "
+                             f"read {text.iloc[i]!r} as a time")
         else:
             t = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
             bad = np.flatnonzero(t.isna().to_numpy())
@@ -222,6 +253,7 @@ def read_csv(data: bytes, source: str, *, names=None, header: str = "auto"):
     except Exception as exc:  # parser errors of every kind become one sentence
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{source}: cannot read the file as CSV ({msg})") from None
+    check_complete_rows(data, df.shape[1], source, int(has_header))
     if names is not None:
         if df.shape[1] != len(names):
             raise InputError(f"{source}: {df.shape[1]} columns, expected {len(names)} "

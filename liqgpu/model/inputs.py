@@ -126,6 +126,29 @@ def check_names(series: list[Series]) -> list[str]:
     return names
 
 
+def check_columns(series: list[Series], params) -> None:
+    """The columns the parameters read beyond a bar's prices and OI are in every series:
+    ``entry`` vwap reads ``volume`` and ``quote_volume``, ``side_split`` taker ``volume`` and
+    ``taker_buy_volume``. MODEL.md falls back (hlc3, an even split) where a bar's values are
+    missing or zero, and :func:`prepare` where a column is absent, as the reference does; a
+    run a user asks for (:func:`liqgpu.pipeline.plan`, the distributed run, a sweep) refuses
+    a series without the columns at all, which would silently be another model than the one
+    it names."""
+    needs = []
+    if params.entry_mode[0] == "vwap":
+        needs.append(("entry vwap", ("volume", "quote_volume"), "another --entry"))
+    if params.side_split == "taker":
+        needs.append(("side split taker", ("volume", "taker_buy_volume"), "--side-split both"))
+    for s in series:
+        for what, cols, instead in needs:
+            missing = [c for c in cols if s.get(c) is None]
+            if missing:
+                raise InputError(
+                    f"{s.source}: {what} needs the column{'s' if len(missing) > 1 else ''} "
+                    f"{' and '.join(repr(c) for c in missing)}, which the series does not have "
+                    f"(pass {instead})")
+
+
 def prepare(series: list[Series], params, oi_prev=None, *, time=None) -> Inputs:
     """Vectorized per-step inputs of model v1 or v2 for several series.
 

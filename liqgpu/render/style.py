@@ -235,6 +235,10 @@ def save_png(fig, out: Path, *, dpi: float, meta: dict | None = None) -> Path:
                     metadata={"Software": "liqgpu", **(meta or {})},
                     pil_kwargs={"compress_level": 1 if big else 6})
         os.replace(tmp, out)
+    except OSError as exc:
+        from ..outputs import as_write_error
+
+        raise as_write_error(exc, out) from None
     finally:
         plt.close(fig)
         if tmp.exists():

@@ -183,8 +183,40 @@ def bad_symbol_column(tmp):
     return [], p, "column 'symbol' holds 'BTC USDT'"
 
 
+def vwap_without_volumes(tmp):
+    return ["--entry", "vwap"], series_csv(tmp / "s.csv"), \
+        "entry vwap needs the columns 'volume' and 'quote_volume'.*pass another --entry"
+
+
+def vwap_without_quote_volume(tmp):
+    p = series_csv(tmp / "s.csv", header="time,open,high,low,close,oi,volume", extra=",3")
+    return ["--entry", "vwap"], p, "entry vwap needs the column 'quote_volume', which"
+
+
+def taker_without_taker_volume(tmp):
+    p = series_csv(tmp / "s.csv", header="time,open,high,low,close,oi,volume", extra=",3")
+    return ["--side-split", "taker"], p, \
+        "side split taker needs the column 'taker_buy_volume'.*pass --side-split both"
+
+
+def cut_off_last_row(tmp):
+    p = series_csv(tmp / "s.csv")
+    p.write_text(p.read_text() + "1704079200000,100,10")  # a download cut off mid-row
+    return [], p, r"row 41 \(line 42\): 3 of 6 fields; the row is cut off"
+
+
+def time_off_the_grid(tmp):
+    p = series_csv(tmp / "s.csv", n=40)
+    lines = p.read_text().splitlines()
+    t, rest = lines[31].split(",", 1)
+    lines[31] = f"{int(t) + 60_000},{rest}"  # data row 31 one minute late
+    p.write_text("\n".join(lines) + "\n")
+    return [], p, r"row 31 \(line 32\), column 'time': 2024-01-01T02:31:00Z is off the 5m grid"
+
+
 SERIES_CASES = [both_cases, oi_1e308, gap_200_years, gap_over_max_gap, too_many_bars,
-                bad_symbol_column]
+                bad_symbol_column, vwap_without_volumes, vwap_without_quote_volume,
+                taker_without_taker_volume, cut_off_last_row, time_off_the_grid]
 
 
 @pytest.mark.parametrize("case", SERIES_CASES, ids=[c.__name__ for c in SERIES_CASES])
@@ -284,3 +316,48 @@ def test_temporary_of_a_killed_ingest_is_removed_by_the_next(tmp_path):
     live.write_bytes(b"busy")
     write_atomic(out, lambda t: t.write_bytes(b"ok"))
     assert out.read_bytes() == b"ok" and not dead.exists() and live.exists()
+
+
+def test_bad_epoch_time_in_ingest_names_its_row(tmp_path):
+    """Epoch times with one bad value: the row holding it is named (not the first row, whose
+    number the text-time parser could not read)."""
+    p = series_csv(tmp_path / "s.csv", n=40)
+    lines = p.read_text().splitlines()
+    lines[31] = "garbage," + lines[31].split(",", 1)[1]
+    p.write_text("\n".join(lines) + "\n")
+    res = CliRunner().invoke(main, ["ingest", "generic", str(p), "--map",
+                                    "time=time,open=open,high=high,low=low,close=close,oi=oi",
+                                    "-o", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2, res.output
+    assert "row 31 (line 32), column 'time': cannot read 'garbage' as a time" in res.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_bad_epoch_time_in_events_names_its_row(tmp_path):
+    from liqgpu.events import load_realized
+
+    p = tmp_path / "ev.csv"
+    rows = ["time,side,notional,price"] + [f"{T0 + i * 1000},long,100,42000" for i in range(20)]
+    rows[13] = "soon,long,100,42000"
+    p.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"ev.csv: row 13, column 'time': cannot read 'soon'"):
+        load_realized(p)
+
+
+def test_a_write_error_without_a_file_name_names_the_output(tmp_path):
+    """Libraries that raise without errno or file name (Arrow's 'Failed to open local file'):
+    the error names the file the user asked for, not a temporary, and the CLI says it in one
+    sentence."""
+    from liqgpu.cli_common import UserError, user_errors
+    from liqgpu.outputs import write_atomic
+
+    out = tmp_path / "x.parquet"
+
+    def write(p):
+        raise PermissionError("Failed to open local file. Detail: [errno 13] Permission denied")
+
+    with pytest.raises(PermissionError) as e:
+        write_atomic(out, write)
+    assert e.value.filename == str(out) and not list(tmp_path.iterdir())
+    with pytest.raises(UserError, match=f"^{out}: permission denied$"):
+        user_errors(lambda: write_atomic(out, write))()
