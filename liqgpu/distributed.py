@@ -244,7 +244,7 @@ def estimate_distributed(
     backend = "cupy" if cluster == "cuda" else "numpy"
     fp = fingerprint(series, params, g, n_every)
     attrs = base_attrs(params, g, step=step, every=step * n_every, fingerprint=fp,
-                       sources=[s.source for s in series])
+                       sources=[s.source for s in series], data_end=time[-1] + step)
     attrs["backend"] = f"{backend}+dask"
 
     # -- the template store (or the one an interrupted run left) -------------------------------

@@ -246,7 +246,8 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     btime = inputs.time[:: n_every]
     attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
                        fingerprint=fingerprint(series, params, g, n_every),
-                       sources=[s.source for s in series])
+                       sources=[s.source for s in series],
+                       data_end=inputs.time[-1] + inputs.step)
     attrs["backend"] = name
     meta = {
         "exchange": [s.exchange for s in series],

@@ -198,6 +198,7 @@ def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, param
     from .model.inputs import bucket_prices, prepare
     from .pipeline import as_series_list, fingerprint
     from .store import chunking
+    from .store.layout import time_text
 
     step_ns, R, T = int(ra["step_ns"]), int(ra["resume_step"]), int(ra["n_steps"])
     every_ns = int(round(parse_duration(attrs["every"]).total_seconds() * 1e9))
@@ -261,6 +262,7 @@ def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, param
     attrs["fingerprint"] = fingerprint(full, params, grid, n_every)
     attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     attrs["sources"] = source_list(attrs.get("sources", []), new)
+    attrs["data_end"] = time_text(np.datetime64(t0 + (T_new - 1) * step_ns + step_ns, "ns"))
     return ResumedRun(inputs, engine, cb, n_every, b_first, prices, btime, full, attrs, R, T,
                       T_new)
 

@@ -378,9 +378,10 @@ def _bucket_arrays(c: _Cache, chunk, b0, b1, btime, prices, attrs, binner, old_r
     t = btime[b0:b1]
     out["time"], dims["time"] = t, _DIMS["time"]
     if "every" in attrs:
+        from ..store.layout import snapshot_times
+
         every = parse_duration(attrs["every"])
-        out["snapshot_time"] = (t.astype("datetime64[ns]")
-                                + np.timedelta64(int(every.total_seconds() * 1e9), "ns"))
+        out["snapshot_time"] = snapshot_times(t, int(every.total_seconds() * 1e9), attrs)
         dims["snapshot_time"] = _DIMS["time"]
     r = _realized_cube(c, b0, b1, btime, binner, old_realized)
     if r is not None:

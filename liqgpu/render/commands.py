@@ -161,6 +161,9 @@ def levels_cmd(store, at, top, side, threshold, series, asset, leverage, price_m
 
     b0 = bands[0]
     click.echo(f"levels at {b0['time']}  close {fmt_price(b0['close'])}")
+    if b0.get("no_oi_since"):
+        click.echo(f"note: no open-interest data since {b0['no_oi_since']}: no position has "
+                   f"been opened or closed since (only price crossings liquidate)")
     click.echo(f"{'#':>2}  {'side':<5}  {'price range':>23}  {'notional':>9}  {'share':>6}  "
                f"{'dist':>7}  dominant leverage")
     for b in bands:

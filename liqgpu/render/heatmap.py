@@ -103,6 +103,9 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     width, height = style.check_size(width, height)
     if how not in HOWS:
         raise InputError(f"--how: {how!r} is not one of {', '.join(HOWS)}")
+    if two_hues and side not in (None, "both"):
+        raise InputError(f"--two-hues: draws longs and shorts in two hues, so it needs --side "
+                         f"both, not --side {side}")
     bname, xp = render_backend(backend)
     cmap_obj = _cmap(cmap or DEFAULT_CMAP)
     ds = open_dataset(store)
@@ -153,6 +156,8 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     ax.set_axisbelow(False)
 
     handles = []
+    if variable != "realized":
+        handles += draw_no_oi(ax, sel)
     if price_line:
         handles += draw_price(ax, sel, px, pw, candles)
     if overlay_realized and variable != "realized" and "realized" in ds.variables:
@@ -191,6 +196,27 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
 
 
 # -- pieces ---------------------------------------------------------------------------------------
+def draw_no_oi(ax, sel: Selection) -> list:
+    """Hatch the buckets without open interest (a gap in the OI data): the estimate opens and
+    closes no position there (only price crossings liquidate), so its bands stay as they were,
+    which would otherwise read as a quiet market. Returns the legend handle, if any."""
+    gap = sel.no_oi()
+    if not gap.any():
+        return []
+    from matplotlib.patches import Patch
+
+    t = sel.times.astype("datetime64[ns]")
+    _, t_hi = sel.time_range
+    ends = np.append(t[1:], np.datetime64(t_hi, "ns"))
+    from .levels import runs
+
+    for a, b in runs(gap):
+        ax.axvspan(_dnum(t[a]), _dnum(ends[b - 1]), facecolor="#8a8f98", alpha=0.16,
+                   hatch="////", edgecolor="#8a8f98", lw=0, zorder=3)
+    return [Patch(facecolor="#8a8f98", alpha=0.35, hatch="////", edgecolor="#8a8f98",
+                  label="no OI data: nothing opened or closed")]
+
+
 def price_view(sel: Selection, px: dict, price_min=None, price_max=None) -> tuple[float, float]:
     """The price range to show: the user's, else the price path widened by a quarter of its
     own (log) span and at least 12 % each way, inside the grid."""
@@ -360,18 +386,30 @@ def draw_price(ax, sel: Selection, px: dict, pw: int, candles: bool | None) -> l
         up = close >= o
         cx = x + w / 2
         half = w * 0.35
+        # liquidations sit inside the bar's range, under its body: there the bodies are hollow
+        # outlines, so the cells they cover stay visible
+        hollow = sel.variable != "intensity"
         for mask, colour in ((ok & up, style.UP), (ok & ~up, style.DOWN)):
             if not mask.any():
                 continue
             segs = np.stack([np.c_[cx[mask], l[mask]], np.c_[cx[mask], h[mask]]], axis=1)
+            if hollow:  # the wick above and below the body only
+                b0, b1 = np.minimum(o[mask], close[mask]), np.maximum(o[mask], close[mask])
+                segs = np.concatenate([
+                    np.stack([np.c_[cx[mask], l[mask]], np.c_[cx[mask], b0]], axis=1),
+                    np.stack([np.c_[cx[mask], b1], np.c_[cx[mask], h[mask]]], axis=1)])
             ax.add_collection(LineCollection(segs, colors=colour, linewidths=0.8, zorder=3))
             b0, b1 = np.minimum(o[mask], close[mask]), np.maximum(o[mask], close[mask])
             b1 = np.where(b1 - b0 < b0 * 1e-5, b0 * (1 + 1e-5), b1)
             xs0, xs1 = cx[mask] - half, cx[mask] + half
             polys = np.stack([np.c_[xs0, b0], np.c_[xs1, b0], np.c_[xs1, b1], np.c_[xs0, b1]],
                              axis=1)
-            ax.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="#000000",
-                                             linewidths=0.3, zorder=3.1))
+            if hollow:
+                ax.add_collection(PolyCollection(polys, facecolors="none", edgecolors=colour,
+                                                 linewidths=1.0, zorder=3.1))
+            else:
+                ax.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="#000000",
+                                                 linewidths=0.3, zorder=3.1))
         return [_CandleKey(Line2D([], [], color=style.UP, lw=4),
                            Line2D([], [], color=style.DOWN, lw=4))]
     lw = 1.0

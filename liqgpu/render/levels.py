@@ -52,6 +52,22 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
+def _no_oi_since(ds, sel, i: int) -> "str | None":
+    """Where bucket ``i`` has no open interest in any selected series (a gap in the OI data:
+    the model opens and closes no position, only price crossings liquidate): the open of the
+    gap's first bucket, as ISO text; else None."""
+    if "oi" not in ds.variables:
+        return None
+    oi = np.asarray(ds["oi"].sel(series=sel.series).isel(time=slice(0, i + 1)).values,
+                    dtype=np.float64)
+    gap = np.isnan(oi).all(axis=0)
+    if not gap[i]:
+        return None
+    ok = np.flatnonzero(~gap)
+    j = int(ok[-1]) + 1 if ok.size else 0
+    return str(np.datetime_as_string(ds["time"].values[j].astype("datetime64[s]"))) + "Z"
+
+
 def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", leverage=None,
                 threshold: float = 0.0, lookback=None, price_min=None,
                 price_max=None, asset=None) -> list[dict]:
@@ -98,8 +114,11 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
                                      asset=asset)
     edges, centres = sel.edges, sel.centres
     levs = list(sel.leverages)
-    t_end = ds["time"].values[i].astype("datetime64[ns]") + sel.every
+    from ..store.layout import snapshot_times
+
+    t_end = snapshot_times(ds["time"].values[i:i + 1], sel.every, ds.attrs)[0]
     when = str(np.datetime_as_string(t_end, unit="s")) + "Z"
+    frozen = _no_oi_since(ds, sel, i)
     bands = []
     for s, name in enumerate(sel.sides):
         by_tier = cube[:, :, s]
@@ -133,6 +152,7 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
                 "dominant": dominant,
                 "time": when,
                 "close": close,
+                "no_oi_since": frozen,
             })
     bands.sort(key=lambda d: -d["notional"])
     bands = bands[: int(top)]

@@ -224,9 +224,13 @@ class Selection:
 
     @property
     def time_range(self) -> tuple[np.datetime64, np.datetime64]:
-        """Start of the first bucket, end of the last."""
+        """Start of the first bucket, end of the last (the close of the last bar, where the
+        bars do not fill that bucket)."""
+        from ..store.layout import data_end
+
         t = self.times
-        return t[0], t[-1] + self.every
+        end, last = t[-1] + self.every, data_end(self.ds.attrs)
+        return t[0], (end if last is None else min(end, last.astype(end.dtype)))
 
     def cube(self, variable: str | None = None):
         """The selected variable, lazily, dims (series, time, price[, leverage], side)."""
@@ -251,6 +255,15 @@ class Selection:
             with np.errstate(invalid="ignore"), _quiet_nanmean():
                 out[v] = np.nanmean(a, axis=0) if a.shape[0] > 1 else a[0]
         return out
+
+    def no_oi(self) -> np.ndarray:
+        """Per selected bucket: whether no selected series had an open-interest value in it
+        (the model opens and closes no position there: its levels stay as they were, but for
+        price crossings)."""
+        if "oi" not in self.ds.variables:
+            return np.zeros(self.n_time, dtype=bool)
+        a = self.ds["oi"].sel(series=self.series).isel(time=slice(self.t0, self.t1)).values
+        return np.isnan(np.asarray(a, dtype=np.float64)).all(axis=0)
 
     def symbols(self) -> list[str]:
         return _unique(self.meta.get("symbol", []))

@@ -276,10 +276,12 @@ def describe(ds, *, grid=None) -> None:
                             description="intensity is the snapshot at the bucket's end "
                                         "(snapshot_time); flows are sums over the bucket")
     if every is not None:
-        ds.coords["snapshot_time"] = ("time", ds["time"].values.astype("datetime64[ns]")
-                                      + np.timedelta64(int(every.total_seconds() * 1e9), "ns"))
-        ds["snapshot_time"].attrs.update(long_name="time of the intensity snapshot (UTC)",
-                                         description="end of the bucket")
+        ds.coords["snapshot_time"] = ("time", snapshot_times(
+            ds["time"].values, int(every.total_seconds() * 1e9), ds.attrs))
+        ds["snapshot_time"].attrs.update(
+            long_name="time of the intensity snapshot (UTC)",
+            description="end of the bucket (of the last bar, data_end, in a bucket the bars "
+                        "do not fill)")
     ds["series"].attrs.update(long_name="series (exchange:symbol)")
     ds["side"].attrs.update(long_name="side of the position (long, short)")
     if "leverage_lo" in ds.coords:
@@ -307,7 +309,10 @@ def _var_attrs(v: str) -> dict:
     return {"units": "quote notional", "long_name": LONG_NAMES[v]}
 
 
-def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str]) -> dict:
+def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str],
+               data_end=None) -> dict:
+    """The store's attributes. ``data_end``: the close of its last bar (datetime64), where
+    the last bucket's snapshot is taken when that bucket is not complete."""
     from .. import __version__
 
     a = {
@@ -322,9 +327,40 @@ def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str
         "sources": list(sources),
         "time_zone": "UTC",
     }
+    if data_end is not None:
+        a["data_end"] = time_text(data_end)
     a.update(params.to_attrs())
     a.update(grid.to_attrs())
     return a
+
+
+def time_text(t) -> str:
+    """A UTC time as ISO text with a Z, to the second (finer where it has to be)."""
+    t = np.datetime64(t, "ns")
+    ns = int(t.view(np.int64))
+    unit = "s" if ns % 10**9 == 0 else ("ms" if ns % 10**6 == 0 else "ns")
+    return str(np.datetime_as_string(t, unit=unit)) + "Z"
+
+
+def data_end(attrs) -> "np.datetime64 | None":
+    """The close of a store's last bar (its ``data_end`` attribute), None where the store does
+    not say (written before liqgpu kept it)."""
+    raw = attrs.get("data_end") if attrs is not None else None
+    if not raw:
+        return None
+    try:
+        return np.datetime64(str(raw).rstrip("Z"), "ns")
+    except ValueError:
+        return None
+
+
+def snapshot_times(time, every, attrs) -> np.ndarray:
+    """When each bucket's intensity snapshot is taken: the bucket's end, or for a bucket the
+    bars do not fill (the last one, on a clock it does not end on), the close of the last bar
+    (what the engine snapshots there)."""
+    t = np.asarray(time).astype("datetime64[ns]") + np.timedelta64(every, "ns")
+    end = data_end(attrs)
+    return t if end is None else np.minimum(t, end)
 
 
 def _td_str(td) -> str:

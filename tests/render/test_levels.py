@@ -191,3 +191,46 @@ def test_levels_command_json(tmp_path):
     assert r.exit_code == 0 and "short" in r.output and "10x 100%" in r.output
     r = CliRunner().invoke(main, ["levels", str(path), "--at", "1999-01-01"])
     assert r.exit_code == 2 and "outside the store's time range" in r.output
+
+
+def test_a_gap_in_the_oi_is_said_and_hatched(tmp_path):
+    """Buckets without open interest (every selected series' OI missing): `levels` there says
+    since when, the JSON carries it, the selection's mask marks them and the heatmap hatches
+    each run of them with a legend entry; with OI everywhere, none of it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from click.testing import CliRunner
+
+    from liqgpu.cli import main
+    from liqgpu.render.heatmap import draw_no_oi
+    from liqgpu.render.select import select
+
+    ds = known_dataset()
+    ds["oi"].values[0, 5:9] = np.nan  # 05:00 .. 08:59
+    ds["oi"].values[0, 15] = np.nan
+    path = write_store(ds, tmp_path / "k.zarr")
+    at7 = find_levels(path, at="2026-01-01T07:30Z", threshold=0)
+    assert at7 and all(b["no_oi_since"] == "2026-01-01T05:00:00Z" for b in at7)
+    assert all(b["no_oi_since"] is None for b in find_levels(path, at="2026-01-01T10:30Z"))
+    # (a time reads the last snapshot at or before it: 16:10 the bucket 15:00-16:00's)
+    r = CliRunner().invoke(main, ["levels", str(path), "--at", "2026-01-01T16:10Z"])
+    assert r.exit_code == 0 and "no open-interest data since 2026-01-01T15:00:00Z" in r.output
+    r = CliRunner().invoke(main, ["levels", str(path), "--at", "2026-01-01T17:10Z"])
+    assert r.exit_code == 0 and "open-interest" not in r.output
+    sel = select(ds)
+    assert np.flatnonzero(sel.no_oi()).tolist() == [5, 6, 7, 8, 15]
+    fig, ax = plt.subplots()
+    try:
+        n0 = len(ax.patches)
+        handles = draw_no_oi(ax, sel)
+        spans = ax.patches[n0:]
+        assert len(spans) == 2 and [h.get_label() for h in handles] == \
+            ["no OI data: nothing opened or closed"]
+        x0 = [p.get_x() if hasattr(p, "get_x") else p.get_xy()[0][0] for p in spans]
+        import matplotlib.dates as mdates
+        assert [mdates.num2date(x).strftime("%H:%M") for x in x0] == ["05:00", "15:00"]
+        assert draw_no_oi(ax, select(known_dataset())) == []
+    finally:
+        plt.close(fig)

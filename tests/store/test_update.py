@@ -81,6 +81,44 @@ def test_updates_equal_one_estimate(tmp_path_factory, seed, n, every, cuts, over
         got = update(out, s.slice(max(0, a - overlap), b), allow_outside=True)
     assert_same(got, ref)
     assert got.attrs["fingerprint"] == ref.attrs["fingerprint"]
+    assert got.attrs["data_end"] == ref.attrs["data_end"]
+    assert (got["snapshot_time"].values == ref["snapshot_time"].values).all()
+
+
+def test_a_bucket_the_bars_do_not_fill_is_timed_by_its_last_bar(tmp_path):
+    """5-minute bars ending at 11:40 (closing 11:45), hourly buckets: the last bucket's
+    snapshot is the state after the 11:40 bar, so its snapshot_time, the store's data_end,
+    `levels` and the render's title say 11:45, not the bucket's 12:00; an update that fills
+    the bucket moves them to 12:00, as one estimate of all the bars has them."""
+    from liqgpu.render.levels import find_levels
+    from liqgpu.render.select import select
+
+    d, e = random_market(5, 12 * 24)
+    s = make_series(d["close"], d["oi"], high=d["high"], low=d["low"], open_=d["open_"],
+                    extra=e, exchange="ex", symbol="BTC", step="5min")  # 00:00 .. 23:55
+    t0 = s.time[0]
+    part = s.slice(0, 12 * 11 + 9)  # up to 11:40, closing 11:45
+    out = tmp_path / "s.zarr"
+    grid = liqgpu.estimate(s, every="1h", backend="numpy").attrs["grid"]  # all the bars'
+    liqgpu.estimate(part, every="1h", backend="numpy", grid=grid, out=out)
+    ds = liqgpu.open_store(out)
+    end = t0 + np.timedelta64(11 * 60 + 45, "m")
+    assert ds.attrs["data_end"] == np.datetime_as_string(end, unit="s") + "Z"
+    st = ds["snapshot_time"].values
+    assert st.size == 12 and st[-1] == end and st[-2] == t0 + np.timedelta64(11, "h")
+    assert (np.diff(st[:-1]) == np.timedelta64(1, "h")).all()
+    top = find_levels(out, top=1)
+    assert top and top[0]["time"] == ds.attrs["data_end"]
+    assert select(ds).time_range == (t0, end)
+    r = CliRunner().invoke(main, ["levels", str(out)])
+    assert r.exit_code == 0 and f"levels at {ds.attrs['data_end']}" in r.output, r.output
+
+    got = update(out, s.slice(12 * 11, len(s)))
+    ref = liqgpu.estimate(s, every="1h", backend="numpy", grid=grid)
+    assert got.attrs["data_end"] == ref.attrs["data_end"] == \
+        np.datetime_as_string(t0 + np.timedelta64(1, "D"), unit="s") + "Z"
+    assert (got["snapshot_time"].values == ref["snapshot_time"].values).all()
+    assert got["snapshot_time"].values[-1] == t0 + np.timedelta64(1, "D")
 
 
 def test_update_across_a_gap_and_twice_via_cli(tmp_path):
