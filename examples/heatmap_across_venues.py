@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--end", default="2026-03-05", help="UTC end of the window")
     ap.add_argument("--days", type=int, default=30)
     a = ap.parse_args()
+    if not (a.data / AGG).is_file():
+        ap.error(f"--data {a.data}: no {AGG} there; give the folder of the shared real data "
+                 "(shared/data/real beside the project)")
     end = pd.Timestamp(a.end, tz="UTC")
     start = end - pd.Timedelta(days=a.days)
     a.out.mkdir(parents=True, exist_ok=True)

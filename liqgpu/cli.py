@@ -232,8 +232,10 @@ def update(store, inputs, exchange, symbol, allow_outside, follow, interval, max
 @click.option("--days", type=float, default=30, show_default=True, help="Days of 1-minute bars.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the market.")
 @click.option("--every", default="15m", show_default=True, help="Output step.")
-@click.option("--width", type=int, default=1600, show_default=True)
-@click.option("--height", type=int, default=900, show_default=True)
+@click.option("--width", type=int, default=1600, show_default=True,
+              help="Heatmap image width in pixels.")
+@click.option("--height", type=int, default=900, show_default=True,
+              help="Heatmap image height in pixels.")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
               show_default=True)
 @click.option("--model", type=click.Choice(["v2", "v1"]), default="v2", show_default=True,

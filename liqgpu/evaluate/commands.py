@@ -6,7 +6,6 @@ Bad input is one sentence and exit code 2, with nothing written.
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -144,12 +143,34 @@ def sweep_cmd(inputs, realized_path, realized_columns, train, test, json_path, r
         click.echo(line)
     click.echo("\n== default parameters")
     click.echo(format_text(r["default"]))
-    click.echo("\n== best parameters: " + json.dumps(r["best_params"]))
-    click.echo(format_text(r["best"]))
+    if r["best_params"] == r.get("default_params"):
+        click.echo("\n== best parameters: the defaults (above)")
+    else:
+        click.echo("\n== best parameters, as estimate options: "
+                   + params_as_options(r["best_params"]))
+        click.echo(format_text(r["best"]))
     if json_path:
         click.echo(f"wrote {json_path}")
     if report_dir:
         click.echo(f"wrote {report_dir}")
+
+
+def params_as_options(attrs: dict) -> str:
+    """A store's (or a sweep's) model parameters as the ``liqgpu estimate`` options that give
+    them (tiers and weights by their spec where they have one, e.g. ``log:2:150:40``)."""
+    def nums(v):
+        return ",".join(f"{float(x):.6g}" for x in v)
+
+    out = [f"--model {attrs.get('model', 'v2')}"]
+    lev = attrs.get("leverages_spec") or nums(attrs.get("leverages", []))
+    wts = attrs.get("weights_spec") or nums(attrs.get("weights", []))
+    out += [f"--leverages {lev}", f"--weights {wts}"]
+    if attrs.get("bands"):
+        out.append(f"--bands {nums(attrs['bands'])}")
+    for key in ("churn", "mmr", "entry", "side_split", "closure", "max_age"):
+        if attrs.get(key) is not None:
+            out.append(f"--{key.replace('_', '-')} {attrs[key]}")
+    return " ".join(out)
 
 
 COMMANDS = [evaluate_cmd, sweep_cmd]

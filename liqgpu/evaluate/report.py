@@ -18,10 +18,14 @@ from .windows import Window
 
 # ---------------------------------------------------------------------------------------------
 # text, markdown and plots
-def _f(v, pct=False) -> str:
+def _f(v, pct=False, ratio=False) -> str:
+    """A figure as the tables print it: a share in %, a ratio (lift) to 2 places, a
+    correlation signed to 3."""
     if v is None:
         return "–"
-    return f"{100 * v:.1f}%" if pct else f"{v:+.3f}" if abs(v) <= 1 else f"{v:.2f}"
+    if pct:
+        return f"{100 * v:.1f}%"
+    return f"{v:.2f}" if ratio or abs(v) > 1 else f"{v:+.3f}"
 
 
 def summary_rows(window: dict) -> list[tuple[str, dict]]:
@@ -85,7 +89,7 @@ def format_text(result: dict) -> str:
         lines.append(f"  {'metric':<40}" + "".join(f"{p:>11}" for p in PREDICTORS))
         for metric, vals in summary_rows(w):
             pct = "share" in metric
-            lines.append(f"  {metric:<40}" + "".join(f"{_f(vals.get(p), pct):>11}"
+            lines.append(f"  {metric:<40}" + "".join(f"{_f(vals.get(p), pct, 'lift' in metric):>11}"
                                                        for p in PREDICTORS))
         bl = bootstrap_lines(w)
         if bl:
@@ -115,8 +119,8 @@ def format_markdown(result: dict, title: str = "Evaluation") -> str:
                 "|---|" + "---:|" * len(PREDICTORS)]
         for metric, vals in summary_rows(w):
             pct = "share" in metric
-            out.append(f"| {metric} | " + " | ".join(_f(vals.get(p), pct) for p in PREDICTORS)
-                       + " |")
+            out.append(f"| {metric} | " + " | ".join(_f(vals.get(p), pct, "lift" in metric)
+                                                      for p in PREDICTORS) + " |")
         out.append("")
         bl = bootstrap_lines(w)
         if bl:
@@ -188,8 +192,18 @@ def plot_window(ds, realized: Realized, table: Table, window: Window, folder: Pa
                                  .sum(["series", "leverage", "side"]).values, np.float64)
                 fig, ax = plt.subplots(figsize=(11, 6))
                 te = np.r_[t[sel], t[sel[-1]] + every]
-                ax.pcolormesh(te, edges[jsel[0]:jsel[-1] + 2], np.sqrt(img.T), cmap="magma",
-                              shading="flat")
+                from matplotlib.colors import PowerNorm
+
+                mesh = ax.pcolormesh(te, edges[jsel[0]:jsel[-1] + 2], img.T, cmap="magma",
+                                     shading="flat", norm=PowerNorm(0.5, vmin=0.0))
+                quote = str(ds["quote"].values[0]) if "quote" in ds.coords else "quote"
+                bar = fig.colorbar(mesh, ax=ax, pad=0.01)
+                bar.set_label(f"estimated live notional per bin ({quote}, sqrt scale)",
+                              fontsize=8)
+                shown = [np.datetime64(e, "ns") for e in (window.start, window.end)
+                         if e is not None and te[0] < np.datetime64(e, "ns") < te[-1]]
+                for edge in shown:  # the window; around it: context
+                    ax.axvline(edge, color="white", lw=0.8, ls="--", alpha=0.7)
                 sides = f["side"].to_numpy()[ok]
                 w = f["notional"].to_numpy()[ok]
                 size = 4 + 60 * np.sqrt(w / max(w.max(), 1e-12))
@@ -199,9 +213,12 @@ def plot_window(ds, realized: Realized, table: Table, window: Window, folder: Pa
                     if ms.any():
                         ax.scatter(rt[ok][ms], prices[ms], s=size[ms], c=c, alpha=0.6,
                                    edgecolors="none", label=f"{s} liquidations")
-                ax.plot(t[sel], ds["close"].isel(time=sel).values[0], color="white", lw=0.6,
-                        label="close")
+                ax.plot(t[sel] + every, ds["close"].isel(time=sel).values[0], color="white",
+                        lw=0.6, label="close (at the bucket's end)")
                 ax.set_ylim(pl, ph)
+                ax.set_xlabel("time (UTC), the window's events and 6 buckets around them"
+                              + ("; dashed: the window's edges" if shown else ""), fontsize=8)
+                ax.set_ylabel(f"price ({quote})", fontsize=8)
                 ax.legend(fontsize=8, loc="upper left")
                 ax.set_title(f"{window.name}: event prices ({realized.price_kind}) over the "
                              "estimated intensity (sqrt)", fontsize=9)

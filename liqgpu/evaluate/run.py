@@ -177,7 +177,8 @@ def sweep_files(inputs, realized, *, columns=None, train=(), test=(), model: str
                         "estimated vs realized liquidated notional on the train windows",
            "n_settings": res.n_settings, "n_engine_runs": res.n_engine_runs,
            "seconds": round(time.perf_counter() - t0, 2), "ranking": rows,
-           "best_params": res.best.to_attrs(), "default": default_res, "best": best_res}
+           "best_params": res.best.to_attrs(), "default_params": defaults.to_attrs(),
+           "default": default_res, "best": best_res}
     if json_path:
         write_json(json_path, out)
     if report_dir:

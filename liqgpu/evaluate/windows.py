@@ -24,6 +24,8 @@ class Window:
     def name(self) -> str:
         def f(t):
             return "" if t is None else iso(t)
+        if self.start is None and self.end is None:
+            return f"{self.role} (the whole store)"
         return f"{self.role} {f(self.start)}..{f(self.end)}"
 
     def contains(self, t: np.ndarray) -> np.ndarray:

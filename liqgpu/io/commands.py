@@ -35,6 +35,14 @@ _OPTIONS = {
                                default="order", show_default=True,
                                help="Which price the file publishes."),
     "exchange": click.option("--exchange", default=None, help="Exchange name [default: column]."),
+    "mapping_events": click.option(
+        "--map", "mapping", default="",
+        help="FIELD=COLUMN pairs for the fields time, exchange, symbol, side, price, qty, "
+             "notional, price_kind; e.g. time=ts,side=dir,notional=usd."),
+    "exchange_events": click.option(
+        "--exchange", default=None,
+        help="Exchange: where the file has an exchange column, keep only its rows; else the "
+             "exchange of every row [default: the column]."),
 }
 
 

@@ -51,7 +51,7 @@ FORMATS = {
                 ("mapping", "oi_unit", "kind", "contract_value", "exchange"),
                 "Any CSV/Parquet with --map FIELD=COLUMN,... -> series (or part)."),
     "generic-events": ("generic", "read_generic_events",
-                       ("mapping", "side_means", "price_kind", "exchange"),
+                       ("mapping_events", "side_means", "price_kind", "exchange_events"),
                        "Any CSV/Parquet of liquidation events with --map FIELD=COLUMN,... -> events."),
 }
 
@@ -63,7 +63,9 @@ def read_format(fmt: str, inputs, **options):
         raise InputError(f"{fmt!r} is not a format ({', '.join(FORMATS)})")
     mod, fn, extra, _ = FORMATS[fmt]
     reader = getattr(importlib.import_module(f"liqgpu.io.{mod}"), fn)
-    kw = {k: v for k, v in options.items() if k in extra or k == "symbol"}
+    # (an option's events variant, e.g. mapping_events, has its own help, the same argument)
+    names = {name.removesuffix("_events") for name in extra} | {"symbol"}
+    kw = {k: v for k, v in options.items() if k in names}
     return reader(list(inputs), **kw)
 
 

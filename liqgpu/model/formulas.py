@@ -45,10 +45,11 @@ def check_tiers(lev: tuple, w: tuple, mmr: float) -> None:
         raise InputError(f"mmr: must be in [0, 1), got {mmr}")
     # A short at leverage L must still have its level above the entry: 1/L > m.
     if any(1.0 / x <= mmr for x in lev):
+        low = min(x for x in lev if 1.0 / x <= mmr)
         raise InputError(
-            f"mmr: {mmr} is at or above 1/leverage for some tier in {list(lev)}; "
-            "positions would be liquidated at entry"
-        )
+            f"mmr: {mmr} is at or above 1/leverage for the tiers from {low:.4g}x up (with "
+            f"{max(lev):.4g}x the highest, mmr must be below {1.0 / max(lev):.4g}); positions "
+            "would be liquidated at entry")
 
 
 def check_choices(**values) -> None:

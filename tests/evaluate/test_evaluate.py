@@ -515,3 +515,31 @@ def test_cli_sweep_backend_cupy_without_a_gpu_is_one_line(market, monkeypatch):
                                        "--test", "2026-01-12:", "--backend", "cupy"])
     assert r.exit_code == 2 and "cupy" in r.output.lower(), r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("v2", {}), ("v2", {"churn": 0.5, "entry": "range:3", "mmr": 0.005, "max_age": "12h"}),
+    ("v1", {"leverages": (3, 10, 50), "weights": (0.5, 0.3, 0.2), "entry": "close"})])
+def test_sweep_best_parameters_are_printed_as_estimate_options(market, tmp_path, model, extra):
+    """What the sweep prints for its best setting, passed to `liqgpu estimate`, gives a store
+    with those parameters (so a user can paste it)."""
+    import shlex
+
+    from liqgpu.cli import main
+    from liqgpu.evaluate.commands import params_as_options
+    from liqgpu.model.registry import default_params
+
+    attrs = default_params(model).__class__(**{**default_params(model).__dict__, **extra}) \
+        .to_attrs() if extra else default_params(model).to_attrs()
+    opts = params_as_options(attrs)
+    assert "[" not in opts and len(opts) < 300, opts
+    out = tmp_path / "p.zarr"
+    r = CliRunner().invoke(main, ["estimate", str(market["series_file"]), "-o", str(out),
+                                  "--backend", "numpy", *shlex.split(opts)])
+    assert r.exit_code == 0, (opts, r.output)
+    got = liqgpu.open_store(out).attrs
+    for k, v in attrs.items():
+        if isinstance(v, list):
+            assert np.allclose(got[k], v, rtol=1e-5), (k, got[k], v)
+        else:
+            assert got[k] == v, (k, got[k], v)
