@@ -117,6 +117,8 @@ def test_info_text_and_json(tmp_path, bars):
         (["--entry", "range:0"], "range:N"),
         (["--model", "v3"], "--model"),
         (["--mmr", "0.5"], "mmr"),
+        (["--mmr", "0.01"], "mmr: 0.01 is at or above 1/leverage for the tiers from 107.6x up "
+                            "(with 150x the highest, mmr must be below 0.006667)"),
         (["--max-age", "forever"], "max_age"),
         (["--grid", "log:1:2"], "--grid"),
         (["--grid", "linear:1:2:0.1"], "holds none of the levels"),

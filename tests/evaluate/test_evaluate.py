@@ -543,3 +543,15 @@ def test_sweep_best_parameters_are_printed_as_estimate_options(market, tmp_path,
             assert np.allclose(got[k], v, rtol=1e-5), (k, got[k], v)
         else:
             assert got[k] == v, (k, got[k], v)
+
+
+def test_table_figures_and_window_names():
+    """A lift of 1 prints as 1.00 (a ratio), a correlation of 1 as +1.000, a share in %; the
+    window without bounds is the whole store."""
+    from liqgpu.evaluate.report import _f
+
+    assert (_f(1.0, ratio=True), _f(2.345, ratio=True), _f(1.0), _f(-0.5)) == \
+        ("1.00", "2.35", "+1.000", "-0.500")
+    assert _f(0.526, pct=True) == "52.6%" and _f(None) == "–"
+    assert Window("all", None, None).name == "all (the whole store)"
+    assert Window("test", np.datetime64("2026-03-04"), None).name.startswith("test 2026-03-04")

@@ -222,6 +222,7 @@ def test_cli_render_and_map(tiny_store, tmp_path):
     (["--lookback", "24h"], "--max-age 24h"),
     (["--variable", "realized"], "no 'realized' variable"),
     (["--cmap", "not-a-map"], "is not a matplotlib colour map"),
+    (["--two-hues", "--side", "long"], "--two-hues: draws longs and shorts in two hues"),
 ])
 def test_cli_bad_input(tiny_store, tmp_path, args, words):
     out = tmp_path / "bad.png"
@@ -255,3 +256,30 @@ def test_import_stays_light():
             "bad = [m for m in ('datashader', 'matplotlib') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("variable,hollow", [("intensity", False), ("liquidated", True)])
+def test_candle_bodies_are_hollow_over_liquidations(variable, hollow):
+    """Over the liquidated (and realized) cubes, whose cells sit inside the bars' ranges, the
+    candles' bodies are outlines; over the live levels they are filled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from liqgpu.render.heatmap import draw_price
+
+    ds = known_dataset()
+    ds["open"].values[0, ::2] *= 1.01  # down bars among the up (open = close) ones
+    sel = select(ds, variable=variable)
+    fig, ax = plt.subplots()
+    try:
+        draw_price(ax, sel, sel.prices(), 2000, candles=True)
+        bodies = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert len(bodies) == 2  # up, down
+        for b in bodies:
+            alpha = b.get_facecolor()[:, 3] if len(b.get_facecolor()) else np.zeros(1)
+            assert (alpha == 0).all() if hollow else (alpha > 0).all()
+    finally:
+        plt.close(fig)
