@@ -120,7 +120,9 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
     if len({s for s in syms if s}) > 1 and not symbol:
         raise InputError(f"{pieces[0][0]}: the files hold several symbols ({', '.join(sorted(syms))})")
     cs = float(contract_value) if (kind == "inverse" and contract_value) else 1.0
-    notes = [f"OI unit in file: {oi_unit}" + (" (divided by close)" if oi_unit == "quote" else "")]
+    has_oi = any("oi" in p[2] for p in pieces)
+    notes = [f"OI unit in file: {oi_unit}" + (" (divided by close)" if oi_unit == "quote" else "")
+             if has_oi else "no OI column mapped: a price part (merge it with an OI part)"]
     t = series_table(pieces, exchange=exch, symbol=sym, kind=kind, contract_size=cs, notes=notes)
     if stale_n:
         t.notes.append(f"{stale_n} bar(s) with a stale OI flag: OI set to NaN")
