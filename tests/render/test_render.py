@@ -283,3 +283,18 @@ def test_candle_bodies_are_hollow_over_liquidations(variable, hollow):
             assert (alpha == 0).all() if hollow else (alpha > 0).all()
     finally:
         plt.close(fig)
+
+
+def test_liqgpu_render_stays_callable_whatever_was_imported_first(tiny_store, tmp_path):
+    """`liqgpu.render(...)` draws after liqgpu.levels, liqgpu.profile or a module of the
+    render package has been imported (the package, bound over the function by Python's
+    import system, used to be 'not callable')."""
+    for first in ("liqgpu.levels", "liqgpu.profile", "__import__('liqgpu.render.select')",
+                  "liqgpu.render"):
+        out = tmp_path / f"{len(first)}.png"
+        code = (f"import liqgpu; {first}; liqgpu.render({str(tiny_store)!r}, out={str(out)!r}); "
+                f"import liqgpu.render.select; liqgpu.render({str(tiny_store)!r}, "
+                f"out={str(out)!r}.replace('.png', 'b.png'))")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 0, (first, r.stderr[-800:])
+        assert out.exists() and out.with_name(out.stem + "b.png").exists()
