@@ -189,7 +189,9 @@ def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchan
 @click.option("--allow-outside", is_flag=True,
               help="Accept new levels beyond the store's grid (tracked in 'outside').")
 @click.option("--follow", "follow", type=click.Path(file_okay=False), default=None,
-              help="Watch this folder and apply new series files as they arrive.")
+              help="Watch this folder and apply new series files as they arrive (each poll's "
+                   "in the order of their bars; a file refused twice as it is is logged and "
+                   "left alone).")
 @click.option("--interval", default="10s", show_default=True, help="Polling interval of --follow.")
 @click.option("--max-polls", type=int, default=None,
               help="Stop --follow after this many polls [default: run until interrupted].")

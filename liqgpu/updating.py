@@ -279,12 +279,20 @@ def _check_gap_after(path: Path, given: dict, t_end: int, max_gap) -> None:
     from .series import DEFAULT_MAX_GAP, max_gap_ns
 
     limit = max_gap_ns(max_gap)
-    if limit is None:
-        return
     for s in given.values():
         ts = s.time.view(np.int64)
         after = ts[ts > t_end]
-        if after.size and int(after[0]) - t_end > limit:
+        step = int(s.step / np.timedelta64(1, "ns"))
+        if after.size and int(after[0]) - t_end > step and (limit is None
+                                                             or int(after[0]) - t_end <= limit):
+            from ._time import format_duration
+            from datetime import timedelta
+
+            missing = (int(after[0]) - t_end) // step - 1
+            log.warning("%s: %d bar(s) (%s) missing between the store's last bar and the new "
+                        "ones: stored as a gap (bars that come later cannot fill it)", s.source,
+                        missing, format_duration(timedelta(microseconds=missing * step / 1000)))
+        if limit is not None and after.size and int(after[0]) - t_end > limit:
             raise InputError(
                 f"{s.source}: its bars after the store's end start "
                 f"{np.datetime_as_string(np.int64(after[0]).view('datetime64[ns]'), unit='s')}Z, "
@@ -436,9 +444,15 @@ def _clone(path: Path) -> Path:
 
 def follow(store, folder, *, interval="10s", max_polls: int | None = None,
            allow_outside: bool = False, on_update=None, backend: str = "auto") -> int:
-    """Watch ``folder`` and apply each new series file (Parquet or CSV, in name order) to
-    ``store``. Files already applied are remembered in the store (``applied_files``), so a
-    restarted follower skips them. Returns how many files were applied.
+    """Watch ``folder`` and apply each new series file (Parquet or CSV) to ``store``, those
+    found in one poll in the order of their first bar (then of name). Files already applied
+    are remembered in the store (``applied_files``), so a restarted follower skips them.
+    Returns how many files were applied.
+
+    A file that cannot be read, or that the store refuses, is retried at the next poll while
+    it changes (a copy still being written); once it fails twice as it is, it is logged as an
+    error and left alone until it changes, and the follower goes on with the others. A store
+    another process is writing is retried at the next poll.
 
     Examples
     --------
@@ -455,17 +469,53 @@ def follow(store, folder, *, interval="10s", max_polls: int | None = None,
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--follow {folder}: no such folder")
+    from .store.atomic import StoreBusy
+
     wait = parse_duration(interval, option="--interval").total_seconds()
+    if not wait > 0:
+        raise InputError(f"--interval {interval}: must be a duration above zero, e.g. 10s")
     applied_n = 0
     polls = 0
+    tried: dict = {}  # name -> (size, mtime) it failed as, and whether that was twice
+
+    def refused(f: Path, key, exc) -> None:
+        seen = tried.get(f.name)
+        if seen is not None and seen[0] == key:
+            if not seen[1]:
+                log.error("%s: %s; left alone until the file changes", f, exc)
+            tried[f.name] = (key, True)
+        else:  # the first time as it is: perhaps still being copied
+            log.info("%s: not usable yet (%s); tried again at the next poll", f, exc)
+            tried[f.name] = (key, False)
+
     while max_polls is None or polls < max_polls:
         polls += 1
         done = set(zarr.open_group(str(store), mode="r").attrs.get("applied_files", []))
+        found = []
         for f in sorted(folder.iterdir()):
             if f.name in done or f.name.startswith(".") or f.suffix.lower() not in (
-                    ".parquet", ".pq", ".csv", ".gz"):
+                    ".parquet", ".pq", ".csv", ".gz") or not f.is_file():
                 continue
-            update(store, [load_series(f)], allow_outside=allow_outside, backend=backend)
+            st = f.stat()
+            key = (st.st_size, st.st_mtime_ns)
+            if tried.get(f.name, (None, False)) == (key, True):
+                continue  # refused twice as it is
+            try:
+                s = load_series(f)
+            except InputError as exc:
+                refused(f, key, exc)
+                continue
+            found.append((int(s.time[0].view(np.int64)), f.name, f, s, key))
+        for _, _, f, s, key in sorted(found, key=lambda x: (x[0], x[1])):
+            try:
+                update(store, [s], allow_outside=allow_outside, backend=backend)
+            except StoreBusy as exc:
+                log.info("%s: %s; tried again at the next poll", f, exc)
+                continue
+            except InputError as exc:
+                refused(f, key, exc)
+                continue
+            tried.pop(f.name, None)
             _remember(store, f.name)
             applied_n += 1
             if on_update:

@@ -218,6 +218,63 @@ def test_follow_applies_new_files_once(tmp_path, small_store):
     assert "follow: 0 file(s) applied" in r.output
 
 
+def _part(s, a, b, path):
+    part = s.slice(a, b)
+    pd.DataFrame({"time": part.time, **part.columns}).assign(exchange="ex", symbol="BTC") \
+        .to_parquet(path)
+    return path
+
+
+def test_follow_applies_a_poll_s_files_in_bar_order_and_outlasts_bad_and_partial_ones(
+        tmp_path, small_store, caplog):
+    """Files named against their bars' order are applied in the bars' order; a file still
+    being copied (cut short) is tried again at the next poll and applied once complete; a file
+    the store refuses is logged and left alone while the others go on; the store ends equal to
+    one estimate of all the bars."""
+    import logging
+
+    from liqgpu.updating import follow
+
+    s, out = small_store
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _part(s, 150, 170, inbox / "a_late.parquet")  # named first, its bars second
+    _part(s, 110, 155, inbox / "b_first.parquet")
+    whole = _part(s, 165, 200, tmp_path / "c.parquet").read_bytes()
+    (inbox / "c_copying.parquet").write_bytes(whole[: len(whole) // 3])  # a copy under way
+    other = make_series(s["close"], s["oi"], high=s["high"], low=s["low"], exchange="ex",
+                        symbol="ETH")
+    pd.DataFrame({"time": other.time, **other.columns}).assign(exchange="ex", symbol="ETH") \
+        .to_parquet(inbox / "d_other_symbol.parquet")
+    applied = []
+
+    def finish_the_copy(f):
+        applied.append(f.name)
+        if len(applied) == 2:  # after the first poll's files: the copy completes
+            (inbox / "c_copying.parquet").write_bytes(whole)
+
+    with caplog.at_level(logging.INFO, logger="liqgpu.updating"):
+        n = follow(out, inbox, interval="0.2s", max_polls=4, on_update=finish_the_copy)
+    assert n == 3 and applied == ["b_first.parquet", "a_late.parquet", "c_copying.parquet"]
+    ref = liqgpu.estimate(s, every="15min", grid=liqgpu.open_store(out).attrs["grid"],
+                          backend="numpy")
+    assert_same(liqgpu.open_store(out), ref)
+    text = caplog.text
+    assert "c_copying.parquet: not usable yet" in text
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "d_other_symbol.parquet" in errors[0].getMessage() \
+        and "left alone until the file changes" in errors[0].getMessage()
+
+
+def test_an_update_after_a_hole_says_so(tmp_path, small_store, caplog):
+    import logging
+
+    s, out = small_store
+    with caplog.at_level(logging.WARNING, logger="liqgpu.updating"):
+        update(out, s.slice(130, 200))  # the store ends at bar 119
+    assert "10 bar(s) (10m) missing between the store's last bar and the new ones" in caplog.text
+
+
 KILLER = """
 import sys, liqgpu
 from liqgpu.updating import update
