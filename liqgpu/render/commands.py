@@ -125,7 +125,7 @@ def map_cmd(store, out, at, width, height, series, asset, leverage, price_min, p
 @click.option("--top", type=int, default=10, show_default=True, help="How many bands.")
 @click.option("--side", type=click.Choice(["both", "long", "short"]), default="both",
               show_default=True)
-@click.option("--threshold", type=float, default=0.25, show_default=True,
+@click.option("--threshold", type=float, default=0.25, show_default=True,  # levels.DEFAULT_THRESHOLD
               help="A bin joins a band when it holds more than this share of its side's "
                    "largest bin (0: every non-empty bin).")
 @selection_options

@@ -17,7 +17,9 @@ def levels(store, at=None, top: int = 10, **selection):
     """The strongest clusters of liquidation levels at ``at`` as a DataFrame.
 
     One row per band: rank, side, price range, notional, share of its side, distance from the
-    close (%), bins, dominant leverage, the bucket's end time and close. Keywords as in
+    close (%), bins, dominant leverage, the snapshot's time and close, and where the store has
+    no open interest at that time, since when (``no_oi_since``: no position opened or closed
+    since, else None). Keywords as in
     :func:`liqgpu.render.find_levels` (``series``, ``asset``, ``side``, ``leverage``,
     ``threshold``, ``lookback``, ``price_min``, ``price_max``).
 
@@ -34,7 +36,7 @@ def levels(store, at=None, top: int = 10, **selection):
         r["dominant"] = "/".join(fmt_leverage(v) for v in b["dominant"])
         out.append(r)
     cols = ["rank", "side", "price_low", "price_high", "price", "peak_price", "notional", "share",
-            "distance_pct", "bins", "dominant", "time", "close"]
+            "distance_pct", "bins", "dominant", "time", "close", "no_oi_since"]
     return pd.DataFrame(out, columns=cols)
 
 

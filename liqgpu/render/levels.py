@@ -68,8 +68,13 @@ def _no_oi_since(ds, sel, i: int) -> "str | None":
     return str(np.datetime_as_string(ds["time"].values[j].astype("datetime64[s]"))) + "Z"
 
 
+#: a band's bins hold at least this share of their side's largest bin, unless told otherwise
+#: (the same for ``liqgpu levels``, :func:`liqgpu.levels` and the viewer's table)
+DEFAULT_THRESHOLD = 0.25
+
+
 def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", leverage=None,
-                threshold: float = 0.0, lookback=None, price_min=None,
+                threshold: float = DEFAULT_THRESHOLD, lookback=None, price_min=None,
                 price_max=None, asset=None) -> list[dict]:
     """The strongest clusters of liquidation levels at one time.
 
@@ -86,7 +91,8 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
         As in :func:`liqgpu.render.select.select`.
     threshold : float
         A bin belongs to a band when its notional exceeds ``threshold`` times the largest bin of
-        its side (0 <= threshold < 1; 0 merges every run of non-empty bins).
+        its side (0 <= threshold < 1; 0 merges every run of non-empty bins) [default:
+        :data:`DEFAULT_THRESHOLD`, 0.25].
 
     Returns
     -------

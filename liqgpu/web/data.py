@@ -563,7 +563,7 @@ def top_levels(ds, view: View, t_ms: float | None, top: int = 10) -> list[dict]:
     tiers = None if view.tiers is None else [float(i) for i in view.tiers]
     labels = [tier_label(v) for v in np.asarray(ds["leverage"].values)]
     rows = find_levels(numbered(ds), at=at, top=top, series=view.series or None, side=side,
-                       leverage=tiers, threshold=0.2, lookback=view.lookback or None)
+                       leverage=tiers, lookback=view.lookback or None)
     for r in rows:
         r["dominant"] = [labels[int(k)] for k in r["dominant"]]
         r["tiers"] = {labels[int(float(k))]: v for k, v in r["tiers"].items()}

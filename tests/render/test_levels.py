@@ -234,3 +234,25 @@ def test_a_gap_in_the_oi_is_said_and_hatched(tmp_path):
         assert draw_no_oi(ax, select(known_dataset())) == []
     finally:
         plt.close(fig)
+
+
+def test_one_default_threshold_for_the_command_the_api_and_the_viewer(tmp_path):
+    """`liqgpu levels`, liqgpu.levels and find_levels (the viewer's table) list the same bands
+    by default; liqgpu.levels carries no_oi_since."""
+    from click.testing import CliRunner
+
+    import liqgpu
+    from liqgpu.cli import main
+    from liqgpu.render.levels import DEFAULT_THRESHOLD
+    from liqgpu.render.commands import levels_cmd
+
+    opt = next(p for p in levels_cmd.params if p.name == "threshold")
+    assert opt.default == DEFAULT_THRESHOLD == 0.25
+    path = write_store(known_dataset(), tmp_path / "k.zarr")
+    r = CliRunner().invoke(main, ["levels", str(path), "--json"])
+    cli = json.loads(r.output)["levels"]
+    api = liqgpu.levels(path)
+    assert [(b["side"], b["price_low"], b["notional"]) for b in cli] == \
+        list(zip(api["side"], api["price_low"], api["notional"]))
+    assert [b["price_low"] for b in find_levels(path)] == list(api["price_low"])
+    assert "no_oi_since" in api.columns and api["no_oi_since"].isna().all()
