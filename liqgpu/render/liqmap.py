@@ -69,7 +69,8 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
     b = max(b, a + 1)
 
     fig, dpi = style.figure(width, height)
-    head, top = style.layout_header(fig, _title(ds, sel, i, longs, shorts))
+    windowed = price_min is not None or price_max is not None
+    head, top = style.layout_header(fig, _title(ds, sel, i, longs, shorts, windowed))
     ax, (x0, y0, pw, ph) = style.pixel_axes(fig, width, height, dpi, left=0.8, right=0.95,
                                             bottom=0.5, top=top)
     # bars: bins grouped so that a bar is at least ~5 px wide
@@ -141,8 +142,10 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
     return out
 
 
-def _title(ds, sel, i, longs, shorts) -> list[str]:
-    t_end = ds["time"].values[i].astype("datetime64[ns]") + sel.every
+def _title(ds, sel, i, longs, shorts, windowed: bool = False) -> list[str]:
+    from ..store.layout import snapshot_times
+
+    t_end = snapshot_times(ds["time"].values[i:i + 1], sel.every, ds.attrs)[0]
     syms = sel.title_names()
     exch = ", ".join(sel.exchanges())
     what = "liquidation map"
@@ -153,8 +156,14 @@ def _title(ds, sel, i, longs, shorts) -> list[str]:
     quote = sel.quote()
     tiers = ("all tiers" if len(sel.leverages) == ds.sizes["leverage"] else
              "leverage " + "/".join(fmt_leverage(v) for v in sel.leverages))
+    from .levels import _no_oi_since
+
+    since = _no_oi_since(ds, sel, i)
+    gap = (f"  ·  no OI data since {fmt_time(np.datetime64(since.rstrip('Z')))} UTC: nothing "
+           "opened or closed since") if since else ""
     return [f"{syms}  ·  {exch}  —  {what}" if exch else f"{syms}  —  {what}",
-            f"at {fmt_time(t_end)} UTC  ·  live levels: longs "
+            f"at {fmt_time(t_end)} UTC{gap}  ·  live levels"
+            + (" between the price bounds" if windowed else "") + ": longs "
             f"{style.fmt_money(float(longs.sum()), quote)}  ·  shorts "
             f"{style.fmt_money(float(shorts.sum()), quote)}  ·  {tiers}",
             style.model_line(ds.attrs)]

@@ -546,7 +546,9 @@ def profile(ds, view: View, t_ms: float | None):
     sides = list(sel.sides)
     longs = cube[:, :, sides.index("long")].sum(axis=1)
     shorts = cube[:, :, sides.index("short")].sum(axis=1)
-    end = ds["time"].values[i].astype("datetime64[ns]") + sel.every
+    from ..store.layout import snapshot_times
+
+    end = snapshot_times(ds["time"].values[i:i + 1], sel.every, ds.attrs)[0]
     return sel.edges, longs, shorts, close, str(np.datetime_as_string(end, unit="m")) + "Z"
 
 

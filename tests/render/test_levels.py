@@ -256,3 +256,20 @@ def test_one_default_threshold_for_the_command_the_api_and_the_viewer(tmp_path):
         list(zip(api["side"], api["price_low"], api["notional"]))
     assert [b["price_low"] for b in find_levels(path)] == list(api["price_low"])
     assert "no_oi_since" in api.columns and api["no_oi_since"].isna().all()
+
+
+def test_map_title_times_the_snapshot_and_says_what_it_sums(tmp_path):
+    """The map's title: the snapshot's time (the last bar's close in a bucket the bars do not
+    fill), the OI gap it sits in, and that totals are between the price bounds when given."""
+    from liqgpu.render.levels import profile_at
+    from liqgpu.render.liqmap import _title
+
+    ds = known_dataset()
+    ds["oi"].values[0, 20:] = np.nan
+    ds.attrs["data_end"] = "2026-01-01T23:45:00Z"  # the last hourly bucket's bars end at 23:45
+    sel, i, cube, close = profile_at(ds, None)
+    longs, shorts = cube[:, :, 0].sum(axis=1), cube[:, :, 1].sum(axis=1)
+    line = _title(ds, sel, i, longs, shorts)[1]
+    assert line.startswith("at 2026-01-01 23:45 UTC  ·  no OI data since 2026-01-01 20:00 UTC")
+    assert "live levels: longs" in line
+    assert "between the price bounds" in _title(ds, sel, i, longs, shorts, True)[1]
