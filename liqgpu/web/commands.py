@@ -32,8 +32,9 @@ def serve(stores, port, host, show):
     if missing:
         raise UserError(f"the viewer needs {', '.join(missing)}: install it with `{INSTALL}` "
                         "(from a clone: `pip install '.[viewer]'`)")
-    from .server import serve as run
+    from .server import check_port, serve as run
 
+    check_port(host, port)
     click.echo(f"liqgpu viewer of {', '.join(stores)} at http://{host}:{port}/ (Ctrl-C stops it)")
     run(list(stores), port=port, host=host, show=show)
 

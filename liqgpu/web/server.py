@@ -22,6 +22,35 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def check_port(host: str, port: int) -> None:
+    """``port`` is a port number and free on ``host`` (an InputError naming the option
+    otherwise: a server already there would end the viewer with a traceback)."""
+    import errno
+    import socket
+
+    if not (0 <= int(port) <= 65535):
+        raise InputError(f"--port {port}: not a port number (0 .. 65535)")
+    if int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: cannot be resolved ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"--port {port}: already in use on {host} (another server? "
+                                 "choose another --port)") from None
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+                raise InputError(f"--host {host} --port {port}: cannot listen there "
+                                 f"({exc.strerror})") from None
+            raise
+
+
 def serve(stores, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, show: bool = False,
           threaded: bool = False, poll: float = 1.0, viewer=None):
     """Serve the viewer of ``stores`` (read-only) at ``http://host:port/``.
@@ -54,8 +83,7 @@ def serve(stores, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, show: b
     """
     from .app import Viewer, _imports
 
-    if not (0 <= int(port) <= 65535):
-        raise InputError(f"--port {port}: not a port number (0 .. 65535)")
+    check_port(host, port)
     _hv, pn = _imports()
     v = viewer if viewer is not None else Viewer(list(stores), poll=poll)
     v.warm()

@@ -86,6 +86,23 @@ def test_serve_without_the_extra_is_one_line_exit_2(stores, monkeypatch):
     assert len(lines) == 1 and "pip install 'liqgpu[viewer]'" in lines[0], r.output
 
 
+def test_serve_on_a_port_in_use_is_one_line_exit_2(stores, monkeypatch):
+    """A port another server holds: one sentence naming --port, exit 2, before the 'viewer
+    at' line (it used to print that line, then a traceback)."""
+    import liqgpu.web.commands as cmd
+
+    monkeypatch.setattr(cmd, "missing_viewer_packages", lambda: [])
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = CliRunner().invoke(main, ["serve", str(stores["fixed"]), "--port", str(port)])
+    assert r.exit_code == 2
+    assert r.output.strip() == f"Error: --port {port}: already in use on 127.0.0.1 (another " \
+                               "server? choose another --port)", r.output
+
+
 def test_heatmap_zoom_is_finer_and_matches_the_store(ds):
     from liqgpu.web import data as D
 
