@@ -39,15 +39,32 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
 
 def as_series_list(series) -> list[Series]:
-    """One series, a path or a list of them, as a non-empty list of :class:`Series`."""
-    if isinstance(series, (Series, str, Path)):
+    """One series, a path, a pandas DataFrame of bars (as :func:`liqgpu.series.from_frame`
+    reads it) or a list of them, as a non-empty list of :class:`Series`."""
+    if isinstance(series, (Series, str, Path)) or _is_frame(series) \
+            or not hasattr(series, "__iter__"):
         series = [series]
     out = []
     for s in series:
-        out.append(s if isinstance(s, Series) else load_series(s))
+        if isinstance(s, Series):
+            out.append(s)
+        elif _is_frame(s):
+            from .series import from_frame
+
+            out.append(from_frame(s))
+        elif isinstance(s, (str, Path)):
+            out.append(load_series(s))
+        else:
+            raise InputError(f"series: a {type(s).__name__} is not a series; give a "
+                             "liqgpu.Series, a file path or a DataFrame of bars")
     if not out:
         raise InputError("no series given")
     return out
+
+
+def _is_frame(x) -> bool:
+    """A pandas DataFrame (without importing pandas for the check)."""
+    return type(x).__name__ == "DataFrame" and type(x).__module__.startswith("pandas")
 
 
 ORIGINS = ("clock", "start")
@@ -101,6 +118,10 @@ def resolve_params(params, model: str | None):
 
     if params is None:
         return default_params(model or DEFAULT_MODEL)
+    if not hasattr(params, "entry_mode"):
+        raise InputError(f"params: a {type(params).__name__} is not model parameters; give "
+                         "liqgpu.Params(...) (v1) or liqgpu.model.v2.params.Params(...) (v2), "
+                         "e.g. liqgpu.model.v2.params.Params(churn=0.3)")
     if model is not None and model != params.model:
         raise InputError(f"--model {model}: the parameters given are model {params.model}'s")
     return params

@@ -128,3 +128,24 @@ def test_csv_into_a_missing_folder_is_one_sentence_and_writes_nothing(venues, tm
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and "the folder" in r.output and "does not exist" in r.output
     assert isinstance(r.exception, SystemExit) and list(tmp_path.iterdir()) == []
+
+
+def test_the_api_takes_a_frame_of_bars_and_says_what_it_cannot_take(tmp_path):
+    """liqgpu.estimate reads a pandas DataFrame of bars as from_frame does (it used to walk its
+    columns as file paths: 'time: no such file'); a dict of parameters or a number is one
+    clear InputError."""
+    import pandas as pd
+    import pytest
+
+    import liqgpu
+    from liqgpu.series import from_frame
+
+    s = liqgpu.synthetic_series(days=1, seed=3)
+    df = pd.DataFrame({"time": s.time, **s.columns})
+    a = liqgpu.estimate(df, every="1h", backend="numpy")
+    b = liqgpu.estimate(from_frame(df), every="1h", backend="numpy")
+    assert a["intensity"].equals(b["intensity"]) and a.sizes["time"] == 24
+    with pytest.raises(liqgpu.InputError, match="params: a dict is not model parameters"):
+        liqgpu.estimate(df, params={"churn": 0.3})
+    with pytest.raises(liqgpu.InputError, match="series: a int is not a series"):
+        liqgpu.estimate(42)
