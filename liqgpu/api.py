@@ -279,6 +279,9 @@ def store_info(path, *, verify: bool = False) -> dict:
         "dims": {k: int(v) for k, v in ds.sizes.items() if k != "price_edge"},
         "time_start": str(np.datetime_as_string(times[0], unit="s")) + "Z",
         "time_end": str(np.datetime_as_string(times[-1], unit="s")) + "Z",
+        "data_end": a.get("data_end"),
+        "quote": str(ds["quote"].values[0]) if "quote" in ds.coords and ds.sizes["series"] and
+        len({str(q) for q in ds["quote"].values}) == 1 else None,
         "step": a.get("step"),
         "every": a.get("every"),
         "price_min": float(ds["price_edges"].values[0]),

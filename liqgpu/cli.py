@@ -259,8 +259,9 @@ def demo(out, days, seed, every, width, height, backend, model, max_age):
 @click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--verify", is_flag=True,
-              help="Check the store's integrity first: every chunk in its manifest present with "
-                   "its size, every chunk decoding (checksums); exit 2 naming a damaged array.")
+              help="Also check the store's integrity (before anything is printed): every chunk "
+                   "in its manifest present with its size, every chunk decoding (checksums); "
+                   "exit 2 naming a damaged array, else a 'verified' line.")
 @user_errors
 def info(store, as_json, verify):
     """Dimensions, parameters, time and price range and totals of a store."""
@@ -274,8 +275,9 @@ def info(store, as_json, verify):
     click.echo(f"store     {store}")
     click.echo(f"series    {', '.join(d['series'])}")
     click.echo("dims      " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()))
-    click.echo(f"time      {d['time_start']} .. {d['time_end']} (every {d['every']}, "
-               f"model step {d['step']})")
+    end = f", bars to {d['data_end']}" if d.get("data_end") else ""
+    click.echo(f"time      {d['time_start']} .. {d['time_end']} (bucket opens; every "
+               f"{d['every']}, model step {d['step']}{end})")
     click.echo(f"price     {d['price_min']:.6g} .. {d['price_max']:.6g} ({d['grid']})")
     p = d["params"]
     if p["model"] == "v2":
@@ -289,8 +291,9 @@ def info(store, as_json, verify):
         click.echo(f"model     {p['model']}: leverages {p['leverages']} weights {p['weights']} "
                    f"mmr {p['mmr']} entry {p['entry']} side_split {p['side_split']} "
                    f"closure {p['closure']} max_age {p['max_age']}")
+    unit = f" {d['quote']}" if d.get("quote") else ""
     for k, v in d["totals"].items():
-        click.echo(f"{k:<19} long {v['long']:.6g}  short {v['short']:.6g}")
+        click.echo(f"{k:<19} long {v['long']:.6g}{unit}  short {v['short']:.6g}{unit}")
     click.echo(f"engine    liqgpu {d['engine_version']}, fingerprint {d['fingerprint'][:23]}...")
     if checked is not None:
         how = "manifest and checksums" if checked["manifest"] else \

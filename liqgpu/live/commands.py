@@ -142,8 +142,9 @@ def _loud(ctx) -> None:
 def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_every, timeout,
                idle_timeout, out):
     """Record closed 1-minute bars (with mark price and open interest) and liquidation events
-    from exchange streams into rotating Parquet files that ``ingest``, ``estimate --realized``
-    and ``update --follow`` read. Stops on SIGINT/SIGTERM after writing what is complete."""
+    from exchange streams into rotating Parquet files that `liqgpu ingest`, `estimate
+    --realized` and `update --follow` read. Stops on SIGINT/SIGTERM after writing what is
+    complete."""
     cfg = load_config(config) if config else None
     out = out or (cfg or {}).get("out")
     if not out:
@@ -173,8 +174,8 @@ def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_
 @user_errors
 def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, status_every,
              timeout, idle_timeout, out, every, grid, strict_grid, warmup, max_wait):
-    """Keep STORE current: record the streams (as ``record`` does) and apply each closed bar
-    through ``update``'s exact, atomic path, with realized liquidations binned in."""
+    """Keep STORE current: record the streams (as `liqgpu record` does) and apply each closed
+    bar through `liqgpu update`'s exact, atomic path, with realized liquidations binned in."""
     from .store import LiveStore
 
     cfg = load_config(config) if config else None
