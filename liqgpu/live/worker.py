@@ -127,7 +127,12 @@ def _die_with_parent() -> None:
 
 
 def _serve(conn, store: str, backend: str) -> None:
-    """The worker process: answer requests until None or the parent is gone."""
+    """The worker process: answer requests until None or the parent is gone. Ctrl-C (SIGINT
+    to the whole process group) is the parent's to handle: it finishes the update under way
+    and ends the worker, which would otherwise die mid-update with a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     handler = _Collect()
     root = logging.getLogger("liqgpu")

@@ -666,3 +666,30 @@ def test_update_process_leaves_the_store_of_an_in_process_update(tmp_path, caplo
     finally:
         a.close()
         b.close()
+
+
+def test_live_ctrl_c_to_the_process_group_ends_cleanly(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group, the update worker too: `live`
+    finishes, exits 0, and no traceback is printed (the worker used to die with one)."""
+    import liqgpu
+
+    n = 12
+    rp = Replay("bybit", ["BTCUSDT"], n, START, seed=5)
+    store, out = tmp_path / "s.zarr", tmp_path / "rec"
+    args = ["live", str(store), "--exchange", "bybit", "--symbol", "BTCUSDT", "--out", str(out),
+            "--timeout", "2", "--status-every", "0", "--every", "1m"]
+    with ExchangeServer(rp) as srv:
+        p = _cli(*args, "--ws-url", srv.ws_url, "--rest-url", srv.rest_url,
+                 start_new_session=True)
+        end = time.monotonic() + 40
+        while time.monotonic() < end:
+            try:
+                if liqgpu.open_store(store).sizes["time"] >= 3:
+                    break
+            except Exception:  # noqa: BLE001 - not there yet
+                pass
+            time.sleep(0.1)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
