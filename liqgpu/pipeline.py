@@ -349,6 +349,9 @@ def run_in_memory(p: Plan, *, progress: bool = False, binner=None, realized_attr
             realized[:, b0:b1] = cube
         del chunk
     whole = ChunkResult(b0=0, b1=p.n_buckets, **full)
+    at_end = [0.0, 0.0]
+    end_notional(whole, at_end)
+    warn_outside(at_end, p.attrs.get("grid"))
     ds = make_dataset(whole, names=p.names, time=p.btime, grid=p.grid, params=p.params,
                       prices=p.prices, b0=0, attrs=p.attrs, series_meta=p.meta)
     if binner is not None:
@@ -426,11 +429,15 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
     # the same way: v2's rounding follows the chunks)
     edges = chunk_edges(nb, p.chunk_buckets, last, p.tc)
 
+    at_end = [0.0, 0.0]  # live notional in the grid and outside it, at the last snapshot
+
     def parts():
         for gi, (s0, s1) in enumerate(groups):
             eng = p.engine if one else p.engine.group(s0, s1)
             for chunk in eng.run(p.chunk_buckets, first=p.tc,
                                  on_bucket=(last, lambda e, gi=gi: capture(gi, e))):
+                if chunk.b1 == nb:
+                    end_notional(chunk, at_end)
                 arrays = {v: getattr(chunk, v) for v in names}
                 if binner is not None and one:
                     arrays["realized"] = binner.cube(chunk.b0, chunk.b1)
@@ -460,7 +467,33 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
     finally:
         if spill is not None:
             spill.close()
+    warn_outside(at_end, layout.attrs.get("grid"))
     return layout
+
+
+#: the share of the live notional off the grid at the end above which a run warns
+OUTSIDE_WARN = 0.10
+
+
+def end_notional(chunk, acc: list) -> None:
+    """Add the live notional of a chunk's last bucket, in the grid and outside it, to
+    ``acc`` (float64 sums)."""
+    import numpy as _np
+
+    acc[0] += float(_np.asarray(chunk.intensity[:, -1], dtype=_np.float64).sum())
+    if getattr(chunk, "outside", None) is not None:
+        acc[1] += float(_np.asarray(chunk.outside[:, -1], dtype=_np.float64).sum())
+
+
+def warn_outside(at_end, grid) -> None:
+    """A warning when much of the live notional at the end lies off the grid (a --grid that
+    leaves most levels out: they are kept in 'outside', and maps and heatmaps miss them)."""
+    inside, outside = at_end
+    total = inside + outside
+    if total > 0 and outside > OUTSIDE_WARN * total:
+        log.warning("%.0f%% of the live notional at the end lies off the grid %s (kept in "
+                    "'outside'; heatmaps and maps do not show it): widen --grid, or leave it "
+                    "out to cover every level", 100.0 * outside / total, grid)
 
 
 class _StateSpill:

@@ -149,3 +149,26 @@ def test_the_api_takes_a_frame_of_bars_and_says_what_it_cannot_take(tmp_path):
         liqgpu.estimate(df, params={"churn": 0.3})
     with pytest.raises(liqgpu.InputError, match="series: a int is not a series"):
         liqgpu.estimate(42)
+
+
+def test_a_grid_that_leaves_most_levels_out_is_warned_of(tmp_path, caplog):
+    """A --grid holding a narrow price range: the run says how much of the live notional at
+    the end it leaves off the grid (in memory and to a store); the default grid: no warning."""
+    import logging
+
+    import liqgpu
+
+    s = liqgpu.synthetic_series(days=1, seed=3)
+    c = float(s["close"][-1])
+    narrow = f"log:{c * 1.05:.2f}:{c * 1.2:.2f}:10"
+    with caplog.at_level(logging.WARNING, logger="liqgpu.pipeline"):
+        liqgpu.estimate(s, every="1h", backend="numpy", grid=narrow)
+        liqgpu.estimate(s, every="1h", backend="numpy", grid=narrow, out=tmp_path / "n.zarr")
+    warned = [r.getMessage() for r in caplog.records if "off the grid" in r.getMessage()]
+    assert len(warned) == 2 and all(narrow in m and "widen --grid" in m for m in warned)
+    share = float(warned[0].split("%")[0])
+    assert 10 < share <= 100
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="liqgpu.pipeline"):
+        liqgpu.estimate(s, every="1h", backend="numpy", out=tmp_path / "d.zarr")
+    assert not [r for r in caplog.records if "off the grid" in r.getMessage()]
