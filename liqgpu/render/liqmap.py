@@ -82,8 +82,11 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
     left, right = edges[starts], edges[ends]
     bottom = np.zeros(len(starts))
     handles = []
+    every_lev = [float(x) if not isinstance(x, str) else x for x in ds["leverage"].values]
     for j, lev in enumerate(sel.leverages):
-        colour = style.TIER_COLOURS[j % len(style.TIER_COLOURS)]
+        # a band's colour is its place among the store's bands, whatever else is selected
+        k = every_lev.index(lev) if lev in every_lev else j
+        colour = style.TIER_COLOURS[k % len(style.TIER_COLOURS)]
         ax.bar(left, tiers[:, j], width=(right - left) * 0.92, bottom=bottom, align="edge",
                color=colour, linewidth=0, zorder=2)
         bottom = bottom + tiers[:, j]

@@ -273,3 +273,26 @@ def test_map_title_times_the_snapshot_and_says_what_it_sums(tmp_path):
     assert line.startswith("at 2026-01-01 23:45 UTC  ·  no OI data since 2026-01-01 20:00 UTC")
     assert "live levels: longs" in line
     assert "between the price bounds" in _title(ds, sel, i, longs, shorts, True)[1]
+
+
+def test_map_band_colours_do_not_depend_on_the_selection(tmp_path, monkeypatch):
+    """A band keeps its colour in the map whether or not the bands before it are selected
+    (50x drawn alone used to take the first band's colour)."""
+    import matplotlib.axes
+
+    from liqgpu.render import render_map, style
+
+    drawn = []
+    real = matplotlib.axes.Axes.bar
+
+    def bar(self, *a, **kw):
+        drawn.append(kw.get("color"))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
+    path = write_store(known_dataset(), tmp_path / "k.zarr")
+    render_map(path, out=tmp_path / "all.png")
+    assert drawn == [style.TIER_COLOURS[0], style.TIER_COLOURS[1]]
+    drawn.clear()
+    render_map(path, out=tmp_path / "50.png", leverage="50")
+    assert drawn == [style.TIER_COLOURS[1]]
