@@ -207,10 +207,8 @@ def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, param
     t0, t_end = int(bars_t[0]), int(bars_t[-1])
     new = as_series_list(series)
     given = {}
-    for s in new:
-        if s.name in given:
-            raise InputError(f"{s.source}: series {s.name} given twice")
-        given[s.name] = s
+    for s in new:  # several files of one series (consecutive days, say): joined in time order
+        given[s.name] = join_series(given[s.name], s) if s.name in given else s
     if set(given) != set(names):
         raise InputError(
             f"{path}: holds series {', '.join(names)}; the update gives "
@@ -265,6 +263,49 @@ def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, param
     attrs["data_end"] = time_text(np.datetime64(t0 + (T_new - 1) * step_ns + step_ns, "ns"))
     return ResumedRun(inputs, engine, cb, n_every, b_first, prices, btime, full, attrs, R, T,
                       T_new)
+
+
+def join_series(a: Series, b: Series) -> Series:
+    """Two files of one series as one, on their common grid: their bars in time order, NaN
+    between them, the bars both hold equal (else an InputError naming the bar and column)."""
+    first, second = (a, b) if a.time[0] <= b.time[0] else (b, a)
+    if first.step != second.step:
+        raise InputError(f"{second.source}: step {second.step} differs from {first.source}'s "
+                         f"{first.step} for {first.name}")
+    if (first.kind, first.contract_size) != (second.kind, second.contract_size):
+        raise InputError(f"{second.source}: {second.kind} with contract size "
+                         f"{second.contract_size:g}; {first.source} has {first.kind}, "
+                         f"{first.contract_size:g} for {first.name}")
+    if sorted(first.columns) != sorted(second.columns):
+        raise InputError(f"{second.source}: columns {sorted(second.columns)} differ from "
+                         f"{first.source}'s {sorted(first.columns)} for {first.name}")
+    step = int(first.step / np.timedelta64(1, "ns"))
+    t0 = int(first.time[0].view(np.int64))
+    t_b = second.time.view(np.int64)
+    if (int(t_b[0]) - t0) % step:
+        raise InputError(f"{second.source}: its bars are off {first.source}'s grid of "
+                         f"{first.step} for {first.name}")
+    end = max(int(first.time[-1].view(np.int64)), int(t_b[-1]))
+    n = (end - t0) // step + 1
+    i_b = (t_b - t0) // step
+    cols = {}
+    for c, va in first.columns.items():
+        x = np.full(n, np.nan)
+        x[:va.size] = va
+        vb = second.columns[c]
+        both = ~np.isnan(x[i_b]) & ~np.isnan(vb)
+        bad = np.flatnonzero(both & (x[i_b] != vb))
+        if bad.size:
+            k = int(bad[0])
+            raise InputError(f"{second.source}: bar {np.datetime_as_string(second.time[k], 's')}Z, "
+                             f"column {c!r}: {vb[k]:g} disagrees with {first.source}'s "
+                             f"{x[i_b[k]]:g}")
+        x[i_b] = np.where(np.isnan(vb), x[i_b], vb)
+        cols[c] = x
+    time = (t0 + step * np.arange(n, dtype=np.int64)).view("datetime64[ns]")
+    return Series(time, first.step, cols, exchange=first.exchange, symbol=first.symbol,
+                  kind=first.kind, contract_size=first.contract_size,
+                  source=f"{first.source}+{second.source}", n_gaps=first.n_gaps + second.n_gaps)
 
 
 def source_list(sources, new) -> list:

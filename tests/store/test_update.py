@@ -381,3 +381,21 @@ def test_liqgpu_update_stays_the_function_once_its_module_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "liqgpu.updating"
+
+
+def test_update_takes_several_files_of_one_series(tmp_path, small_store):
+    """`update STORE FILE...` with consecutive (and overlapping) files of the store's series:
+    joined in time order, the same store as one file of all the bars; bars that disagree
+    between two files are refused naming the bar."""
+    s, out = small_store
+    files = [_part(s, 160, 200, tmp_path / "c.parquet"), _part(s, 110, 140, tmp_path / "a.parquet"),
+             _part(s, 135, 165, tmp_path / "b.parquet")]
+    r = CliRunner().invoke(main, ["update", str(out), *map(str, files)])
+    assert r.exit_code == 0, r.output
+    ref = liqgpu.estimate(s, every="15min", grid=liqgpu.open_store(out).attrs["grid"],
+                          backend="numpy")
+    assert_same(liqgpu.open_store(out), ref)
+    bad = s.slice(190, 200)
+    bad.columns["close"] = bad.columns["close"] * 1.01
+    with pytest.raises(InputError, match=r"bar .*, column 'close': .* disagrees with"):
+        update(out, [s.slice(185, 200), bad])
