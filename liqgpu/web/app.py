@@ -297,10 +297,20 @@ class Session:
 
     def _build(self):
         hv, pn = _imports()
-        from bokeh.models import NumeralTickFormatter
+        from bokeh.models import CustomJSTickFormatter
         from holoviews import streams
 
         view = self.view()
+        quotes = {str(q) for q in self.ds["quote"].values} if "quote" in self.ds.coords else set()
+        quote = quotes.pop() if len(quotes) == 1 else "quote"
+        # thousands, millions, billions as traders write them (Bokeh's "0.0a" writes a
+        # million as "m", read as milli)
+        money = CustomJSTickFormatter(code=(
+            "const a = Math.abs(tick);"
+            "if (a >= 1e9) return (tick / 1e9).toFixed(1) + 'B';"
+            "if (a >= 1e6) return (tick / 1e6).toFixed(1) + 'M';"
+            "if (a >= 1e3) return (tick / 1e3).toFixed(0) + 'k';"
+            "return tick.toFixed(0);"))
         (x0, x1), (y0, y1) = D.default_range(self.ds, view)
         self._default_x = (x0, x1)
         log_axis = bool(view.log_axis)
@@ -311,7 +321,7 @@ class Session:
         common = dict(streams=[rng, size, state])
         img = hv.DynamicMap(self._image, **common).opts(
             responsive=True, height=PLOT_HEIGHT, logy=log_axis, xlabel="time (UTC)",
-            ylabel="price", active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom",
+            ylabel=f"price ({quote})", active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom",
                                                                        "box_zoom", "reset"],
             tools=["crosshair"], bgcolor="#07070d", framewise=False,
             xlim=(_dt(x0), _dt(x1)), ylim=(y0, y1))
@@ -325,9 +335,9 @@ class Session:
         overlay = (img * price * dots * tag).opts(show_legend=False)
         mp = hv.DynamicMap(self._map, streams=[rng, streams.Params(self._state, ["version",
                                                                                   "cursor"])])
-        mp = mp.opts(width=MAP_WIDTH, height=PLOT_HEIGHT, logy=log_axis, xlabel="live levels",
-                     ylabel="", yaxis="right", framewise=True, tools=["hover"], xticks=3,
-                     xformatter=NumeralTickFormatter(format="0.0a"),
+        mp = mp.opts(width=MAP_WIDTH, height=PLOT_HEIGHT, logy=log_axis,
+                     xlabel=f"live levels ({quote})", ylabel="", yaxis="right", framewise=True,
+                     tools=["hover"], xticks=3, xformatter=money,
                      show_legend=True, legend_position="top_right")
         return pn.Row(pn.pane.HoloViews(overlay, sizing_mode="stretch_width",
                                         linked_axes=False),
