@@ -83,8 +83,8 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
     ds : xarray.Dataset or path
         A liqgpu dataset or store.
     at : str or datetime64, optional
-        A UTC time inside the store; the bucket that contains it is used (its levels are those
-        at the bucket's last step). Default: the last bucket.
+        A UTC time inside the store: the latest snapshot at or before it is used (the end of
+        the last bucket that ended by then: no look-ahead). Default: the last bucket's.
     top : int
         How many bands to return (the largest by notional, both sides together).
     series, side, leverage, lookback, price_min, price_max

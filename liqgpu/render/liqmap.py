@@ -32,7 +32,8 @@ def render_map(store, *, out, at=None, width: int = 1600, height: int = 900, ser
     out : path
         The PNG (written to a temporary name, then moved into place).
     at : str, optional
-        UTC time; the bucket that contains it (default: the last bucket).
+        UTC time: the latest snapshot at or before it (no look-ahead; default: the last
+        bucket's).
     width, height : int
         800x450 up to 16384x8192.
     series, leverage, lookback
