@@ -196,7 +196,10 @@ def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, st
         _run(lambda stop: [r.run(stop) for r in recs] + [ls.run(stop)])
     finally:
         ls.close()
-    log.info("live: %d updates; latency %s", ls.applied, ls.latency())
+    lat = ls.latency()
+    log.info("live: %d update(s)%s", ls.applied,
+             "" if not lat.get("n") else "; latency " + ", ".join(
+                 f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in lat.items()))
 
 
 COMMANDS = [record_cmd, live_cmd]

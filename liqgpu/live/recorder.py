@@ -166,7 +166,7 @@ class Recorder:
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncio.TimeoutError, EOFError) as exc:
-                why = type(exc).__name__
+                why = _why(exc, url)
             except Exception as exc:  # noqa: BLE001 - websockets' ConnectionClosed and friends
                 if isinstance(exc, (InputError,)):
                     raise
@@ -175,8 +175,9 @@ class Recorder:
             failures = 0 if got else failures + 1
             delay = min(self.max_backoff, self.backoff * 2 ** min(failures, 16))
             delay *= random.uniform(0.5, 1.5)
-            log.warning("%s: connection lost (%s); reconnecting in %.2fs", self.venue.name,
-                        why, delay)
+            log.warning("%s: %s (%s); reconnecting in %.2fs", self.venue.name,
+                        "connection lost" if got or self.connected else "cannot connect", why,
+                        delay)
             await asyncio.sleep(delay)
 
     async def _app_pings(self, ws) -> None:
@@ -400,7 +401,8 @@ class Recorder:
 
     def status_line(self) -> str:
         s = self.status()
-        parts = [f"{k} last {v['last_bar']} lag {v['lag_s']}s" for k, v in s["series"].items()]
+        parts = [f"{k} last {v['last_bar']} lag {v['lag_s']}s" if v["last_bar"] is not None
+                 else f"{k} no bar yet" for k, v in s["series"].items()]
         return (f"{s['exchange']}: " + "; ".join(parts) + f"; reconnects {s['reconnects']}, "
                 f"malformed {s['malformed']}, events/min {s['events_per_min']}")
 
@@ -426,3 +428,20 @@ def _fmt_ms(ms) -> str:
     if ms is None or (isinstance(ms, float) and math.isnan(ms)):
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _why(exc: BaseException, url: str) -> str:
+    """A connection failure in words, naming the host where the error does not (a name that
+    does not resolve is usually no network, or a mistyped --ws-url)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or url
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}: no network, or a wrong --ws-url?"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{host} refused the connection"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer from {host} in time"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} ({host})"
+

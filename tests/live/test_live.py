@@ -693,3 +693,19 @@ def test_live_ctrl_c_to_the_process_group_ends_cleanly(tmp_path):
         _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+
+
+def test_connection_failures_are_said_in_words():
+    """No network (a name that does not resolve), a refusal, a timeout: the recorder's log
+    names the host and what happened (it said 'connection lost (gaierror)')."""
+    import asyncio
+    import socket
+
+    from liqgpu.live.recorder import _why
+
+    url = "wss://stream.example.com:9443/ws?x=1"
+    assert _why(socket.gaierror(-3, "Temporary failure in name resolution"), url) == \
+        "cannot resolve stream.example.com: no network, or a wrong --ws-url?"
+    assert _why(ConnectionRefusedError(111, "refused"), url) == \
+        "stream.example.com refused the connection"
+    assert _why(asyncio.TimeoutError(), url) == "no answer from stream.example.com in time"
