@@ -290,9 +290,14 @@ def estimate_distributed(
                   n_tiers=params.n_out)
     _commit(partial, out)
     log.info("done in %.2fs: %s", _time.perf_counter() - started, out)
+    from .pipeline import warn_outside
     from .store import open_store
 
-    return open_store(out)
+    ds = open_store(out)
+    last = ds.isel(time=-1)
+    warn_outside([float(last["intensity"].sum()), float(last["outside"].sum())],
+                 ds.attrs.get("grid"))
+    return ds
 
 
 # ----------------------------------------------------------------------------------------------
