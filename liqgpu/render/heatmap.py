@@ -114,6 +114,8 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
                  asset=asset, name=str(store) if not hasattr(store, "variables") else "the dataset")
     px = sel.prices()
     lo, hi = price_view(sel, px, price_min, price_max)
+    if variable == "intensity" and price_min is None and price_max is None:
+        lo, hi = _whole_bands(sel, lo, hi)
     _narrow(sel, lo, hi)
     split = two_hues and len(sel.sides) == 2
 
@@ -237,6 +239,45 @@ def price_view(sel: Selection, px: dict, price_min=None, price_max=None) -> tupl
     hi = g_hi if hi is None else min(g_hi, float(hi))
     if hi <= lo:
         lo, hi = g_lo, g_hi
+    return lo, hi
+
+
+#: a default view with a band of the last snapshot (a bin of at least EDGE_CUT of the strongest
+#: in view) within EDGE_NEAR of an edge is widened, by at most EDGE_REACH, to show the band
+#: whole with a margin
+EDGE_CUT, EDGE_NEAR, EDGE_REACH = 0.5, 1.01, 1.05
+
+
+def _whole_bands(sel: Selection, lo: float, hi: float) -> tuple[float, float]:
+    """The default view ``[lo, hi]``, an edge moved out (by 5 % at most) where a strong band of
+    the last selected snapshot sits on it, half shown (reads one bucket's profile)."""
+    da = sel.cube()
+    prof = np.asarray(da.isel(time=-1).sum([d for d in da.dims if d not in ("time", "price")])
+                      .values, dtype=np.float64)
+    e = sel.edges
+    n = prof.size
+    a = max(0, int(np.searchsorted(e, lo, side="right")) - 1)
+    b = min(n - 1, int(np.searchsorted(e, hi, side="left")) - 1)
+    if n == 0 or b < a:
+        return lo, hi
+    top = float(np.nanmax(prof[a:b + 1], initial=0.0))
+    if not top > 0:
+        return lo, hi
+    faint = 0.2 * EDGE_CUT * top  # where a band ends
+    near_hi = np.flatnonzero(e[1:b + 2] >= hi / EDGE_NEAR)
+    if near_hi.size and prof[near_hi[0]:b + 1].max() >= EDGE_CUT * top and (
+            prof[b] >= faint or (b + 1 < n and prof[b + 1] >= faint)):  # the band goes on
+        k = b
+        while k + 1 < n and prof[k + 1] >= faint and e[k + 2] * EDGE_NEAR <= hi * EDGE_REACH:
+            k += 1
+        hi = min(max(hi, float(e[k + 1]) * EDGE_NEAR), hi * EDGE_REACH, float(e[-1]))
+    near_lo = np.flatnonzero(e[a:b + 1] <= lo * EDGE_NEAR)
+    if near_lo.size and prof[a:a + near_lo[-1] + 1].max() >= EDGE_CUT * top and (
+            prof[a] >= faint or (a > 0 and prof[a - 1] >= faint)):
+        j = a
+        while j > 0 and prof[j - 1] >= faint and e[j - 1] / EDGE_NEAR >= lo / EDGE_REACH:
+            j -= 1
+        lo = max(min(lo, float(e[j]) / EDGE_NEAR), lo / EDGE_REACH, float(e[0]))
     return lo, hi
 
 

@@ -298,3 +298,21 @@ def test_liqgpu_render_stays_callable_whatever_was_imported_first(tiny_store, tm
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert r.returncode == 0, (first, r.stderr[-800:])
         assert out.exists() and out.with_name(out.stem + "b.png").exists()
+
+
+def test_default_view_shows_a_band_on_its_edge_whole(tmp_path):
+    """The default price view (the path widened by 12 %) would end inside the strongest band
+    (bins 40-42 around 152); it is moved out to show the band whole, by 5 % at most, and not
+    when the user gives the price range."""
+    ds = known_dataset()
+    ds["intensity"].values[0, :, 40:43, 0, 1] = [5e6, 9e6, 5e6]  # the strongest, on the edge
+    e = ds["price_edges"].values
+    close = float(ds["close"].values[0, -1])
+    path = write_store(ds, tmp_path / "k.zarr")
+    render(path, out=tmp_path / "a.png", width=W, height=H)
+    lo, hi, _ = load(tmp_path / "a.png")[1]["liqgpu:price"].split(",")
+    assert float(hi) >= e[43] and float(hi) <= close * 1.12 * 1.05 + 1e-9
+    assert float(lo) == pytest.approx(close / 1.12)  # nothing strong on the lower edge
+    render(path, out=tmp_path / "b.png", width=W, height=H, price_max=close * 1.12)
+    assert float(load(tmp_path / "b.png")[1]["liqgpu:price"].split(",")[1]) == \
+        pytest.approx(close * 1.12)
