@@ -188,8 +188,12 @@ def plot_window(ds, realized: Realized, table: Table, window: Window, folder: Pa
                 edges = ds["price_edges"].values
                 pl, ph = np.nanmin(prices) - pad, np.nanmax(prices) + pad
                 jsel = np.flatnonzero((edges[1:] >= pl) & (edges[:-1] <= ph))
-                img = np.asarray(ds["intensity"].isel(time=sel, price=jsel)
+                # each bucket's cells: the snapshot at the end of the bucket before it, the
+                # profile the levels metric scores its events against (not the bucket's own
+                # end, whose levels its liquidations have already emptied)
+                img = np.asarray(ds["intensity"].isel(time=np.maximum(sel - 1, 0), price=jsel)
                                  .sum(["series", "leverage", "side"]).values, np.float64)
+                img[sel == 0] = 0.0
                 fig, ax = plt.subplots(figsize=(11, 6))
                 te = np.r_[t[sel], t[sel[-1]] + every]
                 from matplotlib.colors import PowerNorm
@@ -221,7 +225,7 @@ def plot_window(ds, realized: Realized, table: Table, window: Window, folder: Pa
                 ax.set_ylabel(f"price ({quote})", fontsize=8)
                 ax.legend(fontsize=8, loc="upper left")
                 ax.set_title(f"{window.name}: event prices ({realized.price_kind}) over the "
-                             "estimated intensity (sqrt)", fontsize=9)
+                             "estimated intensity before their bucket (sqrt)", fontsize=9)
                 fig.autofmt_xdate()
                 fig.tight_layout()
                 p = folder / f"{slug}_levels.png"

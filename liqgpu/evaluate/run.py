@@ -155,6 +155,12 @@ def sweep_files(inputs, realized, *, columns=None, train=(), test=(), model: str
     train_w = [w for w in windows if w.role == "train"]
     if not train_w:
         raise InputError("--train: give at least one training window; the sweep tunes on it")
+    for tr in train_w:  # what is picked on a window must not be scored on it
+        for te in (w for w in windows if w.role == "test"):
+            if tr.overlaps(te):
+                raise InputError(f"--train {tr.name.split(' ', 1)[1]} and --test "
+                                 f"{te.name.split(' ', 1)[1]} overlap: the best setting would "
+                                 "be scored on data it was picked on; give disjoint windows")
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         if not is_store(Path(inputs[0])):
             raise InputError(f"{inputs[0]}: is a folder but not a liqgpu store")

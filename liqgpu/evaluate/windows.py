@@ -28,6 +28,12 @@ class Window:
             return f"{self.role} (the whole store)"
         return f"{self.role} {f(self.start)}..{f(self.end)}"
 
+    def overlaps(self, other: "Window") -> bool:
+        """Whether the two half-open ranges share any time (None: unbounded)."""
+        lo = max((x for x in (self.start, other.start) if x is not None), default=None)
+        hi = min((x for x in (self.end, other.end) if x is not None), default=None)
+        return lo is None or hi is None or lo < hi
+
     def contains(self, t: np.ndarray) -> np.ndarray:
         ok = np.ones(t.shape, bool)
         if self.start is not None:

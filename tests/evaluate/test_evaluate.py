@@ -555,3 +555,24 @@ def test_table_figures_and_window_names():
     assert _f(0.526, pct=True) == "52.6%" and _f(None) == "–"
     assert Window("all", None, None).name == "all (the whole store)"
     assert Window("test", np.datetime64("2026-03-04"), None).name.startswith("test 2026-03-04")
+
+
+@pytest.mark.parametrize("train,test,ok", [
+    (":2026-01-12", "2026-01-12:", True), (":2026-01-13", "2026-01-12:", False),
+    ("2026-01-05:2026-01-08", "2026-01-01:2026-01-06", False),
+    ("2026-01-05:2026-01-08", "2026-01-08:2026-01-10", True), (":", "2026-01-12:", False)])
+def test_sweep_refuses_train_windows_that_overlap_a_test_window(market, tmp_path, train, test,
+                                                                ok):
+    """Picking on a window and scoring on it is not out of sample: overlapping --train and
+    --test windows are one sentence, exit 2 (touching half-open windows are disjoint)."""
+    assert Window("train", *(np.datetime64(x) if x else None for x in
+                             (train.split(":") + [""])[:2])).overlaps(
+        Window("test", *(np.datetime64(x) if x else None for x in
+                         (test.split(":") + [""])[:2]))) is not ok
+    if ok:
+        return
+    r = CliRunner().invoke(sweep_cmd, [str(market["series_file"]), "--realized",
+                                       str(market["agg"]), "--train", train, "--test", test,
+                                       "--model", "v1", "--backend", "numpy"])
+    assert r.exit_code == 2 and "overlap: the best setting would be scored on data it was " \
+                                "picked on" in r.output, r.output
