@@ -46,3 +46,16 @@ def test_linear_and_inverse_from_two_exchanges_share_grid_and_time(tmp_path):
     total = ds["liquidated"].sum(["series", "price", "leverage", "side"]).values
     parts = ds["liquidated"].sum(["price", "leverage", "side"]).values.sum(axis=0)
     np.testing.assert_allclose(total, parts, rtol=1e-5)
+
+
+def test_series_of_different_steps_are_named_with_their_steps():
+    import pytest
+
+    import liqgpu
+
+    a = liqgpu.synthetic_series(days=1, step="5min", seed=1, symbol="A")
+    b = liqgpu.synthetic_series(days=1, step="1h", seed=2, symbol="B")
+    with pytest.raises(liqgpu.InputError, match=r"series have different steps \(synthetic\(seed=1, "
+                                                r"days=1\): 5m, synthetic\(seed=2, days=1\): 1h\); "
+                                                r"resample them"):
+        liqgpu.estimate([a, b], backend="numpy")

@@ -100,7 +100,10 @@ def align(series: list[Series], time: np.ndarray | None = None
     steps = {int(s.step / np.timedelta64(1, "ns")) for s in series}
     if len(steps) != 1:
         raise InputError(
-            "series have different steps; resample them to one model step with --step"
+            "series have different steps ("
+            + ", ".join(f"{s.source}: {_step_text(s.step)}" for s in series[:6])
+            + (", ..." if len(series) > 6 else "")
+            + "); resample them to one model step with --step"
         )
     step = steps.pop()
     if time is not None:
@@ -115,6 +118,14 @@ def align(series: list[Series], time: np.ndarray | None = None
     time = (t0 + step * np.arange(n, dtype=np.int64)).view("datetime64[ns]")
     offsets = [(s.time.view(np.int64) - t0) // step for s in series]
     return time, offsets
+
+
+def _step_text(step) -> str:
+    from datetime import timedelta
+
+    from .._time import format_duration
+
+    return format_duration(timedelta(microseconds=int(step / np.timedelta64(1, "us"))))
 
 
 def check_names(series: list[Series]) -> list[str]:
