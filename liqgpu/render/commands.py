@@ -164,6 +164,9 @@ def levels_cmd(store, at, top, side, threshold, series, asset, leverage, price_m
     if b0.get("no_oi_since"):
         click.echo(f"note: no open-interest data since {b0['no_oi_since']}: no position has "
                    f"been opened or closed since (only price crossings liquidate)")
+    for name, since in (b0.get("no_oi_series") or {}).items():
+        click.echo(f"note: {name} has no open-interest data since {since}: its positions "
+                   "there are as they were then")
     click.echo(f"{'#':>2}  {'side':<5}  {'price range':>23}  {'notional':>9}  {'share':>6}  "
                f"{'dist':>7}  dominant leverage")
     for b in bands:

@@ -52,6 +52,25 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
+def _no_oi_by_series(ds, sel, i: int) -> dict:
+    """Per selected series without open interest in bucket ``i``: the open of its gap's first
+    bucket (ISO text). A series whose bars have ended, summed with others (``--asset``),
+    still holds its last positions: they are neither opened, closed nor liquidated."""
+    if "oi" not in ds.variables:
+        return {}
+    names = [str(x) for x in np.atleast_1d(sel.series)]
+    oi = np.asarray(ds["oi"].sel(series=sel.series).isel(time=slice(0, i + 1)).values,
+                    dtype=np.float64).reshape(len(names), -1)
+    out = {}
+    for k, name in enumerate(names):
+        if not np.isnan(oi[k, i]):
+            continue
+        ok = np.flatnonzero(~np.isnan(oi[k]))
+        j = int(ok[-1]) + 1 if ok.size else 0
+        out[name] = str(np.datetime_as_string(ds["time"].values[j].astype("datetime64[s]"))) + "Z"
+    return out
+
+
 def _no_oi_since(ds, sel, i: int) -> "str | None":
     """Where bucket ``i`` has no open interest in any selected series (a gap in the OI data:
     the model opens and closes no position, only price crossings liquidate): the open of the
@@ -125,6 +144,7 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
     t_end = snapshot_times(ds["time"].values[i:i + 1], sel.every, ds.attrs)[0]
     when = str(np.datetime_as_string(t_end, unit="s")) + "Z"
     frozen = _no_oi_since(ds, sel, i)
+    stale = _no_oi_by_series(ds, sel, i) if frozen is None else {}
     bands = []
     for s, name in enumerate(sel.sides):
         by_tier = cube[:, :, s]
@@ -159,6 +179,7 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
                 "time": when,
                 "close": close,
                 "no_oi_since": frozen,
+                "no_oi_series": stale,
             })
     bands.sort(key=lambda d: -d["notional"])
     bands = bands[: int(top)]

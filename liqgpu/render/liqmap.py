@@ -160,11 +160,16 @@ def _title(ds, sel, i, longs, shorts, windowed: bool = False) -> list[str]:
     quote = sel.quote()
     tiers = ("all tiers" if len(sel.leverages) == ds.sizes["leverage"] else
              "leverage " + "/".join(fmt_leverage(v) for v in sel.leverages))
-    from .levels import _no_oi_since
+    from .levels import _no_oi_by_series, _no_oi_since
 
     since = _no_oi_since(ds, sel, i)
     gap = (f"  ·  no OI data since {fmt_time(np.datetime64(since.rstrip('Z')))} UTC: nothing "
            "opened or closed since") if since else ""
+    if not since:
+        stale = _no_oi_by_series(ds, sel, i)
+        gap = "".join(f"  ·  {name}: no OI data since "
+                      f"{fmt_time(np.datetime64(t.rstrip('Z')))} UTC"
+                      for name, t in list(stale.items())[:2])
     return [f"{syms}  ·  {exch}  —  {what}" if exch else f"{syms}  —  {what}",
             f"at {fmt_time(t_end)} UTC{gap}  ·  live levels"
             + (" between the price bounds" if windowed else "") + ": longs "

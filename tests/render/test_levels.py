@@ -296,3 +296,30 @@ def test_map_band_colours_do_not_depend_on_the_selection(tmp_path, monkeypatch):
     drawn.clear()
     render_map(path, out=tmp_path / "50.png", leverage="50")
     assert drawn == [style.TIER_COLOURS[1]]
+
+
+def test_a_series_without_oi_in_a_sum_is_named(tmp_path):
+    """Two series summed (--asset): one without OI since 10:00 is named in `levels` and in
+    the map's title, with since when; the other's levels are not called frozen."""
+    from click.testing import CliRunner
+
+    from liqgpu.cli import main
+    from liqgpu.render.levels import profile_at
+    from liqgpu.render.liqmap import _title
+
+    ds = hand_dataset(series=("ex:BTCUSDT", "hl:BTC"))
+    ds["intensity"].values[:, :, 40:43, 0, 1] = 5e6
+    ds["oi"].values[1, 10:] = np.nan
+    path = write_store(ds, tmp_path / "two.zarr")
+    r = CliRunner().invoke(main, ["levels", str(path), "--asset", "BTC", "--at",
+                                  "2026-01-01T13:00Z"])
+    assert r.exit_code == 0, r.output
+    assert "note: hl:BTC has no open-interest data since 2026-01-01T10:00:00Z" in r.output
+    assert "ex:BTCUSDT has no" not in r.output and "no open-interest data since" not in \
+        r.output.replace("hl:BTC has no open-interest data since", "")
+    got = find_levels(path, asset="BTC", at="2026-01-01T13:00Z")
+    assert got[0]["no_oi_since"] is None and got[0]["no_oi_series"] == \
+        {"hl:BTC": "2026-01-01T10:00:00Z"}
+    sel, i, cube, close = profile_at(ds, "2026-01-01T13:00Z", asset="BTC")
+    line = _title(ds, sel, i, cube[:, :, 0].sum(axis=1), cube[:, :, 1].sum(axis=1))[1]
+    assert "hl:BTC: no OI data since 2026-01-01 10:00 UTC" in line
