@@ -83,14 +83,21 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
         if own <= 0 or (np.diff(ns) <= 0).any():
             raise InputError(f"{src}: times are not strictly increasing")
         off = np.flatnonzero((ns - ns[0]) % own)
+        cols = {c: t.frame[c].to_numpy(dtype=np.float64) for c in SERIES_COLUMNS
+                if c in t.frame.columns}
+        if off.size and set(cols) == {"oi"}:  # OI snapshots at irregular times
+            parts.append((src, ns, None, cols))
+            continue
         if off.size:
             raise InputError(f"{src}: row {int(off[0]) + 1}: {np.datetime64(int(ns[off[0]]), 'ns')}Z "
                              f"is off the grid of the part's own step")
-        cols = {c: t.frame[c].to_numpy(dtype=np.float64) for c in SERIES_COLUMNS
-                if c in t.frame.columns}
         parts.append((src, ns, own, cols))
+    regular = [p[2] for p in parts if p[2] is not None]
     if step is None or str(step).strip().lower() in ("", "none", "auto"):
-        step_ns = max(p[2] for p in parts)
+        if not regular:
+            raise InputError(f"{parts[0][0]}: OI snapshots at irregular times; give --step to "
+                             "place them on bars")
+        step_ns = max(regular)
     else:
         step_ns = int(round(parse_duration(step, option="--step").total_seconds() * 1e9))
     seen: dict[str, str] = {}
@@ -100,6 +107,13 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
             if c in seen:
                 raise InputError(f"{src}: column '{c}' is also in {seen[c]}; give each column once")
             seen[c] = src
+        if own is None:  # snapshots: the last one in each bar of --step (the nearest its close)
+            bar = ns // step_ns * step_ns
+            last = np.r_[bar[1:] != bar[:-1], True]
+            placed.append((src, bar[last], {"oi": cols["oi"][last]}))
+            log.info("%s: %d OI snapshots placed on %d bars of %s (the last in each)", src,
+                     ns.size, int(last.sum()), step)
+            continue
         idx = (ns - ns[0]) // own
         n = int(idx[-1]) + 1
         full = {}

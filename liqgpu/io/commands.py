@@ -104,7 +104,8 @@ for _fmt in FORMATS:
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @user_errors
 def merge_cmd(inputs, out, step, symbol, exchange, market, as_json, overwrite):
-    """Merge series parts (klines, mark prices, OI at any steps) into one series on --step.
+    """Merge series parts (klines, mark prices, OI at any steps, or OI snapshots at irregular
+    times: the last one in each bar) into one series on --step.
 
     Each INPUT is a Parquet part written by ``liqgpu ingest FORMAT``, or FORMAT=PATH to read
     native files directly, e.g. ``binance-klines=raw/klines/ binance-metrics=raw/metrics/``.

@@ -417,6 +417,8 @@ def gap_summary(ns: np.ndarray, step_ns: int | None = None) -> dict:
         return {"step": None, "gaps": 0, "missing_bars": 0}
     d = np.diff(ns)
     step = int(step_ns or d.min())
+    if step > 0 and bool((d % step).any()):  # not one grid: snapshots at irregular times
+        return {"step": None, "gaps": None, "missing_bars": None, "irregular": True}
     big = d[d > step]
     first = []
     for i in np.flatnonzero(d > step)[:5]:
@@ -434,10 +436,17 @@ def format_report(d: dict) -> str:
     if "time_start" in d:
         lines.append(f"time      {d['time_start']} .. {d['time_end']}")
     if d["kind"] == "series":
-        lines.append(f"series    {d['exchange']}:{d['symbol']} step {d['step']}, columns "
-                     f"{', '.join(d['columns'])}")
-        lines.append(f"gaps      {d['gaps']} gap(s), {d['missing_bars']} missing bar(s)"
-                     + (f" (first: {', '.join(d['first_gaps'])})" if d.get("first_gaps") else ""))
+        if d.get("irregular"):
+            lines.append(f"series    {d['exchange']}:{d['symbol']} at irregular times (no step),"
+                         f" columns {', '.join(d['columns'])}")
+            lines.append("gaps      - (a part of snapshots: `liqgpu ingest merge --step STEP` "
+                         "places them on bars)")
+        else:
+            lines.append(f"series    {d['exchange']}:{d['symbol']} step {d['step']}, columns "
+                         f"{', '.join(d['columns'])}")
+            lines.append(f"gaps      {d['gaps']} gap(s), {d['missing_bars']} missing bar(s)"
+                         + (f" (first: {', '.join(d['first_gaps'])})" if d.get("first_gaps")
+                            else ""))
         for c, n in d.get("nan_values", {}).items():
             lines.append(f"nan       {c}: {n} bar(s)")
     else:

@@ -152,3 +152,26 @@ def test_inverse_oi_units_become_contracts(tmp_path, unit, raw, expect):
         with pytest.raises(InputError, match="needs --contract-value"):
             read_generic([p], mapping="time=t,open=o,high=h,low=l,close=c,oi=oi", oi_unit=unit,
                          kind="inverse", exchange="x", symbol="BTCUSD")
+
+
+def test_oi_snapshots_at_irregular_times_are_placed_on_bars(tmp_path):
+    """OI read at irregular times (every 7-13 s, off any grid): ingest reports them as
+    snapshots, not as a 6 s series with gaps of zero bars, and merge --step puts the last one
+    of each bar on it; without --step or klines, one sentence each."""
+    k = binance.read_klines([_klines(tmp_path, range(10))])
+    times = T0 + np.array([3_000, 14_000, 61_500, 70_000, 119_000, 250_000, 299_000, 481_000])
+    p = tmp_path / "snaps.csv"
+    pd.DataFrame({"t": times, "oi": np.arange(times.size) + 10.0}).to_csv(p, index=False)
+    snaps = generic.read_generic([p], mapping="time=t,oi=oi", exchange="binance",
+                                 symbol="BTCUSDT")
+    out = tmp_path / "snaps.parquet"
+    r = CliRunner().invoke(main, ["ingest", "generic", str(p), "--map", "time=t,oi=oi",
+                                  "--exchange", "binance", "--symbol", "BTCUSDT", "-o", str(out)])
+    assert r.exit_code == 0 and "at irregular times (no step)" in r.output, r.output
+    s1, _ = align.merge([k, snaps], step="1m")
+    oi = s1.frame["oi"].to_numpy()
+    # the last snapshot of each minute: 00:00 (3 s, 14 s) 11; 00:01 (61.5, 70, 119 s) 14;
+    # 00:04 (250, 299 s) 16; 00:08 (481 s) 17; the other minutes none
+    np.testing.assert_allclose(oi[:9], [11, 14, np.nan, np.nan, 16, np.nan, np.nan, np.nan, 17])
+    with pytest.raises(InputError, match="OI snapshots at irregular times; give --step"):
+        align.merge([snaps])
