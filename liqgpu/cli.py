@@ -173,7 +173,7 @@ def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchan
                                realized=realized, allow_unmatched=allow_unmatched,
                                workers=workers, scheduler=scheduler, resume=resume,
                                progress=_progress_enabled())
-    how = f" ({tasks} Dask task(s))" if tasks else ""
+    how = f" (Dask, {tasks} series)" if tasks else ""
     status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
     if "realized" in ds:
         r = ds.attrs.get("realized_summary", {})

@@ -269,7 +269,7 @@ def test_cli_estimate_with_workers_equals_single_process(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["estimate", *files, "-o", str(dist), "--workers", "1"])
     assert r.exit_code == 0, r.output
-    assert "2 Dask task(s)" in r.output
+    assert "(Dask, 2 series)" in r.output
     a, b = xr.open_zarr(one), xr.open_zarr(dist)
     for v in ("intensity", "liquidated", "closed", "added", "close"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
