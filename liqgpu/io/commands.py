@@ -107,10 +107,12 @@ def merge_cmd(inputs, out, step, symbol, exchange, market, as_json, overwrite):
     """Merge series parts (klines, mark prices, OI at any steps, or OI snapshots at irregular
     times: the last one in each bar) into one series on --step.
 
-    Each INPUT is a Parquet part written by ``liqgpu ingest FORMAT``, or FORMAT=PATH to read
-    native files directly, e.g. ``binance-klines=raw/klines/ binance-metrics=raw/metrics/``.
-    Resampling: open=first, high=max, low=min, close=last, oi=last, volumes summed; missing or
-    stale OI stays NaN (a gap), never carried forward.
+    Each INPUT is a Parquet part written by `liqgpu ingest FORMAT`, or FORMAT=PATH to read
+    native files directly, e.g. binance-klines=raw/klines/ binance-metrics=raw/metrics/.
+    Resampling: open=first, high=max, low=min, close=last, oi=the last value the bar holds,
+    volumes summed, each over the bars it holds (the first and last bar may hold fewer than a
+    whole step's); a bar with no OI value stays NaN (a gap): OI is never carried into a later
+    bar.
     """
     table, gaps = merge_inputs(inputs, step=step, exchange=exchange, symbol=symbol,
                                market=market)
