@@ -172,6 +172,9 @@ class Session:
                                    sizing_mode="stretch_width")
         self.status = pn.pane.HTML("", css_classes=["liqgpu-status"], sizing_mode="stretch_width",
                                    styles={"font-size": "12px", "color": "#8a8a9a"})
+        # the heatmap's colour key (a datashaded image carries no colour bar of its own)
+        self.key = pn.pane.HTML("", css_classes=["liqgpu-colour-key"],
+                                sizing_mode="stretch_width", styles={"font-size": "12px"})
         self.w_readout = pn.pane.HTML("<i>move the cursor over the heatmap</i>",
                                       css_classes=["liqgpu-readout"],
                                       sizing_mode="stretch_width",
@@ -197,7 +200,7 @@ class Session:
         self.layout = pn.Column(
             pn.pane.HTML("<b style='font-size:16px'>liqgpu</b> &nbsp;liquidation heatmap",
                          margin=(5, 10)),
-            controls, self.alert, self.status, self.w_readout, self.plot_holder,
+            controls, self.alert, self.status, self.key, self.w_readout, self.plot_holder,
             pn.pane.HTML("<b>top levels at the cursor's time</b> (bands of the snapshot; "
                          "dominant tiers hold at least a quarter)", margin=(5, 10)),
             self.table, sizing_mode="stretch_width", styles={"background": "#ffffff"})
@@ -382,6 +385,15 @@ class Session:
         scale = {"linear": f"linear 0 .. {hi:,.0f}",
                  "log": f"log {lo:,.0f} .. {hi:,.0f}",
                  "eq_hist": f"eq_hist {lo:,.0f} .. {hi:,.0f}"}[hm["how"]]
+        low = 0.0 if hm["how"] == "linear" else lo
+        bars = "".join(
+            f"<span class='liqgpu-key'>{name + ' ' if name else ''}{_money(low)} "
+            f"<span style='display:inline-block;width:160px;height:10px;vertical-align:middle;"
+            f"border:1px solid #444;background:linear-gradient(to right, {', '.join(cols)})'>"
+            f"</span> {_money(hi)} {hm['quote']} per bin"
+            f"{' (' + hm['how'] + ')' if hm['how'] != 'linear' else ''}</span>&nbsp;&nbsp;"
+            for name, cols in hm.get("key", []))
+        self.key.object = bars
         self.status.object = (
             f"<span class='liqgpu-stat'>view: {hm['n_buckets']} buckets x {hm['n_bins']} bins "
             f"({hm['bin_label']}) at {hm['width']}x{hm['height']} px, "
@@ -389,7 +401,7 @@ class Session:
             f"{hm['y_range'][1]:,.2f}; colour {scale} {hm['quote']} per bin; "
             f"store {self.store.name} (model {ds.attrs.get('model', 'v1')}, "
             f"load {self.store.version}): {len(t)} buckets to "
-            f"{np.datetime_as_string(t[-1] + D.every_of(ds), unit='m')}Z; "
+            f"{_end_text(ds)}; "
             f"rendered in {hm['elapsed'] * 1000:.0f} ms</span>")
 
     def _price(self, x_range=None, y_range=None, width=None, **_):
@@ -624,3 +636,23 @@ def _state_class():
 
 def _State():
     return _state_class()()
+
+
+def _money(x: float) -> str:
+    """A notional as the colour key writes it: 0, 950, 12k, 3.4M, 1.2B."""
+    a = abs(x)
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if a >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _end_text(ds) -> str:
+    """Where a store's bars end: its data_end, else the end of its last bucket."""
+    from ..store.layout import data_end, time_text
+
+    end = data_end(ds.attrs)
+    if end is None:
+        end = ds["time"].values[-1].astype("datetime64[ns]") + D.every_of(ds)
+    return time_text(np.datetime64(end, "m"))
+

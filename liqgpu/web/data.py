@@ -413,7 +413,14 @@ def heatmap(ds, view: View, *, x_range, y_range, width: int, height: int,
         "bin_label": sel.bin_label(), "rows_per_bin": float(rows_per_bin),
         "bucket_px": float(bucket_px), "width": width, "height": height, "log_axis": log_axis,
         "sel": sel, "x_range": (x0, x1), "y_range": (y0, y1), "quote": sel.quote(),
+        # the colour key: per hue, its name and colours from the scale's low end to its top
+        "key": [(g if split else "", [_hex(c(x)) for x in np.linspace(0.0, 1.0, 9)])
+                for g, c in zip(groups, cmaps)],
     }
+
+
+def _hex(rgba) -> str:
+    return "#" + "".join(f"{int(round(255 * v)):02x}" for v in rgba[:3])
 
 
 LUT_SIZE = 1024

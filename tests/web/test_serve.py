@@ -103,6 +103,28 @@ def test_serve_on_a_port_in_use_is_one_line_exit_2(stores, monkeypatch):
                                "server? choose another --port)", r.output
 
 
+def test_the_heatmap_has_a_colour_key(ds):
+    """The page's colour key: the colour map's run from its low end to its top (one hue, or
+    longs and shorts in two), with the scale's ends as traders write notionals."""
+    from matplotlib import colormaps
+
+    from liqgpu.web import data as D
+    from liqgpu.web.app import _money
+
+    v = D.View()
+    (x0, x1), (y0, y1) = D.default_range(ds, v)
+    hm = D.heatmap(ds, v, x_range=(x0, x1), y_range=(y0, y1), width=800, height=400)
+    (name, cols), = hm["key"]
+    inferno = colormaps["inferno"]
+    assert name == "" and len(cols) == 9
+    assert cols[0] == D._hex(inferno(0.0)) and cols[-1] == D._hex(inferno(1.0))
+    two = D.heatmap(ds, D.View(side="two hues"), x_range=(x0, x1), y_range=(y0, y1), width=800,
+                    height=400)
+    assert [k[0] for k in two["key"]] == ["long", "short"]
+    assert [_money(x) for x in (0, 950, 12_400, 3_400_000, 1.25e9)] == \
+        ["0", "950", "12.4k", "3.4M", "1.25B"]
+
+
 def test_heatmap_zoom_is_finer_and_matches_the_store(ds):
     from liqgpu.web import data as D
 
