@@ -102,6 +102,7 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
         step_ns = int(round(parse_duration(step, option="--step").total_seconds() * 1e9))
     seen: dict[str, str] = {}
     placed = []
+    partial = 0  # output bars whose prices come from fewer input bars than a step holds
     for src, ns, own, cols in parts:
         for c in cols:
             if c in seen:
@@ -126,6 +127,11 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
             if step_ns % own:
                 raise InputError(f"--step: {step}: not a whole multiple of the step of {src}")
             if grid[0] % step_ns or own != step_ns:
+                if "close" in full and own < step_ns:  # bars made of fewer than a step's
+                    key = grid // step_ns
+                    held = np.bincount(key[np.isfinite(full["close"])] - key[0],
+                                       minlength=int(key[-1] - key[0]) + 1)
+                    partial += int(((held > 0) & (held < step_ns // own)).sum())
                 g, full = resample(grid.view("datetime64[ns]"), full, step_ns)
                 grid = g.view(np.int64)
         else:
@@ -165,6 +171,7 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
     price_nan = np.isnan(frame["close"].to_numpy())
     oi_nan = np.isnan(frame["oi"].to_numpy())
     gaps = {"bars": int(n), "price_missing_bars": int(price_nan.sum()),
+            "price_partial_bars": partial,
             "price_gaps": _runs(price_nan), "oi_missing_bars": int(oi_nan.sum()),
             "oi_gaps": _runs(oi_nan)}
     if "mark_high" in frame.columns:

@@ -81,12 +81,14 @@ def test_merge_klines_mark_and_5m_oi(tmp_path):
     np.testing.assert_allclose(df["volume"], [5, 3, 5])  # summed; 2 bars missing in the middle
     np.testing.assert_allclose(df["oi"], [1005, np.nan, 1015])  # missing OI stays NaN
     assert gaps["oi_missing_bars"] == 1 and gaps["price_missing_bars"] == 0
+    assert gaps["price_partial_bars"] == 1  # 00:05 made of 3 minutes of 5
     # default step = the coarsest part's (5m); 1m puts OI on the last minute of its 5m bar
     assert align.merge([k, m, oi])[0].frame["time"].size == 3
     s1, g1 = align.merge([k, oi], step="1m")
     o1 = s1.frame["oi"].to_numpy()
     assert o1[4] == 1005 and np.isnan(o1[:4]).all() and o1[14] == 1015
     assert g1["price_missing_bars"] == 2 and g1["price_gaps"] == 1
+    assert g1["price_partial_bars"] == 0
 
 
 def test_merge_errors(tmp_path):
