@@ -92,6 +92,15 @@ def iso(t) -> str:
     return s[:10] if s.endswith("T00:00:00") else s + "Z"
 
 
+def exact_iso(t) -> str:
+    """A time as ISO text without a zone, to the second (or the millisecond, or the
+    nanosecond: as fine as it needs)."""
+    t = np.datetime64(t, "ns")
+    ns = int(t.view(np.int64))
+    unit = "s" if ns % 10**9 == 0 else ("ms" if ns % 10**6 == 0 else "ns")
+    return str(np.datetime_as_string(t, unit=unit))
+
+
 def parse_time(text: str, option: str):
     """ISO date or time text -> ``datetime64[ns]`` in UTC (``None`` for empty text).
 

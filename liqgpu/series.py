@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from ._time import exact_iso
 from .schema import KINDS
 
 log = logging.getLogger(__name__)
@@ -507,7 +508,7 @@ def from_frame(
     if bool((diffs % own != 0).any()):
         i, grid = _off_grid(t_ns)
         raise InputError(
-            f"{_where(source, i, header_lines)}, column 'time': {_fmt_time(time[i])}Z is "
+            f"{_where(source, i, header_lines)}, column 'time': {exact_iso(time[i])}Z is "
             f"off the {_fmt_step(grid)} grid of the other rows"
         )
     step_ns = own
@@ -552,14 +553,6 @@ def from_frame(
     if n_gaps:
         log.info("%s: %d gap(s) filled with NaN bars", source, n_gaps)
     return series
-
-
-def _fmt_time(t) -> str:
-    """A time as ISO text to the second (or the millisecond, or the nanosecond: as fine as it
-    needs), without the zone."""
-    ns = int(np.datetime64(t, "ns").view(np.int64))
-    unit = "s" if ns % 10**9 == 0 else ("ms" if ns % 10**6 == 0 else "ns")
-    return np.datetime_as_string(np.datetime64(t, "ns"), unit=unit)
 
 
 def _off_grid(t_ns: np.ndarray) -> tuple[int, int]:
@@ -616,7 +609,7 @@ def _check_values(time: np.ndarray, data: dict, source: str, header_lines: int) 
         i = int(bad[0]) + 1
         what = "repeats" if d[i - 1] == 0 else "is before"
         raise InputError(
-            f"{_where(source, i, header_lines)}, column 'time': {_fmt_time(time[i])}Z "
+            f"{_where(source, i, header_lines)}, column 'time': {exact_iso(time[i])}Z "
             f"{what} the previous row's time; times must be strictly increasing"
         )
 

@@ -336,10 +336,9 @@ def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str
 
 def time_text(t) -> str:
     """A UTC time as ISO text with a Z, to the second (finer where it has to be)."""
-    t = np.datetime64(t, "ns")
-    ns = int(t.view(np.int64))
-    unit = "s" if ns % 10**9 == 0 else ("ms" if ns % 10**6 == 0 else "ns")
-    return str(np.datetime_as_string(t, unit=unit)) + "Z"
+    from .._time import exact_iso
+
+    return exact_iso(t) + "Z"
 
 
 def data_end(attrs) -> "np.datetime64 | None":
