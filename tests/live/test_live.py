@@ -709,3 +709,20 @@ def test_connection_failures_are_said_in_words():
     assert _why(ConnectionRefusedError(111, "refused"), url) == \
         "stream.example.com refused the connection"
     assert _why(asyncio.TimeoutError(), url) == "no answer from stream.example.com in time"
+
+
+def test_status_line_before_and_after_the_first_bar(tmp_path, monkeypatch):
+    """The recorder's periodic status line: a series with no bar yet says so (no lag figure);
+    once a bar is kept, its open time (UTC) and its lag behind the clock, in seconds."""
+    venue = make_venue("binance", ["BTCUSDT", "ETHUSDT"], "ws://127.0.0.1:9", "http://127.0.0.1:9")
+    rec = Recorder(venue, tmp_path)
+    line = rec.status_line()
+    assert line.startswith("binance: ")
+    assert "BTCUSDT no bar yet" in line and "ETHUSDT no bar yet" in line
+    assert "lag" not in line and "reconnects 0, malformed 0, events/min 0" in line
+    rec.state["BTCUSDT"].last_ms = START
+    monkeypatch.setattr(time, "time", lambda: (START + 3 * MIN + 1500) / 1000)
+    line = rec.status_line()
+    # the bar of 21:00 closed at 21:01; the clock is 2 min 1.5 s past that
+    assert "BTCUSDT last 2025-06-23T21:00Z lag 121.5s" in line
+    assert "ETHUSDT no bar yet" in line
