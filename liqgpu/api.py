@@ -130,7 +130,8 @@ def estimate(
         check_target(out, overwrite=overwrite)
     backend = resolve(backend)
     started = _time.perf_counter()
-    events = read_events(realized)  # a bad events file fails before the expensive work
+    # a bad events file fails before the expensive work
+    events = read_events(realized, [s.name for s in series])
     run = plan(series, params, grid=grid, every=every, origin=origin, backend=backend,
                dtype=dtype, chunk_buckets=chunk_buckets, memory_budget=memory_budget)
     binner = None

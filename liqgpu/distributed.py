@@ -215,7 +215,7 @@ def estimate_distributed(
     out = check_target(out, overwrite=overwrite).resolve()  # workers may run elsewhere
     params = resolve_params(params, None)
     started = _time.perf_counter()
-    events = read_events(realized)  # bad event files fail before anything is started
+    events = read_events(realized, [s.name for s in series])  # bad files fail before anything starts
 
     # -- what the series share, resolved once on the client ------------------------------------
     series = clock_align(series, every, origin)

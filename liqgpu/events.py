@@ -114,8 +114,12 @@ def _check(f, source: str, header_lines: int) -> None:
                          f"of {', '.join(PRICE_KINDS)}")
 
 
-def validate_events(df, source: str = "<events>"):
+def validate_events(df, source: str = "<events>", single: str | None = None):
     """Check a normalized events DataFrame and return it with ``time`` as UTC and ``side_known``.
+
+    ``single``: the ``exchange:symbol`` of the only series the events are for (a store of one
+    series); a file without ``exchange`` or ``symbol`` columns is then taken as that series'
+    (as ``liqgpu evaluate`` reads such files).
 
     Raises
     ------
@@ -127,12 +131,19 @@ def validate_events(df, source: str = "<events>"):
 
     from .io.tables import epoch_to_ns
 
-    missing = [c for c in EVENT_REQUIRED if c not in df.columns]
+    out = df.copy()
+    if single is not None and ":" in single:
+        for col, value in zip(("exchange", "symbol"), single.split(":", 1)):
+            if col not in out.columns:
+                out[col] = value
+    missing = [c for c in EVENT_REQUIRED if c not in out.columns]
     if missing:
+        venue = {"exchange", "symbol"} & set(missing)
         raise InputError(f"{source}: missing column{'s' if len(missing) > 1 else ''} "
                          f"{', '.join(repr(m) for m in missing)}; events need time, exchange, "
-                         "symbol, side, price, notional")
-    out = df.copy()
+                         "symbol, side, price, notional"
+                         + ("; exchange and symbol may be left out only for a store of one "
+                            "series" if venue and single is None else ""))
     ns = epoch_to_ns(out["time"], source, "time")
     out["time"] = to_utc(ns)
     out["side"] = out["side"].astype(str).str.lower()
@@ -150,15 +161,17 @@ def validate_events(df, source: str = "<events>"):
     return out
 
 
-def load_events(path: str | Path):
-    """Read a normalized events Parquet (or CSV) file and validate it.
+def load_events(path: str | Path, single: str | None = None):
+    """Read a normalized events Parquet (or CSV) file and validate it (``single``: as
+    :func:`validate_events`).
 
     Examples
     --------
     >>> ev = load_events("bybit_liqs.parquet")  # doctest: +SKIP
     """
     path = Path(path)
-    return validate_events(read_table(path, what="a file of liquidation events"), str(path))
+    return validate_events(read_table(path, what="a file of liquidation events"), str(path),
+                           single)
 
 
 # -- binning onto a grid ---------------------------------------------------------------------------
@@ -353,15 +366,19 @@ def _classify(events, series_names, t_b, every_ns: int, edges, unknown_side: str
 
 
 # -- reading and binning for a run (estimate, update, the Dask tasks) ----------------------------
-def read_events(realized):
+def read_events(realized, series_names=None):
     """Normalized events from paths and/or DataFrames (``--realized``), sorted by time; None
-    when none are given. Every file is checked before anything else runs."""
+    when none are given. Every file is checked before anything else runs. ``series_names``:
+    the store's series; where it holds one, files without venue columns are that series'."""
     if realized is None or (isinstance(realized, (list, tuple)) and not realized):
         return None
     import pandas as pd
 
+    names = list(series_names or ())
+    single = str(names[0]) if len(names) == 1 else None
     items = realized if isinstance(realized, (list, tuple)) else [realized]
-    frames = [validate_events(x) if isinstance(x, pd.DataFrame) else load_events(x) for x in items]
+    frames = [validate_events(x, single=single) if isinstance(x, pd.DataFrame)
+              else load_events(x, single) for x in items]
     ev = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return ev.sort_values("time", kind="stable").reset_index(drop=True)
 

@@ -124,7 +124,7 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     if realized is not None and "realized" in ds:
         from .events import EventBinner, read_events
 
-        events = read_events(realized)
+        events = read_events(realized, names)
         if events is not None:
             binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
 

@@ -102,3 +102,24 @@ def test_events_outside_the_time_range_are_an_error_unless_allowed(tmp_path):
         e2["time"] = (e2["time"].astype("datetime64[ns, UTC]").astype("int64") // scale)
         got = liqgpu.estimate(s, every="1h", backend="numpy", realized=e2)
         np.testing.assert_array_equal(got["realized"].values, ds["realized"].values, unit)
+
+
+def test_events_without_venue_columns_are_the_single_series(tmp_path):
+    """An events file without exchange and symbol columns (as `liqgpu evaluate` reads them)
+    is taken as the only series' of a one-series store; a store of several series refuses it,
+    saying why."""
+    s = liqgpu.synthetic_series(days=1, seed=2, exchange="binance", symbol="BTCUSDT")
+    t = pd.to_datetime(s.time, utc=True)
+    full = pd.DataFrame({"time": [t[10], t[20]], "exchange": "binance", "symbol": "BTCUSDT",
+                         "side": ["long", "short"], "price": [s["close"][10], s["close"][20]],
+                         "notional": [1e5, 3e5]})
+    bare = full.drop(columns=["exchange", "symbol"])
+    bare.to_csv(tmp_path / "bare.csv", index=False)
+    want = liqgpu.estimate(s, every="1h", backend="numpy", realized=full)["realized"].values
+    assert want.sum() == pytest.approx(4e5)
+    got = liqgpu.estimate(s, every="1h", backend="numpy", realized=tmp_path / "bare.csv")
+    np.testing.assert_array_equal(got["realized"].values, want)
+    s2 = liqgpu.synthetic_series(days=1, seed=3, exchange="bybit", symbol="BTCUSDT")
+    with pytest.raises(liqgpu.InputError, match="bare.csv: missing columns 'exchange', 'symbol'.*"
+                                                "only for a store of one series"):
+        liqgpu.estimate([s, s2], every="1h", backend="numpy", realized=tmp_path / "bare.csv")

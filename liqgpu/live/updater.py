@@ -159,7 +159,7 @@ class WarmUpdater:
             run.full, run.attrs, run.R, run.T, run.T_new)
         binner = None
         if realized is not None and c.has_realized:
-            events = read_events(realized)
+            events = read_events(realized, names)
             if events is not None:
                 binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
         old_realized = None
