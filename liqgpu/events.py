@@ -63,7 +63,8 @@ def make_events(pieces: list, *, notes=None) -> Table:
     """Join per-file pieces ``(source, dict_of_columns, header_lines, rows_in)`` into events.
 
     Each dict holds ``time`` (int64 ns), ``exchange``, ``symbol``, ``side``, ``price``,
-    ``price_kind``, ``qty``, ``notional`` and optionally ``side_known``. Rows are checked
+    ``price_kind``, ``qty``, ``notional`` and optionally ``side_known`` and ``rows`` (each
+    event's row in its file, for the messages, where rows were left out). Rows are checked
     (price and notional finite and > 0) and sorted by time; events at equal times are kept
     (several liquidations can share a millisecond).
     """
@@ -85,7 +86,7 @@ def make_events(pieces: list, *, notes=None) -> Table:
         })
         f["side_known"] = (np.broadcast_to(np.asarray(cols["side_known"], dtype=bool), n)
                            if "side_known" in cols else f["side"] != "unknown")
-        _check(f, source, header_lines)
+        _check(f, source, header_lines, cols.get("rows"))
         frames.append(f)
     df = pd.concat(frames, ignore_index=True).sort_values("_t", kind="stable")
     df = df.reset_index(drop=True)
@@ -95,18 +96,22 @@ def make_events(pieces: list, *, notes=None) -> Table:
     return Table(df, "events", [p[0] for p in pieces], rows_in, {}, list(notes or []))
 
 
-def _check(f, source: str, header_lines: int) -> None:
+def _check(f, source: str, header_lines: int, rows=None) -> None:
+    """``rows``: the file's row of each of ``f``'s (where rows were left out before), for the
+    messages; else their positions."""
+    def at(i):
+        return where(source, int(i if rows is None else rows[i]), header_lines)
+
     for col in ("price", "notional"):
         v = f[col].to_numpy()
         bad = np.flatnonzero(~np.isfinite(v) | (v <= 0))
         if bad.size:
             i = int(bad[0])
             shown = "missing" if np.isnan(v[i]) else f"{float(v[i]):g}"
-            raise InputError(f"{where(source, i, header_lines)}, column '{col}': {shown}; it "
-                             "must be a number > 0")
+            raise InputError(f"{at(i)}, column '{col}': {shown}; it must be a number > 0")
     bad = np.flatnonzero(~f["side"].isin(EVENT_SIDES).to_numpy())
     if bad.size:
-        raise InputError(f"{where(source, int(bad[0]), header_lines)}, column 'side': "
+        raise InputError(f"{at(bad[0])}, column 'side': "
                          f"{f['side'].iloc[int(bad[0])]!r} is not long, short or unknown")
     bad = np.flatnonzero(~f["price_kind"].isin(PRICE_KINDS).to_numpy())
     if bad.size:

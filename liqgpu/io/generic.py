@@ -187,35 +187,41 @@ def read_generic_events(inputs, *, mapping=None, side_means="position", price_ki
                 keep &= ex == exchange.lower()
             if symbol and col["symbol"] in df.columns:
                 keep &= np.char.upper(sy.astype(str)) == symbol.upper()
-            if not keep.all():
-                df, ex, sy = df[keep].reset_index(drop=True), ex[keep], sy[keep]
-                other += int((~keep).sum())
-            if not len(df):
+            # every column is read from the whole table and the rows kept after, so that an
+            # error names the row of the file (the rows of other venues only as numbers/times)
+            other += int((~keep).sum())
+            if not keep.any():
                 continue
             raw = df[col["side"]].astype(str).str.strip().str.lower()
             if side_means == "order":
-                side = order_side_to_position(raw, source, h)
+                bad = np.flatnonzero(keep & ~raw.isin(["buy", "sell"]).to_numpy())
+                if bad.size:
+                    raise InputError(f"{where(source, int(bad[0]), h)}, column '{col['side']}': "
+                                     f"{raw.iloc[bad[0]]!r} is not buy or sell")
+                side = order_side_to_position(raw[keep], source, h)
             else:
                 side = raw.to_numpy(dtype=object)
-                bad = np.flatnonzero(~np.isin(side, ["long", "short", "unknown"]))
+                bad = np.flatnonzero(keep & ~np.isin(side, ["long", "short", "unknown"]))
                 if bad.size:
                     raise InputError(f"{where(source, int(bad[0]), h)}, column '{col['side']}': "
                                      f"{side[bad[0]]!r} is not long, short or unknown "
                                      "(use --side-means order for buy/sell)")
-            price = numeric(df, col["price"], source, h)
+                side = side[keep]
+            price = numeric(df, col["price"], source, h)[keep]
             qty = numeric(df, col["qty"], source, h, required=False)
             notional = numeric(df, col["notional"], source, h, required=False)
             if notional is None and qty is None:
                 raise InputError(f"{source}: map a notional or a qty column")
-            if notional is None:
-                notional = qty * price
+            qty = None if qty is None else qty[keep]
+            notional = qty * price if notional is None else notional[keep]
             if qty is None:
-                qty = np.full(len(df), np.nan)
-            pk = (df[col["price_kind"]].astype(str).to_numpy(dtype=object)
+                qty = np.full(int(keep.sum()), np.nan)
+            pk = (df[col["price_kind"]].astype(str).to_numpy(dtype=object)[keep]
                   if col["price_kind"] in df.columns else price_kind)
-            pieces.append((source, {"time": epoch_to_ns(df[col["time"]], source, col["time"], h),
-                                    "exchange": ex, "symbol": sy, "side": side, "price": price,
-                                    "price_kind": pk, "qty": qty, "notional": notional},
+            ns = epoch_to_ns(df[col["time"]], source, col["time"], h)[keep]
+            pieces.append((source, {"time": ns, "exchange": ex[keep], "symbol": sy[keep],
+                                    "side": side, "price": price, "price_kind": pk, "qty": qty,
+                                    "notional": notional, "rows": np.flatnonzero(keep)},
                            h, n_in))
     if not pieces:
         raise InputError(f"{inputs[0]}: no events left after --exchange/--symbol")

@@ -177,3 +177,34 @@ def test_oi_snapshots_at_irregular_times_are_placed_on_bars(tmp_path):
     np.testing.assert_allclose(oi[:9], [11, 14, np.nan, np.nan, 16, np.nan, np.nan, np.nan, 17])
     with pytest.raises(InputError, match="OI snapshots at irregular times; give --step"):
         align.merge([snaps])
+
+
+def test_generic_events_errors_name_the_file_row_after_other_venues_are_left_out(tmp_path):
+    """A long-format file of several venues, filtered by --exchange: an error names the row
+    (and line) of the file, not its place among the rows kept."""
+    f = tmp_path / "ev.csv"
+    f.write_text("ts_ms,venue,coin,side,px,usd\n"
+                 "1700000000000,hyperliquid,BTC,S,35000,1000\n"
+                 "1700000060000,hyperliquid,BTC,B,35010,2000\n"
+                 "1700000120000,okx,BTC,long,35020,3000\n"
+                 "1700000180000,okx,BTC,sell,35030,4000\n"
+                 "1700000240000,okx,BTC,short,-1,5000\n")
+    m = "time=ts_ms,exchange=venue,symbol=coin,side=side,price=px,notional=usd"
+    with pytest.raises(InputError, match=r"ev.csv: row 4 \(line 5\), column 'side': 'sell' "
+                                         "is not long, short or unknown"):
+        generic.read_generic_events([f], mapping=m, exchange="okx")
+    f.write_text(f.read_text().replace("sell", "long"))
+    with pytest.raises(InputError, match=r"ev.csv: row 5 \(line 6\), column 'price': -1; it "
+                                         "must be a number > 0"):
+        generic.read_generic_events([f], mapping=m, exchange="okx")
+    f.write_text(f.read_text().replace("short,-1", "short,35040"))
+    t = generic.read_generic_events([f], mapping=m, exchange="okx")
+    assert list(t.frame["side"]) == ["long", "long", "short"]
+    assert list(t.frame["notional"]) == [3000.0, 4000.0, 5000.0]
+    assert t.dropped["other exchanges/symbols"] == 2
+    # buy/sell orders: the same rule
+    f.write_text(f.read_text().replace("okx,BTC,long", "okx,BTC,sell", 1)
+                 .replace("okx,BTC,long", "okx,BTC,hold"))
+    with pytest.raises(InputError, match=r"row 4 \(line 5\), column 'side': 'hold' is not buy "
+                                         "or sell"):
+        generic.read_generic_events([f], mapping=m, exchange="okx", side_means="order")
