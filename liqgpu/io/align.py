@@ -23,6 +23,11 @@ _SOURCES = {"open": "klines", "high": "klines", "low": "klines", "close": "kline
             "oi": "an open-interest file (binance-metrics, bybit-oi, okx-oi, ...)"}
 
 
+#: the columns that are a part's OI: in model units, or in quote notional (divided by the
+#: merged close)
+OI_KEYS = {"oi", "oi_quote"}
+
+
 def _runs(mask: np.ndarray) -> int:
     """Number of runs of True."""
     m = np.asarray(mask, dtype=np.int8)
@@ -83,9 +88,11 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
         if own <= 0 or (np.diff(ns) <= 0).any():
             raise InputError(f"{src}: times are not strictly increasing")
         off = np.flatnonzero((ns - ns[0]) % own)
-        cols = {c: t.frame[c].to_numpy(dtype=np.float64) for c in SERIES_COLUMNS
+        cols = {c: t.frame[c].to_numpy(dtype=np.float64) for c in SERIES_COLUMNS + ("oi_quote",)
                 if c in t.frame.columns}
-        if off.size and set(cols) == {"oi"}:  # OI snapshots at irregular times
+        if "oi" in cols and "oi_quote" in cols:
+            raise InputError(f"{src}: holds both oi and oi_quote; give OI once")
+        if off.size and len(cols) == 1 and set(cols) <= OI_KEYS:  # OI snapshots, irregular
             parts.append((src, ns, None, cols))
             continue
         if off.size:
@@ -105,13 +112,16 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
     partial = 0  # output bars whose prices come from fewer input bars than a step holds
     for src, ns, own, cols in parts:
         for c in cols:
-            if c in seen:
-                raise InputError(f"{src}: column '{c}' is also in {seen[c]}; give each column once")
-            seen[c] = src
+            key = "oi" if c in OI_KEYS else c
+            if key in seen:
+                raise InputError(f"{src}: column '{c}' is also in {seen[key]}"
+                                 f"{' (as OI)' if c != key else ''}; give each column once")
+            seen[key] = src
         if own is None:  # snapshots: the last one in each bar of --step (the nearest its close)
             bar = ns // step_ns * step_ns
             last = np.r_[bar[1:] != bar[:-1], True]
-            placed.append((src, bar[last], {"oi": cols["oi"][last]}))
+            (c,) = cols
+            placed.append((src, bar[last], {c: cols[c][last]}))
             log.info("%s: %d OI snapshots placed on %d bars of %s (the last in each)", src,
                      ns.size, int(last.sum()), step)
             continue
@@ -135,7 +145,7 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
                 g, full = resample(grid.view("datetime64[ns]"), full, step_ns)
                 grid = g.view(np.int64)
         else:
-            if set(cols) - {"oi"}:
+            if set(cols) - OI_KEYS:
                 raise InputError(f"{src}: its step is coarser than --step {step}; only OI can be "
                                  "placed on a finer step (prices cannot be split)")
             if own % step_ns:
@@ -152,12 +162,37 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
         t0 -= t0 % step_ns
     n = (t1 - t0) // step_ns + 1
     out = {c: np.full(n, np.nan) for c in seen}
+    quote = None
     for src, grid, full in placed:
         pos = (grid - t0) // step_ns
         for c, v in full.items():
+            if c == "oi_quote":
+                quote = src
+                c = "oi"
             out[c][pos] = v
+    if quote is not None:
+        if meta.get("kind", ("linear",))[0] != "linear":
+            raise InputError(f"{quote}: OI in quote units needs a linear contract here; give "
+                             "--kind inverse and --contract-value when ingesting it")
+        # quote notional at the bar's close -> base units (a bar without a close: no OI)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["oi"] = out["oi"] / out["close"]
+        log.info("%s: OI in quote units divided by the close of each bar", quote)
     import pandas as pd
 
+    # the bars before the first price and after the last are left out: a store there would
+    # show OI moves without a price line (a longer OI download than the price's)
+    priced = np.flatnonzero(np.isfinite(out["close"]))
+    if not priced.size:
+        raise InputError(f"merge: no bar has a close price ({', '.join(sorted(set(seen.values())))})")
+    cut = (int(priced[0]), n - 1 - int(priced[-1]))
+    notes = []
+    if cut[0] or cut[1]:
+        notes.append(f"kept the bars from the first to the last with a price: {cut[0]} bar(s) "
+                     f"of OI only left out before, {cut[1]} after")
+        out = {c: v[cut[0]:n - cut[1]] for c, v in out.items()}
+        t0 += cut[0] * step_ns
+        n -= cut[0] + cut[1]
     df = pd.DataFrame({"time": to_utc(t0 + step_ns * np.arange(n, dtype=np.int64)), **out})
     exch = exchange or meta.get("exchange", ("unknown",))[0]
     sym = symbol or meta.get("symbol", ("unknown",))[0]
@@ -179,5 +214,5 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
         gaps.update(mark_missing_bars=int(mk.sum()), mark_gaps=_runs(mk))
     files = [f for t in tables for f in t.files]
     table = Table(frame, "series", files, sum(t.rows_in for t in tables),
-                  {}, [f"merged {len(tables)} part(s) on step {int(step_ns // 10**9)}s"])
+                  {}, [f"merged {len(tables)} part(s) on step {int(step_ns // 10**9)}s"] + notes)
     return table, gaps

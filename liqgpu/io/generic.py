@@ -80,7 +80,7 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
         raise InputError(f"--oi-unit: {oi_unit!r} is not one of {', '.join(OI_UNITS)}")
     if kind not in ("linear", "inverse"):
         raise InputError(f"--kind: {kind!r} is not linear or inverse")
-    pieces, syms, exchs, stale_n = [], set(), set(), 0
+    pieces, syms, exchs, stale_n, left_out = [], set(), set(), 0, 0
     for p in expand_inputs(inputs):
         for source, df, h in _read_frame(p):
             df.columns = [str(c).strip() for c in df.columns]
@@ -91,6 +91,18 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
             tcol = m.get("time", "time")
             if tcol not in df.columns:
                 raise InputError(f"{source}: no 'time' column; map one with --map time=COLUMN")
+            # a long table of several venues or symbols: the rows of --exchange / --symbol (a
+            # column of one value is relabelled by them, as before)
+            keep = np.ones(len(df), bool)
+            for key, given in (("exchange", exchange), ("symbol", symbol)):
+                c = m.get(key, key)
+                if given and c in df.columns:
+                    vals = df[c].astype(str).str.strip().str.upper()
+                    if vals.nunique() > 1:
+                        keep &= (vals == given.upper()).to_numpy()
+            if not keep.any():
+                left_out += len(df)
+                continue
             ns = epoch_to_ns(df[tcol], source, tcol, h)
             cols = {}
             for f in SERIES_COLUMNS:
@@ -101,29 +113,55 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
                 raise InputError(f"{source}: no series column found (map some of "
                                  f"{', '.join(SERIES_COLUMNS)})")
             if "oi" in cols:
-                cols["oi"] = oi_in_model_units(cols["oi"], cols.get("close"), oi_unit=oi_unit,
-                                               kind=kind, contract_value=contract_value,
-                                               source=source)
+                oi = "oi"
+                if oi_unit == "quote" and kind == "linear" and "close" not in cols:
+                    # an OI part in quote notional without prices: `ingest merge` divides it
+                    # by the close of the bar it lands on (from the price part)
+                    oi = "oi_quote"
+                    cols["oi_quote"] = cols.pop("oi")
+                else:
+                    cols["oi"] = oi_in_model_units(cols["oi"], cols.get("close"), oi_unit=oi_unit,
+                                                   kind=kind, contract_value=contract_value,
+                                                   source=source)
                 sc = m.get("oi_stale", "oi_stale")
                 if sc in df.columns:
                     st = df[sc].astype(str).str.strip().str.lower().isin(["1", "true", "yes"])
                     st = st.to_numpy()
-                    stale_n += int(st.sum())
-                    cols["oi"] = np.where(st, np.nan, cols["oi"])
+                    stale_n += int(st[keep].sum())
+                    cols[oi] = np.where(st, np.nan, cols[oi])
             for key, acc in (("symbol", syms), ("exchange", exchs)):
                 c = m.get(key, key)
                 if c in df.columns:
-                    acc.add(single_symbol(df[c], source, None))
-            pieces.append((source, ns, cols, h, len(df)))
-    sym = symbol or next((s for s in syms if s), None) or Path(pieces[0][0].split("!")[0]).name.split(".")[0]
-    exch = exchange or next((s for s in exchs if s), None) or "unknown"
+                    acc.add(single_symbol(df[c][keep], source, None))
+            if keep.all():
+                pieces.append((source, ns, cols, h, len(df)))
+            else:
+                left_out += int((~keep).sum())
+                pieces.append((source, ns[keep], {k: v[keep] for k, v in cols.items()}, h,
+                               len(df), np.flatnonzero(keep)))
+    if not pieces:
+        raise InputError(f"{', '.join(map(str, inputs))}: no rows of --exchange "
+                         f"{exchange or '(any)'} --symbol {symbol or '(any)'}")
+    sym = symbol or next((s for s in syms if s), None)
+    exch = exchange or next((s for s in exchs if s), None)
+    for what, v in (("exchange", exch), ("symbol", sym)):
+        if not v:  # as generic-events: the series' name is not guessed from a file name
+            raise InputError(f"{pieces[0][0]}: no {what} column; pass --{what} (or map one "
+                             f"with --map {what}=COLUMN)")
     if len({s for s in syms if s}) > 1 and not symbol:
         raise InputError(f"{pieces[0][0]}: the files hold several symbols ({', '.join(sorted(syms))})")
     cs = float(contract_value) if (kind == "inverse" and contract_value) else 1.0
     has_oi = any("oi" in p[2] for p in pieces)
-    notes = [f"OI unit in file: {oi_unit}" + (" (divided by close)" if oi_unit == "quote" else "")
-             if has_oi else "no OI column mapped: a price part (merge it with an OI part)"]
+    if any("oi_quote" in p[2] for p in pieces):
+        notes = ["OI unit in file: quote, kept as oi_quote (no close column): an OI part; "
+                 "`liqgpu ingest merge` divides it by the close of each bar from a price part"]
+    else:
+        notes = [f"OI unit in file: {oi_unit}" + (" (divided by close)" if oi_unit == "quote"
+                                                 else "")
+                 if has_oi else "no OI column mapped: a price part (merge it with an OI part)"]
     t = series_table(pieces, exchange=exch, symbol=sym, kind=kind, contract_size=cs, notes=notes)
+    if left_out:
+        t.dropped["other exchanges/symbols"] = left_out
     if stale_n:
         t.notes.append(f"{stale_n} bar(s) with a stale OI flag: OI set to NaN")
         t.dropped["OI values flagged stale (set to NaN)"] = stale_n

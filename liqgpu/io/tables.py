@@ -175,9 +175,10 @@ def to_utc(ns: np.ndarray):
 
 
 def check_increasing(ns: np.ndarray, source: str, header_lines: int = 0,
-                     column: str = "time") -> np.ndarray:
+                     column: str = "time", rows=None) -> np.ndarray:
     """Order of the rows: strictly increasing kept; strictly decreasing (an API's newest-first
-    listing) reversed; anything else is an InputError naming the first bad row.
+    listing) reversed; anything else is an InputError naming the first bad row (``rows``:
+    each row's row in the file, where rows were left out before).
 
     Returns the index array that puts the rows in increasing order.
     """
@@ -189,8 +190,8 @@ def check_increasing(ns: np.ndarray, source: str, header_lines: int = 0,
         return np.arange(n)[::-1]
     i = int(np.flatnonzero(d <= 0)[0]) + 1
     what = "repeats" if d[i - 1] == 0 else "is before"
-    raise InputError(f"{where(source, i, header_lines)}, column '{column}': "
-                     f"{fmt_ns(ns[i])} {what} the previous row's time; "
+    raise InputError(f"{where(source, i if rows is None else int(rows[i]), header_lines)}, "
+                     f"column '{column}': {fmt_ns(ns[i])} {what} the previous row's time; "
                      "times must be strictly increasing")
 
 
@@ -344,7 +345,8 @@ def files_symbol(symbols, source: str, given: str | None) -> str | None:
 # -- series parts --------------------------------------------------------------------------------
 def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contract_size: float,
                  notes=None, step_ns: int | None = None, time_column: str = "time") -> Table:
-    """Join per-file pieces ``(source, ns, {col: values}, header_lines, rows_in)`` into one part.
+    """Join per-file pieces ``(source, ns, {col: values}, header_lines, rows_in)`` into one part
+    (a sixth item, where rows were left out: each row's row in its file, for the messages).
 
     Each file's rows must be strictly increasing (or strictly decreasing, then reversed); rows
     repeated across files (overlapping downloads) keep the first file's row and are counted.
@@ -355,9 +357,9 @@ def series_table(pieces: list, *, exchange: str, symbol: str, kind: str, contrac
 
     frames = []
     rows_in = 0
-    for source, ns, cols, header_lines, n_in in pieces:
+    for source, ns, cols, header_lines, n_in, *rows in pieces:
         rows_in += n_in
-        order = check_increasing(ns, source, header_lines, time_column)
+        order = check_increasing(ns, source, header_lines, time_column, *rows)
         f = pd.DataFrame({k: np.asarray(v, dtype=np.float64)[order] for k, v in cols.items()})
         f.insert(0, "_t", ns[order])
         frames.append(f)
@@ -394,7 +396,7 @@ def report(table: Table, out=None, fmt: str | None = None) -> dict:
             df["time"].max().isoformat()
     if table.kind == "series":
         d["exchange"], d["symbol"] = str(df["exchange"].iloc[0]), str(df["symbol"].iloc[0])
-        d["columns"] = [c for c in SERIES_COLUMNS if c in df.columns]
+        d["columns"] = [c for c in SERIES_COLUMNS + ("oi_quote",) if c in df.columns]
         d.update(gap_summary(time_ns(df["time"]), df.attrs.get("step_ns")))
         d["nan_values"] = {c: int(np.isnan(df[c].to_numpy(dtype=float)).sum())
                            for c in d["columns"] if np.isnan(df[c].to_numpy(dtype=float)).any()}

@@ -208,3 +208,67 @@ def test_generic_events_errors_name_the_file_row_after_other_venues_are_left_out
     with pytest.raises(InputError, match=r"row 4 \(line 5\), column 'side': 'hold' is not buy "
                                          "or sell"):
         generic.read_generic_events([f], mapping=m, exchange="okx", side_means="order")
+
+
+def test_quote_oi_part_without_prices_is_divided_by_the_merged_close(tmp_path):
+    """An OI file in quote notional with no price column (a venue's OI download, an aggregator's
+    export) becomes an OI part (oi_quote) that `ingest merge` divides by the close of the bar it
+    lands on; the bars beyond the last price are left out, with a note."""
+    px = tmp_path / "px.csv"
+    px.write_text("t,o,h,l,c\n" + "".join(
+        f"{T0 + i * 300_000},{100 + i},{101 + i},{99 + i},{100 + i}\n" for i in range(12)))
+    oi = tmp_path / "oi.csv"  # hourly OI in USD, running two hours past the prices
+    oi.write_text("t,oi_usd\n" + "".join(f"{T0 + h * 3_600_000},{(h + 1) * 1e6}\n"
+                                          for h in range(3)))
+    r = CliRunner().invoke(main, ["ingest", "generic", str(oi), "--map", "time=t,oi=oi_usd",
+                                  "--oi-unit", "quote", "--exchange", "binance", "--symbol",
+                                  "BTCUSDT", "-o", str(tmp_path / "oi.parquet")])
+    assert r.exit_code == 0, r.output
+    assert "columns oi_quote" in r.output and "ingest merge` divides it" in r.output
+    r = CliRunner().invoke(main, ["ingest", "generic", str(px), "--map",
+                                  "time=t,open=o,high=h,low=l,close=c", "--exchange", "binance",
+                                  "--symbol", "BTCUSDT", "-o", str(tmp_path / "px.parquet")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["ingest", "merge", str(tmp_path / "px.parquet"),
+                                  str(tmp_path / "oi.parquet"), "--step", "5m",
+                                  "-o", str(tmp_path / "s.parquet")])
+    assert r.exit_code == 0, r.output
+    assert "0 bar(s) of OI only left out before, 24 after" in r.output
+    s = load_series(tmp_path / "s.parquet")
+    assert len(s) == 12
+    o = s["oi"]
+    # the hourly OI sits on the last 5m bar of its hour (the 00:55 bar, close 111): 1e6 / 111
+    assert o[11] == pytest.approx(1e6 / 111) and np.isnan(o[:11]).all()
+    # both an oi and an oi_quote part: OI given twice
+    with pytest.raises(InputError, match="is also in .* \\(as OI\\); give each column once"):
+        align.merge([generic.read_generic([px], mapping="time=t,open=o,high=h,low=l,close=c,"
+                                          "oi=h", exchange="binance", symbol="BTCUSDT"),
+                     generic.read_generic([oi], mapping="time=t,oi=oi_usd", oi_unit="quote",
+                                          exchange="binance", symbol="BTCUSDT")], step="5m")
+
+
+def test_long_table_of_several_venues_keeps_the_rows_of_exchange_and_symbol(tmp_path):
+    f = tmp_path / "c.csv"
+    rows = ["time_utc,venue,coin,o,h,l,c"]
+    for i in range(4):
+        for v, base in (("binance", 100), ("okx", 200)):
+            for coin, k in (("BTC", 1), ("ETH", 10)):
+                x = base * k + i
+                rows.append(f"2025-03-06T{i:02d}:00:00Z,{v},{coin},{x},{x + 1},{x - 1},{x}")
+    f.write_text("\n".join(rows) + "\n")
+    m = "time=time_utc,exchange=venue,symbol=coin,open=o,high=h,low=l,close=c"
+    t = generic.read_generic([f], mapping=m, exchange="okx", symbol="ETH")
+    np.testing.assert_array_equal(t.frame["close"], [2000, 2001, 2002, 2003])
+    assert t.frame["exchange"].iloc[0] == "okx" and t.frame["symbol"].iloc[0] == "ETH"
+    assert t.dropped["other exchanges/symbols"] == 12
+    with pytest.raises(InputError, match="mixed symbols in one file"):
+        generic.read_generic([f], mapping=m, exchange="okx")
+    with pytest.raises(InputError, match="no rows of --exchange bybit"):
+        generic.read_generic([f], mapping=m, exchange="bybit", symbol="BTC")
+    # an error names the file's row: okx ETH's third bar is line 13 of the file
+    lines = f.read_text().splitlines()
+    lines[12] = lines[12].replace("2025-03-06T02:00:00Z", "2025-03-06T00:00:00Z")
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"c.csv: row 12 \(line 13\), column 'time': "
+                                         "2025-03-06T00:00:00Z is before"):
+        generic.read_generic([f], mapping=m, exchange="okx", symbol="ETH")
