@@ -39,6 +39,7 @@ def estimate(
     origin: str = "clock",
     allow_unmatched: bool = False,
     reopen: bool = True,
+    unknown_side: str = "skip",
 ):
     """Estimate liquidation levels (model v2 by default, or v1) for one or more series.
 
@@ -85,6 +86,9 @@ def estimate(
     allow_unmatched : bool
         Leave out (with a warning) realized events of no series of the store or outside its
         time range; by default they are an error.
+    unknown_side : {'skip', 'split'}
+        Realized events whose side is not published (Hyperliquid's): left out of ``realized``
+        (counted in its summary), or half to each side.
     reopen : bool
         With ``out``: open the written store and return it (``False``: return a
         :class:`~liqgpu.store.StoreSummary` of its sizes and attributes, without importing
@@ -117,7 +121,7 @@ def estimate(
                                backend=backend, out=local, origin=origin,
                                allow_unmatched=allow_unmatched, chunk_buckets=chunk_buckets,
                                memory_budget=memory_budget, progress=progress, dtype=dtype,
-                               realized=realized, reopen=False)
+                               realized=realized, reopen=False, unknown_side=unknown_side)
         if not reopen:
             summary.path = str(out)
             return summary
@@ -131,7 +135,7 @@ def estimate(
     backend = resolve(backend)
     started = _time.perf_counter()
     # a bad events file fails before the expensive work
-    events = read_events(realized, [s.name for s in series])
+    events = read_events(realized, [s.name for s in series], unknown_side)
     run = plan(series, params, grid=grid, every=every, origin=origin, backend=backend,
                dtype=dtype, chunk_buckets=chunk_buckets, memory_budget=memory_budget)
     binner = None
@@ -156,7 +160,7 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
                    overwrite: bool = False, origin: str = "clock", realized=None,
                    allow_unmatched: bool = False, workers: int | None = None,
                    scheduler: str | None = None, resume: bool = False,
-                   progress: bool = False):
+                   progress: bool = False, unknown_side: str = "skip"):
     """``liqgpu estimate``: series files to a store, in this process or as Dask tasks.
 
     The series files are read and checked (:func:`liqgpu.load_series`) after the target is;
@@ -198,11 +202,13 @@ def estimate_files(paths, out, *, params=None, model: str | None = None, exchang
                                   realized=realized, workers=workers, scheduler=scheduler,
                                   cluster="cuda" if backend == "cupy" else "local",
                                   overwrite=overwrite, resume=resume, origin=origin,
-                                  allow_unmatched=allow_unmatched, progress=progress)
+                                  allow_unmatched=allow_unmatched, progress=progress,
+                                  unknown_side=unknown_side)
         return ds, len(series)
     return estimate(series, params=params, grid=grid, every=every, backend=backend, out=out,
                     overwrite=overwrite, origin=origin, allow_unmatched=allow_unmatched,
-                    progress=progress, realized=realized, reopen=False), 0
+                    progress=progress, realized=realized, reopen=False,
+                    unknown_side=unknown_side), 0
 
 
 def preload_loops(paths, params) -> bool:

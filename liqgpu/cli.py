@@ -138,6 +138,10 @@ def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, clo
 @click.option("--allow-unmatched", is_flag=True,
               help="Leave out realized events of no series or outside the time range "
                    "[default: an error].")
+@click.option("--unknown-side", type=click.Choice(["skip", "split"]), default="skip",
+              show_default=True,
+              help="Realized events whose side is not published (Hyperliquid's): left out, "
+                   "or half to each side.")
 @click.option("--exchange", default=None, help="Exchange name [default: from the file].")
 @click.option("--symbol", default=None, help="Symbol [default: from the file or its name].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
@@ -155,8 +159,8 @@ def _params(model, leverages, weights, bands, churn, mmr, entry, side_split, clo
 @series_limit_options
 @model_options
 @user_errors
-def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchange, symbol,
-             overwrite, workers,
+def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, unknown_side, exchange,
+             symbol, overwrite, workers,
              scheduler, origin, resume, max_bars, max_gap, model, leverages, weights, bands, churn,
              mmr, entry, side_split,
              closure, max_age, grid, step, every, backend):
@@ -172,13 +176,15 @@ def estimate(inputs, out, kind, contract_size, realized, allow_unmatched, exchan
                                backend=backend, overwrite=overwrite, origin=origin,
                                realized=realized, allow_unmatched=allow_unmatched,
                                workers=workers, scheduler=scheduler, resume=resume,
-                               progress=_progress_enabled())
+                               progress=_progress_enabled(), unknown_side=unknown_side)
     how = f" (Dask, {tasks} series)" if tasks else ""
     status(f"wrote {out}: {_describe(ds)} in {time.perf_counter() - t:.2f}s{how}")
     if "realized" in ds:
         r = ds.attrs.get("realized_summary", {})
+        split = ("; events of unknown side half to each side"
+                 if r.get("unknown_side_rule") == "split" else "")
         status(f"realized: {r.get('binned', 0)} of {r.get('events', 0)} events binned "
-                   f"({r.get('notional_binned', 0.0):,.0f} quote)")
+               f"({r.get('notional_binned', 0.0):,.0f} quote){split}")
 
 
 @main.command()

@@ -97,6 +97,7 @@ def estimate_distributed(
     storage_options: dict | None = None,
     origin: str = "clock",
     allow_unmatched: bool = False,
+    unknown_side: str = "skip",
     _on_series: Callable[[int, str], None] | None = None,  # test seam: runs first in each task
 ):
     """Estimate liquidation levels for many series on a Dask cluster, one task per series.
@@ -208,14 +209,15 @@ def estimate_distributed(
                                  retries=retries, progress=progress, chunk_buckets=chunk_buckets,
                                  memory_budget=memory_budget, timeout=timeout,
                                  origin=origin, allow_unmatched=allow_unmatched,
-                                 _on_series=_on_series)
+                                 unknown_side=unknown_side, _on_series=_on_series)
         from .store import open_store
 
         return open_store(str(out), storage_options=storage_options)
     out = check_target(out, overwrite=overwrite).resolve()  # workers may run elsewhere
     params = resolve_params(params, None)
     started = _time.perf_counter()
-    events = read_events(realized, [s.name for s in series])  # bad files fail before anything starts
+    # bad event files fail before anything is started
+    events = read_events(realized, [s.name for s in series], unknown_side)
 
     # -- what the series share, resolved once on the client ------------------------------------
     series = clock_align(series, every, origin)

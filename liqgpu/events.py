@@ -371,10 +371,14 @@ def _classify(events, series_names, t_b, every_ns: int, edges, unknown_side: str
 
 
 # -- reading and binning for a run (estimate, update, the Dask tasks) ----------------------------
-def read_events(realized, series_names=None):
+def read_events(realized, series_names=None, unknown_side: str = "skip"):
     """Normalized events from paths and/or DataFrames (``--realized``), sorted by time; None
     when none are given. Every file is checked before anything else runs. ``series_names``:
-    the store's series; where it holds one, files without venue columns are that series'."""
+    the store's series; where it holds one, files without venue columns are that series'.
+    ``unknown_side``: what binning does with events whose side is unknown (Hyperliquid's), as
+    :func:`bin_realized`; kept with the events (``attrs``) for :class:`EventBinner`."""
+    if unknown_side not in UNKNOWN_SIDE:
+        raise InputError(f"--unknown-side: {unknown_side!r} is not one of {', '.join(UNKNOWN_SIDE)}")
     if realized is None or (isinstance(realized, (list, tuple)) and not realized):
         return None
     import pandas as pd
@@ -385,7 +389,13 @@ def read_events(realized, series_names=None):
     frames = [validate_events(x, single=single) if isinstance(x, pd.DataFrame)
               else load_events(x, single) for x in items]
     ev = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return ev.sort_values("time", kind="stable").reset_index(drop=True)
+    ev = ev.sort_values("time", kind="stable").reset_index(drop=True)
+    ev.attrs["unknown_side"] = unknown_side
+    return ev
+
+
+#: what binning does with events of unknown side: leave them out, or half to each side
+UNKNOWN_SIDE = ("skip", "split")
 
 
 REALIZED_ATTRS = {"units": "quote notional",
@@ -400,6 +410,7 @@ class EventBinner:
 
         self.ev, self.names, self.btime, self.every, self.edges = events, names, btime, every, edges
         self.t = time_ns(events["time"])
+        self.unknown_side = events.attrs.get("unknown_side", "skip")
 
     def add_to(self, ds, b0: int, b1: int):
         ds["realized"] = (("series", "time", "price", "side"), self.cube(b0, b1),
@@ -417,18 +428,21 @@ class EventBinner:
         i1 = self.t.size if last else int(np.searchsorted(self.t, hi, side="left"))
         cube = bin_realized(self.ev.iloc[i0:i1], series_names=self.names,
                             time=self.btime[b0:b1], every=self.every, edges=self.edges,
-                            log_left_out=False)
+                            unknown_side=self.unknown_side, log_left_out=False)
         return cube.astype(np.float32)
 
     def finish(self) -> dict:
         """The summary of every event over the whole time axis (one pass: the same sums
         however the run cut its chunks), with a warning for those left out."""
         s = realized_summary(self.ev, series_names=self.names, time=self.btime,
-                             every=self.every, edges=self.edges)
+                             every=self.every, edges=self.edges, unknown_side=self.unknown_side)
+        s["unknown_side_rule"] = self.unknown_side
         left = {k: v["count"] for k, v in s.items() if isinstance(v, dict) and v["count"]}
         if left:
-            log.warning("realized: %d of %d events not binned (%s)", s["events"] - s["binned"],
-                        s["events"], ", ".join(f"{k} {v}" for k, v in left.items()))
+            hint = (": their side is not published (Hyperliquid); --unknown-side split counts "
+                    "them half to each side" if left.get("unknown_side") else "")
+            log.warning("realized: %d of %d events not binned (%s)%s", s["events"] - s["binned"],
+                        s["events"], ", ".join(f"{k} {v}" for k, v in left.items()), hint)
         return s
 
 

@@ -124,7 +124,8 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     if realized is not None and "realized" in ds:
         from .events import EventBinner, read_events
 
-        events = read_events(realized, names)
+        rule = (attrs.get("realized_summary") or {}).get("unknown_side_rule", "skip")
+        events = read_events(realized, names, rule)  # as the store was binned
         if events is not None:
             binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
 

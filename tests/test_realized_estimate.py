@@ -123,3 +123,46 @@ def test_events_without_venue_columns_are_the_single_series(tmp_path):
     with pytest.raises(liqgpu.InputError, match="bare.csv: missing columns 'exchange', 'symbol'.*"
                                                 "only for a store of one series"):
         liqgpu.estimate([s, s2], every="1h", backend="numpy", realized=tmp_path / "bare.csv")
+
+
+def test_unknown_side_events_skipped_or_split_and_update_keeps_the_rule(tmp_path, caplog):
+    """Events whose side is not published (Hyperliquid's): left out by default, with a warning
+    that names the option; `unknown_side='split'` bins half of each to each side, and `update`
+    bins new events the way the store was binned."""
+    from liqgpu.series import Series
+    from liqgpu.updating import update
+
+    s = liqgpu.synthetic_series(days=2, seed=4, exchange="hyperliquid", symbol="BTC")
+    t = pd.to_datetime(s.time, utc=True)
+    idx = [30, 200, 1500, 2500]
+    ev = pd.DataFrame({"time": t[idx], "exchange": "hyperliquid", "symbol": "BTC",
+                       "side": ["unknown", "long", "unknown", "unknown"],
+                       "price": s["close"][idx], "notional": [1e5, 2e5, 3e5, 4e5]})
+    with caplog.at_level("WARNING"):
+        skip = liqgpu.estimate(s, every="1h", backend="numpy", realized=ev)
+    assert "unknown_side 3" in caplog.text and "--unknown-side split" in caplog.text
+    r = skip["realized"].values[0]
+    assert r[..., 0].sum() == pytest.approx(2e5) and r[..., 1].sum() == 0
+    grid = "log:20000:150000:10"
+    split = liqgpu.estimate(s, every="1h", backend="numpy", realized=ev, unknown_side="split",
+                            grid=grid)
+    r = split["realized"].values[0]
+    assert r[..., 0].sum() == pytest.approx(2e5 + 4e5) and r[..., 1].sum() == pytest.approx(4e5)
+    # the 1e5 event: half of it on each side, in its hour and price bin
+    o = int(np.searchsorted(split["time"].values, t[30].tz_localize(None).to_datetime64(),
+                            side="right")) - 1
+    j = int(np.searchsorted(split["price_edges"].values, s["close"][30], side="right")) - 1
+    assert r[o, j, 0] == pytest.approx(5e4) and r[o, j, 1] == pytest.approx(5e4)
+    assert split.attrs["realized_summary"]["unknown_side_rule"] == "split"
+    with pytest.raises(liqgpu.InputError, match="--unknown-side: 'half' is not one of skip, split"):
+        liqgpu.estimate(s, every="1h", backend="numpy", realized=ev, unknown_side="half")
+    # update: the first day estimated with the rule, the second appended with the events
+    cut = 1440
+    head = Series(s.time[:cut], s.step, {c: s[c][:cut] for c in s.columns}, s.exchange,
+                  s.symbol)
+    store = tmp_path / "hl.zarr"
+    liqgpu.estimate(head, every="1h", backend="numpy", out=store, grid=grid,
+                    realized=ev[ev["time"] < t[cut]], unknown_side="split")
+    update(store, s, realized=ev[ev["time"] >= t[cut]], reopen=False)
+    got = liqgpu.open_store(store)["realized"].values
+    np.testing.assert_allclose(got, split["realized"].values, rtol=1e-6)

@@ -159,7 +159,8 @@ class WarmUpdater:
             run.full, run.attrs, run.R, run.T, run.T_new)
         binner = None
         if realized is not None and c.has_realized:
-            events = read_events(realized, names)
+            rule = (c.attrs.get("realized_summary") or {}).get("unknown_side_rule", "skip")
+            events = read_events(realized, names, rule)  # as the store was binned
             if events is not None:
                 binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
         old_realized = None
