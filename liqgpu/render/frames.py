@@ -108,11 +108,11 @@ def snapshot_at(ds, t):
     >>> snap = liqgpu.snapshot_at(ds, "2026-03-04T12:10Z")  # doctest: +SKIP
     >>> snap["intensity"].sum(["series", "leverage"])        # levels as of 12:00 (1h buckets)
     """
+    from ..store.layout import snapshot_times
     from .select import every_of, parse_time
 
     ds = open_dataset(ds)
-    times = ds["time"].values.astype("datetime64[ns]")
-    ends = times + every_of(ds)
+    ends = snapshot_times(ds["time"].values, every_of(ds), ds.attrs)
     i = int(np.searchsorted(ends, parse_time(t, option="t"), side="right")) - 1
     if i < 0:
         return None

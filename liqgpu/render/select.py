@@ -525,15 +525,19 @@ def check_lookback(ds, lookback) -> timedelta:
 
 
 def bucket_at(sel: Selection, at) -> int:
-    """Index (into the store's time) of the latest bucket whose snapshot (taken at its end) is
-    at or before ``at``: no look-ahead (default: the last bucket of the selection)."""
-    times = sel.ds["time"].values.astype("datetime64[ns]")
+    """Index (into the store's time) of the latest bucket whose snapshot (taken at its end, or
+    at the last bar's close for a last bucket the bars do not fill) is at or before ``at``: no
+    look-ahead (default: the last bucket of the selection). ``at`` may lie up to one bucket
+    after the last snapshot (the levels as last known)."""
+    from ..store.layout import snapshot_times
+
     if at is None:
         return sel.t1 - 1
     t = parse_time(at, option="--at")
-    ends = times + sel.every
+    ends = snapshot_times(sel.ds["time"].values, sel.every, sel.ds.attrs)
     lo, hi = ends[0], ends[-1]
     if not (lo <= t < hi + sel.every):
         raise InputError(f"--at {at}: outside the store's time range (snapshots "
-                         f"{fmt_time(lo)} .. {fmt_time(hi)} UTC)")
+                         f"{fmt_time(lo)} .. {fmt_time(hi)} UTC; --at may be up to "
+                         f"{fmt_time(hi + sel.every)} UTC, excluded)")
     return int(np.searchsorted(ends, t, side="right")) - 1

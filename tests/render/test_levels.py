@@ -323,3 +323,31 @@ def test_a_series_without_oi_in_a_sum_is_named(tmp_path):
     sel, i, cube, close = profile_at(ds, "2026-01-01T13:00Z", asset="BTC")
     line = _title(ds, sel, i, cube[:, :, 0].sum(axis=1), cube[:, :, 1].sum(axis=1))[1]
     assert "hl:BTC: no OI data since 2026-01-01 10:00 UTC" in line
+
+
+def test_at_in_a_partial_last_bucket_uses_its_snapshot_at_the_data_end():
+    """The last bucket the bars do not fill is snapshot at the last bar's close (`data_end`):
+    `--at` at or after that time gives it (not the bucket before), and `snapshot_at` agrees;
+    `--at` up to one bucket after the last snapshot is the last one, later is refused."""
+    import pandas as pd
+
+    import liqgpu
+
+    s = liqgpu.synthetic_series(days=1, seed=5, step="5min")
+    keep = s.time < s.time[0] + np.timedelta64(11 * 60 + 50, "m")  # bars 00:00 .. 11:45
+    from liqgpu.series import Series
+
+    s = Series(s.time[keep], s.step, {c: s[c][keep] for c in s.columns}, s.exchange, s.symbol)
+    ds = liqgpu.estimate(s, every="1h", backend="numpy")
+    t0 = pd.Timestamp(s.time[0]).tz_localize("UTC")
+    assert ds.attrs["data_end"].startswith((t0 + pd.Timedelta("11h50min")).strftime("%Y-%m-%dT%H:%M"))
+    for at, want in (("11h49min", "10h"), ("11h50min", "11h"), ("11h55min", "11h"),
+                     ("12h49min", "11h")):
+        got = find_levels(ds, at=(t0 + pd.Timedelta(at)).isoformat(), threshold=0.0)
+        assert got and got[0]["time"] == (t0 + pd.Timedelta(want) + pd.Timedelta(
+            "1h" if want == "10h" else "50min")).strftime("%Y-%m-%dT%H:%M:%SZ"), at
+        snap = liqgpu.snapshot_at(ds, (t0 + pd.Timedelta(at)).isoformat())
+        assert pd.Timestamp(snap["time"].values) == (t0 + pd.Timedelta(want)).tz_localize(None)
+    with pytest.raises(InputError, match=r"snapshots .* 11:50 UTC; --at may be up to .* 12:50 "
+                                         "UTC, excluded"):
+        find_levels(ds, at=(t0 + pd.Timedelta("12h50min")).isoformat())
