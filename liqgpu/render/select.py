@@ -450,8 +450,8 @@ def select(ds, *, variable: str = "intensity", series=None, side: str = "both", 
     lb = None
     if lookback is not None:
         lb = check_lookback(ds, lookback)
-        s_lb = times[t1 - 1] + every - np.timedelta64(int(lb.total_seconds() * 1e9), "ns")
-        s = s_lb if s is None else max(s, s_lb)
+        if s is None:  # the window shown: the last `lookback` before the end (or from --start)
+            s = times[t1 - 1] + every - np.timedelta64(int(lb.total_seconds() * 1e9), "ns")
     if s is not None:
         t0 = max(0, int(np.searchsorted(times, s, side="right")) - 1)
     if t1 <= t0:
@@ -514,9 +514,17 @@ def check_lookback(ds, lookback) -> timedelta:
         age = parse_duration(ds.attrs.get("max_age", "none"), option="max_age")
     except InputError:
         age = None
+    times = ds["time"].values.astype("datetime64[ns]")
+    held = timedelta(seconds=float((times[-1] + every_of(ds) - times[0])
+                                   / np.timedelta64(1, "s"))) if times.size else timedelta(0)
+    text = str(lookback).strip() if isinstance(lookback, str) else format_duration(lb)
+    if lb >= held and (age is None or age >= held):
+        # every position of the store was opened within the lookback: its levels are those
+        log.warning("--lookback %s: the store holds only %s of data, so its levels are those "
+                    "of every position since its start", text, format_duration(held))
+        return lb
     if age is None or abs(age.total_seconds() - lb.total_seconds()) > 1e-6:
         have = format_duration(age) if age is not None else "none"
-        text = str(lookback).strip() if isinstance(lookback, str) else format_duration(lb)
         raise InputError(
             f"--lookback {text}: this store was estimated with max_age {have}, so its levels are "
             f"not those of positions opened in the last {text}; estimate a store for it with "

@@ -168,7 +168,7 @@ def test_empty_side_gives_no_band():
     ({"at": "yesterday-ish"}, "cannot read"),
     ({"leverage": "20"}, "is not a tier"),
     ({"series": "nope"}, "is not in the store"),
-    ({"lookback": "24h"}, "--max-age 24h"),
+    ({"lookback": "4h"}, "--max-age 4h"),
 ])
 def test_bad_input(kw, words):
     with pytest.raises(InputError, match=words):
@@ -351,3 +351,22 @@ def test_at_in_a_partial_last_bucket_uses_its_snapshot_at_the_data_end():
     with pytest.raises(InputError, match=r"snapshots .* 11:50 UTC; --at may be up to .* 12:50 "
                                          "UTC, excluded"):
         find_levels(ds, at=(t0 + pd.Timedelta("12h50min")).isoformat())
+
+
+def test_a_lookback_covering_the_whole_store_needs_no_max_age(caplog):
+    """A store of 24 hourly buckets estimated without max_age: every position in it was opened
+    within a 24h or longer lookback, so its levels are those (with a warning saying so); a
+    shorter lookback still needs a store estimated for it. An explicit start is kept."""
+    from liqgpu.render.select import select
+
+    ds = known_dataset()
+    with caplog.at_level("WARNING"):
+        out = find_levels(ds, lookback="48h", threshold=0.0)
+    assert out and out[0]["notional"] == pytest.approx(15e6)
+    assert "only 1d of data" in caplog.text or "only 24h of data" in caplog.text
+    sel = select(ds, lookback="24h", start="2026-01-01T10:00Z")
+    assert sel.t0 == 10 and sel.t1 == 24
+    sel = select(ds, lookback="24h")
+    assert sel.t0 == 0 and sel.t1 == 24
+    with pytest.raises(InputError, match="--max-age 23h"):
+        select(ds, lookback="23h")
