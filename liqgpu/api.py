@@ -240,6 +240,26 @@ def rows_hint(paths) -> int:
     return n
 
 
+def side_totals(da, budget: int = 64 * 2**20) -> np.ndarray:
+    """``da`` summed over every dimension but ``side``, in float64, read a few time chunks at
+    a time (at most about ``budget`` bytes of them at once): a cube's totals in bounded memory,
+    however long the store."""
+    dims = list(da.dims)
+    k = dims.index("side")
+    out = np.zeros(da.sizes["side"], np.float64)
+    nt = da.sizes.get("time", 1)
+    per_t = max(1, da.size // max(nt, 1) * da.dtype.itemsize)
+    tc = 1
+    if "time" in dims:
+        tc = (da.encoding.get("chunks") or (1,) * len(dims))[dims.index("time")] or 1
+    step = nt if per_t * nt <= budget else max(tc, budget // per_t // tc * tc)
+    for t0 in range(0, nt, step):
+        part = da.isel(time=slice(t0, t0 + step)) if "time" in dims else da
+        v = np.moveaxis(part.values.astype(np.float64), k, -1)
+        out += v.reshape(-1, out.size).sum(axis=0)
+    return out
+
+
 def store_info(path, *, verify: bool = False) -> dict:
     """Summary of a store: dims, series, time and price range, parameters, totals per side.
 
@@ -268,13 +288,12 @@ def store_info(path, *, verify: bool = False) -> dict:
     a = ds.attrs
     times = ds["time"].values
     totals = {}
-    for v in ("added", "liquidated", "outside_liquidated", "closed", "churned", "expired"):
-        if v not in ds:
-            continue
-        dims = [d for d in ds[v].dims if d != "side"]
-        s = ds[v].sum(dims).values
-        totals[v] = {"long": float(s[0]), "short": float(s[1])}
-    last = ds["intensity"].isel(time=-1).sum(["series", "price", "leverage"]).values
+    for v in ("added", "liquidated", "outside_liquidated", "closed", "churned", "expired",
+              "realized"):
+        if v in ds:
+            s = side_totals(ds[v])
+            totals[v] = {"long": float(s[0]), "short": float(s[1])}
+    last = side_totals(ds["intensity"].isel(time=[-1]))
     out_last = ds["outside"].isel(time=-1).sum(["series", "leverage"]).values
     totals["live_at_end"] = {"long": float(last[0] + out_last[0]),
                              "short": float(last[1] + out_last[1])}

@@ -97,6 +97,19 @@ def test_info_text_and_json(tmp_path, bars):
         gone = sum(t[k][side] for k in ("liquidated", "outside_liquidated", "closed", "churned",
                                         "expired"))
         assert gone + t["live_at_end"][side] == pytest.approx(t["added"][side], rel=1e-6)
+    # the cubes' totals are read a few time chunks at a time, summed in float64: the same
+    # sums with a budget of one time chunk as all at once
+    from liqgpu.api import side_totals
+    from liqgpu.store import open_store
+
+    ds = open_store(out, chunks=None)
+    for v in ("liquidated", "added", "intensity"):
+        whole = np.moveaxis(ds[v].values.astype(np.float64), ds[v].dims.index("side"), -1)
+        whole = whole.reshape(-1, 2).sum(axis=0)
+        np.testing.assert_allclose(side_totals(ds[v], budget=1), whole, rtol=1e-12)
+        assert side_totals(ds[v]).tolist() == pytest.approx(whole.tolist(), rel=1e-12)
+    assert t["liquidated"]["long"] == pytest.approx(
+        float(ds["liquidated"].values[..., 0].astype(np.float64).sum()), rel=1e-12)
     r = run("info", out)
     assert "series    unknown:bars\n" in r.output
     assert "model     v2: 40 tiers log:2:150:40 weights power:2 bands 2,10,25,50,100,150 " \
