@@ -505,7 +505,7 @@ def from_frame(
     t_ns = time.view(np.int64)
     diffs = np.diff(t_ns)
     own = int(diffs.min())
-    if bool((diffs % own != 0).any()):
+    if bool((diffs % own != 0).any()) or _few_off_grid(t_ns, own):
         i, grid = _off_grid(t_ns)
         raise InputError(
             f"{_where(source, i, header_lines)}, column 'time': {exact_iso(time[i])}Z is "
@@ -553,6 +553,24 @@ def from_frame(
     if n_gaps:
         log.info("%s: %d gap(s) filled with NaN bars", source, n_gaps)
     return series
+
+
+def _few_off_grid(t_ns: np.ndarray, own: int) -> bool:
+    """Whether a few rows sit off the grid of the commonest step while the smallest difference
+    ``own`` divides every difference (a bar shifted by half a step, or a minute into a 5-minute
+    bar): taken as the step, ``own`` would fill the series with NaN bars and change the model
+    step, silently. A step that many rows use is a real finer step with gaps: at most 1 % of
+    the rows (and at least one) may be off, never more than 100."""
+    if t_ns.size < 3:
+        return False
+    steps, counts = np.unique(np.diff(t_ns), return_counts=True)
+    common = int(steps[np.argmax(counts)])
+    if common == own or common % own:
+        return False
+    phase = t_ns % common
+    values, n = np.unique(phase, return_counts=True)
+    off = t_ns.size - int(n.max())
+    return 0 < off <= min(100, max(1, t_ns.size // 100))
 
 
 def _off_grid(t_ns: np.ndarray) -> tuple[int, int]:

@@ -219,7 +219,11 @@ def resumed_run(path: Path, series, *, saved: dict, ra: dict, attrs: dict, param
     for i, name in enumerate(names):
         s = given[name]
         if int(s.step / np.timedelta64(1, "ns")) != step_ns:
-            raise InputError(f"{s.source}: step {s.step} differs from the store's model step")
+            from .series import _fmt_step
+
+            raise InputError(f"{s.source}: its bars are {_fmt_step(int(s.step / np.timedelta64(1, 'ns')))}"
+                             f" apart, the store's model step is {_fmt_step(step_ns)}; give "
+                             f"bars of the store's step")
         if s.kind != kinds[i] or s.contract_size != sizes[i]:
             raise InputError(f"{s.source}: {name} is {s.kind} with contract size "
                              f"{s.contract_size:g}; the store has {kinds[i]}, {sizes[i]:g}")

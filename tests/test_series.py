@@ -148,3 +148,20 @@ def test_nan_values_are_gaps_not_errors(tmp_path):
     body = rows(2) + "1767225720000,,,,,\n" + "1767225780000,100,101,99,100,nan\n"
     s = load_series(write(tmp_path, body))
     assert np.isnan(s["close"][2]) and np.isnan(s["oi"][3])
+
+
+def test_a_bar_moved_by_half_a_step_is_refused_not_taken_as_a_finer_step(tmp_path):
+    """One 1-minute bar moved by 30 s makes every difference a multiple of 30 s: taken as the
+    step, 30 s would double the model steps and fill every other one with NaN (wrong totals,
+    exit 0). It is named instead; a real finer step with many gaps still loads."""
+    t0, step = 1_767_225_600_000, 60_000
+    body = "".join(f"{t0 + i * step + (30_000 if i == 10 else 0)},100,101,99,100,{10 + i}\n"
+                   for i in range(300))
+    with pytest.raises(InputError, match=r"row 11 \(line 12\), column 'time': "
+                                         r"2026-01-01T00:10:30Z is off the 1m grid"):
+        load_series(write(tmp_path, body))
+    # 30-second bars, every other one missing after the first fifth: a 30 s series with gaps
+    keep = [i for i in range(600) if i < 120 or i % 2 == 0]
+    body = "".join(f"{t0 + i * 30_000},100,101,99,100,{10 + i}\n" for i in keep)
+    s = load_series(write(tmp_path, body))
+    assert s.step == np.timedelta64(30, "s") and len(s) == 599  # 00:00:00 .. 04:59:00
