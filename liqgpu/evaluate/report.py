@@ -99,7 +99,7 @@ def format_text(result: dict) -> str:
         if "all" in lv:
             a = lv["all"]
             lines.append(f"  levels: {a['n_in_range']} of {a['n_events']} events inside their "
-                         f"bucket's range ({_f(a['in_range_share'], True)} of notional; prices "
+                         f"bucket's [low, high] ({_f(a['in_range_share'], True)} of notional; prices "
                          f"{lv['price_kind']})")
     return "\n".join(lines)
 

@@ -197,15 +197,17 @@ def levels(ds, realized: Realized, window: Window, frac: float = TOP,
                 acc[g]["n_events"] += int((here & gm).sum())
                 acc[g]["notional"] += float(w[here & gm].sum())
             continue
+        # the bins the bar range [low, high] touches: the profile scored; which events count
+        # is decided by the true range, so it does not depend on the store's grid
         j0 = max(0, int(np.searchsorted(edges, lo_, side="right")) - 1)
-        j1 = min(edges.size - 1, int(np.searchsorted(edges, hi_, side="left")))  # exclusive
+        j1 = min(edges.size - 1, int(np.searchsorted(edges, hi_, side="right")))  # exclusive
         nbin = max(j1 - j0, 0)
         for g, gm in groups.items():
             m = here & gm
             a = acc[g]
             a["n_events"] += int(m.sum())
             a["notional"] += float(w[m].sum())
-            inr = m & (ev_bin >= j0) & (ev_bin < j1)
+            inr = m & (price >= lo_) & (price <= hi_) & (ev_bin >= j0) & (ev_bin < j1)
             if not inr.any() or nbin == 0:
                 continue
             if g == "all":

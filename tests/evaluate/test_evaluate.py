@@ -576,3 +576,37 @@ def test_sweep_refuses_train_windows_that_overlap_a_test_window(market, tmp_path
                                        "--model", "v1", "--backend", "numpy"])
     assert r.exit_code == 2 and "overlap: the best setting would be scored on data it was " \
                                 "picked on" in r.output, r.output
+
+
+# -- buckets the bars do not fill; the level event set --------------------------------------------
+def test_level_events_in_range_do_not_depend_on_the_grid(market, tmp_path):
+    # the same events scored on a 10 bps and a 200 bps grid of one estimate: the same events
+    # count as inside their bucket's [low, high] (the true range, not whole bins of a grid)
+    df = market["df"]
+    rng = np.random.default_rng(11)
+    b = rng.integers(1, len(df), 300)
+    lo, hi = df["low"].to_numpy()[b], df["high"].to_numpy()[b]
+    # prices from 0.3 % below the low to 0.3 % above the high: about a fifth fall outside
+    price = lo * 0.997 + rng.random(300) * (hi * 1.003 - lo * 0.997)
+    ev = pd.DataFrame({"time": df["time"].to_numpy()[b] + 60_000,
+                       "side": np.where(rng.random(300) < 0.5, "long", "short"),
+                       "price": price, "notional": rng.lognormal(8, 1, 300),
+                       "price_kind": "trigger"})
+    p = tmp_path / "ev.csv"
+    ev.to_csv(p, index=False)
+    inside = (price >= lo) & (price <= hi)
+    assert 30 < (~inside).sum() < 150
+    got = []
+    for grid in ("log:20000:120000:10", "log:20000:120000:200"):
+        ds = liqgpu.estimate(market["series"], every="1h", backend="numpy", model="v1",
+                             grid=grid)
+        lv = evaluate(ds, load_realized(p), draws=0)["windows"][0]["levels"]
+        assert lv["all"]["n_events"] == 300
+        assert lv["all"]["n_in_range"] == int(inside.sum())
+        assert lv["all"]["in_range_share"] == pytest.approx(
+            ev["notional"][inside].sum() / ev["notional"].sum(), rel=1e-12)
+        for s in ("long", "short"):
+            assert lv[s]["n_in_range"] == int((inside & (ev["side"] == s)).sum())
+        got.append(lv["all"]["uniform"]["top10_share"])
+    # the uniform top-decile share is k/n of each grid's own bins in the range: it differs
+    assert got[0] != pytest.approx(got[1], abs=0.01)
