@@ -199,12 +199,13 @@ def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS,
     -------
     (time, every, liq, inputs) : bucket times, output step (timedelta64), (T, K, 2) array and
         the per-bucket price/OI dict of :func:`liqgpu.evaluate.bucket_inputs` (without
-        ``estimate``).
+        ``estimate``; with ``covered``).
     """
     from .pipeline import as_series_list as _as_series_list, resolve_every
     from .model.engine import Engine, chunk_buckets_for
     from .model.grid import Grid
     from .model.inputs import bucket_prices, check_columns, prepare
+    from .evaluate.table import covered
 
     series = _as_series_list(series)
     check_columns(series, params)
@@ -223,6 +224,9 @@ def tier_liquidated(series, params, every, *, bps: float = SWEEP_GRID_BPS,
     for ch in eng.run(cb):
         out[ch.b0:ch.b1] = ch.liquidated.sum(axis=(0, 2)) + ch.outside_liquidated.sum(axis=0)
     prices = bucket_prices(series, inputs.time, n)
+    # the last bucket may run past the last bar (the first starts on the first bar here)
+    prices["covered"] = covered(inputs.time[::n], inputs.step * n,
+                                (inputs.time[0], inputs.time[-1] + inputs.step))
     return inputs.time[::n], inputs.step * n, out, prices
 
 

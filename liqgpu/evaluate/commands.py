@@ -67,8 +67,10 @@ def evaluate_cmd(store, realized_path, realized_columns, train, test, json_path,
     (complete UTC days) and a bootstrap over days (resampled with replacement) giving a 95%
     interval for "estimate minus best baseline" Spearman per side. Levels (events with prices):
     share of realized notional in the top-decile bins of the intensity profile just before each
-    event, and lift over a uniform spread across the bucket's range. Baselines: price range x
-    OI, |return| x OI, uniform.
+    event, and lift over a uniform spread across the bucket's range, for the events whose price
+    lies in their bucket's [low, high]. Baselines: price range x OI, |return| x OI, uniform. A
+    store bucket its bars do not fill whole (ending after the store's data_end, or starting
+    before its data_start where the store has one) is left out.
     """
     from . import format_text
     from .run import evaluate_store

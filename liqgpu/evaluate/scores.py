@@ -16,7 +16,7 @@ from ..schema import SIDES
 from .metrics import (BOOTSTRAP_DRAWS, BOOTSTRAP_MIN_DAYS, BOOTSTRAP_SEED, DAILY_MIN_DAYS, DAY,
                       TIMING_SIDES, TOP, average_ranks, pearson, profile_figures, spearman,
                       timing_figures)
-from .table import Table, bin_sum, bucket_step, build_table
+from .table import Table, bar_span, bin_sum, bucket_step, build_table, covered
 from .windows import Window
 
 
@@ -170,6 +170,8 @@ def levels(ds, realized: Realized, window: Window, frac: float = TOP,
     price = f["price"].to_numpy()
     sel = (window.contains(rt) & np.isfinite(price) & (rt >= t[0] + every)
            & (rt < t[-1] + every))
+    cov = covered(t, every, bar_span(ds))  # a bucket the bars do not fill is not scored
+    sel[sel] = cov[((rt[sel] - t[0]) // every).astype(np.int64)]
     if not sel.any():
         return None
     b = ((rt[sel] - t[0]) // every).astype(np.int64)

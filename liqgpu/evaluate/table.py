@@ -38,15 +38,53 @@ def bucket_step(ds) -> np.timedelta64:
     return (t[1] - t[0]).astype("timedelta64[ns]")
 
 
+def bar_span(ds) -> tuple:
+    """(first bar's open, last bar's close) of a store, each None where the store does not say:
+    its ``data_start`` and ``data_end`` attributes."""
+    from ..store.layout import data_end
+
+    raw = ds.attrs.get("data_start")
+    try:
+        start = np.datetime64(str(raw).rstrip("Z"), "ns") if raw else None
+    except ValueError:
+        start = None
+    return start, data_end(ds.attrs)
+
+
+def covered(time, every, span=(None, None)) -> np.ndarray:
+    """Per bucket: whether the series' bars cover its whole span [t, t + every): False for a
+    bucket starting before the first bar (``span[0]``: a clock-aligned first bucket holding one
+    5m bar of 30m) or ending after the last bar's close (``span[1]``).
+
+    Examples
+    --------
+    >>> t = np.datetime64("2026-05-25T15:30", "ns") + np.arange(3) * np.timedelta64(30, "m")
+    >>> covered(t, np.timedelta64(30, "m"), (np.datetime64("2026-05-25T15:55", "ns"),
+    ...                                      np.datetime64("2026-05-25T16:45", "ns"))).tolist()
+    [False, True, False]
+    """
+    t = np.asarray(time).astype("datetime64[ns]")
+    every = np.timedelta64(every, "ns")
+    ok = np.ones(t.shape, bool)
+    start, end = span
+    if start is not None:
+        ok &= t >= np.datetime64(start, "ns")
+    if end is not None:
+        ok &= t + every <= np.datetime64(end, "ns")
+    return ok
+
+
 def bucket_inputs(ds) -> dict:
-    """Per store bucket: estimated liquidated (T, 2) and the price/OI columns (T,)."""
+    """Per store bucket: estimated liquidated (T, 2), the price/OI columns (T,) and
+    ``covered`` (T,) bool (:func:`covered`: the bars cover the bucket's whole span)."""
     liq = ds["liquidated"].sum(["series", "price", "leverage"])
     if "outside_liquidated" in ds:
         liq = liq + ds["outside_liquidated"].sum(["series", "leverage"])
     est = np.asarray(liq.transpose("time", "side").values, dtype=np.float64)
     px = {k: np.asarray(ds[k].values, dtype=np.float64) for k in ("open", "high", "low",
                                                                     "close", "oi")}
-    return {"estimate": est, **px}
+    return {"estimate": est, **px,
+            "covered": covered(ds["time"].values, bucket_step(ds), bar_span(ds))}
 
 
 def baseline_scores(open_, high, low, close, oi) -> dict:
@@ -79,7 +117,8 @@ def build_table(ds, realized: Realized, *, inputs: dict | None = None) -> Table:
 
     Aggregates: the evaluation step is the longer of the store's ``every`` and the bar length;
     a bucket counts only when all its store buckets and realized bars are present. Events: the
-    store's buckets, from the first event's bucket to the last's.
+    store's buckets, from the first event's bucket to the last's. Either way a store bucket
+    that the series' bars do not cover whole (:func:`covered`) is not present.
     """
     return table_from_arrays(ds["time"].values, bucket_step(ds),
                              inputs if inputs is not None else bucket_inputs(ds), realized)
@@ -89,9 +128,12 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
     """:func:`build_table` on arrays: bucket times, ``every`` and :func:`bucket_inputs`' dict.
 
     ``inp['estimate']`` may carry extra dimensions after time (e.g. (T, K, 2) per tier); they are
-    kept in ``Table.estimate``.
+    kept in ``Table.estimate``. ``inp['covered']`` (optional, (T,) bool): the store buckets
+    the bars cover whole; the others count as absent.
     """
     t = np.asarray(time).astype("datetime64[ns]")
+    cov = inp.get("covered")
+    cov = np.ones(t.size, bool) if cov is None else np.asarray(cov, bool)
     base = baseline_scores(inp["open"], inp["high"], inp["low"], inp["close"], inp["oi"])
     store_end = t[-1] + every
     if realized.end <= t[0] or realized.start >= store_end:
@@ -116,7 +158,7 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
         lo = min(ib.min(), ir.min())
         ib, ir = ib - lo, ir - lo
         n = int(max(ib.max(), ir.max()) + 1)
-        cnt_b = np.bincount(ib, minlength=n)
+        cnt_b = np.bincount(ib[cov], minlength=n)
         cnt_r = np.bincount(ir, minlength=n)
         rv = np.stack([f["long"].to_numpy(), f["short"].to_numpy()], axis=1)
         real = bin_sum(ir, rv, n)
@@ -141,6 +183,7 @@ def table_from_arrays(time, every, inp: dict, realized: Realized) -> Table:
         np.add.at(real3[:, 2], ir, w)
         ok = np.zeros(n, bool)
         ok[ir.min():ir.max() + 1] = True
+        ok &= cov
         est, bl, times = inp["estimate"], base, t
     return Table(time=times[ok], step=E, estimate=est[ok], realized=real3[ok],
                  baselines={k: v[ok] for k, v in bl.items()}, n_store_buckets=int(t.size))

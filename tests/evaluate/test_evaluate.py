@@ -579,6 +579,87 @@ def test_sweep_refuses_train_windows_that_overlap_a_test_window(market, tmp_path
 
 
 # -- buckets the bars do not fill; the level event set --------------------------------------------
+M5 = 300_000
+
+
+def _m5_series(start_ms, n, seed=5):
+    rng = np.random.default_rng(seed)
+    close = 60_000 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    open_ = np.r_[60_000, close[:-1]]
+    df = pd.DataFrame({"time": start_ms + M5 * np.arange(n), "open": open_,
+                       "high": np.maximum(open_, close) * 1.001,
+                       "low": np.minimum(open_, close) * 0.999, "close": close,
+                       "oi": 1_000 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))})
+    return from_frame(df, exchange="x", symbol="BTCUSDT", source="m5")
+
+
+def test_a_bucket_the_bars_do_not_fill_is_left_out(tmp_path):
+    # 5m bars 15:55, 16:00 .. 11:25 (39 whole 30m buckets), 11:30 .. 11:40 (close 11:45);
+    # 30m buckets on the clock: the first (15:30) holds one bar, the last (11:30) three; the
+    # 30m realized bars cover all 41 buckets
+    t0 = 1_779_724_500_000  # 2026-05-25T15:55Z
+    ds = liqgpu.estimate(_m5_series(t0, 1 + 39 * 6 + 3), every="30m", backend="numpy")
+    t = ds["time"].values
+    assert t.size == 41
+    assert str(t[0])[:16] == "2026-05-25T15:30" and str(t[-1])[:16] == "2026-05-26T11:30"
+    assert ds.attrs["data_end"] == "2026-05-26T11:45:00Z"
+    H30 = 1_800_000
+    agg = pd.DataFrame({"open_time_ms": 1_779_723_000_000 + H30 * np.arange(41),
+                        "liq_long_usd": np.arange(41.0), "liq_short_usd": 1.0})
+    p = tmp_path / "agg30.csv"
+    agg.to_csv(p, index=False)
+    rz = load_realized(p)
+    # the last bucket runs past data_end (11:45): left out; the first is kept while the store
+    # does not say where its bars start
+    tw = evaluate(ds, rz, draws=0)["windows"][0]
+    assert tw["timing"]["n_buckets"] == 40
+    assert (tw["first_bucket"], tw["last_bucket"]) == ("2026-05-25T15:30:00Z",
+                                                        "2026-05-26T11:00:00Z")
+    # with data_start (the first bar's open) the first bucket goes too: 16:00 .. 11:00
+    ds.attrs["data_start"] = "2026-05-25T15:55:00Z"
+    tw = evaluate(ds, rz, draws=0)["windows"][0]
+    assert tw["timing"]["n_buckets"] == 39
+    assert (tw["first_bucket"], tw["last_bucket"]) == ("2026-05-25T16:00:00Z",
+                                                        "2026-05-26T11:00:00Z")
+    assert tw["timing"]["long"]["realized_notional"] == pytest.approx(sum(range(1, 40)))
+    # realized hourly bars: a 1h bucket needs both 30m store buckets covered (16:00 .. 10:00)
+    agg1 = agg.iloc[1:].groupby((np.arange(40) // 2)).agg(
+        {"open_time_ms": "first", "liq_long_usd": "sum", "liq_short_usd": "sum"})
+    p1 = tmp_path / "agg1h.csv"
+    agg1.to_csv(p1, index=False)
+    tw = evaluate(ds, load_realized(p1), draws=0)["windows"][0]
+    assert tw["timing"]["n_buckets"] == 19
+    assert (tw["first_bucket"], tw["last_bucket"]) == ("2026-05-25T16:00:00Z",
+                                                        "2026-05-26T10:00:00Z")
+    # events: one in the first bucket, one in each whole bucket, one in the last: only the
+    # whole buckets' events are scored, in timing and in levels
+    ev_t = 1_779_723_000_000 + H30 * np.arange(40) + 1_740_000  # hh:29 / hh:59
+    lows, highs = ds["low"].values[0], ds["high"].values[0]
+    price = (lows + highs) / 2
+    ev = pd.DataFrame({"time": ev_t, "side": "long", "price": price[:40], "notional": 100.0,
+                       "price_kind": "trigger"})
+    ev.loc[len(ev)] = {"time": 1_779_723_000_000 + H30 * 40 + 60_000, "side": "long",
+                       "price": price[40], "notional": 100.0, "price_kind": "trigger"}
+    pe = tmp_path / "ev.csv"
+    ev.to_csv(pe, index=False)
+    w = evaluate(ds, load_realized(pe), draws=0)["windows"][0]
+    assert w["timing"]["n_buckets"] == 39
+    assert (w["first_bucket"], w["last_bucket"]) == ("2026-05-25T16:00:00Z",
+                                                      "2026-05-26T11:00:00Z")
+    assert w["timing"]["long"]["realized_notional"] == pytest.approx(3900.0)
+    assert w["levels"]["long"]["n_events"] == 39
+    assert w["levels"]["long"]["n_in_range"] == 39
+
+
+def test_the_sweep_table_leaves_out_a_last_bucket_past_the_last_bar():
+    from liqgpu.sweep import per_tier_params, tier_liquidated
+
+    s = _m5_series(1_779_724_800_000, 6 * 10 + 2)  # 16:00 .. 21:05: 10 whole 30m buckets
+    t, ev, _, prices = tier_liquidated(s, per_tier_params(20, 0.3, "close", 0.004), "30m")
+    assert t.size == 11 and ev == np.timedelta64(30, "m")
+    assert prices["covered"].tolist() == [True] * 10 + [False]
+
+
 def test_level_events_in_range_do_not_depend_on_the_grid(market, tmp_path):
     # the same events scored on a 10 bps and a 200 bps grid of one estimate: the same events
     # count as inside their bucket's [low, high] (the true range, not whole bins of a grid)
