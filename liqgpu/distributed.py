@@ -178,7 +178,7 @@ def estimate_distributed(
     """
     from .events import read_events
     from .pipeline import (DEFAULT_MEMORY_BUDGET, as_series_list, clock_align, fingerprint,
-                           resolve_every, resolve_grid, resolve_params)
+                           first_bar, resolve_every, resolve_grid, resolve_params)
     from .model import jit as _jit
     from .model.engine import chunk_buckets_for
     from .model.inputs import check_columns, prepare
@@ -220,6 +220,7 @@ def estimate_distributed(
     events = read_events(realized, [s.name for s in series], unknown_side)
 
     # -- what the series share, resolved once on the client ------------------------------------
+    data_start = first_bar(series)
     series = clock_align(series, every, origin)
     check_columns(series, params)
     inputs = prepare(series, params)
@@ -246,7 +247,8 @@ def estimate_distributed(
     backend = "cupy" if cluster == "cuda" else "numpy"
     fp = fingerprint(series, params, g, n_every)
     attrs = base_attrs(params, g, step=step, every=step * n_every, fingerprint=fp,
-                       sources=[s.source for s in series], data_end=time[-1] + step)
+                       sources=[s.source for s in series], data_end=time[-1] + step,
+                       data_start=data_start)
     attrs["backend"] = f"{backend}+dask"
 
     # -- the template store (or the one an interrupted run left) -------------------------------

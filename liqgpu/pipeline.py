@@ -70,6 +70,17 @@ def _is_frame(x) -> bool:
 ORIGINS = ("clock", "start")
 
 
+def first_bar(series: list[Series]) -> "np.datetime64 | None":
+    """The open of the earliest first bar with a price of ``series`` (before any clock
+    alignment's NaN bars): the store's ``data_start``."""
+    firsts = []
+    for s in series:
+        ok = np.flatnonzero(np.isfinite(np.asarray(s["close"], dtype=np.float64)))
+        if ok.size:
+            firsts.append(s.time[int(ok[0])].astype("datetime64[ns]"))
+    return min(firsts) if firsts else None
+
+
 def clock_align(series: list[Series], every, origin: str = "clock") -> list[Series]:
     """The series with NaN bars (neutral in the model) before the earliest first bar, so the
     first output bucket starts on the clock: a 1h bucket on the hour, 30m on :00 and :30, 1d at
@@ -244,6 +255,7 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     from .store.layout import base_attrs, chunking
 
     name, xp = resolve(backend) if isinstance(backend, str) else backend
+    data_start = first_bar(series)
     series = clock_align(series, every, origin)
     # on the host, each series runs in its own engine, a series group at a time: the inputs
     # are prepared a group at a time too (a batched GPU engine takes every series' at once)
@@ -268,7 +280,7 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     attrs = base_attrs(params, g, step=inputs.step, every=inputs.step * n_every,
                        fingerprint=fingerprint(series, params, g, n_every),
                        sources=[s.source for s in series],
-                       data_end=inputs.time[-1] + inputs.step)
+                       data_end=inputs.time[-1] + inputs.step, data_start=data_start)
     attrs["backend"] = name
     meta = {
         "exchange": [s.exchange for s in series],

@@ -310,9 +310,11 @@ def _var_attrs(v: str) -> dict:
 
 
 def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str],
-               data_end=None) -> dict:
+               data_end=None, data_start=None) -> dict:
     """The store's attributes. ``data_end``: the close of its last bar (datetime64), where
-    the last bucket's snapshot is taken when that bucket is not complete."""
+    the last bucket's snapshot is taken when that bucket is not complete; ``data_start``: the
+    open of its first bar (the first bucket starts before it when the bars do not begin on the
+    clock)."""
     from .. import __version__
 
     a = {
@@ -327,6 +329,8 @@ def base_attrs(params, grid, *, step, every, fingerprint: str, sources: list[str
         "sources": list(sources),
         "time_zone": "UTC",
     }
+    if data_start is not None:
+        a["data_start"] = time_text(data_start)
     if data_end is not None:
         a["data_end"] = time_text(data_end)
     a.update(params.to_attrs())

@@ -609,18 +609,19 @@ def test_a_bucket_the_bars_do_not_fill_is_left_out(tmp_path):
     p = tmp_path / "agg30.csv"
     agg.to_csv(p, index=False)
     rz = load_realized(p)
-    # the last bucket runs past data_end (11:45): left out; the first is kept while the store
-    # does not say where its bars start
-    tw = evaluate(ds, rz, draws=0)["windows"][0]
-    assert tw["timing"]["n_buckets"] == 40
-    assert (tw["first_bucket"], tw["last_bucket"]) == ("2026-05-25T15:30:00Z",
-                                                        "2026-05-26T11:00:00Z")
-    # with data_start (the first bar's open) the first bucket goes too: 16:00 .. 11:00
-    ds.attrs["data_start"] = "2026-05-25T15:55:00Z"
+    # the store says where its bars start and end (data_start 15:55, data_end 11:45): the
+    # first bucket (15:30, one bar) and the last (past 11:45) are left out: 16:00 .. 11:00
+    assert ds.attrs["data_start"] == "2026-05-25T15:55:00Z"
     tw = evaluate(ds, rz, draws=0)["windows"][0]
     assert tw["timing"]["n_buckets"] == 39
     assert (tw["first_bucket"], tw["last_bucket"]) == ("2026-05-25T16:00:00Z",
                                                         "2026-05-26T11:00:00Z")
+    # a store written before data_start was kept: only the last bucket is known partial
+    old = ds.copy()
+    del old.attrs["data_start"]
+    tw_old = evaluate(old, rz, draws=0)["windows"][0]
+    assert tw_old["timing"]["n_buckets"] == 40
+    assert tw_old["first_bucket"] == "2026-05-25T15:30:00Z"
     assert tw["timing"]["long"]["realized_notional"] == pytest.approx(sum(range(1, 40)))
     # realized hourly bars: a 1h bucket needs both 30m store buckets covered (16:00 .. 10:00)
     agg1 = agg.iloc[1:].groupby((np.arange(40) // 2)).agg(
