@@ -122,6 +122,9 @@ def test_info_text_and_json(tmp_path, bars):
     "args, message",
     [
         (["--leverages", "5,x"], "--leverages"),
+        (["--leverages", "log:2:150:100000"], "100000 tiers is more than the 512 allowed"),
+        (["--model", "v1", "--leverages", ",".join(str(2 + i / 10) for i in range(600))],
+         "--leverages: 600 tiers is more than the 512 allowed"),
         (["--weights", "0.5,0.5"], "weights: 2 weights for 40 leverage tiers"),
         (["--model", "v1", "--weights", "0.5,0.5"], "weights: 2 weights for 5 leverage tiers"),
         (["--model", "v1", "--churn", "0.3"], "--churn: model v1 has no churn"),

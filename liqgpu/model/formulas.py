@@ -25,10 +25,18 @@ SIDE_SPLITS = ("both", "taker")
 CLOSURES = ("proportional", "none")
 
 
+#: the most leverage tiers a run takes: each opens a position a side per entry point and step,
+#: so memory and time grow with them (the default v2 has 40; 100,000 took 10 GB for 300 bars)
+MAX_TIERS = 512
+
+
 def check_tiers(lev: tuple, w: tuple, mmr: float) -> None:
     """Validate leverage tiers, their weights and the maintenance-margin rate (v1 and v2)."""
     if not lev:
         raise InputError("leverages: give at least one leverage tier")
+    if len(lev) > MAX_TIERS:
+        raise InputError(f"--leverages: {len(lev)} tiers is more than the {MAX_TIERS} allowed "
+                         "(each opens positions at every step; the default has 40)")
     if any(not math.isfinite(x) or x <= 1 for x in lev):
         raise InputError(f"leverages: every tier must be a number > 1, got {list(lev)}")
     if len(set(lev)) != len(lev):

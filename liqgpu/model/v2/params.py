@@ -51,6 +51,11 @@ def parse_leverages(spec) -> tuple[float, ...]:
                                  f"{DEFAULT_LEVERAGES}, or a comma-separated list") from None
             if not (math.isfinite(lmin) and math.isfinite(lmax) and 1 < lmin < lmax) or k < 2:
                 raise InputError(f"--leverages {spec!r}: need 1 < LMIN < LMAX and K >= 2")
+            from ..formulas import MAX_TIERS
+
+            if k > MAX_TIERS:
+                raise InputError(f"--leverages {spec!r}: {k} tiers is more than the {MAX_TIERS} "
+                                 "allowed (each opens positions at every step; the default has 40)")
             return tuple(float(lmin * (lmax / lmin) ** (i / (k - 1))) for i in range(k))
         try:
             return tuple(float(x) for x in s.split(",") if x.strip())
