@@ -112,6 +112,8 @@ def write_table(table, out, fmt: str, *, overwrite: bool = False, gaps: dict | N
     from .archive import write_parquet
     from .tables import report
 
+    if Path(out).suffix.lower() not in (".parquet", ".pq"):
+        raise InputError(f"--out {out}: ingest writes Parquet; name the file .parquet")
     write_parquet(table.frame, out, overwrite=overwrite)
     d = report(table, out, fmt)
     if gaps:

@@ -109,6 +109,10 @@ def test_cli_ingest_parts_then_merge_then_load(tmp_path):
     _klines(kdir, range(10))
     met = _metrics(tmp_path, [5, 10])
     r = CliRunner()
+    # ingest writes Parquet only: a .csv name would hold Parquet bytes that nothing reads as CSV
+    res = r.invoke(main, ["ingest", "binance-klines", str(kdir), "-o", str(tmp_path / "k.csv")])
+    assert res.exit_code == 2 and "ingest writes Parquet; name the file .parquet" in res.output
+    assert not (tmp_path / "k.csv").exists()
     res = r.invoke(main, ["ingest", "binance-klines", str(kdir), "-o", str(tmp_path / "k.parquet")])
     assert res.exit_code == 0, res.output
     assert "10 series rows" in res.output and "0 gap(s)" in res.output
