@@ -618,8 +618,16 @@ def load_realized(path, columns: dict | str | None = None) -> Realized:
         side_raw = df[lower["side"]].astype(str).str.strip().str.lower()
         side = np.where(side_raw.isin(SIDES), side_raw, "unknown")
         notional = pd.to_numeric(df[lower["notional"]], errors="coerce").to_numpy(np.float64)
-        price = (pd.to_numeric(df[lower["price"]], errors="coerce").to_numpy(np.float64)
-                 if "price" in lower else np.full(len(df), np.nan))
+        price = np.full(len(df), np.nan)
+        if "price" in lower:  # optional; where given, a positive number (empty: unknown)
+            raw = df[lower["price"]]
+            price = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+            text = raw.astype(str).str.strip().str.lower()
+            blank = (raw.isna() | text.isin(["", "nan", "none", "null", "<na>"])).to_numpy()
+            bad = np.flatnonzero((np.isnan(price) & ~blank) | (price <= 0) | np.isinf(price))
+            if bad.size:
+                raise InputError(f"{name}: row {int(bad[0]) + 1}, column 'price': "
+                                 f"{str(raw.iloc[int(bad[0])]).strip()!r} is not a price > 0")
         bad = np.flatnonzero(~np.isfinite(notional) | (notional < 0) | (notional > _max_value()))
         if bad.size:
             raise InputError(f"{name}: row {int(bad[0]) + 1}, column 'notional': must be a "
@@ -665,7 +673,13 @@ def load_realized(path, columns: dict | str | None = None) -> Realized:
                              "number >= 0")
         vals[s] = v
     frame = pd.DataFrame({"time": t, **vals}).sort_values("time", kind="mergesort")
-    frame = frame.drop_duplicates("time", keep="last").reset_index(drop=True)
+    dup = np.flatnonzero(frame["time"].duplicated(keep=False).to_numpy())
+    if dup.size:  # two bars at one time: which one holds the liquidations is not known
+        rows = sorted(int(i) + 1 for i in frame.index[dup][:2])
+        when = pd.Timestamp(frame["time"].iloc[dup[0]]).isoformat()
+        raise InputError(f"{name}: rows {rows[0]} and {rows[1]} have the same time {when}Z; "
+                         "give each bar once")
+    frame = frame.reset_index(drop=True)
     if len(frame) < 2:
         raise InputError(f"{name}: needs at least two bars to tell the bar length")
     d = np.diff(frame["time"].to_numpy()).astype("timedelta64[ns]")

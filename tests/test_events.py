@@ -105,3 +105,30 @@ def test_a_run_s_summary_does_not_depend_on_its_chunks():
         assert b.finish() == {**ref, "unknown_side_rule": "skip"}, cuts
     assert ref["binned"] > 0 and ref["other_series"]["count"] > 0 \
         and ref["before_range"]["count"] > 0 and ref["after_range"]["count"] > 0
+
+
+def test_load_realized_refuses_a_bad_price_and_a_repeated_bar(tmp_path):
+    """`evaluate --realized`: an event's price, where given, must be a price (a negative or
+    text one was used, or read as unknown); an empty one is unknown. Two aggregate bars at one
+    time are named (one was dropped without a word)."""
+    import liqgpu
+    from liqgpu.events import load_realized
+
+    t = ["2026-01-01T00:00Z", "2026-01-01T00:05Z", "2026-01-01T00:09Z"]
+    for price, words in (([100, -5, 101], "row 2, column 'price': '-5' is not a price > 0"),
+                         (["100", "abc", "101"], "row 2, column 'price': 'abc' is not a price")):
+        f = tmp_path / "ev.csv"
+        pd.DataFrame({"time": t, "side": ["long", "short", "long"], "price": price,
+                      "notional": [1, 2, 3]}).to_csv(f, index=False)
+        with pytest.raises(liqgpu.InputError, match=words):
+            load_realized(f)
+    pd.DataFrame({"time": t, "side": ["long", "short", "long"], "price": [100, None, 101],
+                  "notional": [1, 2, 3]}).to_csv(f, index=False)
+    r = load_realized(f)
+    assert r.frame["price"].isna().tolist() == [False, True, False]
+    g = tmp_path / "agg.csv"
+    pd.DataFrame({"open_time_ms": [1767225600000 + i * 3600000 for i in (0, 1, 1, 2)],
+                  "long_usd": [1, 2, 3, 4], "short_usd": 1}).to_csv(g, index=False)
+    with pytest.raises(liqgpu.InputError, match=r"rows 2 and 3 have the same time "
+                                                r"2026-01-01T01:00:00Z; give each bar once"):
+        load_realized(g)
