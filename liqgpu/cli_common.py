@@ -69,6 +69,9 @@ def user_errors(fn):
                 raise UserError(
                     f"{exc.filename or 'the output folder'}: cannot be written "
                     f"({exc.strerror or os.strerror(exc.errno)}; nothing was replaced)") from None
+            if exc.filename is not None:  # a path the user gave that the system refuses
+                raise UserError(f"{exc.filename}: {exc.strerror or os.strerror(exc.errno or 0)}"
+                                ) from None
             raise
         except Exception as exc:  # a damaged store met while computing (blosc, crc32c, ...)
             damaged = read_error(exc)

@@ -476,6 +476,12 @@ def run_to_store(p: Plan, out, *, overwrite: bool = False, progress: bool = Fals
             w.start(layout)
             write_behind(progress_bar(parts(), n_parts, progress), w.write, prepare=w.prepare)
             w.commit()
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        from .outputs import as_write_error  # a chunk's write (no file name): the store's
+
+        raise as_write_error(exc, out) from None
     finally:
         if spill is not None:
             spill.close()

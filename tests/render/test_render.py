@@ -6,6 +6,8 @@ import math
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -231,6 +233,15 @@ def test_cli_bad_input(tiny_store, tmp_path, args, words):
     assert words in r.output
     assert isinstance(r.exception, SystemExit)  # a handled error, not an escaped exception
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_the_system_refuses_is_one_sentence(tiny_store):
+    """A PNG path in a folder the system will not create files in (/proc): the path and the
+    system's reason, exit 2, no traceback."""
+    r = CliRunner().invoke(main, ["render", str(tiny_store), "-o", "/proc/liqgpu-test.png"])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert r.output.strip() == "Error: /proc/liqgpu-test.png: No such file or directory"
 
 
 def test_cli_not_a_store(tmp_path):

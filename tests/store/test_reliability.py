@@ -245,6 +245,24 @@ def test_disk_full_is_one_sentence_and_keeps_the_old_store(tmp_path, bars, monke
     assert after.identical(before) and leftovers(out) == []
 
 
+def test_disk_full_in_a_chunk_write_names_the_store(tmp_path, bars, monkeypatch):
+    """A chunk file's write fails with no file name (os.writev on a full disk): the sentence
+    names the store the user gave, not 'the output folder'."""
+    import liqgpu.store.direct as direct
+
+    _, a, _, _ = bars
+    out = tmp_path / "s.zarr"
+
+    def full(fd, *pieces):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(direct, "_write_all", full)
+    r = CliRunner().invoke(main, estimate_args(a, out, "30min", []))
+    assert r.exit_code == 2, r.output
+    assert f"{out}: no space left on the device" in r.output and "Traceback" not in r.output
+    assert not out.exists() and leftovers(out) == []
+
+
 # -- defects 9, 12, 15 and 7: damaged stores -----------------------------------------------------
 @pytest.fixture()
 def store(tmp_path, bars):
