@@ -70,6 +70,22 @@ def _is_frame(x) -> bool:
 ORIGINS = ("clock", "start")
 
 
+def check_run_options(dtype, chunk_buckets, memory_budget) -> None:
+    """``dtype`` (of the output cubes: float32 or float64), ``chunk_buckets`` and
+    ``memory_budget`` (positive, when given), as :func:`liqgpu.estimate` takes them."""
+    try:
+        shown = np.dtype(dtype).name
+        ok = np.dtype(dtype) in (np.float32, np.float64)
+    except TypeError:
+        shown, ok = repr(dtype), False
+    if not ok:
+        raise InputError(f"dtype: {shown}: the cubes are float32 (default) or float64")
+    for name, v in (("chunk_buckets", chunk_buckets), ("memory_budget", memory_budget)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                              or v <= 0):
+            raise InputError(f"{name}: {v!r} must be a positive whole number")
+
+
 def first_bar(series: list[Series]) -> "np.datetime64 | None":
     """The open of the earliest first bar with a price of ``series`` (before any clock
     alignment's NaN bars): the store's ``data_start``."""
@@ -254,6 +270,7 @@ def plan(series: list[Series], params, *, grid=None, every=None, origin: str = "
     from .model.inputs import FleetInputs, bucket_prices, check_columns, prepare
     from .store.layout import base_attrs, chunking
 
+    check_run_options(dtype, chunk_buckets, memory_budget)
     name, xp = resolve(backend) if isinstance(backend, str) else backend
     data_start = first_bar(series)
     series = clock_align(series, every, origin)

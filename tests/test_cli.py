@@ -237,3 +237,21 @@ def test_a_bad_liqgpu_threads_exits_2_and_writes_nothing(tmp_path, bars, monkeyp
     assert f"LIQGPU_THREADS='{value}': must be a whole number of threads" in r.output
     assert isinstance(r.exception, SystemExit)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.csv"]
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"dtype": np.int8}, "dtype: int8: the cubes are float32 (default) or float64"),
+    ({"dtype": np.float16}, "dtype: float16: the cubes are float32"),
+    ({"dtype": "nonsense"}, "dtype: 'nonsense': the cubes are float32"),
+    ({"chunk_buckets": -1}, "chunk_buckets: -1 must be a positive whole number"),
+    ({"memory_budget": 0}, "memory_budget: 0 must be a positive whole number"),
+])
+def test_api_run_options_are_checked(tmp_path, kw, words):
+    """liqgpu.estimate's dtype and chunking options: a clear InputError (an int8 cube raised a
+    bare OverflowError, float16 a ValueError, negative sizes were taken), nothing written."""
+    import liqgpu
+
+    s = liqgpu.synthetic_series(days=1, seed=3)
+    with pytest.raises(liqgpu.InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        liqgpu.estimate(s, backend="numpy", out=tmp_path / "s.zarr", **kw)
+    assert list(tmp_path.iterdir()) == []
