@@ -45,6 +45,9 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
     if not path.exists():
         raise InputError(f"{path}: no such store")
     if not is_store(path):
+        damaged = _damaged_metadata(path)
+        if damaged is not None:
+            raise InputError(damaged)
         raise InputError(f"{path}: not a liqgpu store (no liqgpu attributes in zarr.json)")
     check_manifest(path)
     with _quiet_zarr():
@@ -60,6 +63,29 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
             raise InputError(f"{path}: cannot open the store ({msg})") from None
     check_layout(ds, path)
     return ds
+
+
+def _damaged_metadata(path: Path) -> "str | None":
+    """One sentence when the store's ``zarr.json`` is not valid JSON (a truncated or
+    overwritten file: a damaged store, not a foreign one); else None."""
+    import json
+
+    meta = path / "zarr.json"
+    try:
+        text = meta.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return f"{path}: damaged store (its zarr.json is not valid JSON: not UTF-8 text)"
+    except OSError as exc:
+        return f"{path}: cannot read the store's zarr.json ({exc.strerror})"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        why = getattr(exc, "msg", None) or type(exc).__name__
+        return (f"{path}: damaged store (its zarr.json is not valid JSON: {why.lower()}); "
+                "estimate the store again")
+    return None
 
 
 def stamp(path, *names: str) -> tuple:

@@ -282,6 +282,30 @@ def test_damaged_on_reload_keeps_the_last_good_version(stores, tmp_path):
     assert "\n" not in st.error
 
 
+def test_a_truncated_zarr_json_is_a_damaged_store(stores, tmp_path):
+    """A served store whose zarr.json is cut short: the page's message (and `liqgpu info`'s,
+    one line, exit 2) says the store is damaged, not that it is no liqgpu store; a folder
+    whose zarr.json is valid JSON without liqgpu's attributes still is no liqgpu store."""
+    from liqgpu.web import data as D
+
+    path = tmp_path / "t.zarr"
+    shutil.copytree(stores["fixed"], path)
+    st = D.StoreData(path)
+    (path / "zarr.json").write_text('{"garbage": ')
+    assert st.changed() and not st.load()
+    want = (f"{path}: damaged store (its zarr.json is not valid JSON: expecting value); "
+            "estimate the store again")
+    assert st.error == want and st.version == 1 and st.ds is not None
+    r = CliRunner().invoke(main, ["info", str(path)])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [f"Error: {want}"], r.output
+    (path / "zarr.json").write_bytes(b"\xff\xfe garbage")
+    assert "zarr.json is not valid JSON" in D.StoreData(path).error
+    (path / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    assert D.StoreData(path).error.endswith("not a liqgpu store (no liqgpu attributes in "
+                                            "zarr.json)")
+
+
+
 # -- in a browser ----------------------------------------------------------------------------------
 def _browser_reason() -> str | None:
     try:
