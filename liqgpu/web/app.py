@@ -138,6 +138,7 @@ class Session:
         self._bucket = None
         self._versions = {}
         self._default_x = None
+        self._frame = (1200, PLOT_HEIGHT)  # the heatmap frame's size (px) the browser reported
 
         # -- controls ------------------------------------------------------------------------------
         options = {}
@@ -318,7 +319,9 @@ class Session:
         self._default_x = (x0, x1)
         log_axis = bool(view.log_axis)
         rng = streams.RangeXY(x_range=(_dt(x0), _dt(x1)), y_range=(y0, y1))
-        size = streams.PlotSize(width=1200, height=PLOT_HEIGHT)
+        # the frame's size as the browser last reported it (a new figure is drawn at it until
+        # the browser reports again; at first: a guess)
+        size = streams.PlotSize(width=self._frame[0], height=self._frame[1])
         state = streams.Params(self._state, ["version"])
         self._rng = rng
         common = dict(streams=[rng, size, state])
@@ -363,8 +366,10 @@ class Session:
         hv, _pn = _imports()
         started = _time.perf_counter()
         (x0, x1), (y0, y1) = self._ranges(x_range, y_range)
-        w = int(min(max(width or 1200, 100), MAX_PX[0]))
-        h = int(min(max(height or PLOT_HEIGHT, 100), MAX_PX[1]))
+        if width and height:
+            self._frame = (int(width), int(height))
+        w = int(min(max(width or self._frame[0], 100), MAX_PX[0]))
+        h = int(min(max(height or self._frame[1], 100), MAX_PX[1]))
         view = self.view()
         ds, planes = self.store.view_data(view)
         hm = D.heatmap(ds, view, x_range=(x0, x1), y_range=(y0, y1), width=w, height=h,

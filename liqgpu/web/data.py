@@ -67,7 +67,8 @@ class StoreData:
         One sentence when the last load failed (the page shows it; ``ds`` keeps the last good
         version, if any).
     version : int
-        Increases with every successful (re)load.
+        Increases with every load of a new version of the store on disk (a change of its
+        stamp); reading one more variable of the same version (:meth:`dataset`) keeps it.
     """
 
     def __init__(self, path, name: str | None = None):
@@ -112,13 +113,20 @@ class StoreData:
             else:
                 if stamp(self.path) == s0:
                     with self._lock:
+                        # another variable of the same store on disk is not a new version
+                        new = self.ds is None or s0 != self._stamp
                         self.ds, self.available, self.error, self._stamp = (ds, available, None,
                                                                             s0)
-                        self.version += 1
+                        if new:
+                            self.version += 1
                         self._planes = {}
-                    log.info("loaded %s (version %d): %s", self.path, self.version,
-                             ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
-                    return True
+                    if new:
+                        log.info("loaded %s (version %d): %s", self.path, self.version,
+                                 ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
+                    else:
+                        log.info("read %s of %s (version %d)", variables[-1], self.path,
+                                 self.version)
+                    return new
                 err = f"{self.path}: the store changed while it was read"
             log.debug("load of %s failed (try %d): %s", self.path, attempt + 1, err)
             _time.sleep(0.2 * (attempt + 1))

@@ -199,7 +199,9 @@ def test_store_reloads_after_update_and_never_half_read(stores, market, tmp_path
     assert "liquidated" not in st.ds and "liquidated" in st.available  # read on first use
     liq = st.dataset("liquidated")["liquidated"]
     ref = liqgpu.open_store(path)["liquidated"]
-    assert st.version == 2 and np.array_equal(liq.values, ref.values, equal_nan=True)
+    # another variable of the same store on disk is no new version (the page would redraw)
+    assert st.version == 1 and np.array_equal(liq.values, ref.values, equal_nan=True)
+    assert not st.changed() and not st.load()
     update(path, market, allow_outside=True)  # model v2's levels may reach past this grid
     assert st.changed()
     # a load overlapped by a write is thrown away and retried
@@ -214,7 +216,7 @@ def test_store_reloads_after_update_and_never_half_read(stores, market, tmp_path
 
     monkeypatch.setattr(D, "_read", racing)
     assert st.load() and len(calls) == 2
-    assert st.version == 3 and st.ds.sizes["time"] == 72 and st.error is None
+    assert st.version == 2 and st.ds.sizes["time"] == 72 and st.error is None
 
 
 def test_damaged_or_missing_store_is_one_sentence(stores, tmp_path):
@@ -303,6 +305,48 @@ def test_a_truncated_zarr_json_is_a_damaged_store(stores, tmp_path):
     (path / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
     assert D.StoreData(path).error.endswith("not a liqgpu store (no liqgpu attributes in "
                                             "zarr.json)")
+
+
+
+def _viewer_reason() -> str | None:
+    try:
+        import holoviews  # noqa: F401
+        import panel  # noqa: F401
+    except ImportError as exc:
+        return f"the viewer extra is not installed ({exc.name}); pip install '.[test,viewer]'"
+    return None
+
+
+
+needs_viewer = pytest.mark.skipif(_viewer_reason() is not None, reason=str(_viewer_reason()))
+
+
+def session_of(*paths):
+    """A page's session built outside a server (as the warm-up builds one)."""
+    from liqgpu.web.app import Session, Viewer
+
+    s = Session(Viewer(list(paths)))
+    s.layout.get_root()
+    return s
+
+
+
+@needs_viewer
+def test_switching_the_variable_is_no_store_change(stores, caplog):
+    """Reading liquidated on the first switch to it keeps the store's version: the poll does
+    not redraw as if the store changed, and the status line's load stays 1."""
+    import logging
+
+    s = session_of(stores["fixed"])
+    assert "load 1)" in s.status.object
+    with caplog.at_level(logging.INFO, logger="liqgpu.web"):
+        s.w_variable.value = "liquidated"
+        s._image_of(None, None, 800, 400)
+        s._poll_once()
+    assert s.store.version == 1 and "liquidated" in s.store.ds
+    assert "load 1)" in s.status.object and "at 800x400 px" in s.status.object
+    assert not [r for r in caplog.records if "changed" in r.getMessage()]
+    assert [r.getMessage() for r in caplog.records if "read liquidated" in r.getMessage()]
 
 
 
@@ -421,13 +465,15 @@ def text(d, cls):
       return el[0].textContent + (el[0].shadowRoot ? el[0].shadowRoot.textContent : '');""", cls)
 
 
-def click_button(d, label):
+def click_button(d, label, nth=0):
+    """Click the ``nth`` button labelled ``label`` (the price axis' linear and log are the
+    second of their names: the colour scale has the first)."""
     n = d.execute_script(DEEP + """
       const b = deepAll(document, e => e.classList && e.classList.contains('bk-btn')
                         && e.textContent.trim() === arguments[0], []);
-      if (b.length) b[0].click();
-      return b.length;""", label)
-    assert n, f"no button {label!r} on the page"
+      if (b.length > arguments[1]) b[arguments[1]].click();
+      return b.length;""", label, nth)
+    assert n > nth, f"no button {label!r} (number {nth + 1}) on the page"
 
 
 def set_ranges(d, x0, x1, y0, y1):
@@ -609,3 +655,32 @@ def test_update_shows_up_without_reload(page, stores, market):
     assert d.execute_script("return window.__liqgpu_same_page") == 42  # no reload
     assert session.store.ds.sizes["time"] == 72
     shot(d, "6-updated")
+
+
+@browser_test
+def test_a_rebuilt_figure_is_drawn_at_its_frame(page):
+    """Another price axis builds a new figure: it is rasterized at (and the status line gives)
+    the frame's size in the browser, not a guess."""
+    d, session = page
+    fig = heat_figure(d)
+    size = (int(round(fig["width"])), int(round(fig["height"])))
+    drawn, image_of = [], session._image_of
+
+    def recorded(*a):  # every raster the page computes, at which size
+        out = image_of(*a)
+        drawn.append((session.last["width"], session.last["height"], session.last["log_axis"]))
+        return out
+
+    session._image_of = recorded
+    try:
+        click_button(d, "linear", nth=1)  # the price axis'
+        wait(lambda: session.last["log_axis"] is False, timeout=20)
+        time.sleep(1.5)  # the browser's own size report, if any
+        fig = heat_figure(d)
+        assert (int(round(fig["width"])), int(round(fig["height"]))) == size
+        assert drawn and all((w, h) == size for w, h, _ in drawn), drawn
+        wait(lambda: f"at {size[0]}x{size[1]} px" in text(d, "liqgpu-status"))
+    finally:
+        del session._image_of
+    click_button(d, "log", nth=1)
+    wait(lambda: session.last["log_axis"] is True, timeout=20)
