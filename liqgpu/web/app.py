@@ -25,6 +25,7 @@ MAP_WIDTH = 300
 MAX_PX = (3840, 2160)  # the largest raster computed for one view
 TOP = 10
 LONG_HUE, SHORT_HUE = "#35c8e8", "#f5a524"
+UP_HUE, DOWN_HUE = "#26a69a", "#ef5350"  # candles
 
 
 def _imports():
@@ -180,6 +181,8 @@ class Session:
                                       css_classes=["liqgpu-readout"],
                                       sizing_mode="stretch_width",
                                       styles={"font-size": "13px", "min-height": "40px"})
+        self.levels_note = pn.pane.HTML("", css_classes=["liqgpu-levels-note"],
+                                        sizing_mode="stretch_width", margin=(0, 10))
         self.table = pn.pane.DataFrame(None, sizing_mode="stretch_width", index=False,
                                        css_classes=["liqgpu-levels"])
         self.plot_holder = pn.Row(sizing_mode="stretch_width")
@@ -204,7 +207,8 @@ class Session:
             controls, self.alert, self.status, self.key, self.w_readout, self.plot_holder,
             pn.pane.HTML("<b>top levels at the cursor's time</b> (bands of the snapshot; "
                          "dominant tiers hold at least a quarter)", margin=(5, 10)),
-            self.table, sizing_mode="stretch_width", styles={"background": "#ffffff"})
+            self.levels_note, self.table, sizing_mode="stretch_width",
+            styles={"background": "#ffffff"})
         if not options:
             return
         self.w_series.param.watch(lambda e: self._on_series(), "value")
@@ -325,8 +329,12 @@ class Session:
         state = streams.Params(self._state, ["version"])
         self._rng = rng
         common = dict(streams=[rng, size, state])
+        # a log axis over less than two decades gets linear ticks from Bokeh's LogTicker: steps
+        # of 1, 2 or 5 (its default, 1 or 5, labels two ticks over 60,796 .. 74,490)
+        yticks = price_ticker() if log_axis else None
         img = hv.DynamicMap(self._image, **common).opts(
             responsive=True, height=PLOT_HEIGHT, logy=log_axis, xlabel="time (UTC)",
+            **({"yticks": yticks} if yticks is not None else {}),
             ylabel=f"price ({quote})", active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom",
                                                                        "box_zoom", "reset"],
             tools=["crosshair"], bgcolor="#07070d", framewise=False,
@@ -334,14 +342,16 @@ class Session:
         price = hv.DynamicMap(self._price, **common)
         dots = hv.DynamicMap(self._dots, **common)
         tag = hv.DynamicMap(self._tag, **common)
+        gaps = hv.DynamicMap(self._gaps, streams=[state])
         rng.source = img
         size.source = img
         pointer = streams.PointerXY(x=None, y=None, source=img)
         pointer.add_subscriber(self._on_pointer)
-        overlay = (img * price * dots * tag).opts(show_legend=False)
+        overlay = (img * gaps * price * dots * tag).opts(show_legend=False)
         mp = hv.DynamicMap(self._map, streams=[rng, streams.Params(self._state, ["version",
                                                                                   "cursor"])])
         mp = mp.opts(width=MAP_WIDTH, height=PLOT_HEIGHT, logy=log_axis,
+                     **({"yticks": price_ticker()} if log_axis else {}),
                      xlabel=f"live levels ({quote})", ylabel="", yaxis="right", framewise=True,
                      tools=["hover"], xticks=3, xformatter=money,
                      show_legend=True, legend_position="top_right")
@@ -391,13 +401,22 @@ class Session:
                  "log": f"log {lo:,.0f} .. {hi:,.0f}",
                  "eq_hist": f"eq_hist {lo:,.0f} .. {hi:,.0f}"}[hm["how"]]
         low = 0.0 if hm["how"] == "linear" else lo
+        # the top is a quantile of the pixels: brighter ones show its colour (clipped)
+        top = ("&ge;" if hm.get("clipped") else "") + _money(hi)
         bars = "".join(
             f"<span class='liqgpu-key'>{name + ' ' if name else ''}{_money(low)} "
             f"<span style='display:inline-block;width:160px;height:10px;vertical-align:middle;"
             f"border:1px solid #444;background:linear-gradient(to right, {', '.join(cols)})'>"
-            f"</span> {_money(hi)} {hm['quote']} per bin"
+            f"</span> {top} {hm['quote']} per bin"
             f"{' (' + hm['how'] + ')' if hm['how'] != 'linear' else ''}</span>&nbsp;&nbsp;"
             for name, cols in hm.get("key", []))
+        gap = hm.get("no_oi") or {}
+        if gap.get("spans"):
+            bars += (
+                "<span class='liqgpu-no-oi-key'><span style='display:inline-block;width:28px;"
+                "height:10px;vertical-align:middle;border:1px solid #8a8f98;background:"
+                "repeating-linear-gradient(135deg, #8a8f98 0 2px, #e4e6ea 2px 6px)'></span> "
+                f"{D.NO_OI_LABEL}</span>")
         self.key.object = bars
         self.status.object = (
             f"<span class='liqgpu-stat'>view: {hm['n_buckets']} buckets x {hm['n_bins']} bins "
@@ -407,18 +426,16 @@ class Session:
             f"store {self.store.name} (model {ds.attrs.get('model', 'v1')}, "
             f"load {self.store.version}): {len(t)} buckets to "
             f"{_end_text(ds)}; "
-            f"rendered in {hm['elapsed'] * 1000:.0f} ms</span>")
+            f"rendered in {hm['elapsed'] * 1000:.0f} ms</span>" + _no_oi_note(gap))
 
     def _price(self, x_range=None, y_range=None, width=None, **_):
-        hv, _pn = _imports()
-        empty = (hv.Curve([], "time", "price")
-                 * hv.Segments([], ["time", "price", "t1", "p1"])
-                 * hv.Rectangles([], ["time", "price", "t1", "p1"], vdims=["up"]))
         out = self._guard(self._price_of, x_range, y_range, width)
-        return out if out is not None else empty
+        return out if out is not None else _price_layers()
 
     def _price_of(self, x_range, y_range, width):
-        hv, _pn = _imports()
+        """The close line, or candles when a bucket is wide enough on screen: solid over the
+        live levels, hollow (outlines, wicks beside the body only) over liquidations, which lie
+        inside the bar's range, so that the cells under a body stay seen (as the PNG)."""
         (x0, x1), _ = self._ranges(x_range, y_range)
         sel = D.selection(self.ds, self.view())
         t = sel.times
@@ -431,26 +448,21 @@ class Session:
         t = t[keep]
         bucket_px = (width or 1200) * e_ms / max(x1 - x0, 1)
         ohlc = all(np.isfinite(a).any() for a in (o, hi, lo)) and len(t)
-        line = hv.Curve((t + every, c), "time", "price").opts(
-            color="#f4f4f8", line_width=1.2)
-        if ohlc and bucket_px >= D.CANDLE_MIN_PX:
-            line = hv.Curve([], "time", "price")
-            mid = t + every // 2
-            half = (every * 35) // 100
-            ok = np.isfinite(o) & np.isfinite(c) & np.isfinite(hi) & np.isfinite(lo)
-            up = (c >= o).astype(int)
-            wicks = hv.Segments((mid[ok], lo[ok], mid[ok], hi[ok]),
-                                ["time", "price", "t1", "p1"]).opts(color="#bbbbbb",
-                                                                    line_width=1)
-            bodies = hv.Rectangles((mid[ok] - half, np.minimum(o, c)[ok], mid[ok] + half,
-                                    np.maximum(o, c)[ok], up[ok]),
-                                   ["time", "price", "t1", "p1"], vdims=["up"]).opts(
-                color=hv.dim("up").categorize({1: "#26a69a", 0: "#ef5350"}), line_color="black",
-                line_width=0.3)
-        else:
-            wicks = hv.Segments([], ["time", "price", "t1", "p1"])
-            bodies = hv.Rectangles([], ["time", "price", "t1", "p1"], vdims=["up"])
-        return line * wicks * bodies
+        if not (ohlc and bucket_px >= D.CANDLE_MIN_PX):
+            return _price_layers(line=(t + every, c))
+        mid = t + every // 2
+        half = (every * 35) // 100
+        ok = np.isfinite(o) & np.isfinite(c) & np.isfinite(hi) & np.isfinite(lo)
+        return _price_layers(candles=(mid[ok], o[ok], hi[ok], lo[ok], c[ok], half),
+                             hollow=self.w_variable.value != "intensity")
+
+    def _gaps(self, **_):
+        out = self._guard(self._gaps_of)
+        return out if out is not None else _gap_spans([])
+
+    def _gaps_of(self):
+        """The buckets without open interest, hatched over the whole height (as the PNG)."""
+        return _gap_spans(D.no_oi(D.selection(self.ds, self.view()))["spans"])
 
     def _dots(self, x_range=None, y_range=None, width=None, height=None, **_):
         hv, _pn = _imports()
@@ -496,15 +508,14 @@ class Session:
         return out
 
     def _tag_of(self, x_range, y_range):
-        """The last price, tagged on the right edge of the view."""
+        """The close of the last bucket in view (the one under the view's right edge, else the
+        last before it), tagged on the right edge: zoomed into an earlier stretch, the price of
+        that moment, not the store's last."""
         hv, _pn = _imports()
         (x0, x1), _ = self._ranges(x_range, y_range)
-        sel = D.selection(self.ds, self.view())
-        c = sel.prices()["close"]
-        ok = np.flatnonzero(np.isfinite(c))
-        if not ok.size:
+        last = tag_price(D.selection(self.ds, self.view()), x0, x1)
+        if last is None:
             return None
-        last = float(c[ok[-1]])
         return hv.Labels(([_dt(x1)], [last], [f" {D.fmt_price(last)} "]), ["time", "price"],
                          "text").opts(text_align="right", text_color="black",
                                       background_fill_color="#f4f4f8", text_font_size="11px",
@@ -580,8 +591,13 @@ class Session:
 
         rows = D.top_levels(self.ds, self.view(), self.cursor_ms, top=TOP)
         if not rows:
+            self.levels_note.object = ""
             self.table.object = pd.DataFrame({"": ["no levels at this time"]})
             return
+        when = rows[0]["time"].replace("T", " ").rstrip("Z")[:16]
+        self.levels_note.object = _no_oi_note(
+            {"since": rows[0].get("no_oi_since"), "series": rows[0].get("no_oi_series")},
+            at=f"the snapshot {when}")
         self.table.object = pd.DataFrame({
             "rank": [r["rank"] for r in rows],
             "side": [r["side"] for r in rows],
@@ -641,6 +657,103 @@ def _state_class():
 
 def _State():
     return _state_class()()
+
+
+GAP_HUE = "#8a8f98"  # the hatching of the buckets without open interest (as the PNG's)
+
+
+def _no_oi_note(gap: dict, at: str = "the view's end") -> str:
+    """The page's note where ``at`` lies in a gap of the open interest (as ``liqgpu levels``
+    says it): nothing was opened or closed since, so the levels there look current but are
+    not. HTML; empty when there is no gap."""
+    import html
+
+    notes = []
+    if gap.get("since"):
+        notes.append(f"no open-interest data since {gap['since']} (at {at}): no position has "
+                     "been opened or closed since (only price crossings liquidate)")
+    for name, since in (gap.get("series") or {}).items():
+        notes.append(f"{name} has no open-interest data since {since} (at {at}): its "
+                     "positions there are as they were then")
+    return "".join(f"<div class='liqgpu-no-oi' style='color:#b45309;font-weight:bold'>note: "
+                   f"{html.escape(n)}</div>" for n in notes)
+
+
+def _gap_spans(spans):
+    """Hatched time spans (a list of (start, end) ms)."""
+    hv, _pn = _imports()
+    a = np.array([s[0] for s in spans], dtype=np.int64).astype("datetime64[ms]")
+    b = np.array([s[1] for s in spans], dtype=np.int64).astype("datetime64[ms]")
+    return hv.VSpans((a, b), label=D.NO_OI_LABEL).opts(
+        fill_color=GAP_HUE, fill_alpha=0.16, line_width=0, hooks=[_hatch])
+
+
+def _hatch(plot, element):
+    """HoloViews has no hatch option for spans: set it on the Bokeh glyph (a VStrip)."""
+    glyph = plot.handles.get("glyph")
+    if glyph is not None and hasattr(glyph, "hatch_pattern"):
+        glyph.hatch_pattern, glyph.hatch_color = "/", GAP_HUE
+        glyph.hatch_alpha, glyph.hatch_scale, glyph.hatch_weight = 0.55, 10.0, 1.0
+
+
+def price_ticker():
+    """Ticks of a log price axis: Bokeh's LogTicker with steps of 1, 2 or 5 and about eight
+    labels (under two decades it ticks linearly)."""
+    from bokeh.models import LogTicker
+
+    return LogTicker(mantissas=[1, 2, 5], desired_num_ticks=8)
+
+
+def _price_layers(line=None, candles=None, hollow: bool = False):
+    """The price overlay, always the same eight layers (most of them empty), each in one fixed
+    style, so that a frame's change (line to candles, solid to hollow) only changes data: a
+    style mapped from data (the candle's hue from an up column) that a layer did not have when
+    Bokeh built it fails to update (a numeric colour mapper given hex colours).
+
+    ``line``: the close line's (times, closes); ``candles``: (mid, open, high, low, close) of
+    whole bars. Solid candles: grey wicks through the body, filled bodies (live levels).
+    ``hollow``: outlines in the candle's hue and wicks above and below the body only
+    (liquidations lie inside the bar's range, under its body: the cells there stay seen)."""
+    hv, _pn = _imports()
+    dims = ["time", "price", "t1", "p1"]
+    layers = {k: [] for k in ("wick", "body_up", "body_down", "side_up", "side_down",
+                              "box_up", "box_down")}
+    if candles is not None:
+        m, o, hi, lo, c, half = candles
+        b0, b1 = np.minimum(o, c), np.maximum(o, c)
+        for name, k in (("up", c >= o), ("down", c < o)):
+            box = (m[k] - half, b0[k], m[k] + half, b1[k])
+            if hollow:
+                mm = np.concatenate([m[k], m[k]])
+                layers[f"side_{name}"] = (mm, np.concatenate([lo[k], b1[k]]), mm,
+                                          np.concatenate([b0[k], hi[k]]))
+                layers[f"box_{name}"] = box
+            else:
+                layers[f"body_{name}"] = box
+        if not hollow:
+            layers["wick"] = (m, lo, m, hi)
+    out = hv.Curve([] if line is None else line, "time", "price").opts(color="#f4f4f8",
+                                                                       line_width=1.2)
+    out = out * hv.Segments(layers["wick"], dims).opts(color="#bbbbbb", line_width=1)
+    for name, hue in (("up", UP_HUE), ("down", DOWN_HUE)):
+        out = out * hv.Rectangles(layers[f"body_{name}"], dims).opts(
+            fill_color=hue, line_color="black", line_width=0.3)
+    for name, hue in (("up", UP_HUE), ("down", DOWN_HUE)):
+        out = out * hv.Segments(layers[f"side_{name}"], dims).opts(color=hue, line_width=1)
+        out = out * hv.Rectangles(layers[f"box_{name}"], dims).opts(
+            fill_alpha=0.0, line_color=hue, line_width=1.2)
+    return out
+
+
+def tag_price(sel, x0: float, x1: float) -> float | None:
+    """The close the page tags at the right edge of a view from ``x0`` to ``x1`` (ms): that of
+    the last bucket starting before ``x1`` and ending after ``x0`` that has one; None when no
+    bucket in view has a close."""
+    ms = sel.times.astype("datetime64[ns]").astype(np.int64) / 1e6
+    e_ms = sel.every / np.timedelta64(1, "ms")
+    c = sel.prices()["close"]
+    ok = np.flatnonzero(np.isfinite(c) & (ms < x1) & (ms + e_ms > x0))
+    return float(c[ok[-1]]) if ok.size else None
 
 
 def _money(x: float) -> str:

@@ -172,7 +172,7 @@ class StoreData:
         return stamp(self.path) != self._stamp
 
 
-ALWAYS = ("intensity", "realized") + PRICE_VARS + ("price_edges",)
+ALWAYS = ("intensity", "realized") + PRICE_VARS + ("oi", "price_edges",)
 
 
 def _read(path: Path, variables=ALWAYS):
@@ -408,6 +408,7 @@ def heatmap(ds, view: View, *, x_range, y_range, width: int, height: int,
     planes_px = [rasterize(c, sel, width=n_px, height=len(grid_rows.src),
                            y_range=(y0, y1))[grid_rows.index] for c in cuts]
     norm = make_norm(planes_px, view.how)
+    peak = max((float(np.nanmax(p, initial=0.0)) for p in planes_px), default=0.0)
     cmaps = [_side_cmap("long"), _side_cmap("short")] if split else [_cmap("inferno")]
     rgba = composite([shade(p, norm, c) for p, c in zip(planes_px, cmaps)], planes_px)
     bucket_px = width * (sel.every / np.timedelta64(1, "ms")) / (x1 - x0)
@@ -417,14 +418,52 @@ def heatmap(ds, view: View, *, x_range, y_range, width: int, height: int,
     return {
         "rgba": rgba, "planes": planes_px, "bounds": (c_x0, y0, c_x1, y1),
         "norm": (float(norm.vmin), float(norm.vmax)), "how": view.how,
+        # the scale's top is a quantile of the pixels (linear, log): brighter ones are clipped
+        "peak": peak, "clipped": bool(peak > float(norm.vmax) * (1 + 1e-6)),
         "n_bins": sel.n_price, "n_buckets": sel.n_time, "level": cuts[0].level,
         "bin_label": sel.bin_label(), "rows_per_bin": float(rows_per_bin),
         "bucket_px": float(bucket_px), "width": width, "height": height, "log_axis": log_axis,
         "sel": sel, "x_range": (x0, x1), "y_range": (y0, y1), "quote": sel.quote(),
+        "no_oi": no_oi(sel),
         # the colour key: per hue, its name and colours from the scale's low end to its top
         "key": [(g if split else "", [_hex(c(x)) for x in np.linspace(0.0, 1.0, 9)])
                 for g, c in zip(groups, cmaps)],
     }
+
+
+NO_OI_LABEL = "no OI data: nothing opened or closed"  # as the PNG's legend names the hatching
+
+
+def no_oi(sel) -> dict:
+    """The buckets of a selection without open interest (no selected series had an OI value
+    there, as :meth:`Selection.no_oi` and the PNG's hatching): the model opens and closes no
+    position in them, so their bands stay as they were but for price crossings. For realized
+    liquidations (events, not the model) there are none.
+
+    Returns
+    -------
+    dict
+        ``spans``: the runs of such buckets as (start, end) ms since the epoch; ``since``: where
+        the selection's last bucket lies in such a run, the open of the run's first bucket (ISO
+        text, the run may start before the selection) as ``liqgpu levels`` says it, else None;
+        ``series``: per selected series without OI in the last bucket while others have it, the
+        open of its gap (``{name: ISO text}``).
+    """
+    from ..render.levels import _no_oi_by_series, _no_oi_since, runs
+    from ..render.raster import to_ms
+
+    out = {"spans": [], "since": None, "series": {}}
+    if sel.variable == "realized" or "oi" not in sel.ds.variables or sel.n_time == 0:
+        return out
+    gap = sel.no_oi()
+    t = sel.times.astype("datetime64[ns]")
+    ends = np.append(t[1:], t[-1] + sel.every)
+    out["spans"] = [(float(to_ms(t[a])), float(to_ms(ends[b - 1]))) for a, b in runs(gap)]
+    last = sel.t1 - 1
+    out["since"] = _no_oi_since(sel.ds, sel, last)
+    if out["since"] is None:
+        out["series"] = _no_oi_by_series(sel.ds, sel, last)
+    return out
 
 
 def _hex(rgba) -> str:

@@ -52,7 +52,25 @@ def stores(tmp_path_factory, market):
     for f in (bad / "intensity").rglob("*"):
         if f.is_file() and f.name != "zarr.json":
             f.write_bytes(b"not a zarr chunk")
-    return {"live": live, "fixed": fixed, "bad": bad, "root": root}
+    gap = root / "gap.zarr"
+    liqgpu.estimate(with_oi_gaps(s.slice(0, cut)), every=EVERY, grid=GRID, backend="numpy",
+                    out=gap)
+    return {"live": live, "fixed": fixed, "bad": bad, "gap": gap, "root": root}
+
+
+GAPS = [(10, 15), (40, HOURS_FIRST)]  # hours without open interest in the gap store
+
+
+def with_oi_gaps(series):
+    """The series with its OI missing (NaN, as ingest makes stale OI) over the hours GAPS."""
+    import dataclasses
+
+    cols = dict(series.columns)
+    oi = cols["oi"].copy()
+    for a, b in GAPS:
+        oi[a * 60:b * 60] = np.nan
+    cols["oi"] = oi
+    return dataclasses.replace(series, columns=cols)
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +325,6 @@ def test_a_truncated_zarr_json_is_a_damaged_store(stores, tmp_path):
                                             "zarr.json)")
 
 
-
 def _viewer_reason() -> str | None:
     try:
         import holoviews  # noqa: F401
@@ -315,7 +332,6 @@ def _viewer_reason() -> str | None:
     except ImportError as exc:
         return f"the viewer extra is not installed ({exc.name}); pip install '.[test,viewer]'"
     return None
-
 
 
 needs_viewer = pytest.mark.skipif(_viewer_reason() is not None, reason=str(_viewer_reason()))
@@ -329,6 +345,129 @@ def session_of(*paths):
     s.layout.get_root()
     return s
 
+
+def ms_of(ds, i):
+    return float(ds["time"].values[i].astype("datetime64[ms]").astype(np.int64))
+
+
+def iso(ds, i):
+    return str(ds["time"].values[i].astype("datetime64[s]")) + "Z"
+
+
+def test_no_oi_buckets_are_spans_and_a_note(stores):
+    """Buckets without open interest: the page's spans are those `render` hatches (one per run
+    of them, start to end), the note names the gap's first bucket where the view ends in it
+    (also a gap that began before the view), and realized liquidations have none."""
+    from liqgpu.web import data as D
+
+    ds = D.StoreData(stores["gap"]).ds
+    assert "oi" in ds  # loaded with the view's variables
+    h = 3600e3
+    whole = D.no_oi(D.selection(ds, D.View()))
+    assert whole["spans"] == [(ms_of(ds, a), ms_of(ds, a) + (b - a) * h) for a, b in GAPS]
+    assert whole["since"] == iso(ds, 40) == "2026-01-02T16:00:00Z"
+    # a view from 11:00 to 13:30 ends inside the first gap, which began before it at 10:00
+    sel = D.selection(ds, D.View(), start=D._ms_to_time(ms_of(ds, 11)),
+                      end=D._ms_to_time(ms_of(ds, 13) + h / 2))
+    part = D.no_oi(sel)
+    assert part["since"] == iso(ds, 10) and part["spans"] == [(ms_of(ds, 11), ms_of(ds, 14))]
+    # ending at 20:00 (OI again): the first gap hatched, no note
+    sel = D.selection(ds, D.View(), end=D._ms_to_time(ms_of(ds, 20)))
+    assert D.no_oi(sel) == {"spans": [(ms_of(ds, 10), ms_of(ds, 15))], "since": None,
+                            "series": {}}
+    dr = ds.assign(realized=ds["intensity"].isel(leverage=0, drop=True))
+    assert D.no_oi(D.selection(dr, D.View(variable="realized"))) == \
+        {"spans": [], "since": None, "series": {}}
+    (x0, x1), (y0, y1) = D.default_range(ds, D.View())
+    hm = D.heatmap(ds, D.View(), x_range=(x0, x1), y_range=(y0, y1), width=400, height=200)
+    assert hm["no_oi"] == whole
+    fixed = D.StoreData(stores["fixed"]).ds  # OI everywhere
+    assert D.no_oi(D.selection(fixed, D.View()))["spans"] == []
+
+
+@needs_viewer
+def test_the_page_hatches_no_oi_spans_and_notes_them(stores):
+    """The page: hatched spans over the buckets without OI (Bokeh strips with a hatch), the
+    key's entry, the status note while the view ends in a gap, none once it ends where OI is,
+    and the levels' note at a snapshot inside a gap."""
+    import holoviews as hv
+
+    from liqgpu.web import data as D
+
+    s = session_of(stores["gap"])
+    ds = s.ds
+    spans = s._gaps_of()
+    assert spans.data["x0"].astype("datetime64[ms]").astype(np.int64).tolist() == \
+        [ms_of(ds, a) for a, _ in GAPS]
+    fig = hv.render(spans)
+    strip, = [r.glyph for r in fig.renderers if type(r.glyph).__name__ == "VStrip"]
+    assert strip.hatch_pattern == "/" and strip.fill_alpha == pytest.approx(0.16)
+    assert D.NO_OI_LABEL in s.key.object
+    note = f"no open-interest data since {iso(ds, 40)} (at the view&#x27;s end)"
+    assert note in s.status.object
+    # zoomed to 00:00 .. 20:00: the first gap still in view and keyed, no note
+    s._image_of((ms_of(ds, 0), ms_of(ds, 20)), (50000.0, 70000.0), 800, 400)
+    assert D.NO_OI_LABEL in s.key.object and "liqgpu-no-oi'" not in s.status.object
+    s._image_of((ms_of(ds, 20), ms_of(ds, 30)), (50000.0, 70000.0), 800, 400)
+    assert D.NO_OI_LABEL not in s.key.object
+    # the levels follow the cursor: at 12:30 the snapshot of 12:00, in the first gap
+    s.cursor_ms = ms_of(ds, 12) + 1800e3
+    s._levels()
+    assert f"no open-interest data since {iso(ds, 10)} (at the snapshot" in s.levels_note.object
+    s.cursor_ms = ms_of(ds, 30) + 1800e3
+    s._levels()
+    assert s.levels_note.object == ""
+
+
+@needs_viewer
+def test_candles_are_hollow_over_liquidations(stores, ds):
+    """Over liquidated (and realized) the bodies are outlines and the wicks stop at the body
+    (the cells under a body stay seen, as the PNG); over the live levels they are solid."""
+    import holoviews as hv
+
+    s = session_of(stores["fixed"])
+    x = (ms_of(ds, 20), ms_of(ds, 30))
+    layers = {}
+    for var in ("intensity", "liquidated"):
+        s.w_variable.value = var
+        ov = s._price_of(x, (50000.0, 70000.0), 1000)
+        layers[var] = [len(e) for e in ov]
+        if var == "liquidated":
+            fig = hv.render(ov)
+    # curve, grey wicks, solid up, solid down, side wicks up, box up, side wicks down, box down;
+    # buckets 19 (ending at the view's start) .. 30 (starting at its end): 12 candles
+    solid = layers["intensity"]
+    assert solid[0] == 0 and solid[1] == solid[2] + solid[3] == 12
+    assert solid[4:] == [0, 0, 0, 0]
+    hollow = layers["liquidated"]
+    assert hollow[1:4] == [0, 0, 0] and hollow[5] + hollow[7] == solid[1]
+    assert hollow[4] == 2 * hollow[5] and hollow[6] == 2 * hollow[7]
+    quads = [r.glyph for r in fig.renderers if type(r.glyph).__name__ == "Quad"
+             and len(r.data_source.data["left"])]
+    assert len(quads) == 2 and all(q.fill_alpha == 0 for q in quads)
+    assert {q.line_color for q in quads} == {"#26a69a", "#ef5350"}
+    # no wick crosses a body: each side wick ends at the body's bottom or starts at its top
+    ov = s._price_of(x, (50000.0, 70000.0), 1000)
+    up_wick, up_box = list(ov.values())[4:6]
+    bottoms, tops = up_box.dframe()["price"].values, up_box.dframe()["p1"].values
+    w = up_wick.dframe()
+    k = len(bottoms)
+    assert np.allclose(w["p1"].values[:k], bottoms) and np.allclose(w["price"].values[k:], tops)
+
+
+def test_the_tag_is_the_close_at_the_views_right_edge(ds):
+    """Zoomed into an earlier stretch the tag is the close of the bucket under the right
+    edge, not the store's last close."""
+    from liqgpu.web import data as D
+    from liqgpu.web.app import tag_price
+
+    sel = D.selection(ds, D.View())
+    close = ds["close"].values[0]
+    assert tag_price(sel, ms_of(ds, 0), ms_of(ds, 30) + 600e3) == close[30]
+    assert tag_price(sel, ms_of(ds, 0), ms_of(ds, 30)) == close[29]  # 30 starts at the edge
+    assert tag_price(sel, ms_of(ds, 0), ms_of(ds, 59) + 10 * 3600e3) == close[-1]
+    assert close[30] != close[-1]
+    assert tag_price(sel, ms_of(ds, 59) + 3 * 3600e3, ms_of(ds, 59) + 9 * 3600e3) is None
 
 
 @needs_viewer
@@ -348,6 +487,26 @@ def test_switching_the_variable_is_no_store_change(stores, caplog):
     assert not [r for r in caplog.records if "changed" in r.getMessage()]
     assert [r.getMessage() for r in caplog.records if "read liquidated" in r.getMessage()]
 
+
+@needs_viewer
+def test_the_colour_key_marks_its_clipped_top(stores, ds):
+    """Linear and log scales end at a quantile of the pixels: the key writes its top as
+    '≥ top' where brighter pixels show the top's colour, and the top plainly where none do."""
+    from liqgpu.web import data as D
+    from liqgpu.web.app import _money
+
+    v = D.View()
+    (x0, x1), (y0, y1) = D.default_range(ds, v)
+    hm = D.heatmap(ds, v, x_range=(x0, x1), y_range=(y0, y1), width=800, height=400)
+    top = hm["norm"][1]
+    assert hm["clipped"] and hm["peak"] > top
+    assert hm["peak"] == pytest.approx(max(float(np.nanmax(p)) for p in hm["planes"]))
+    s = session_of(stores["fixed"])
+    s._status({**hm, "elapsed": 0.0})
+    assert f"&ge;{_money(top)} USDT per bin" in s.key.object
+    s._status({**hm, "elapsed": 0.0, "clipped": False})
+    assert f"0 <span" in s.key.object and f"</span> {_money(top)} USDT per bin" in s.key.object
+    assert "&ge;" not in s.key.object
 
 
 # -- in a browser ----------------------------------------------------------------------------------
@@ -404,7 +563,7 @@ def server(stores):
     from liqgpu.web.app import Viewer
     from liqgpu.web.server import serve
 
-    v = Viewer([stores["live"], stores["bad"]], poll=0.5)
+    v = Viewer([stores["live"], stores["bad"], stores["gap"]], poll=0.5)
     port = free_port()
     th = serve(None, viewer=v, port=port, threaded=True)
     yield v, f"http://127.0.0.1:{port}/"
@@ -657,6 +816,35 @@ def test_update_shows_up_without_reload(page, stores, market):
     shot(d, "6-updated")
 
 
+def heat_glyphs(d, kind):
+    """The heatmap figure's glyphs of one Bokeh type (``Quad``, ``VStrip``) that have data."""
+    return d.execute_script(DEEP + """
+      const v = figures().filter(v => v.model.x_range.start > 1e12)[0];
+      return v.model.renderers.filter(r => r.glyph && r.glyph.type === arguments[0])
+        .map(r => ({n: Object.values(r.data_source.data)[0].length,
+                    fill_alpha: r.glyph.fill_alpha.value, hatch: r.glyph.hatch_pattern
+                      ? r.glyph.hatch_pattern.value : null,
+                    line_color: r.glyph.line_color ? r.glyph.line_color.value : null}))
+        .filter(g => g.n > 0);""", kind)
+
+
+@browser_test
+def test_a_zoomed_log_axis_has_enough_labelled_ticks(page):
+    """A log price axis over less than two decades ticks linearly in steps of 1, 2 or 5: over
+    50,000 .. 61,000 every 2,000 (Bokeh's default steps of 1 or 5 gave 50,000, 55,000, 60,000)."""
+    d, session = page
+    set_ranges(d, *session.last["x_range"], 50000.0, 61000.0)
+    wait(lambda: abs(session.last["y_range"][0] - 50000.0) < 1)
+    ticks = wait(lambda: d.execute_script(DEEP + """
+      const v = figures().filter(v => v.model.x_range.start > 1e12)[0];
+      if (Math.abs(v.model.y_range.start - 50000) > 1) return null;
+      const ax = v.model.left[0];
+      return [ax.ticker.type, ax.ticker.get_ticks(v.model.y_range.start, v.model.y_range.end,
+                                                  v.model.y_range, NaN).major];"""))
+    assert ticks == ["LogTicker", [50000, 52000, 54000, 56000, 58000, 60000]]
+    shot(d, "7-log-ticks")
+
+
 @browser_test
 def test_a_rebuilt_figure_is_drawn_at_its_frame(page):
     """Another price axis builds a new figure: it is rasterized at (and the status line gives)
@@ -684,3 +872,51 @@ def test_a_rebuilt_figure_is_drawn_at_its_frame(page):
         del session._image_of
     click_button(d, "log", nth=1)
     wait(lambda: session.last["log_axis"] is True, timeout=20)
+
+
+@browser_test
+def test_candles_over_liquidations_are_hollow_in_the_browser(page):
+    """liquidated: from the close line (zoomed out) to candles (zoomed in) the bodies drawn
+    are outlines in the candle's hue; back on intensity they are filled again."""
+    d, session = page
+    x0, x1 = session._default_x
+    version = session.store.version
+    click_button(d, "liquidated")
+    wait(lambda: session.last["sel"].variable == "liquidated", timeout=20)
+    set_ranges(d, x0 - 20 * (x1 - x0), x1, *session.last["y_range"])  # under 5 px a bucket
+    wait(lambda: not heat_glyphs(d, "Quad") and session.last["x_range"][1] == x1)
+    set_ranges(d, x0, x1, *session.last["y_range"])
+    quads = wait(lambda: heat_glyphs(d, "Quad"), timeout=15)
+    assert {q["fill_alpha"] for q in quads} == {0} and sum(q["n"] for q in quads) >= 50
+    assert {q["line_color"] for q in quads} <= {"#26a69a", "#ef5350"}
+    assert session.store.version == version  # reading liquidated: no new version
+    shot(d, "8-hollow")
+    click_button(d, "intensity")
+    wait(lambda: (q := heat_glyphs(d, "Quad")) and {g["fill_alpha"] for g in q} == {1.0},
+         timeout=15)
+
+
+@browser_test
+def test_no_oi_spans_are_hatched_in_the_browser(page, stores):
+    """A store whose OI is missing over two stretches: two hatched strips, the key's entry and
+    the note while the view ends in the second one."""
+    d, session = page
+    n = d.execute_script(DEEP + """
+      const s = deepAll(document, e => e.tagName === 'SELECT', [])
+        .filter(e => [...e.options].some(o => o.textContent.startsWith('gap.zarr')));
+      if (!s.length) return 0;
+      const o = [...s[0].options].find(o => o.textContent.startsWith('gap.zarr'));
+      s[0].value = o.value;
+      s[0].dispatchEvent(new Event('input', {bubbles: true}));
+      s[0].dispatchEvent(new Event('change', {bubbles: true}));
+      return 1;""")
+    assert n, "no gap.zarr series to choose"
+    wait(lambda: session.store.name == "gap.zarr" and session.last["no_oi"]["spans"],
+         timeout=20)
+    strips = wait(lambda: heat_glyphs(d, "VStrip"), timeout=15)
+    assert [(g["n"], g["hatch"]) for g in strips] == [(2, "/")]
+    wait(lambda: "no open-interest data since 2026-01-02T16:00:00Z" in
+         text(d, "liqgpu-status"))
+    assert "no OI data: nothing opened or closed" in text(d, "liqgpu-colour-key")
+    time.sleep(1.0)
+    shot(d, "9-no-oi")
