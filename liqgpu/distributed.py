@@ -185,10 +185,9 @@ def estimate_distributed(
     from .store import base_attrs, check_target, chunking
 
     series = as_series_list(series)
-    names = [s.name for s in series]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
+    from .model.inputs import check_names
+
+    names = check_names(series)
     _check_cluster_options(workers, scheduler, cluster, retries)
     try:
         import distributed  # noqa: F401 - only to fail early, with the install command

@@ -102,6 +102,11 @@ def merge_inputs(inputs, *, step=None, exchange=None, symbol=None, market=None):
             fmt, path = item.split("=", 1)
             opts = {"market": market} if fmt.startswith("binance") else {}
             tables.append(read_format(fmt, [path], symbol=symbol, **opts))
+        elif "=" in item and not Path(item).exists():
+            fmt = item.split("=", 1)[0]
+            raise InputError(f"{item}: {fmt!r} is not a format (FORMAT=PATH with one of "
+                             f"{', '.join(sorted(FORMATS))}; or a Parquet part written by "
+                             "liqgpu ingest)")
         else:
             tables.append(read_part(item))
     return merge(tables, step=step, exchange=exchange, symbol=symbol)

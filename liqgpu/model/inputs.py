@@ -133,7 +133,10 @@ def check_names(series: list[Series]) -> list[str]:
     names = [s.name for s in series]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"series {', '.join(dup)} given twice; each exchange:symbol once")
+        files = [str(s.source) for s in series if s.name == dup[0]]
+        raise InputError(f"series {', '.join(dup)} given twice ({', '.join(files[:3])}); each "
+                         "exchange:symbol once (for one series in several files of successive "
+                         "times: estimate the first, then `liqgpu update STORE` with the rest)")
     return names
 
 

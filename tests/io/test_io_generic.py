@@ -276,3 +276,22 @@ def test_long_table_of_several_venues_keeps_the_rows_of_exchange_and_symbol(tmp_
     with pytest.raises(InputError, match=r"c.csv: row 12 \(line 13\), column 'time': "
                                          "2025-03-06T00:00:00Z is before"):
         generic.read_generic([f], mapping=m, exchange="okx", symbol="ETH")
+
+
+def test_merge_names_an_unknown_format_and_estimate_names_a_series_split_in_files(tmp_path):
+    import liqgpu
+
+    r = CliRunner().invoke(main, ["ingest", "merge", "foo=" + str(tmp_path / "x.csv"),
+                                  "-o", str(tmp_path / "m.parquet")])
+    assert r.exit_code == 2 and "'foo' is not a format (FORMAT=PATH with one of" in r.output
+    s = liqgpu.synthetic_series(days=1, seed=1, exchange="binance", symbol="BTCUSDT")
+    df = pd.DataFrame({"time": pd.to_datetime(s.time).tz_localize("UTC"),
+                       **{c: s[c] for c in ("open", "high", "low", "close", "oi")},
+                       "exchange": "binance", "symbol": "BTCUSDT"})
+    df.iloc[:700].to_parquet(tmp_path / "a.parquet")
+    df.iloc[700:].to_parquet(tmp_path / "b.parquet")
+    r = CliRunner().invoke(main, ["estimate", str(tmp_path / "a.parquet"),
+                                  str(tmp_path / "b.parquet"), "-o", str(tmp_path / "s.zarr")])
+    assert r.exit_code == 2, r.output
+    assert "binance:BTCUSDT given twice (" in r.output and "a.parquet" in r.output \
+        and "b.parquet" in r.output and "liqgpu update STORE" in r.output
