@@ -175,12 +175,42 @@ def resolve_every(every, step: np.timedelta64) -> int:
     return n
 
 
+def _extreme_prices(inputs) -> str:
+    """Where each series' lowest low and highest high are (file, bar time): what a wrong
+    price usually is when the default grid comes out too large."""
+    parts = []
+    for s in getattr(inputs, "series", None) or []:
+        lo, hi = np.asarray(s["low"], np.float64), np.asarray(s["high"], np.float64)
+        if not (np.isfinite(lo).any() and np.isfinite(hi).any()):
+            continue
+        i, j = int(np.nanargmin(lo)), int(np.nanargmax(hi))
+        parts.append(f"{s.source}: lowest low {lo[i]:.6g} at {exact_time(s.time[i])}, highest "
+                     f"high {hi[j]:.6g} at {exact_time(s.time[j])}")
+    return ("; ".join(parts[:3]) + " (a wrong price?)") if parts else "check the prices"
+
+
+def exact_time(t) -> str:
+    from ._time import exact_iso
+
+    return exact_iso(t) + "Z"
+
+
 def resolve_grid(grid, inputs) -> Grid:
     """The grid to use: a Grid, a spec string, or None for the default covering every level."""
     lo, hi = inputs.level_range()
     if not np.isfinite(lo):
         raise InputError("the series has no bar with a valid entry price; nothing to estimate")
-    g = Grid.covering(lo, hi) if grid is None else (grid if isinstance(grid, Grid) else Grid.parse(grid))
+    if grid is None:
+        try:
+            g = Grid.covering(lo, hi)
+        except InputError:  # a price far from the others: say where, not "--grid"
+            from .model.grid import MAX_BINS
+
+            raise InputError(f"the default grid (10 bps over every level the series can "
+                             f"produce, {lo:.6g} .. {hi:.6g}) would hold more than {MAX_BINS} "
+                             f"bins; {_extreme_prices(inputs)}, or give --grid") from None
+    else:
+        g = grid if isinstance(grid, Grid) else Grid.parse(grid)
     if hi < g.edges[0] or lo >= g.edges[-1]:
         raise InputError(
             f"--grid {g.spec}: holds none of the levels, which range from {lo:.6g} to {hi:.6g}"

@@ -361,3 +361,25 @@ def test_a_write_error_without_a_file_name_names_the_output(tmp_path):
     assert e.value.filename == str(out) and not list(tmp_path.iterdir())
     with pytest.raises(UserError, match=f"^{out}: permission denied$"):
         user_errors(lambda: write_atomic(out, write))()
+
+
+def test_a_far_price_names_the_file_and_bar_not_a_grid_option_never_given(tmp_path):
+    """One bar at 1e-300 makes the default grid (10 bps over every level) millions of bins: the
+    error names the file and the bar's time (and the option that avoids it), not a --grid the
+    user did not give."""
+    import pandas as pd
+
+    import liqgpu
+
+    s = liqgpu.synthetic_series(days=1, seed=2)
+    df = pd.DataFrame({"time": pd.to_datetime(s.time).tz_localize("UTC"),
+                       **{c: s[c] for c in ("open", "high", "low", "close", "oi")}})
+    df.loc[50, ["open", "high", "low", "close"]] = 1e-300
+    f = tmp_path / "tiny.csv"
+    df.to_csv(f, index=False)
+    r = CliRunner().invoke(main, ["estimate", str(f), "-o", str(tmp_path / "t.zarr")])
+    assert r.exit_code == 2, r.output
+    when = pd.Timestamp(s.time[50]).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "the default grid (10 bps over every level" in r.output
+    assert f"tiny.csv: lowest low 1e-300 at {when}" in r.output and "or give --grid" in r.output
+    assert not (tmp_path / "t.zarr").exists()
