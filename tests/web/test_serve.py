@@ -505,7 +505,7 @@ def test_the_colour_key_marks_its_clipped_top(stores, ds):
     s._status({**hm, "elapsed": 0.0})
     assert f"&ge;{_money(top)} USDT per bin" in s.key.object
     s._status({**hm, "elapsed": 0.0, "clipped": False})
-    assert f"0 <span" in s.key.object and f"</span> {_money(top)} USDT per bin" in s.key.object
+    assert "0 <span" in s.key.object and f"</span> {_money(top)} USDT per bin" in s.key.object
     assert "&ge;" not in s.key.object
 
 
