@@ -165,6 +165,13 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
         _finish(clone, attrs)
         commit(clone, path, defer_cleanup=defer_cleanup)
         committed = True
+    except Exception as exc:  # damage met in the clone: said of the store the user gave
+        from .store.integrity import read_error
+
+        said = exc if isinstance(exc, InputError) else read_error(exc)
+        if said is not None and str(clone) in str(said):
+            raise type(said)(str(said).replace(str(clone), str(path))) from None
+        raise
     finally:
         if not committed:
             shutil.rmtree(clone, ignore_errors=True)

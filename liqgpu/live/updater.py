@@ -213,8 +213,9 @@ def _finish(root: Path, attrs: dict) -> None:
     ``zarr.consolidate_metadata`` writes, without reading the hierarchy through zarr; store.finish
     also rewrites the root once per attribute, 28 times). A hierarchy whose nodes changed goes
     through zarr."""
-    from ..store.integrity import write_manifest
+    from ..store.integrity import MANIFEST_ATTR, MANIFEST_VERSION, write_manifest
 
+    attrs = {**attrs, MANIFEST_ATTR: MANIFEST_VERSION}
     if not _consolidate(root, attrs):
         import zarr
 

@@ -24,6 +24,8 @@ from ..errors import InputError
 
 MANIFEST = "liqgpu_manifest.json"
 MANIFEST_VERSION = 1
+#: the root attribute of a store written with a manifest: without the file, it is damaged
+MANIFEST_ATTR = "liqgpu_manifest"
 
 
 class StoreDamaged(InputError):
@@ -81,15 +83,37 @@ def read_manifest(root) -> dict | None:
 
 def check_manifest(root) -> None:
     """Raise StoreDamaged when an array or chunk listed in the manifest is missing or has
-    another size than was written (no decoding: cheap enough for every open)."""
+    another size than was written, when an array's metadata differs from the store's
+    consolidated copy of it, or when a store written with a manifest has lost it (no decoding:
+    cheap enough for every open)."""
     root = Path(root)
     arrays = read_manifest(root)
+    try:
+        doc = json.loads((root / "zarr.json").read_text())
+        copies = (doc.get("consolidated_metadata") or {}).get("metadata") or {}
+        marked = MANIFEST_ATTR in (doc.get("attributes") or {})
+    except (OSError, ValueError, AttributeError):
+        return  # the root's own damage is the reader's to say
     if arrays is None:
+        if marked:
+            raise StoreDamaged(f"{root}: its manifest {MANIFEST} is missing; the store is "
+                               f"damaged (estimate it again)")
         return
     for name, chunks in arrays.items():
         if not (root / name / "zarr.json").exists():
             raise StoreDamaged(f"{root}: array {name} is damaged (its metadata is missing); "
                                f"estimate the store again")
+        if marked and name in copies:
+            try:
+                own = json.loads((root / name / "zarr.json").read_text())
+                same = isinstance(own, dict) and all(
+                    own.get(k) == copies[name].get(k) for k in _META_KEYS)
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise StoreDamaged(f"{root}: array {name} is damaged (its zarr.json differs "
+                                   f"from the store's consolidated metadata); estimate the "
+                                   f"store again")
         for rel, size in chunks.items():
             try:
                 got = (root / rel).stat().st_size
@@ -99,6 +123,11 @@ def check_manifest(root) -> None:
             if got != size:
                 raise StoreDamaged(f"{root}: array {name} is damaged (chunk {rel} has {got} "
                                    f"bytes, {size} were written); estimate the store again")
+
+
+#: what an array's zarr.json must agree on with the store's consolidated copy of it
+_META_KEYS = ("node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding", "codecs",
+              "fill_value", "dimension_names")
 
 
 def verify(root) -> dict:

@@ -264,9 +264,9 @@ def finish(root, attrs: dict | None = None) -> None:
     ``attrs``), the consolidated metadata and the manifest of its chunks
     (:mod:`liqgpu.store.integrity`). The root ``zarr.json`` is written once, without zarr
     (:func:`liqgpu.store.direct.consolidate`)."""
-    from .integrity import write_manifest
+    from .integrity import MANIFEST_ATTR, MANIFEST_VERSION, write_manifest
 
-    consolidate(root, attrs)
+    consolidate(root, {**(attrs or {}), MANIFEST_ATTR: MANIFEST_VERSION})
     write_manifest(root)
 
 

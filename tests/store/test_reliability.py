@@ -309,6 +309,19 @@ def assert_one_sentence(r, *words):
         assert w in r.output, r.output
 
 
+def as_pre_manifest_store(out: Path) -> None:
+    """What a store written before the manifest looks like: no manifest file, and no root
+    attribute saying it had one."""
+    import json
+
+    from liqgpu.store.integrity import MANIFEST, MANIFEST_ATTR
+
+    (out / MANIFEST).unlink()
+    doc = json.loads((out / "zarr.json").read_text())
+    del doc["attributes"][MANIFEST_ATTR]
+    (out / "zarr.json").write_text(json.dumps(doc))
+
+
 def garble(f: Path):
     b = bytearray(f.read_bytes())
     for i in range(8, len(b), 7):
@@ -376,7 +389,7 @@ def test_garbage_chunk_of_a_store_without_manifest_is_one_sentence(tmp_path, sto
     from liqgpu.store.integrity import MANIFEST
 
     out, b = store
-    (out / MANIFEST).unlink()
+    as_pre_manifest_store(out)
     assert liqgpu.open_store(out).sizes["time"] > 0
     garble(chunk_of(out, "intensity"))
     for args in (["render", str(out), "-o", str(tmp_path / "x.png")],
@@ -389,6 +402,31 @@ def test_garbage_chunk_of_a_store_without_manifest_is_one_sentence(tmp_path, sto
         assert_one_sentence(r, "array time", "damaged")
 
 
+def test_lost_manifest_and_garbled_array_metadata_are_damage(tmp_path, store):
+    """A store written with a manifest that has lost it, or whose array metadata no longer
+    matches its consolidated copy (both read fine through the consolidated metadata and
+    passed --verify): one sentence naming the store (not update's temporary clone) and the
+    array, in every command."""
+    import shutil
+
+    from liqgpu.store.integrity import MANIFEST
+
+    out, b = store
+    keep = tmp_path / "keep.zarr"
+    shutil.copytree(out, keep)
+    (out / "intensity" / "zarr.json").write_text("[]")
+    for args in (["info", "--verify", str(out)], ["render", str(out), "-o", str(tmp_path / "x.png")],
+                 ["levels", str(out)], ["update", str(out), str(b)]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, f"{out}: array intensity is damaged", "consolidated metadata")
+    shutil.rmtree(out)
+    shutil.copytree(keep, out)
+    (out / MANIFEST).unlink()
+    for args in (["info", "--verify", str(out)], ["levels", str(out)]):
+        r = CliRunner().invoke(main, args)
+        assert_one_sentence(r, f"{out}: its manifest {MANIFEST} is missing")
+
+
 def test_resume_group_that_does_not_match_the_store_is_refused(store):
     """Defect 7: a resume group read as zeros (1970) is refused, not recomputed from 1970."""
     import zarr
@@ -396,7 +434,7 @@ def test_resume_group_that_does_not_match_the_store_is_refused(store):
     from liqgpu.store.integrity import MANIFEST
 
     out, b = store
-    (out / MANIFEST).unlink()  # an older store: only the consistency check can tell
+    as_pre_manifest_store(out)  # an older store: only the consistency check can tell
     for folder in (out / "resume").iterdir():
         if folder.is_dir():
             for f in chunk_files(folder):
@@ -431,9 +469,7 @@ def test_store_missing_time_or_intensity_is_one_sentence(tmp_path, store):
     import zarr
 
     out, b = store
-    from liqgpu.store.integrity import MANIFEST
-
-    (out / MANIFEST).unlink()
+    as_pre_manifest_store(out)
     for name in ("time", "intensity"):
         shutil.rmtree(out / name)
     from liqgpu.store import _quiet_zarr

@@ -453,8 +453,11 @@ def test_direct_groups_and_consolidated_metadata_are_zarrs(tmp_path):
                               "codecs": "zstd", "fill_value": np.nan, "attributes": {"units": "1"},
                               "dimension_names": ("x",)}, np.arange(4.))
     store_mod.write_group(mine, "resume", state, {"k": [1, 2]})
-    with _quiet_zarr():
-        zarr.open_group(str(tmp_path / "z"), mode="r+").update_attributes({**attrs, "n": 0.5})
+    from liqgpu.store.integrity import MANIFEST_ATTR, MANIFEST_VERSION
+
+    with _quiet_zarr():  # finish also marks the store as one written with a manifest
+        zarr.open_group(str(tmp_path / "z"), mode="r+").update_attributes(
+            {**attrs, "n": 0.5, MANIFEST_ATTR: MANIFEST_VERSION})
         zarr.consolidate_metadata(str(tmp_path / "z"), zarr_format=3)
     store_mod.finish(mine, attrs)
     for f in ("zarr.json", "x/zarr.json", "resume/zarr.json", "resume/pack_int64/zarr.json",
