@@ -106,6 +106,9 @@ def render(store, *, out, width: int = 1600, height: int = 900, variable: str = 
     if two_hues and side not in (None, "both"):
         raise InputError(f"--two-hues: draws longs and shorts in two hues, so it needs --side "
                          f"both, not --side {side}")
+    if overlay_liquidated and variable == "liquidated":
+        raise InputError("--overlay-liquidated: marks the estimated liquidations over another "
+                         "variable; with --variable liquidated they are the heatmap itself")
     bname, xp = render_backend(backend)
     cmap_obj = _cmap(cmap or DEFAULT_CMAP)
     ds = open_dataset(store)

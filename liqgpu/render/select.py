@@ -437,14 +437,21 @@ def select(ds, *, variable: str = "intensity", series=None, side: str = "both", 
     s = e = None
     if start is not None:
         s = parse_time(start, option="--start")
-        if not (t_lo <= s < t_hi):
-            raise InputError(f"--start {start}: outside the store's time range {span}")
     if end is not None:
         e = parse_time(end, option="--end")
-        if not (t_lo < e <= t_hi):
-            raise InputError(f"--end {end}: outside the store's time range {span}")
     if s is not None and e is not None and e <= s:
         raise InputError(f"--start {start} / --end {end}: the end must come after the start")
+    if (s is not None and s >= t_hi) or (e is not None and e <= t_lo):
+        what = f"--start {start}" if s is not None and s >= t_hi else f"--end {end}"
+        raise InputError(f"{what}: outside the store's time range {span}")
+    # a window reaching past the store's ends is clipped to them (with a note)
+    if s is not None and s < t_lo:
+        log.warning("--start %s: before the store's first bucket; from %s UTC", start,
+                    fmt_time(t_lo))
+        s = None
+    if e is not None and e > t_hi:
+        log.warning("--end %s: after the store's end; to %s UTC", end, fmt_time(t_hi))
+        e = None
     if e is not None:
         t1 = int(np.searchsorted(times, e, side="left"))
     lb = None

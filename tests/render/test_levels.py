@@ -370,3 +370,20 @@ def test_a_lookback_covering_the_whole_store_needs_no_max_age(caplog):
     assert sel.t0 == 0 and sel.t1 == 24
     with pytest.raises(InputError, match="--max-age 23h"):
         select(ds, lookback="23h")
+
+
+def test_a_window_reaching_past_the_store_is_clipped_with_a_note(caplog):
+    """--start before the store's first bucket or --end after its end: the window is clipped to
+    the store (a warning says so); a window wholly outside it is still refused."""
+    from liqgpu.render.select import select
+
+    ds = known_dataset()  # 24 hourly buckets from 2026-01-01T00:00
+    with caplog.at_level("WARNING"):
+        sel = select(ds, start="2025-12-31T12:00Z", end="2026-01-01T06:00Z")
+    assert (sel.t0, sel.t1) == (0, 6) and "before the store's first bucket" in caplog.text
+    with caplog.at_level("WARNING"):
+        sel = select(ds, start="2026-01-01T20:00Z", end="2026-01-03")
+    assert (sel.t0, sel.t1) == (20, 24) and "after the store's end" in caplog.text
+    for kw in ({"start": "2026-01-02T00:00Z"}, {"end": "2025-12-31"}):
+        with pytest.raises(InputError, match="outside the store's time range"):
+            select(ds, **kw)

@@ -225,6 +225,7 @@ def test_cli_render_and_map(tiny_store, tmp_path):
     (["--variable", "realized"], "no 'realized' variable"),
     (["--cmap", "not-a-map"], "is not a matplotlib colour map"),
     (["--two-hues", "--side", "long"], "--two-hues: draws longs and shorts in two hues"),
+    (["--variable", "liquidated", "--overlay-liquidated"], "they are the heatmap itself"),
 ])
 def test_cli_bad_input(tiny_store, tmp_path, args, words):
     out = tmp_path / "bad.png"
