@@ -285,9 +285,12 @@ def check_matched(events, *, series_names: list[str], start, end,
         parts.append(f"{int(other.sum())} of {len(events)} events belong to no series of the "
                      f"store ({', '.join(held)}{', ...' if len(set(key[other])) > 3 else ''})")
     if outside.any():
-        parts.append(f"{int(outside.sum())} fall outside its time range "
+        tt = t[outside]
+        parts.append(f"{int(outside.sum())} of {len(events)} fall outside its time range "
                      f"{np.datetime_as_string(np.datetime64(start, 's'))}Z .. "
-                     f"{np.datetime_as_string(np.datetime64(end, 's'))}Z")
+                     f"{np.datetime_as_string(np.datetime64(end, 's'))}Z (those from "
+                     f"{np.datetime_as_string(np.datetime64(int(tt.min()), 'ns'), unit='s')}Z to "
+                     f"{np.datetime_as_string(np.datetime64(int(tt.max()), 'ns'), unit='s')}Z)")
     msg = f"{source}: " + "; ".join(parts)
     if not allow_unmatched:
         raise InputError(msg + "; pass --allow-unmatched to leave them out")

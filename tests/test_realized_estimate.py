@@ -92,7 +92,9 @@ def test_events_outside_the_time_range_are_an_error_unless_allowed(tmp_path):
                        "side": ["long", "short", "short"],
                        "price": [s["close"][10], s["close"][-1], s["close"][20]],
                        "notional": [1e5, 2e5, 3e5]})
-    with pytest.raises(liqgpu.InputError, match="1 fall outside its time range"):
+    late = (t[-1] + pd.Timedelta("2h")).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with pytest.raises(liqgpu.InputError, match=f"1 of 3 fall outside its time range .* \\(those "
+                                                f"from {late} to {late}\\)"):
         liqgpu.estimate(s, every="1h", backend="numpy", realized=ev)
     ds = liqgpu.estimate(s, every="1h", backend="numpy", realized=ev, allow_unmatched=True)
     assert float(ds["realized"].sum()) == pytest.approx(4e5)
