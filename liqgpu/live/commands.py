@@ -97,14 +97,25 @@ def _venue_options(fn):
                      help="Deadline of every network operation, in seconds."),
         click.option("--idle-timeout", type=float, default=60.0, show_default=True,
                      help="Reconnect when a stream is silent this many seconds."),
+        click.option("--give-up-after", default=None,
+                     help="Stop (exit 2) when a stream has had no connection this long, e.g. "
+                          "10m [default: keep retrying, with backoff up to 30 s, until "
+                          "stopped]."),
     ]):
         fn = opt(fn)
     return fn
 
 
-def _recorders(venues, out, rotate, status_every, timeout, idle_timeout, **hooks):
+def _recorders(venues, out, rotate, status_every, timeout, idle_timeout, give_up_after=None,
+               **hooks):
     from .recorder import Recorder
 
+    give_up = None
+    if give_up_after is not None and str(give_up_after).strip().lower() not in ("", "none"):
+        give_up = _duration_ns(give_up_after, "--give-up-after") / 1e9
+        if give_up <= 0:
+            raise InputError("--give-up-after: give a positive duration such as 10m")
+    hooks["give_up"] = give_up
     rotate_ns = _duration_ns(rotate or "1h", "--rotate")
     if rotate_ns < 2 * 60 * 10**9:
         raise InputError("--rotate: at least 2m (a bars file holds two bars or more)")
@@ -140,7 +151,7 @@ def _loud(ctx) -> None:
 @click.pass_context
 @user_errors
 def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_every, timeout,
-               idle_timeout, out):
+               idle_timeout, give_up_after, out):
     """Record closed 1-minute bars (with mark price and open interest) and liquidation events
     from exchange streams into rotating Parquet files that `liqgpu ingest`, `estimate
     --realized` and `update --follow` read. Stops on SIGINT/SIGTERM after writing what is
@@ -152,7 +163,7 @@ def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_
     venues = build_venues(cfg, exchange, symbols, ws_url, rest_url)
     rotate = rotate or (cfg or {}).get("rotate")
     _loud(ctx)
-    recs = _recorders(venues, out, rotate, status_every, timeout, idle_timeout)
+    recs = _recorders(venues, out, rotate, status_every, timeout, idle_timeout, give_up_after)
     _run(lambda stop: [r.run(stop) for r in recs])
 
 
@@ -173,7 +184,8 @@ def record_cmd(ctx, exchange, symbols, config, ws_url, rest_url, rotate, status_
 @click.pass_context
 @user_errors
 def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, status_every,
-             timeout, idle_timeout, out, every, grid, strict_grid, warmup, max_wait):
+             timeout, idle_timeout, give_up_after, out, every, grid, strict_grid, warmup,
+             max_wait):
     """Keep STORE current: record the streams (as `liqgpu record` does) and apply each closed
     bar through `liqgpu update`'s exact, atomic path, with realized liquidations binned in."""
     from .store import LiveStore
@@ -192,7 +204,7 @@ def live_cmd(ctx, store, exchange, symbols, config, ws_url, rest_url, rotate, st
                    warmup=warmup, max_wait=max_wait, worker=True)
     try:
         recs = _recorders(venues, out, rotate, status_every, timeout, idle_timeout,
-                          on_bars=ls.on_bars, on_events=ls.on_events)
+                          give_up_after, on_bars=ls.on_bars, on_events=ls.on_events)
         _run(lambda stop: [r.run(stop) for r in recs] + [ls.run(stop)])
     finally:
         ls.close()

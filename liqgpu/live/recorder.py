@@ -86,17 +86,21 @@ class Recorder:
     sync_files : bool
         Write a closed bar's files before ``on_bars`` is called (else they follow within
         ``flush_every``).
+    give_up : float, optional
+        Seconds a stream may go without a connection before :meth:`run` raises an
+        :class:`~liqgpu.errors.InputError` (None: retry until stopped).
     """
 
     def __init__(self, venue: Venue, out, *, rotate_ns: int = 3600 * 10**9, on_bars=None,
                  on_events=None, timeout: float = 10.0, idle_timeout: float = 60.0,
                  backoff: float = 0.5, max_backoff: float = 30.0, max_backfill: int = 7 * 1440,
                  status_every: float = 60.0, flush_every: float = 0.2, oi_wait: float = 2.0,
-                 sync_files: bool = True):
+                 sync_files: bool = True, give_up: float | None = None):
         self.venue, self.out = venue, out
         self.on_bars, self.on_events = on_bars, on_events
         self.timeout, self.idle_timeout = float(timeout), float(idle_timeout)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self.give_up = None if give_up is None else float(give_up)
         self.max_backfill = int(max_backfill)
         self.oi_wait = float(oi_wait)
         self.sync_files = bool(sync_files)
@@ -144,6 +148,7 @@ class Recorder:
         from websockets.asyncio.client import connect
 
         failures = 0
+        down_since = None  # when the stream last stopped delivering (None: it delivers)
         while True:
             got = False
             try:
@@ -172,6 +177,12 @@ class Recorder:
                     raise
                 why = f"{type(exc).__name__}: {exc}"
             self.reconnects += 1
+            now = time.monotonic()
+            down_since = now if got or down_since is None else down_since
+            if self.give_up is not None and now - down_since >= self.give_up:
+                raise InputError(f"{self.venue.name}: no connection to {url.split('?')[0]} for "
+                                 f"{now - down_since:.0f}s ({why}); giving up "
+                                 f"(--give-up-after)")
             failures = 0 if got else failures + 1
             delay = min(self.max_backoff, self.backoff * 2 ** min(failures, 16))
             delay *= random.uniform(0.5, 1.5)

@@ -726,3 +726,24 @@ def test_status_line_before_and_after_the_first_bar(tmp_path, monkeypatch):
     # the bar of 21:00 closed at 21:01; the clock is 2 min 1.5 s past that
     assert "BTCUSDT last 2025-06-23T21:00Z lag 121.5s" in line
     assert "ETHUSDT no bar yet" in line
+
+
+def test_give_up_after_stops_a_recorder_that_cannot_connect(tmp_path):
+    """Without --give-up-after a recorder retries until stopped; with it, a stream that has had
+    no connection that long ends the command with one sentence and exit 2 (the port here is
+    closed: nothing listens on 127.0.0.1:9)."""
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "liqgpu.cli", "-q", "record", "--exchange", "binance",
+                        "--symbol", "BTCUSDT", "--ws-url", "ws://127.0.0.1:9",
+                        "--rest-url", "http://127.0.0.1:9", "--out", str(tmp_path / "rec"),
+                        "--timeout", "1", "--give-up-after", "2s"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    took = time.monotonic() - t
+    assert r.returncode == 2, r.stderr
+    assert "binance: no connection to ws://127.0.0.1:9" in r.stderr
+    assert "giving up (--give-up-after)" in r.stderr and "Traceback" not in r.stderr
+    assert took < 30
+    r = subprocess.run([sys.executable, "-m", "liqgpu.cli", "record", "--exchange", "binance",
+                        "--symbol", "BTCUSDT", "--out", str(tmp_path / "rec"),
+                        "--give-up-after", "-5m"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "--give-up-after" in r.stderr
