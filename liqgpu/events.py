@@ -394,6 +394,8 @@ def read_events(realized, series_names=None, unknown_side: str = "skip"):
     ev = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     ev = ev.sort_values("time", kind="stable").reset_index(drop=True)
     ev.attrs["unknown_side"] = unknown_side
+    ev.attrs["sources"] = [str(x) if not isinstance(x, pd.DataFrame) else "<DataFrame>"
+                           for x in items]
     return ev
 
 
@@ -440,6 +442,10 @@ class EventBinner:
         s = realized_summary(self.ev, series_names=self.names, time=self.btime,
                              every=self.every, edges=self.edges, unknown_side=self.unknown_side)
         s["unknown_side_rule"] = self.unknown_side
+        # which files, and which price convention (MODEL.md: comparisons must say it)
+        s["sources"] = list(self.ev.attrs.get("sources", []))
+        s["price_kinds"] = (sorted({str(k) for k in self.ev["price_kind"]})
+                            if "price_kind" in self.ev and len(self.ev) else [])
         left = {k: v["count"] for k, v in s.items() if isinstance(v, dict) and v["count"]}
         if left:
             hint = (": their side is not published (Hyperliquid); --unknown-side split counts "

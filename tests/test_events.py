@@ -102,7 +102,8 @@ def test_a_run_s_summary_does_not_depend_on_its_chunks():
         b = EventBinner(ev, names, time, HOUR, EDGES)
         cube = np.concatenate([b.cube(b0, b1) for b0, b1 in zip(cuts[:-1], cuts[1:])], axis=1)
         np.testing.assert_array_equal(cube, whole.astype(np.float32))
-        assert b.finish() == {**ref, "unknown_side_rule": "skip"}, cuts
+        assert b.finish() == {**ref, "unknown_side_rule": "skip", "sources": [],
+                              "price_kinds": []}, cuts
     assert ref["binned"] > 0 and ref["other_series"]["count"] > 0 \
         and ref["before_range"]["count"] > 0 and ref["after_range"]["count"] > 0
 

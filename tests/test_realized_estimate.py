@@ -121,6 +121,10 @@ def test_events_without_venue_columns_are_the_single_series(tmp_path):
     assert want.sum() == pytest.approx(4e5)
     got = liqgpu.estimate(s, every="1h", backend="numpy", realized=tmp_path / "bare.csv")
     np.testing.assert_array_equal(got["realized"].values, want)
+    # the store says which file and which price convention its realized events came in
+    summary = got.attrs["realized_summary"]
+    assert summary["sources"] == [str(tmp_path / "bare.csv")]
+    assert summary["price_kinds"] == ["order"]  # validate_events' default for a bare file
     s2 = liqgpu.synthetic_series(days=1, seed=3, exchange="bybit", symbol="BTCUSDT")
     with pytest.raises(liqgpu.InputError, match="bare.csv: missing columns 'exchange', 'symbol'.*"
                                                 "only for a store of one series"):
@@ -156,6 +160,7 @@ def test_unknown_side_events_skipped_or_split_and_update_keeps_the_rule(tmp_path
     j = int(np.searchsorted(split["price_edges"].values, s["close"][30], side="right")) - 1
     assert r[o, j, 0] == pytest.approx(5e4) and r[o, j, 1] == pytest.approx(5e4)
     assert split.attrs["realized_summary"]["unknown_side_rule"] == "split"
+    assert split.attrs["realized_summary"]["sources"] == ["<DataFrame>"]
     with pytest.raises(liqgpu.InputError, match="--unknown-side: 'half' is not one of skip, split"):
         liqgpu.estimate(s, every="1h", backend="numpy", realized=ev, unknown_side="half")
     # update: the first day estimated with the rule, the second appended with the events
