@@ -128,19 +128,23 @@ def map_cmd(store, out, at, width, height, series, asset, leverage, price_min, p
 @click.option("--threshold", type=float, default=0.25, show_default=True,  # levels.DEFAULT_THRESHOLD
               help="A bin joins a band when it holds more than this share of its side's "
                    "largest bin (0: every non-empty bin).")
+@click.option("--within", type=float, default=None,
+              help="Only levels within this many percent of the close, e.g. 10 (v2's "
+                   "strongest bands are the low-leverage ones far from the price) [default: "
+                   "the whole grid].")
 @selection_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Write the levels to this CSV file (one row per band).")
 @user_errors
-def levels_cmd(store, at, top, side, threshold, series, asset, leverage, price_min, price_max,
-               lookback, as_json, csv_path):
+def levels_cmd(store, at, top, side, threshold, within, series, asset, leverage, price_min,
+               price_max, lookback, as_json, csv_path):
     """List the strongest clusters of liquidation levels at one time."""
     from .levels import find_levels
 
     check_out_file(csv_path, "--csv")
     sel = dict(series=series, asset=asset, side=side, leverage=leverage, threshold=threshold,
-               lookback=lookback, price_min=price_min, price_max=price_max)
+               lookback=lookback, price_min=price_min, price_max=price_max, within=within)
     if csv_path:
         from .frames import levels, write_csv
 

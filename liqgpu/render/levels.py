@@ -94,7 +94,7 @@ DEFAULT_THRESHOLD = 0.25
 
 def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", leverage=None,
                 threshold: float = DEFAULT_THRESHOLD, lookback=None, price_min=None,
-                price_max=None, asset=None) -> list[dict]:
+                price_max=None, asset=None, within=None) -> list[dict]:
     """The strongest clusters of liquidation levels at one time.
 
     Parameters
@@ -112,6 +112,11 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
         A bin belongs to a band when its notional exceeds ``threshold`` times the largest bin of
         its side (0 <= threshold < 1; 0 merges every run of non-empty bins) [default:
         :data:`DEFAULT_THRESHOLD`, 0.25].
+    within : float, optional
+        Only bins within this many percent of the close (v2's strongest clusters over the whole
+        grid are the low-leverage bands far from the price; ``within=10`` gives those near it,
+        the threshold taken against the largest bin in that window). ``share`` stays the share
+        of the side's total on the grid.
 
     Returns
     -------
@@ -133,6 +138,8 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
         raise InputError(f"--top: {top} must be at least 1")
     if not (0.0 <= float(threshold) < 1.0):
         raise InputError(f"--threshold: {threshold} must be at least 0 and below 1")
+    if within is not None and not (np.isfinite(within) and 0 < float(within) < 100):
+        raise InputError(f"--within: {within} must be a percentage above 0 and below 100")
     ds = open_dataset(ds)
     sel, i, cube, close = profile_at(ds, at, series=series, side=side, leverage=leverage,
                                      lookback=lookback, price_min=price_min, price_max=price_max,
@@ -145,12 +152,22 @@ def find_levels(ds, at=None, top: int = 10, *, series=None, side: str = "both", 
     when = str(np.datetime_as_string(t_end, unit="s")) + "Z"
     frozen = _no_oi_since(ds, sel, i)
     stale = _no_oi_by_series(ds, sel, i) if frozen is None else {}
+    near = np.ones(centres.size, bool)
+    if within is not None:
+        if not close > 0:
+            raise InputError("--within: the snapshot has no close price to measure from")
+        w = float(within) / 100.0
+        near = (centres >= close * (1 - w)) & (centres <= close * (1 + w))
     bands = []
     for s, name in enumerate(sel.sides):
         by_tier = cube[:, :, s]
         v = by_tier.sum(axis=1)
         total = float(v.sum())
         if not total > 0:
+            continue
+        v = np.where(near, v, 0.0)
+        by_tier = np.where(near[:, None], by_tier, 0.0)
+        if not v.max() > 0:
             continue
         keep = v > float(threshold) * float(v.max())
         for a, b in runs(keep):

@@ -387,3 +387,23 @@ def test_a_window_reaching_past_the_store_is_clipped_with_a_note(caplog):
     for kw in ({"start": "2026-01-02T00:00Z"}, {"end": "2025-12-31"}):
         with pytest.raises(InputError, match="outside the store's time range"):
             select(ds, **kw)
+
+
+def test_within_keeps_the_bands_near_the_close():
+    """--within: only bins within that many percent of the close (135.46) take part. The long
+    band at 122-124.5 (-9 %) stays at 10 %, the one at 110.5-116.1 (-16 %) goes, and the
+    short band at 148.9-153.4 (+11.6 %) needs 14 %; a band's share stays its share of the
+    side's whole grid."""
+    ds = known_dataset()
+    lows = lambda bands: sorted((b["side"], round(b["price_low"], 2)) for b in bands)  # noqa: E731
+    assert lows(find_levels(ds, threshold=0.0)) == [("long", 110.46), ("long", 122.02),
+                                                    ("short", 148.89)]
+    near = find_levels(ds, threshold=0.0, within=10)
+    assert lows(near) == [("long", 122.02)]
+    assert near[0]["notional"] == pytest.approx(10e6)
+    assert near[0]["share"] == pytest.approx(10e6 / 19e6)
+    assert lows(find_levels(ds, threshold=0.0, within=14)) == [("long", 122.02),
+                                                               ("short", 148.89)]
+    with pytest.raises(InputError, match="--within: 0 must be a percentage"):
+        find_levels(ds, within=0)
+    assert find_levels(ds, threshold=0.0, within=1) == []
