@@ -309,12 +309,14 @@ def _cmap(name):
 
 
 def _side_cmap(side: str):
-    """Two hues for two sides: longs blue-cyan, shorts orange-yellow, both from dark."""
+    """Two hues for two sides: longs blue-cyan, shorts orange-yellow, both from the same
+    neutral dark (just above the empty plot area's), so the faintest values do not paint the
+    two sides of the price in two colours: hue comes with notional."""
     from matplotlib.colors import LinearSegmentedColormap
 
     stops = {
-        "long": ["#0c1030", "#1b3a8c", "#1f7fd1", "#35c8e8", "#c8f6ff"],
-        "short": ["#2a0c10", "#7a1f1a", "#d14a1f", "#f5a524", "#fff2b8"],
+        "long": ["#12131c", "#1b3a8c", "#1f7fd1", "#35c8e8", "#c8f6ff"],
+        "short": ["#12131c", "#7a1f1a", "#d14a1f", "#f5a524", "#fff2b8"],
     }[side]
     return LinearSegmentedColormap.from_list(f"liqgpu_{side}", stops)
 
