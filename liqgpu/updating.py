@@ -149,10 +149,11 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
                 part["realized"] = (("series", "time", "price", "side"), r)
             yield part
 
-    clone = _clone(path)
-    committed = False
-    crash_point("update-cloned")
+    clone, committed = None, False
     try:
+        clone = _clone(path)  # (removes itself when interrupted part-way)
+        crash_point("update-cloned")
+
         def write(part):
             _write_part(clone, part, b_first)
 
@@ -169,11 +170,11 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
         from .store.integrity import read_error
 
         said = exc if isinstance(exc, InputError) else read_error(exc)
-        if said is not None and str(clone) in str(said):
+        if said is not None and clone is not None and str(clone) in str(said):
             raise type(said)(str(said).replace(str(clone), str(path))) from None
         raise
     finally:
-        if not committed:
+        if not committed and clone is not None:
             shutil.rmtree(clone, ignore_errors=True)
     log.info("%s: %d new bars, buckets %d.. rewritten/appended", path, T_new - T, b_first)
 
@@ -487,11 +488,15 @@ def _clone(path: Path) -> Path:
     from .store.atomic import temp_path
 
     dst = temp_path(path, "upd")
-    for dirpath, dirnames, filenames in os.walk(path):
-        rel = Path(dirpath).relative_to(path)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for f in filenames:
-            os.link(Path(dirpath) / f, dst / rel / f)
+    try:
+        for dirpath, dirnames, filenames in os.walk(path):
+            rel = Path(dirpath).relative_to(path)
+            (dst / rel).mkdir(parents=True, exist_ok=True)
+            for f in filenames:
+                os.link(Path(dirpath) / f, dst / rel / f)
+    except BaseException:  # a signal or an error mid-way: no half clone left beside the store
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
     return dst
 
 

@@ -173,10 +173,10 @@ class WarmUpdater:
         def capture(eng):
             state["arrays"] = eng.state_arrays()
 
-        clone = _clone(path)
-        committed = False
-        crash_point("update-cloned")
+        clone, committed = None, False
         try:
+            clone = _clone(path)  # (removes itself when interrupted part-way)
+            crash_point("update-cloned")
             for lo, hi, chunk in _merged(engine.run(cb, on_bucket=(last, capture)), cb):
                 values = _bucket_arrays(c, chunk, lo, hi, btime, prices, attrs, binner,
                                         old_realized)
@@ -194,7 +194,7 @@ class WarmUpdater:
             commit(clone, path, defer_cleanup=defer_cleanup)
             committed = True
         finally:
-            if not committed:
+            if not committed and clone is not None:
                 shutil.rmtree(clone, ignore_errors=True)
         # carried forward: what the next update would read back from the store
         c.saved = arrays
@@ -264,7 +264,11 @@ def _clone(path: Path) -> Path:
                 else:
                     os.link(e.path, os.path.join(to, e.name))
 
-    walk(str(path), str(dst))
+    try:
+        walk(str(path), str(dst))
+    except BaseException:  # a signal or an error mid-way: no half clone left beside the store
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
     return dst
 
 

@@ -186,6 +186,29 @@ def test_two_updates_at_once_run_one_after_the_other(tmp_path, bars):
     assert leftovers(out) == []
 
 
+def test_sigterm_right_after_the_clone_leaves_no_clone(tmp_path, bars):
+    """SIGTERM while an update holds its fresh clone (paused there): the clone is removed on
+    the way out and the store is the old one (the pause point sat outside the clean-up)."""
+    import signal
+
+    _, a, b, _ = bars
+    out = tmp_path / "s.zarr"
+    assert run_here(*estimate_args(a, out))[0] == 0
+    before = liqgpu.open_store(out).load()
+    p = cli("update", str(out), str(b), env={"LIQGPU_PAUSE_AT": "update-cloned",
+                                             "LIQGPU_PAUSE_S": "20"})
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".s.zarr.upd-*")) and time.time() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.glob(".s.zarr.upd-*"))
+    time.sleep(0.3)  # into the pause
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=60)
+    assert p.returncode != 0
+    assert list(tmp_path.glob(".s.zarr.upd-*")) == [] and leftovers(out) == []
+    assert liqgpu.open_store(out).load().identical(before)
+
+
 @pytest.mark.parametrize("point", ["before-commit", "after-exchange", "after-aside"])
 def test_killed_distributed_commit_leaves_old_or_new(tmp_path, bars, point):
     _, a, _, _ = bars
