@@ -54,6 +54,22 @@ def _read_frame(path: Path):
     return [(s, *read_csv(d, s)) for s, d in read_members(path)]
 
 
+def _zoneless_text(values) -> str | None:
+    """The first time of a text time column when it carries no zone (no Z, no offset), which
+    liqgpu reads as UTC; None for epoch numbers and zoned text."""
+    import re
+
+    import pandas as pd
+
+    s = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return None
+    first = next((str(v).strip() for v in s.head(20) if str(v).strip() not in ("", "nan")), "")
+    if not first or re.fullmatch(r"[0-9.eE+-]+", first):
+        return None
+    return None if re.search(r"(Z|[+-]\d\d:?\d\d|UTC|GMT)$", first, re.I) else first
+
+
 def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contract_value=None,
                  exchange=None, symbol=None, **_):
     """A mapped CSV/Parquet table -> a series (or part).
@@ -80,7 +96,7 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
         raise InputError(f"--oi-unit: {oi_unit!r} is not one of {', '.join(OI_UNITS)}")
     if kind not in ("linear", "inverse"):
         raise InputError(f"--kind: {kind!r} is not linear or inverse")
-    pieces, syms, exchs, stale_n, left_out = [], set(), set(), 0, 0
+    pieces, syms, exchs, stale_n, left_out, naive = [], set(), set(), 0, 0, None
     for p in expand_inputs(inputs):
         for source, df, h in _read_frame(p):
             df.columns = [str(c).strip() for c in df.columns]
@@ -104,6 +120,7 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
                 left_out += len(df)
                 continue
             ns = epoch_to_ns(df[tcol], source, tcol, h)
+            naive = naive or _zoneless_text(df[tcol])
             cols = {}
             for f in SERIES_COLUMNS:
                 c = m.get(f, f)
@@ -162,6 +179,8 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
     t = series_table(pieces, exchange=exch, symbol=sym, kind=kind, contract_size=cs, notes=notes)
     if left_out:
         t.dropped["other exchanges/symbols"] = left_out
+    if naive:
+        t.notes.append(f"times without a zone (e.g. {naive!r}) read as UTC")
     if stale_n:
         t.notes.append(f"{stale_n} bar(s) with a stale OI flag: OI set to NaN")
         t.dropped["OI values flagged stale (set to NaN)"] = stale_n

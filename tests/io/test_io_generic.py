@@ -295,3 +295,22 @@ def test_merge_names_an_unknown_format_and_estimate_names_a_series_split_in_file
     assert r.exit_code == 2, r.output
     assert "binance:BTCUSDT given twice (" in r.output and "a.parquet" in r.output \
         and "b.parquet" in r.output and "liqgpu update STORE" in r.output
+
+
+def test_times_without_a_zone_are_said_to_be_read_as_utc(tmp_path):
+    f = tmp_path / "n.csv"
+    f.write_text("dt,o,h,l,c\n2026-01-01 00:00,1,2,0.5,1\n2026-01-01 00:05,1,2,0.5,1\n")
+    t = generic.read_generic([f], mapping="time=dt,open=o,high=h,low=l,close=c",
+                             exchange="x", symbol="Y")
+    assert "times without a zone (e.g. '2026-01-01 00:00') read as UTC" in t.notes
+    assert t.frame["time"].iloc[0] == pd.Timestamp("2026-01-01T00:00Z")
+    for zoned in ("2026-01-01T00:00Z", "2026-01-01 01:00+01:00"):
+        f.write_text(f"dt,o,h,l,c\n{zoned},1,2,0.5,1\n2026-01-01T00:05Z,1,2,0.5,1\n")
+        t = generic.read_generic([f], mapping="time=dt,open=o,high=h,low=l,close=c",
+                                 exchange="x", symbol="Y")
+        assert not any("without a zone" in n for n in t.notes), zoned
+        assert t.frame["time"].iloc[0] == pd.Timestamp("2026-01-01T00:00Z")
+    f.write_text(f"dt,o,h,l,c\n{T0},1,2,0.5,1\n{T0 + 300_000},1,2,0.5,1\n")  # epoch ms
+    t = generic.read_generic([f], mapping="time=dt,open=o,high=h,low=l,close=c",
+                             exchange="x", symbol="Y")
+    assert not any("without a zone" in n for n in t.notes)
