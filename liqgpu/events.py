@@ -682,6 +682,7 @@ def load_realized(path, columns: dict | str | None = None) -> Realized:
                              "number >= 0")
         vals[s] = v
     frame = pd.DataFrame({"time": t, **vals}).sort_values("time", kind="mergesort")
+    frame = frame.drop_duplicates()  # the same bar twice (overlapping downloads): once
     dup = np.flatnonzero(frame["time"].duplicated(keep=False).to_numpy())
     if dup.size:  # two bars at one time: which one holds the liquidations is not known
         rows = sorted(int(i) + 1 for i in frame.index[dup][:2])

@@ -133,3 +133,7 @@ def test_load_realized_refuses_a_bad_price_and_a_repeated_bar(tmp_path):
     with pytest.raises(liqgpu.InputError, match=r"rows 2 and 3 have the same time "
                                                 r"2026-01-01T01:00:00Z; give each bar once"):
         load_realized(g)
+    # the same bar twice, the same values (overlapping downloads): kept once
+    pd.DataFrame({"open_time_ms": [1767225600000 + i * 3600000 for i in (0, 1, 1, 2)],
+                  "long_usd": [1, 2, 2, 4], "short_usd": 1}).to_csv(g, index=False)
+    assert load_realized(g).frame["long"].tolist() == [1, 2, 4]

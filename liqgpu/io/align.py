@@ -170,10 +170,7 @@ def merge(tables: list[Table], *, step=None, exchange: str | None = None,
                 quote = src
                 c = "oi"
             out[c][pos] = v
-    if quote is not None:
-        if meta.get("kind", ("linear",))[0] != "linear":
-            raise InputError(f"{quote}: OI in quote units needs a linear contract here; give "
-                             "--kind inverse and --contract-value when ingesting it")
+    if quote is not None:  # (every part linear: the kinds agreed above)
         # quote notional at the bar's close -> base units (a bar without a close: no OI)
         with np.errstate(invalid="ignore", divide="ignore"):
             out["oi"] = out["oi"] / out["close"]

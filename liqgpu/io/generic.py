@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .archive import expand_inputs, read_members
 from .tables import (SERIES_COLUMNS, epoch_to_ns, numeric, oi_in_model_units, read_csv,
-                     series_table, single_symbol)
+                     series_table)
 
 FIELDS = ("time",) + SERIES_COLUMNS + ("oi_stale", "exchange", "symbol")
 OI_UNITS = ("base", "contracts", "quote")
@@ -52,6 +52,17 @@ def _read_frame(path: Path):
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise InputError(f"{path}: cannot read the Parquet file ({type(exc).__name__})") from None
     return [(s, *read_csv(d, s)) for s, d in read_members(path)]
+
+
+def only_rows(df, keep: np.ndarray):
+    """``df`` with the rows outside ``keep`` holding the first kept row's values: parsed whole,
+    the table then names the file's own rows in its errors, and the rows of other venues (left
+    out after) are never read as numbers or times."""
+    if keep.all():
+        return df
+    out = df.copy()
+    out.loc[~keep] = df.loc[keep].iloc[[0] * int((~keep).sum())].to_numpy()
+    return out
 
 
 def _zoneless_text(values) -> str | None:
@@ -96,7 +107,7 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
         raise InputError(f"--oi-unit: {oi_unit!r} is not one of {', '.join(OI_UNITS)}")
     if kind not in ("linear", "inverse"):
         raise InputError(f"--kind: {kind!r} is not linear or inverse")
-    pieces, syms, exchs, stale_n, left_out, naive = [], set(), set(), 0, 0, None
+    pieces, syms, exchs, stale_n, left_out, naive, held = [], set(), set(), 0, 0, None, {}
     for p in expand_inputs(inputs):
         for source, df, h in _read_frame(p):
             df.columns = [str(c).strip() for c in df.columns]
@@ -107,18 +118,19 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
             tcol = m.get("time", "time")
             if tcol not in df.columns:
                 raise InputError(f"{source}: no 'time' column; map one with --map time=COLUMN")
-            # a long table of several venues or symbols: the rows of --exchange / --symbol (a
-            # column of one value is relabelled by them, as before)
+            # a long table of several venues or symbols: the rows of --exchange / --symbol
             keep = np.ones(len(df), bool)
             for key, given in (("exchange", exchange), ("symbol", symbol)):
                 c = m.get(key, key)
                 if given and c in df.columns:
                     vals = df[c].astype(str).str.strip().str.upper()
-                    if vals.nunique() > 1:
-                        keep &= (vals == given.upper()).to_numpy()
+                    keep &= (vals == given.upper()).to_numpy()
+                    held.setdefault(key, set()).update(
+                        df[c].astype(str).str.strip().unique()[:5])
             if not keep.any():
                 left_out += len(df)
                 continue
+            df = only_rows(df, keep)  # (the others: values the kept rows parse as)
             ns = epoch_to_ns(df[tcol], source, tcol, h)
             naive = naive or _zoneless_text(df[tcol])
             cols = {}
@@ -149,7 +161,12 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
             for key, acc in (("symbol", syms), ("exchange", exchs)):
                 c = m.get(key, key)
                 if c in df.columns:
-                    acc.add(single_symbol(df[c][keep], source, None))
+                    vals = df[c][keep].astype(str).str.strip()
+                    several = sorted(v for v in vals.unique() if v not in ("", "nan"))
+                    if len(several) > 1:
+                        raise InputError(f"{source}: several {key}s in one file "
+                                         f"({', '.join(several[:4])}); pick one with --{key}")
+                    acc.add(several[0] if several else None)
             if keep.all():
                 pieces.append((source, ns, cols, h, len(df)))
             else:
@@ -157,8 +174,10 @@ def read_generic(inputs, *, mapping=None, oi_unit="base", kind="linear", contrac
                 pieces.append((source, ns[keep], {k: v[keep] for k, v in cols.items()}, h,
                                len(df), np.flatnonzero(keep)))
     if not pieces:
+        has = "; ".join(f"its {k} column holds {', '.join(sorted(v))}" for k, v in held.items())
         raise InputError(f"{', '.join(map(str, inputs))}: no rows of --exchange "
-                         f"{exchange or '(any)'} --symbol {symbol or '(any)'}")
+                         f"{exchange or '(any)'} --symbol {symbol or '(any)'} ({has}; to name "
+                         f"the series otherwise, leave that column out of --map)")
     sym = symbol or next((s for s in syms if s), None)
     exch = exchange or next((s for s in exchs if s), None)
     for what, v in (("exchange", exch), ("symbol", sym)):
@@ -249,6 +268,7 @@ def read_generic_events(inputs, *, mapping=None, side_means="position", price_ki
             other += int((~keep).sum())
             if not keep.any():
                 continue
+            df = only_rows(df, keep)  # other venues' rows are not parsed (nor blamed)
             raw = df[col["side"]].astype(str).str.strip().str.lower()
             if side_means == "order":
                 bad = np.flatnonzero(keep & ~raw.isin(["buy", "sell"]).to_numpy())

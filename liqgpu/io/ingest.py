@@ -102,7 +102,7 @@ def merge_inputs(inputs, *, step=None, exchange=None, symbol=None, market=None):
             fmt, path = item.split("=", 1)
             opts = {"market": market} if fmt.startswith("binance") else {}
             tables.append(read_format(fmt, [path], symbol=symbol, **opts))
-        elif "=" in item and not Path(item).exists():
+        elif "=" in item and not Path(item).exists() and "/" not in item.split("=", 1)[0]:
             fmt = item.split("=", 1)[0]
             raise InputError(f"{item}: {fmt!r} is not a format (FORMAT=PATH with one of "
                              f"{', '.join(sorted(FORMATS))}; or a Parquet part written by "
@@ -117,7 +117,8 @@ def write_table(table, out, fmt: str, *, overwrite: bool = False, gaps: dict | N
     from .archive import write_parquet
     from .tables import report
 
-    if Path(out).suffix.lower() not in (".parquet", ".pq"):
+    if Path(out).suffix.lower() in (".csv", ".tsv", ".txt", ".json", ".jsonl", ".gz", ".zip",
+                                    ".zarr", ".xlsx", ".png"):
         raise InputError(f"--out {out}: ingest writes Parquet; name the file .parquet")
     write_parquet(table.frame, out, overwrite=overwrite)
     d = report(table, out, fmt)

@@ -98,7 +98,7 @@ def _venue_options(fn):
         click.option("--idle-timeout", type=float, default=60.0, show_default=True,
                      help="Reconnect when a stream is silent this many seconds."),
         click.option("--give-up-after", default=None,
-                     help="Stop (exit 2) when a stream has had no connection this long, e.g. "
+                     help="Stop (exit 2) when a stream has received nothing this long, e.g. "
                           "10m [default: keep retrying, with backoff up to 30 s, until "
                           "stopped]."),
     ]):

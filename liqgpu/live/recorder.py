@@ -148,7 +148,7 @@ class Recorder:
         from websockets.asyncio.client import connect
 
         failures = 0
-        down_since = None  # when the stream last stopped delivering (None: it delivers)
+        down_since = time.monotonic()  # since when the stream has delivered nothing
         while True:
             got = False
             try:
@@ -178,10 +178,11 @@ class Recorder:
                 why = f"{type(exc).__name__}: {exc}"
             self.reconnects += 1
             now = time.monotonic()
-            down_since = now if got or down_since is None else down_since
+            if got:
+                down_since = now
             if self.give_up is not None and now - down_since >= self.give_up:
-                raise InputError(f"{self.venue.name}: no connection to {url.split('?')[0]} for "
-                                 f"{now - down_since:.0f}s ({why}); giving up "
+                raise InputError(f"{self.venue.name}: nothing received from {url.split('?')[0]} "
+                                 f"for {now - down_since:.0f}s ({why}); giving up "
                                  f"(--give-up-after)")
             failures = 0 if got else failures + 1
             delay = min(self.max_backoff, self.backoff * 2 ** min(failures, 16))

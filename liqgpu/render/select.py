@@ -448,7 +448,7 @@ def select(ds, *, variable: str = "intensity", series=None, side: str = "both", 
     if s is not None and s < t_lo:
         log.warning("--start %s: before the store's first bucket; from %s UTC", start,
                     fmt_time(t_lo))
-        s = None
+        s = t_lo
     if e is not None and e > t_hi:
         log.warning("--end %s: after the store's end; to %s UTC", end, fmt_time(t_hi))
         e = None

@@ -35,9 +35,12 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
 
     from .remote import is_url, open_remote
 
+    from .integrity import MANIFEST_ATTR, check_manifest
+
     if is_url(path):
-        return open_remote(path, chunks=chunks, storage_options=storage_options)
-    from .integrity import check_manifest
+        ds = open_remote(path, chunks=chunks, storage_options=storage_options)
+        ds.attrs.pop(MANIFEST_ATTR, None)  # as below
+        return ds
     from .atomic import try_recover
 
     path = Path(path)
@@ -62,6 +65,7 @@ def open_store(path: str | Path, *, chunks="auto", storage_options: dict | None 
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{path}: cannot open the store ({msg})") from None
     check_layout(ds, path)
+    ds.attrs.pop(MANIFEST_ATTR, None)  # the store's own bookkeeping: not carried into copies
     return ds
 
 

@@ -189,7 +189,8 @@ def test_generic_events_errors_name_the_file_row_after_other_venues_are_left_out
     f = tmp_path / "ev.csv"
     f.write_text("ts_ms,venue,coin,side,px,usd\n"
                  "1700000000000,hyperliquid,BTC,S,35000,1000\n"
-                 "1700000060000,hyperliquid,BTC,B,35010,2000\n"
+                 "1700000060000,hyperliquid,BTC,B,n/a,2000\n"  # not parsed: left out
+
                  "1700000120000,okx,BTC,long,35020,3000\n"
                  "1700000180000,okx,BTC,sell,35030,4000\n"
                  "1700000240000,okx,BTC,short,-1,5000\n")
@@ -265,10 +266,19 @@ def test_long_table_of_several_venues_keeps_the_rows_of_exchange_and_symbol(tmp_
     np.testing.assert_array_equal(t.frame["close"], [2000, 2001, 2002, 2003])
     assert t.frame["exchange"].iloc[0] == "okx" and t.frame["symbol"].iloc[0] == "ETH"
     assert t.dropped["other exchanges/symbols"] == 12
-    with pytest.raises(InputError, match="mixed symbols in one file"):
+    with pytest.raises(InputError, match=r"several symbols in one file \(BTC, ETH\); pick one "
+                                         "with --symbol"):
         generic.read_generic([f], mapping=m, exchange="okx")
-    with pytest.raises(InputError, match="no rows of --exchange bybit"):
+    with pytest.raises(InputError, match=r"several exchanges in one file \(binance, okx\)"):
+        generic.read_generic([f], mapping=m, symbol="BTC")
+    with pytest.raises(InputError, match="no rows of --exchange bybit --symbol BTC \\(its "
+                                         "exchange column holds binance, okx; its symbol"):
         generic.read_generic([f], mapping=m, exchange="bybit", symbol="BTC")
+    # a venue's rows with a value that is not a number are not the others' business
+    lines = f.read_text().splitlines()
+    lines[1] = lines[1].replace(",100,", ",n/a,")  # binance BTC's first open
+    f.write_text("\n".join(lines) + "\n")
+    assert len(generic.read_generic([f], mapping=m, exchange="okx", symbol="ETH").frame) == 4
     # an error names the file's row: okx ETH's third bar is line 13 of the file
     lines = f.read_text().splitlines()
     lines[12] = lines[12].replace("2025-03-06T02:00:00Z", "2025-03-06T00:00:00Z")

@@ -387,6 +387,11 @@ def test_a_window_reaching_past_the_store_is_clipped_with_a_note(caplog):
     for kw in ({"start": "2026-01-02T00:00Z"}, {"end": "2025-12-31"}):
         with pytest.raises(InputError, match="outside the store's time range"):
             select(ds, **kw)
+    # a clipped start is still the start given: a lookback does not move it to its own
+    sel = select(ds, start="2025-12-31T12:00Z", lookback="24h")
+    assert (sel.t0, sel.t1) == (0, 24)
+    sel = select(ds, start="2025-12-31T12:00Z", end="2026-01-01T20:00Z", lookback="24h")
+    assert (sel.t0, sel.t1) == (0, 20)
 
 
 def test_within_keeps_the_bands_near_the_close():

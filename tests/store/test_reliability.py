@@ -448,6 +448,14 @@ def test_lost_manifest_and_garbled_array_metadata_are_damage(tmp_path, store):
     for args in (["info", "--verify", str(out)], ["levels", str(out)]):
         r = CliRunner().invoke(main, args)
         assert_one_sentence(r, f"{out}: its manifest {MANIFEST} is missing")
+    # the marker is the store's own bookkeeping: a copy made with xarray (no manifest) reads
+    from liqgpu.store.integrity import MANIFEST_ATTR
+
+    ds = liqgpu.open_store(keep)
+    assert MANIFEST_ATTR not in ds.attrs
+    ds.isel(time=slice(0, 4)).to_zarr(tmp_path / "sub.zarr", zarr_format=3, consolidated=True)
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "sub.zarr")])
+    assert r.exit_code == 0, r.output
 
 
 def test_resume_group_that_does_not_match_the_store_is_refused(store):
