@@ -505,7 +505,7 @@ def from_frame(
     t_ns = time.view(np.int64)
     diffs = np.diff(t_ns)
     own = int(diffs.min())
-    if bool((diffs % own != 0).any()) or _few_off_grid(t_ns, own):
+    if bool((diffs % own != 0).any()) or _few_off_grid(t_ns, own, diffs):
         i, grid = _off_grid(t_ns)
         raise InputError(
             f"{_where(source, i, header_lines)}, column 'time': {exact_iso(time[i])}Z is "
@@ -555,15 +555,15 @@ def from_frame(
     return series
 
 
-def _few_off_grid(t_ns: np.ndarray, own: int) -> bool:
+def _few_off_grid(t_ns: np.ndarray, own: int, diffs: np.ndarray) -> bool:
     """Whether a few rows sit off the grid of the commonest step while the smallest difference
     ``own`` divides every difference (a bar shifted by half a step, or a minute into a 5-minute
     bar): taken as the step, ``own`` would fill the series with NaN bars and change the model
     step, silently. A step that many rows use is a real finer step with gaps: at most 1 % of
     the rows (and at least one) may be off, never more than 100."""
-    if t_ns.size < 3:
+    if t_ns.size < 3 or int(diffs.max()) == own:  # one step throughout: the usual file
         return False
-    steps, counts = np.unique(np.diff(t_ns), return_counts=True)
+    steps, counts = np.unique(diffs, return_counts=True)
     common = int(steps[np.argmax(counts)])
     if common == own or common % own:
         return False
