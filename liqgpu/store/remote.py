@@ -105,6 +105,8 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
     from .writer import is_store
 
     src = Path(src)
+    if not src.exists():
+        raise InputError(f"{src}: no such store")
     if not is_store(src):
         raise InputError(f"{src}: not a liqgpu store (no liqgpu attributes in zarr.json)")
     check_remote_target(url, overwrite=overwrite, storage_options=storage_options)
@@ -131,8 +133,8 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
                 if parent not in made:  # folders for local and mounted filesystems; a no-op on S3
                     fs.makedirs(parent, exist_ok=True)
                     made.add(parent)
+                put.append(key)  # before the put: one cut off mid-way (Ctrl-C) goes too
                 fs.put_file(str(f), key)
-                put.append(key)
             fs.put_file(str(src / ROOT), f"{root}/{ROOT}")
         except BaseException:
             log.error("%s: upload failed; removing the %d objects it put", url, len(put))
@@ -140,6 +142,12 @@ def publish(src: str | Path, url: str, *, overwrite: bool = False,
                 try:
                     fs.rm_file(key)
                 except OSError:
+                    pass
+            for d in sorted(made | {root}, key=lambda k: -k.count("/")):  # local folders
+                try:
+                    if fs.exists(d) and not fs.ls(d):
+                        fs.rmdir(d)
+                except (OSError, NotImplementedError):
                     pass
             raise
     log.info("published %s to %s (%d objects)", src, url, len(files) + 1)

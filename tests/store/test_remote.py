@@ -162,3 +162,32 @@ def test_publishing_a_store_onto_itself_is_refused(local):
             publish(local, f"file://{target}", overwrite=True)
     assert sorted(p.relative_to(local) for p in local.rglob("*")) == before
     assert open_store(local).sizes["time"] == 48
+
+
+def test_an_upload_cut_off_mid_object_leaves_nothing_and_can_be_redone(local, tmp_path,
+                                                                        monkeypatch):
+    """Ctrl-C while an object is being written (a file:// target): that object, the others and
+    the folders made for them go, so publishing again works (it was refused: 'objects exist
+    under this prefix'). A missing source is said to be missing."""
+    fs = fsspec.filesystem("file")
+    real_put = type(fs).put_file
+    n = []
+
+    def cut(self, lpath, rpath, **kw):
+        n.append(rpath)
+        if len(n) == 12:
+            with open(rpath, "wb") as f:  # part of the object is there when the interrupt lands
+                f.write(b"partial")
+            raise KeyboardInterrupt
+        return real_put(self, lpath, rpath, **kw)
+
+    monkeypatch.setattr(type(fs), "put_file", cut)
+    url = f"file://{tmp_path}/pub.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        publish(local, url)
+    assert not (tmp_path / "pub.zarr").exists()
+    monkeypatch.setattr(type(fs), "put_file", real_put)
+    publish(local, url)
+    assert open_store(url).sizes["time"] == open_store(local).sizes["time"]
+    with pytest.raises(InputError, match="nope.zarr: no such store"):
+        publish(tmp_path / "nope.zarr", f"file://{tmp_path}/other.zarr")
