@@ -272,8 +272,8 @@ def estimate_distributed(
             if todo else None
         if fresh:
             if partial.exists():
-                log.warning("%s: discarding an earlier unfinished run (pass resume=True to "
-                            "reuse it)", partial)
+                log.warning("%s: discarding an earlier unfinished run (pass --resume, resume=True, "
+                            "to reuse it)", partial)
                 shutil.rmtree(partial)
             _write_template(partial, series, time=time, n_every=n_every, grid=g, params=params,
                             tc=tc, pc=pc, attrs=attrs, realized=events is not None)
@@ -285,7 +285,7 @@ def estimate_distributed(
     missing = [names[i] for i in range(len(series)) if not _marker(plan.done, i, names[i])]
     if missing:  # a task returned without its marker: never commit an incomplete store
         raise RunIncomplete(f"series {', '.join(missing)} have no completion marker in "
-                            f"{partial}; rerun with resume=True")
+                            f"{partial}; rerun with --resume (resume=True)")
     if events is not None:
         _write_realized(partial / "store.zarr", events, names, time[::n_every], step * n_every,
                         g.edges, tc=tc, budget=memory_budget or DEFAULT_MEMORY_BUDGET)
@@ -333,6 +333,11 @@ class _client:
 
         workers, scheduler, cluster, connect_timeout = self.args
         if scheduler is not None:
+            import re
+
+            if not re.fullmatch(r"([a-z]+://)?\[?[\w.:-]+?\]?:\d{1,5}", str(scheduler).strip()):
+                raise InputError(f"--scheduler {scheduler}: not a scheduler address; give "
+                                 f"tcp://HOST:PORT")
             try:
                 self.client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:
@@ -402,12 +407,12 @@ def _run_tasks(client, series, todo, plan, *, retries, progress, timeout, hook) 
                 failed.append((name, exc))
     except TimeoutError as exc:
         raise RunIncomplete(f"the tasks did not finish within {timeout:g}s; completed series "
-                            f"are kept for resume=True") from exc
+                            f"are kept for --resume (resume=True)") from exc
     if failed:
         raise RunIncomplete(
             f"{len(failed)} of {len(futures)} series failed (first: {failed[0][0]}: "
             f"{failed[0][1]}); the completed ones are kept in {Path(plan.store).parent}, "
-            f"rerun with resume=True") from failed[0][1]
+            f"rerun with --resume (resume=True)") from failed[0][1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -577,7 +582,7 @@ def _reuse_partial(partial: Path, run_info: dict) -> set[int] | None:
                          f"over") from None
     if info != run_info:
         raise InputError(f"{partial}: the unfinished run there was for other series, parameters, "
-                         f"grid or chunking; drop resume to start over")
+                         f"grid or chunking; drop --resume (resume=True) to start over")
     names = run_info["series"]
     done = {i for i, n in enumerate(names) if _marker(partial / "done", i, n)}
     log.info("resume: %d of %d series already complete in %s", len(done), len(names), partial)

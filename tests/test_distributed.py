@@ -151,7 +151,7 @@ def test_resume_skips_completed_series(fleet, reference, cluster, tmp_path, capl
         with open(calls, "a") as f:
             f.write(f"{i}\n")
 
-    with pytest.raises(RunIncomplete, match="1 of 4 series failed.*resume=True"):
+    with pytest.raises(RunIncomplete, match=r"1 of 4 series failed.*--resume \(resume=True\)"):
         estimate_distributed(fleet, out=out, every=EVERY, chunk_buckets=CHUNK, retries=0,
                              scheduler=cluster.scheduler_address, timeout=WAIT,
                              _on_series=fail_series_2)
@@ -213,6 +213,14 @@ def test_unreachable_scheduler_is_named(fleet, tmp_path):
     with pytest.raises(InputError, match=f"--scheduler {address}: cannot connect"):
         estimate_distributed(fleet[:1], out=out, scheduler=address, connect_timeout=2)
     assert list(tmp_path.iterdir()) == []  # neither the store nor a partial run
+    # not an address at all: said at once (a half-made client hung 20 s and printed a traceback)
+    import time
+
+    t = time.monotonic()
+    with pytest.raises(InputError, match="--scheduler foo: not a scheduler address; give "
+                                         "tcp://HOST:PORT"):
+        estimate_distributed(fleet[:1], out=out, scheduler="foo")
+    assert time.monotonic() - t < 5 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])
