@@ -150,11 +150,20 @@ def sweep_files(inputs, realized, *, columns=None, train=(), test=(), model: str
     check_out_file(json_path, "--json")
     check_out_dir(report_dir, "--report")
     if keep_best:
+        if Path(keep_best).exists():  # (sweep has no --overwrite: check_target's advice)
+            raise InputError(f"--keep-best {keep_best}: already exists; choose another path "
+                             "or remove it")
         check_target(keep_best, overwrite=False)
     windows = parse_windows(train, test)
     train_w = [w for w in windows if w.role == "train"]
     if not train_w:
         raise InputError("--train: give at least one training window; the sweep tunes on it")
+    for i, a in enumerate(train_w):  # a bucket in two train windows would count twice
+        for b in train_w[i + 1:]:
+            if a.overlaps(b):
+                raise InputError(f"--train {a.name.split(' ', 1)[1]} and --train "
+                                 f"{b.name.split(' ', 1)[1]} overlap: their common buckets "
+                                 f"would count twice in the objective; give disjoint windows")
     for tr in train_w:  # what is picked on a window must not be scored on it
         for te in (w for w in windows if w.role == "test"):
             if tr.overlaps(te):

@@ -578,6 +578,22 @@ def test_sweep_refuses_train_windows_that_overlap_a_test_window(market, tmp_path
                                 "picked on" in r.output, r.output
 
 
+def test_sweep_refuses_overlapping_train_windows_and_an_existing_keep_best(market, tmp_path):
+    """Two --train windows sharing buckets would count them twice in the objective; an existing
+    --keep-best path is refused with advice that fits sweep (it has no --overwrite)."""
+    base = [str(market["series_file"]), "--realized", str(market["agg"]), "--model", "v1",
+            "--backend", "numpy", "--test", "2026-01-12:"]
+    r = CliRunner().invoke(sweep_cmd, base + ["--train", "2026-01-02:2026-01-06",
+                                              "--train", "2026-01-05:2026-01-09"])
+    assert r.exit_code == 2 and "overlap: their common buckets would count twice" in r.output
+    (tmp_path / "best.zarr").mkdir()
+    r = CliRunner().invoke(sweep_cmd, base + ["--train", ":2026-01-12", "--keep-best",
+                                              str(tmp_path / "best.zarr")])
+    assert r.exit_code == 2, r.output
+    assert "already exists; choose another path or remove it" in r.output
+    assert "--overwrite" not in r.output
+
+
 # -- buckets the bars do not fill; the level event set --------------------------------------------
 M5 = 300_000
 
