@@ -358,8 +358,11 @@ class _client:
             from distributed import LocalCluster
 
             n = int(workers) if workers is not None else (os.cpu_count() or 1)
+            # the workers' own log lines (a heartbeat cut by the shutdown: a 30-line traceback on
+            # a run that succeeded) stay quiet; a task's failure comes back through its future
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address=None)
+                                        host="127.0.0.1", dashboard_address=None,
+                                        silence_logs=logging.CRITICAL)
         try:
             self.client = Client(self.cluster, set_as_default=False)
         except BaseException:
