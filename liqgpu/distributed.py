@@ -279,8 +279,15 @@ def estimate_distributed(
                             tc=tc, pc=pc, attrs=attrs, realized=events is not None)
             _write_json(partial / "run.json", run_info)
         if todo:
-            _run_tasks(client, series, todo, plan, retries=retries, progress=progress,
-                       timeout=timeout, hook=_on_series)
+            try:
+                _run_tasks(client, series, todo, plan, retries=retries, progress=progress,
+                           timeout=timeout, hook=_on_series)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what is complete stays for --resume
+                n_done = sum(1 for i in range(len(series)) if _marker(plan.done, i, names[i]))
+                log.warning("interrupted: %d of %d series complete, kept in %s; run the same "
+                            "command with --resume to compute only the others", n_done,
+                            len(series), partial)
+                raise
 
     missing = [names[i] for i in range(len(series)) if not _marker(plan.done, i, names[i])]
     if missing:  # a task returned without its marker: never commit an incomplete store

@@ -350,3 +350,21 @@ def test_saved_state_headers_are_read_without_the_data(tmp_path):
                              "cell": ((7,), np.dtype(np.int64)),
                              "kd": ((7, 2), np.dtype(np.int8)),
                              "empty": ((0,), np.dtype(np.float32))}
+
+
+def test_an_interrupted_run_says_what_is_kept_and_how_to_go_on(fleet, tmp_path, monkeypatch,
+                                                              caplog):
+    """Ctrl-C (or SIGTERM) while the tasks run: the command says how many series are complete,
+    where they are kept and that --resume continues (it said only 'Aborted!')."""
+    import liqgpu.distributed as D
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(D, "_run_tasks", interrupted)
+    out = tmp_path / "d.zarr"
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        estimate_distributed(fleet[:2], out=out, workers=1, every=EVERY, timeout=WAIT)
+    assert "interrupted: 0 of 2 series complete, kept in" in caplog.text
+    assert "with --resume to compute only the others" in caplog.text
+    assert not out.exists()
