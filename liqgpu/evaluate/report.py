@@ -45,7 +45,7 @@ def summary_rows(window: dict) -> list[tuple[str, dict]]:
             rows.append((f"timing {side}: {label}", vals))
         dd = d.get("daily") or {}
         if dd.get("estimate") is not None:
-            rows.append((f"timing {side}: daily Spearman ({dd['n_days']} days)",
+            rows.append((f"timing {side}: daily Spearman ({dd['n_days']} complete days)",
                          {p: dd.get(p) for p in ("estimate",) + TIMING_BASELINES}))
     lv = window.get("levels") or {}
     for g in ("long", "short", "all"):
@@ -73,7 +73,8 @@ def bootstrap_lines(window: dict) -> list[str]:
             continue
         out.append(f"{side}: estimate − {b['vs']} Spearman {b['point']:+.3f}, "
                    f"{100 * b['level']:.0f}% CI [{b['lo']:+.3f}, {b['hi']:+.3f}] "
-                   f"({b['n_days']} days, {b['valid_draws']} draws, seed {b['seed']}; "
+                   f"({b['n_days']} days, partial ones included, {b['valid_draws']} draws, "
+                   f"seed {b['seed']}; "
                    f"{100 * b['share_le_0']:.1f}% of draws ≤ 0)")
     return out
 

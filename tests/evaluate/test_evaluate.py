@@ -488,7 +488,7 @@ def test_evaluate_reports_daily_spearman_and_bootstrap(market):
         assert b["point"] == pytest.approx(1.0 - d[best]["spearman"])
         assert 0 < b["lo"] <= b["point"] <= b["hi"]
         assert b["n_days"] == 20
-    assert "daily Spearman (20 days)" in format_text(res)
+    assert "daily Spearman (20 complete days)" in format_text(res)
     assert "95% CI" in format_text(res) and "95% CI" in format_markdown(res)
     # --bootstrap 0 turns it off
     off = evaluate(market["ds"], load_realized(market["agg"]), draws=0)
