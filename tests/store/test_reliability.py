@@ -409,8 +409,6 @@ def test_update_on_a_damaged_store_is_one_sentence(store, array):
 
 def test_garbage_chunk_of_a_store_without_manifest_is_one_sentence(tmp_path, store):
     """Stores written before the manifest still read; their checksums still catch garbage."""
-    from liqgpu.store.integrity import MANIFEST
-
     out, b = store
     as_pre_manifest_store(out)
     assert liqgpu.open_store(out).sizes["time"] > 0
@@ -461,8 +459,6 @@ def test_lost_manifest_and_garbled_array_metadata_are_damage(tmp_path, store):
 def test_resume_group_that_does_not_match_the_store_is_refused(store):
     """Defect 7: a resume group read as zeros (1970) is refused, not recomputed from 1970."""
     import zarr
-
-    from liqgpu.store.integrity import MANIFEST
 
     out, b = store
     as_pre_manifest_store(out)  # an older store: only the consistency check can tell
