@@ -178,21 +178,17 @@ def resolve_every(every, step: np.timedelta64) -> int:
 def _extreme_prices(inputs) -> str:
     """Where each series' lowest low and highest high are (file, bar time): what a wrong
     price usually is when the default grid comes out too large."""
+    from .store.layout import time_text
+
     parts = []
     for s in getattr(inputs, "series", None) or []:
         lo, hi = np.asarray(s["low"], np.float64), np.asarray(s["high"], np.float64)
         if not (np.isfinite(lo).any() and np.isfinite(hi).any()):
             continue
         i, j = int(np.nanargmin(lo)), int(np.nanargmax(hi))
-        parts.append(f"{s.source}: lowest low {lo[i]:.6g} at {exact_time(s.time[i])}, highest "
-                     f"high {hi[j]:.6g} at {exact_time(s.time[j])}")
+        parts.append(f"{s.source}: lowest low {lo[i]:.6g} at {time_text(s.time[i])}, highest "
+                     f"high {hi[j]:.6g} at {time_text(s.time[j])}")
     return ("; ".join(parts[:3]) + " (a wrong price?)") if parts else "check the prices"
-
-
-def exact_time(t) -> str:
-    from ._time import exact_iso
-
-    return exact_iso(t) + "Z"
 
 
 def resolve_grid(grid, inputs) -> Grid:
