@@ -403,6 +403,12 @@ def read_events(realized, series_names=None, unknown_side: str = "skip"):
 UNKNOWN_SIDE = ("skip", "split")
 
 
+def unknown_side_rule(attrs) -> str:
+    """The rule a store's realized events were binned by (its ``realized_summary``), which
+    ``update`` and ``live`` keep for the events they bin later; "skip" where it does not say."""
+    return ((attrs or {}).get("realized_summary") or {}).get("unknown_side_rule", "skip")
+
+
 REALIZED_ATTRS = {"units": "quote notional",
                   "long_name": "liquidations published by the exchange, binned on the grid"}
 

@@ -122,10 +122,9 @@ def _update(path: Path, series, *, allow_outside: bool, progress: bool, max_gap=
     old_realized = ds["realized"].isel(time=b_first).values if "realized" in ds else None
     binner = None
     if realized is not None and "realized" in ds:
-        from .events import EventBinner, read_events
+        from .events import EventBinner, read_events, unknown_side_rule
 
-        rule = (attrs.get("realized_summary") or {}).get("unknown_side_rule", "skip")
-        events = read_events(realized, names, rule)  # as the store was binned
+        events = read_events(realized, names, unknown_side_rule(attrs))  # the store's rule
         if events is not None:
             binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
 

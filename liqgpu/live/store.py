@@ -280,7 +280,7 @@ class LiveStore:
         what was binned there before) on; ``update`` leaves the new buckets at zero."""
         import zarr
 
-        from ..events import bin_realized
+        from ..events import bin_realized, unknown_side_rule
         from ..store import _quiet_zarr
         from ..store.atomic import store_lock
 
@@ -298,10 +298,10 @@ class LiveStore:
             return  # no events from b0 on: update's zeros (and the kept bucket) are right
         every = np.timedelta64(int(np.diff(t_ns).min()) if t_ns.size > 1 else
                                self._every_ns(g), "ns")
-        rule = (g.attrs.get("realized_summary") or {}).get("unknown_side_rule", "skip")
         cube = bin_realized(ev, series_names=[str(x) for x in g["series"][:]],
                             time=t_ns[b0:].view("datetime64[ns]"), every=every,
-                            edges=np.asarray(g["price_edges"][:]), unknown_side=rule,
+                            edges=np.asarray(g["price_edges"][:]),
+                            unknown_side=unknown_side_rule(dict(g.attrs)),
                             log_left_out=False)  # by the store's rule for unknown sides
         from ..store.integrity import write_manifest
 

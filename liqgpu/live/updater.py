@@ -138,7 +138,7 @@ class WarmUpdater:
     def _update(self, path: Path, c: _Cache, series, *, allow_outside, realized, max_gap,
                 defer_cleanup) -> int | None:
         """:func:`liqgpu.updating._update` on the cached store (the same checks and numbers)."""
-        from ..events import EventBinner, read_events
+        from ..events import EventBinner, read_events, unknown_side_rule
         from ..store.atomic import commit, crash_point
         from ..store.resume import resume_group
         from ..updating import resumed_run
@@ -159,8 +159,7 @@ class WarmUpdater:
             run.full, run.attrs, run.R, run.T, run.T_new)
         binner = None
         if realized is not None and c.has_realized:
-            rule = (c.attrs.get("realized_summary") or {}).get("unknown_side_rule", "skip")
-            events = read_events(realized, names, rule)  # as the store was binned
+            events = read_events(realized, names, unknown_side_rule(c.attrs))  # the store's rule
             if events is not None:
                 binner = EventBinner(events, names, btime, inputs.step * n_every, grid.edges)
         old_realized = None
